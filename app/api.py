@@ -1,0 +1,143 @@
+"""The HTTP service (FastAPI). Start it with ``spanrag serve`` or
+``uvicorn app.api:create_app --factory``; OpenAPI docs are at ``/docs``.
+
+Endpoints:
+    POST   /v1/collections/{collection}/query          answer with citations (+ trace)
+    POST   /v1/collections/{collection}/retrieve       ranked spans only
+    POST   /v1/collections/{collection}/documents      JSON {id, text, title?, metadata?} or multipart file
+    GET    /v1/collections/{collection}/documents/{doc_id}
+    DELETE /v1/collections/{collection}/documents/{doc_id}
+    GET    /v1/collections                             collections with their sizes
+    GET    /healthz
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+
+from indexing.parsers.base import ParseError
+from indexing.store.base import CollectionNotFound, StoreMismatch
+from retrieval.pipeline import UnknownPipeline
+from service.engine import RagService, ranked_payload
+from service.settings import Settings
+
+COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class QueryRequest(BaseModel):
+    question: str = Field(..., min_length=1, max_length=4000)
+    top_k: int | None = Field(None, ge=1, le=200)
+    budget_tokens: int | None = Field(None, ge=1, le=100_000)
+    pipeline: str | None = None
+    trace: bool = False
+
+    def overrides(self) -> dict[str, Any]:
+        return {k: v for k, v in {"top_k": self.top_k, "budget_tokens": self.budget_tokens}.items() if v is not None}
+
+
+class DocumentIn(BaseModel):
+    id: str = Field(..., min_length=1, max_length=512)
+    text: str = Field(..., min_length=1)
+    title: str = ""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+def create_app(settings: Settings | None = None, service: RagService | None = None) -> FastAPI:
+    rag = service or RagService(settings or Settings())
+    app = FastAPI(title="spanrag", version="0.1.0", description="Span-level retrieval-augmented generation")
+    app.state.rag = rag
+
+    @app.exception_handler(CollectionNotFound)
+    async def _missing_collection(_: Request, exc: CollectionNotFound):
+        return JSONResponse(status_code=404, content={"detail": f"collection {exc.args[0]!r} not found"})
+
+    @app.exception_handler(UnknownPipeline)
+    async def _unknown_pipeline(_: Request, exc: UnknownPipeline):
+        return JSONResponse(status_code=400, content={"detail": exc.args[0]})
+
+    @app.exception_handler(StoreMismatch)
+    async def _mismatch(_: Request, exc: StoreMismatch):
+        return JSONResponse(status_code=409, content={"detail": str(exc)})
+
+    @app.exception_handler(ParseError)
+    async def _parse_error(_: Request, exc: ParseError):
+        return JSONResponse(status_code=422, content={"detail": f"cannot ingest: {exc}"})
+
+    def check_name(collection: str) -> None:
+        if not re.match(COLLECTION_PATTERN, collection):
+            raise HTTPException(422, f"invalid collection name {collection!r}: use letters, digits, '_', '.', '-'")
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/collections")
+    def list_collections() -> dict:
+        return {"collections": [rag.store.collection_stats(c) for c in rag.store.list_collections()]}
+
+    @app.post("/v1/collections/{collection}/query")
+    def query(collection: str, body: QueryRequest) -> dict:
+        return rag.query(collection, body.question, body.pipeline, body.overrides(), trace=body.trace)
+
+    @app.post("/v1/collections/{collection}/retrieve")
+    def retrieve(collection: str, body: QueryRequest) -> dict:
+        result = rag.retrieve(collection, body.question, body.pipeline, body.overrides())
+        out = {
+            "spans": ranked_payload(result),
+            "usage": {"context_tokens": result.context.n_tokens},
+            "timings_ms": result.timings_ms,
+            "pipeline": result.pipeline,
+        }
+        if body.trace:
+            out["trace"] = [t.__dict__ for t in result.context.trace]
+        return out
+
+    @app.post("/v1/collections/{collection}/documents", status_code=201)
+    async def add_document(collection: str, request: Request) -> dict:
+        check_name(collection)
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            form = await request.form()
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                raise HTTPException(422, "multipart upload needs a 'file' field")
+            data = await upload.read()
+            doc_id = form.get("doc_id") or None
+            report = await run_in_threadpool(
+                rag.ingest_upload, collection, data, upload.filename or "upload.txt", doc_id
+            )
+        elif content_type.startswith("application/json"):
+            try:
+                doc = DocumentIn.model_validate(json.loads(await request.body()))
+            except json.JSONDecodeError as exc:
+                raise HTTPException(422, f"body is not valid JSON: {exc}") from None
+            except ValidationError as exc:
+                raise HTTPException(422, exc.errors(include_url=False, include_context=False)) from None
+            report = await run_in_threadpool(
+                rag.ingest_text, collection, doc.id, doc.text, doc.title, doc.metadata
+            )
+        else:
+            raise HTTPException(415, "send JSON {id, text, title?, metadata?} or a multipart 'file'")
+        return report.as_dict()
+
+    @app.get("/v1/collections/{collection}/documents/{doc_id:path}")
+    def get_document(collection: str, doc_id: str) -> dict:
+        doc = rag.get_document(collection, doc_id)
+        if doc is None:
+            raise HTTPException(404, f"document {doc_id!r} not found in {collection!r}")
+        return doc
+
+    @app.delete("/v1/collections/{collection}/documents/{doc_id:path}")
+    def delete_document(collection: str, doc_id: str) -> dict:
+        if not rag.delete_document(collection, doc_id):
+            raise HTTPException(404, f"document {doc_id!r} not found in {collection!r}")
+        return {"deleted": doc_id}
+
+    return app

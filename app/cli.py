@@ -1,0 +1,178 @@
+"""The ``spanrag`` command line: ingest, delete, query, serve, collections, eval.
+
+    spanrag ingest samples/ --collection demo
+    spanrag query "What does the context bubble do?" --collection demo
+    spanrag serve --port 8000
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from indexing.embed import ModelNotFound
+from indexing.store.base import CollectionNotFound, StoreMismatch
+from retrieval.pipeline import UnknownPipeline
+from service.engine import RagService
+from service.settings import Settings
+
+cli = typer.Typer(add_completion=False, no_args_is_help=True, help="spanrag: span-level RAG service")
+console = Console(stderr=True)
+
+DataDir = typer.Option(None, "--data-dir", help="data directory (default: $SPANRAG_DATA_DIR or ./.spanrag)")
+CollectionOpt = typer.Option(..., "--collection", "-c", help="collection name")
+
+
+def make_service(data_dir: Optional[Path], **overrides) -> RagService:
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    return RagService(Settings(**values))
+
+
+def fail(message: str, code: int = 1) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+class RichIngestProgress:
+    """Shows a bar for files, and one for documents inside a large file."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.file_task = progress.add_task("files", total=None)
+        self.doc_task = None
+
+    def files(self, done: int, total: int) -> None:
+        self.progress.update(self.file_task, completed=done, total=total)
+
+    def documents(self, done: int, total: int) -> None:
+        if self.doc_task is None:
+            self.doc_task = self.progress.add_task("documents", total=total)
+        self.progress.update(self.doc_task, completed=done, total=total)
+        if done >= total:
+            self.progress.remove_task(self.doc_task)
+            self.doc_task = None
+
+
+@cli.command()
+def ingest(
+    paths: list[Path] = typer.Argument(..., help="files or folders (Markdown, HTML, text, PDF, CSV, BEIR corpus.jsonl)"),
+    collection: str = CollectionOpt,
+    data_dir: Optional[Path] = DataDir,
+    json_out: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+) -> None:
+    """Ingest files and folders; unchanged files are skipped, changed ones replaced."""
+    rag = make_service(data_dir)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=console, transient=True, disable=json_out) as progress:
+            report = rag.ingest_paths(collection, paths, RichIngestProgress(progress))
+    except (StoreMismatch, ModelNotFound) as exc:
+        fail(str(exc))
+    if json_out:
+        print(json.dumps(report.as_dict() | {"doc_ids": None}, indent=2))
+    else:
+        table = Table(title=f"ingest into {collection!r}", show_header=False)
+        for name in ("added", "updated", "unchanged", "removed"):
+            table.add_row(name, str(getattr(report, name)))
+        table.add_row("failed", str(len(report.failed)))
+        table.add_row("spans written", str(report.spans))
+        table.add_row("seconds", f"{report.seconds:.2f}")
+        Console().print(table)
+        for failure in report.failed:
+            console.print(f"[red]failed[/] {failure.source}: {failure.reason}")
+    if report.failed:
+        raise typer.Exit(2)
+
+
+@cli.command()
+def delete(
+    doc_id: str = typer.Argument(..., help="document id (as shown by ingest or GET /documents)"),
+    collection: str = CollectionOpt,
+    data_dir: Optional[Path] = DataDir,
+) -> None:
+    """Remove a document, its spans and vectors everywhere."""
+    rag = make_service(data_dir)
+    try:
+        removed = rag.delete_document(collection, doc_id)
+    except CollectionNotFound:
+        fail(f"collection {collection!r} does not exist")
+    if not removed:
+        fail(f"document {doc_id!r} not found in {collection!r}")
+    Console().print(f"deleted {doc_id}")
+
+
+@cli.command()
+def query(
+    question: str = typer.Argument(..., help="the question"),
+    collection: str = CollectionOpt,
+    data_dir: Optional[Path] = DataDir,
+    pipeline: Optional[str] = typer.Option(None, help="retrieval pipeline (default: the service's)"),
+    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="most spans in the context"),
+    budget_tokens: Optional[int] = typer.Option(None, "--budget-tokens", min=1, help="context token budget"),
+    trace: bool = typer.Option(False, help="include the selection trace (with --json)"),
+    json_out: bool = typer.Option(False, "--json", help="print the same object as the HTTP endpoint"),
+) -> None:
+    """Answer a question with numbered citations."""
+    if not question.strip():
+        fail("the question is empty")
+    rag = make_service(data_dir)
+    overrides = {k: v for k, v in {"top_k": top_k, "budget_tokens": budget_tokens}.items() if v is not None}
+    try:
+        out = rag.query(collection, question, pipeline, overrides, trace=trace)
+    except CollectionNotFound:
+        fail(f"collection {collection!r} does not exist; ingest into it first")
+    except UnknownPipeline as exc:
+        fail(exc.args[0])
+    if json_out:
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+        return
+    stdout = Console()
+    stdout.print(out["answer"], markup=False, highlight=False)
+    stdout.print()
+    for c in out["citations"]:
+        where = " > ".join(c["heading_path"]) or c["doc_id"]
+        stdout.print(f"[{c['id']}] {c['doc_id']} [{c['start']}:{c['end']}] {where}", markup=False, highlight=False)
+    stdout.print(
+        f"\n{out['usage']['context_tokens']} context tokens, {out['timings_ms']['total_ms']:.0f} ms",
+        style="dim",
+    )
+
+
+@cli.command()
+def collections(data_dir: Optional[Path] = DataDir) -> None:
+    """List collections with their document and span counts."""
+    rag = make_service(data_dir)
+    for name in rag.store.list_collections():
+        stats = rag.store.collection_stats(name)
+        Console().print(f"{name}\t{stats['documents']} documents\t{stats['spans']} spans\t{stats['model']}")
+
+
+@cli.command()
+def serve(
+    host: Optional[str] = typer.Option(None, help="bind address (default 127.0.0.1)"),
+    port: Optional[int] = typer.Option(None, help="port (default 8000)"),
+    data_dir: Optional[Path] = DataDir,
+) -> None:
+    """Start the HTTP service (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from app.api import create_app
+
+    rag = make_service(data_dir, host=host, port=port)
+    uvicorn.run(create_app(service=rag), host=rag.settings.host, port=rag.settings.port, log_level="info")
+
+
+def main() -> None:  # console-script entry point
+    try:
+        cli()
+    except KeyboardInterrupt:
+        sys.exit(130)

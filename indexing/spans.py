@@ -1,0 +1,58 @@
+"""Core ingestion types: a document and the span tree cut from it.
+
+Every span points into its document's normalized text with character offsets, so
+``document.text[span.start:span.end] == span.text`` always holds. A table row also
+carries its table's header line in ``header``; ``span.context_text`` is what an
+embedder or a generator should read (header first, then the row).
+
+    >>> doc = Document(id="a.md", collection="docs", title="A", source="/tmp/a.md",
+    ...                content_hash="x", text="# A\\n\\nHello world.")
+    >>> span = Span(id="a.md#3", doc_id="a.md", parent_id="a.md#0", granularity="sentence",
+    ...             start=5, end=17, text="Hello world.", heading_path=["A"], n_tokens=3)
+    >>> doc.text[span.start:span.end] == span.text
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Granularity = Literal["document", "section", "paragraph", "sentence", "table", "row"]
+GRANULARITIES: tuple[Granularity, ...] = ("document", "section", "paragraph", "sentence", "table", "row")
+
+
+@dataclass
+class Document:
+    id: str
+    collection: str
+    title: str
+    source: str
+    content_hash: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Span:
+    id: str
+    doc_id: str
+    parent_id: str | None
+    granularity: Granularity
+    start: int
+    end: int
+    text: str
+    heading_path: list[str] = field(default_factory=list)
+    n_tokens: int = 0
+    header: str = ""  # a table row's column header line; empty elsewhere
+    order: int = 0  # position of the span in its document's span list (pre-order)
+
+    @property
+    def context_text(self) -> str:
+        """The text to embed, score or show: a row's header line comes with the row."""
+        return f"{self.header}\n{self.text}" if self.header else self.text
+
+
+def span_id(doc_id: str, order: int) -> str:
+    """Span ids are stable for a given document version: ``<doc_id>#<pre-order position>``."""
+    return f"{doc_id}#{order}"

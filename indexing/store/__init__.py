@@ -1,0 +1,1 @@
+"""spanrag indexing/store."""

@@ -1,0 +1,123 @@
+"""The store seam: everything retrieval needs from storage, and nothing more.
+
+Retrieval and the service talk only to :class:`SpanStore`; the embedded default is
+:class:`indexing.store.sqlite_faiss.SqliteFaissStore` (SQLite for documents and spans,
+FAISS for span vectors, bm25s for lexical search, all under one data directory).
+A second backend (Qdrant) implements the same methods.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from indexing.spans import Document, Granularity, Span
+
+
+class CollectionNotFound(KeyError):
+    """Raised for a collection that was never created; the HTTP layer maps it to 404."""
+
+
+class StoreMismatch(ValueError):
+    """Raised when a collection was built with another embedding model than the one asked for."""
+
+
+@dataclass
+class SourceRecord:
+    """A file (or upload) that produced documents, with the hash that makes re-ingest a no-op."""
+
+    path: str
+    content_hash: str
+    doc_ids: list[str]
+
+
+@dataclass
+class ScoredSpanId:
+    span_id: str
+    score: float
+
+
+class SpanStore(ABC):
+    # -- collections -------------------------------------------------------------------
+    @abstractmethod
+    def create_collection(self, name: str, model: str, dim: int) -> None:
+        """Create ``name`` if missing; raise :class:`StoreMismatch` if it exists with another model."""
+
+    @abstractmethod
+    def has_collection(self, name: str) -> bool: ...
+
+    @abstractmethod
+    def list_collections(self) -> list[str]: ...
+
+    @abstractmethod
+    def collection_stats(self, name: str) -> dict: ...
+
+    # -- writes: each call is one transaction ------------------------------------------
+    @abstractmethod
+    def replace_documents(
+        self, collection: str, items: list[tuple[Document, list[Span], np.ndarray]]
+    ) -> None:
+        """Write documents with their spans and span vectors (rows aligned with spans),
+        replacing any earlier version of the same document ids, atomically."""
+
+    @abstractmethod
+    def delete_documents(self, collection: str, doc_ids: list[str]) -> int:
+        """Remove documents, their spans and vectors everywhere; returns how many existed."""
+
+    @abstractmethod
+    def get_source(self, collection: str, path: str) -> SourceRecord | None: ...
+
+    @abstractmethod
+    def put_source(self, collection: str, record: SourceRecord) -> None: ...
+
+    @abstractmethod
+    def delete_source(self, collection: str, path: str) -> None: ...
+
+    @abstractmethod
+    def list_sources(self, collection: str, under: str | None = None) -> list[SourceRecord]: ...
+
+    # -- reads ---------------------------------------------------------------------------
+    @abstractmethod
+    def get_document(self, collection: str, doc_id: str) -> Document | None: ...
+
+    @abstractmethod
+    def document_hashes(self, collection: str, doc_ids: list[str]) -> dict[str, str]: ...
+
+    @abstractmethod
+    def count_spans(self, collection: str, doc_id: str) -> int: ...
+
+    @abstractmethod
+    def get_spans(self, collection: str, span_ids: list[str]) -> list[Span]:
+        """Spans in the order asked for; unknown ids are skipped."""
+
+    @abstractmethod
+    def children(self, collection: str, span_id: str) -> list[Span]: ...
+
+    @abstractmethod
+    def descendants(self, collection: str, span_id: str, granularity: Granularity) -> list[Span]: ...
+
+    @abstractmethod
+    def get_vectors(self, collection: str, span_ids: list[str]) -> np.ndarray:
+        """Dense vectors of the given spans, rows in the order asked for."""
+
+    # -- search --------------------------------------------------------------------------
+    @abstractmethod
+    def dense_search(
+        self,
+        collection: str,
+        query: np.ndarray,
+        k: int,
+        granularities: list[Granularity] | None = None,
+    ) -> list[ScoredSpanId]:
+        """Inner-product search over span vectors, optionally only some granularities."""
+
+    @abstractmethod
+    def lexical_search(
+        self, collection: str, query: str, k: int, granularity: Granularity
+    ) -> list[ScoredSpanId]:
+        """BM25 over the spans of one granularity (each granularity has its own statistics)."""
+
+    @abstractmethod
+    def close(self) -> None: ...

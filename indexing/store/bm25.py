@@ -1,0 +1,64 @@
+"""BM25 over the spans of one granularity, with bm25s (sparse, vectorized scoring)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import bm25s
+import numpy as np
+import Stemmer
+
+
+def _tokenize(texts: list[str], stemmer: Stemmer.Stemmer):
+    return bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False)
+
+
+class Bm25Index:
+    """A bm25s index whose documents are span row ids.
+
+        >>> index = Bm25Index.build(np.array([7, 9]), ["red apples", "green pears"])
+        >>> index.search("apple", k=1)[0][0]
+        7
+    """
+
+    def __init__(self, retriever: bm25s.BM25 | None, row_ids: np.ndarray):
+        self._retriever = retriever
+        self.row_ids = row_ids
+        self._stemmer = Stemmer.Stemmer("english")
+
+    @classmethod
+    def build(cls, row_ids: np.ndarray, texts: list[str]) -> Bm25Index:
+        if len(texts) == 0:
+            return cls(None, np.zeros(0, dtype=np.int64))
+        stemmer = Stemmer.Stemmer("english")
+        retriever = bm25s.BM25()  # Lucene variant, k1=1.5, b=0.75
+        retriever.index(_tokenize(texts, stemmer), show_progress=False)
+        return cls(retriever, np.asarray(row_ids, dtype=np.int64))
+
+    def search(self, query: str, k: int) -> list[tuple[int, float]]:
+        if self._retriever is None or k <= 0:
+            return []
+        tokens = _tokenize([query], self._stemmer)
+        if not tokens.vocab or all(len(ids) == 0 for ids in tokens.ids):
+            return []
+        k = min(k, len(self.row_ids))
+        docs, scores = self._retriever.retrieve(tokens, k=k, show_progress=False, n_threads=1)
+        return [
+            (int(self.row_ids[d]), float(s)) for d, s in zip(docs[0], scores[0]) if s > 0.0
+        ]
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        np.save(directory / "row_ids.npy", self.row_ids)
+        if self._retriever is not None:
+            self._retriever.save(str(directory), show_progress=False)
+        (directory / "built.json").write_text(json.dumps({"empty": self._retriever is None}))
+
+    @classmethod
+    def load(cls, directory: Path) -> Bm25Index:
+        built = json.loads((directory / "built.json").read_text())
+        row_ids = np.load(directory / "row_ids.npy")
+        if built["empty"]:
+            return cls(None, row_ids)
+        return cls(bm25s.BM25.load(str(directory), show_progress=False, verbosity=0), row_ids)

@@ -1,0 +1,445 @@
+"""The embedded store: SQLite holds documents, spans and their vectors; FAISS and bm25s
+indexes are derived caches on disk, rebuilt from SQLite whenever they are behind.
+
+Every write is one SQLite transaction that also bumps the collection's ``generation``.
+Index files carry the generation they were built from, so an ingest interrupted at any
+point leaves the previous committed state readable, and an index that is behind (another
+process wrote, or a crash) is rebuilt on first use.
+
+    >>> store = SqliteFaissStore(Path("/tmp/spanrag-data"))   # doctest: +SKIP
+    >>> store.create_collection("docs", model="all-MiniLM-L6-v2", dim=384)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from indexing.spans import GRANULARITIES, Document, Granularity, Span
+from indexing.store.base import (
+    CollectionNotFound,
+    ScoredSpanId,
+    SourceRecord,
+    SpanStore,
+    StoreMismatch,
+)
+from indexing.store.bm25 import Bm25Index
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS collections (
+    name TEXT PRIMARY KEY, model TEXT NOT NULL, dim INTEGER NOT NULL,
+    generation INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS sources (
+    collection TEXT NOT NULL, path TEXT NOT NULL, content_hash TEXT NOT NULL,
+    doc_ids TEXT NOT NULL, PRIMARY KEY (collection, path));
+CREATE TABLE IF NOT EXISTS documents (
+    collection TEXT NOT NULL, id TEXT NOT NULL, title TEXT NOT NULL, source TEXT NOT NULL,
+    content_hash TEXT NOT NULL, text TEXT NOT NULL, metadata TEXT NOT NULL,
+    PRIMARY KEY (collection, id));
+CREATE TABLE IF NOT EXISTS spans (
+    row_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    collection TEXT NOT NULL, id TEXT NOT NULL, doc_id TEXT NOT NULL, parent_id TEXT,
+    granularity TEXT NOT NULL, start INTEGER NOT NULL, "end" INTEGER NOT NULL,
+    text TEXT NOT NULL, heading_path TEXT NOT NULL, n_tokens INTEGER NOT NULL,
+    header TEXT NOT NULL, ord INTEGER NOT NULL, vector BLOB NOT NULL,
+    UNIQUE (collection, id));
+CREATE INDEX IF NOT EXISTS spans_by_doc ON spans (collection, doc_id, ord);
+CREATE INDEX IF NOT EXISTS spans_by_parent ON spans (collection, parent_id);
+CREATE INDEX IF NOT EXISTS spans_by_granularity ON spans (collection, granularity);
+"""
+
+SPAN_COLUMNS = 'id, doc_id, parent_id, granularity, start, "end", text, heading_path, n_tokens, header, ord'
+_CHUNK = 900  # stay under SQLite's bound-parameter limit on old builds
+
+
+def _chunks(items: list, size: int = _CHUNK):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _row_to_span(row: tuple) -> Span:
+    return Span(
+        id=row[0], doc_id=row[1], parent_id=row[2], granularity=row[3], start=row[4],
+        end=row[5], text=row[6], heading_path=json.loads(row[7]), n_tokens=row[8],
+        header=row[9], order=row[10],
+    )
+
+
+@dataclass
+class _LoadedIndexes:
+    """Search structures of one collection, valid for exactly one generation."""
+
+    generation: int
+    dense: faiss.Index
+    span_id_of_row: dict[int, str]
+    rows_by_granularity: dict[str, np.ndarray]
+    bm25: dict[str, Bm25Index] = field(default_factory=dict)
+
+
+class SqliteFaissStore(SpanStore):
+    def __init__(self, data_dir: Path):
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(
+            self.data_dir / "spanrag.sqlite3", check_same_thread=False, isolation_level=None
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self._lock = threading.RLock()
+        self._loaded: dict[str, _LoadedIndexes] = {}
+
+    # -- helpers -------------------------------------------------------------------------
+    def _query(self, sql: str, params: tuple | list = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def _require(self, collection: str) -> tuple[str, int, int]:
+        rows = self._query(
+            "SELECT model, dim, generation FROM collections WHERE name = ?", (collection,)
+        )
+        if not rows:
+            raise CollectionNotFound(collection)
+        return rows[0]
+
+    def _index_dir(self, collection: str) -> Path:
+        return self.data_dir / "indexes" / collection
+
+    # -- collections ---------------------------------------------------------------------
+    def create_collection(self, name: str, model: str, dim: int) -> None:
+        with self._lock:
+            rows = self._query("SELECT model, dim FROM collections WHERE name = ?", (name,))
+            if rows:
+                if tuple(rows[0]) != (model, dim):
+                    raise StoreMismatch(
+                        f"collection {name!r} was built with model {rows[0][0]!r} "
+                        f"(dim {rows[0][1]}), not {model!r} (dim {dim}); use another collection"
+                    )
+                return
+            self._db.execute(
+                "INSERT INTO collections (name, model, dim) VALUES (?, ?, ?)", (name, model, dim)
+            )
+
+    def has_collection(self, name: str) -> bool:
+        return bool(self._query("SELECT 1 FROM collections WHERE name = ?", (name,)))
+
+    def list_collections(self) -> list[str]:
+        return [r[0] for r in self._query("SELECT name FROM collections ORDER BY name")]
+
+    def collection_model(self, name: str) -> str:
+        return self._require(name)[0]
+
+    def collection_stats(self, name: str) -> dict:
+        model, dim, generation = self._require(name)
+        n_docs = self._query("SELECT COUNT(*) FROM documents WHERE collection = ?", (name,))[0][0]
+        by_granularity = dict(
+            self._query(
+                "SELECT granularity, COUNT(*) FROM spans WHERE collection = ? GROUP BY granularity",
+                (name,),
+            )
+        )
+        return {
+            "name": name, "model": model, "dim": dim, "generation": generation,
+            "documents": n_docs, "spans": sum(by_granularity.values()),
+            "spans_by_granularity": by_granularity,
+        }
+
+    # -- writes ----------------------------------------------------------------------------
+    def _delete_in_tx(self, collection: str, doc_ids: list[str]) -> int:
+        existed = 0
+        for chunk in _chunks(doc_ids):
+            marks = ",".join("?" * len(chunk))
+            self._db.execute(
+                f"DELETE FROM spans WHERE collection = ? AND doc_id IN ({marks})", [collection, *chunk]
+            )
+            existed += self._db.execute(
+                f"DELETE FROM documents WHERE collection = ? AND id IN ({marks})", [collection, *chunk]
+            ).rowcount
+        return existed
+
+    def _bump(self, collection: str) -> None:
+        self._db.execute(
+            "UPDATE collections SET generation = generation + 1 WHERE name = ?", (collection,)
+        )
+
+    def replace_documents(
+        self, collection: str, items: list[tuple[Document, list[Span], np.ndarray]]
+    ) -> None:
+        _, dim, _ = self._require(collection)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._delete_in_tx(collection, [doc.id for doc, _, _ in items])
+                for doc, spans, vectors in items:
+                    if vectors.shape != (len(spans), dim):
+                        raise ValueError(
+                            f"document {doc.id!r}: {vectors.shape} vectors for {len(spans)} spans of dim {dim}"
+                        )
+                    self._db.execute(
+                        "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (collection, doc.id, doc.title, doc.source, doc.content_hash, doc.text,
+                         json.dumps(doc.metadata)),
+                    )
+                    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+                    self._db.executemany(
+                        f"INSERT INTO spans (collection, {SPAN_COLUMNS}, vector) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [
+                            (collection, s.id, s.doc_id, s.parent_id, s.granularity, s.start, s.end,
+                             s.text, json.dumps(s.heading_path), s.n_tokens, s.header, s.order,
+                             vectors[i].tobytes())
+                            for i, s in enumerate(spans)
+                        ],
+                    )
+                self._bump(collection)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def delete_documents(self, collection: str, doc_ids: list[str]) -> int:
+        self._require(collection)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                existed = self._delete_in_tx(collection, doc_ids)
+                if existed:
+                    self._bump(collection)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return existed
+
+    def get_source(self, collection: str, path: str) -> SourceRecord | None:
+        rows = self._query(
+            "SELECT path, content_hash, doc_ids FROM sources WHERE collection = ? AND path = ?",
+            (collection, path),
+        )
+        return SourceRecord(rows[0][0], rows[0][1], json.loads(rows[0][2])) if rows else None
+
+    def put_source(self, collection: str, record: SourceRecord) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO sources VALUES (?, ?, ?, ?)",
+                (collection, record.path, record.content_hash, json.dumps(record.doc_ids)),
+            )
+
+    def delete_source(self, collection: str, path: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM sources WHERE collection = ? AND path = ?", (collection, path))
+
+    def list_sources(self, collection: str, under: str | None = None) -> list[SourceRecord]:
+        rows = self._query(
+            "SELECT path, content_hash, doc_ids FROM sources WHERE collection = ?", (collection,)
+        )
+        prefix = None if under is None else under.rstrip(os.sep) + os.sep
+        return [
+            SourceRecord(p, h, json.loads(d))
+            for p, h, d in rows
+            if prefix is None or p.startswith(prefix)
+        ]
+
+    # -- reads -------------------------------------------------------------------------------
+    def get_document(self, collection: str, doc_id: str) -> Document | None:
+        rows = self._query(
+            "SELECT id, title, source, content_hash, text, metadata FROM documents "
+            "WHERE collection = ? AND id = ?",
+            (collection, doc_id),
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return Document(r[0], collection, r[1], r[2], r[3], r[4], json.loads(r[5]))
+
+    def document_hashes(self, collection: str, doc_ids: list[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for chunk in _chunks(doc_ids):
+            marks = ",".join("?" * len(chunk))
+            out.update(
+                self._query(
+                    f"SELECT id, content_hash FROM documents WHERE collection = ? AND id IN ({marks})",
+                    [collection, *chunk],
+                )
+            )
+        return out
+
+    def count_spans(self, collection: str, doc_id: str) -> int:
+        return self._query(
+            "SELECT COUNT(*) FROM spans WHERE collection = ? AND doc_id = ?", (collection, doc_id)
+        )[0][0]
+
+    def get_spans(self, collection: str, span_ids: list[str]) -> list[Span]:
+        found: dict[str, Span] = {}
+        for chunk in _chunks(span_ids):
+            marks = ",".join("?" * len(chunk))
+            for row in self._query(
+                f"SELECT {SPAN_COLUMNS} FROM spans WHERE collection = ? AND id IN ({marks})",
+                [collection, *chunk],
+            ):
+                found[row[0]] = _row_to_span(row)
+        return [found[i] for i in span_ids if i in found]
+
+    def document_spans(self, collection: str, doc_id: str) -> list[Span]:
+        rows = self._query(
+            f"SELECT {SPAN_COLUMNS} FROM spans WHERE collection = ? AND doc_id = ? ORDER BY ord",
+            (collection, doc_id),
+        )
+        return [_row_to_span(r) for r in rows]
+
+    def children(self, collection: str, span_id: str) -> list[Span]:
+        rows = self._query(
+            f"SELECT {SPAN_COLUMNS} FROM spans WHERE collection = ? AND parent_id = ? ORDER BY ord",
+            (collection, span_id),
+        )
+        return [_row_to_span(r) for r in rows]
+
+    def descendants(self, collection: str, span_id: str, granularity: Granularity) -> list[Span]:
+        (parent,) = self.get_spans(collection, [span_id]) or [None]
+        if parent is None:
+            return []
+        rows = self._query(
+            f"SELECT {SPAN_COLUMNS} FROM spans WHERE collection = ? AND doc_id = ? "
+            'AND granularity = ? AND start >= ? AND "end" <= ? ORDER BY ord',
+            (collection, parent.doc_id, granularity, parent.start, parent.end),
+        )
+        return [_row_to_span(r) for r in rows]
+
+    def get_vectors(self, collection: str, span_ids: list[str]) -> np.ndarray:
+        _, dim, _ = self._require(collection)
+        found: dict[str, np.ndarray] = {}
+        for chunk in _chunks(span_ids):
+            marks = ",".join("?" * len(chunk))
+            for sid, blob in self._query(
+                f"SELECT id, vector FROM spans WHERE collection = ? AND id IN ({marks})",
+                [collection, *chunk],
+            ):
+                found[sid] = np.frombuffer(blob, dtype=np.float32)
+        missing = [s for s in span_ids if s not in found]
+        if missing:
+            raise KeyError(f"no vectors for spans {missing[:3]}")
+        return np.stack([found[s] for s in span_ids]) if span_ids else np.zeros((0, dim), np.float32)
+
+    # -- search indexes -----------------------------------------------------------------------
+    def refresh(self, collection: str) -> None:
+        """Bring the search indexes up to the committed generation (build or load them)."""
+        self._indexes(collection)
+
+    def _indexes(self, collection: str) -> _LoadedIndexes:
+        _, dim, generation = self._require(collection)
+        with self._lock:
+            loaded = self._loaded.get(collection)
+            if loaded is not None and loaded.generation == generation:
+                return loaded
+            loaded = self._load_from_disk(collection, generation) or self._rebuild(
+                collection, dim, generation
+            )
+            self._loaded[collection] = loaded
+            return loaded
+
+    def _span_directory(self, collection: str) -> tuple[dict[int, str], dict[str, np.ndarray]]:
+        rows = self._query(
+            "SELECT row_id, id, granularity FROM spans WHERE collection = ? ORDER BY row_id",
+            (collection,),
+        )
+        span_id_of_row = {r: s for r, s, _ in rows}
+        by_granularity: dict[str, list[int]] = {g: [] for g in GRANULARITIES}
+        for r, _, g in rows:
+            by_granularity[g].append(r)
+        return span_id_of_row, {g: np.array(v, dtype=np.int64) for g, v in by_granularity.items()}
+
+    def _load_from_disk(self, collection: str, generation: int) -> _LoadedIndexes | None:
+        directory = self._index_dir(collection)
+        meta = directory / "meta.json"
+        try:
+            if json.loads(meta.read_text())["generation"] != generation:
+                return None
+            dense = faiss.read_index(str(directory / "dense.faiss"))
+            bm25 = {g: Bm25Index.load(directory / "bm25" / g) for g in GRANULARITIES}
+        except (OSError, ValueError, KeyError, RuntimeError):
+            return None
+        span_id_of_row, by_granularity = self._span_directory(collection)
+        return _LoadedIndexes(generation, dense, span_id_of_row, by_granularity, bm25)
+
+    def _rebuild(self, collection: str, dim: int, generation: int) -> _LoadedIndexes:
+        rows = self._query(
+            "SELECT row_id, granularity, header, text, vector FROM spans "
+            "WHERE collection = ? ORDER BY row_id",
+            (collection,),
+        )
+        dense = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        if rows:
+            vectors = np.frombuffer(b"".join(r[4] for r in rows), dtype=np.float32).reshape(-1, dim)
+            dense.add_with_ids(vectors, np.array([r[0] for r in rows], dtype=np.int64))
+        bm25 = {}
+        for g in GRANULARITIES:
+            part = [r for r in rows if r[1] == g]
+            bm25[g] = Bm25Index.build(
+                np.array([r[0] for r in part], dtype=np.int64),
+                [f"{r[2]}\n{r[3]}" if r[2] else r[3] for r in part],
+            )
+        self._save(collection, generation, dense, bm25)
+        span_id_of_row, by_granularity = self._span_directory(collection)
+        return _LoadedIndexes(generation, dense, span_id_of_row, by_granularity, bm25)
+
+    def _save(self, collection: str, generation: int, dense: faiss.Index, bm25: dict) -> None:
+        directory = self._index_dir(collection)
+        staging = directory.with_name(directory.name + ".building")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        faiss.write_index(dense, str(staging / "dense.faiss"))
+        for g, index in bm25.items():
+            index.save(staging / "bm25" / g)
+        (staging / "meta.json").write_text(json.dumps({"generation": generation}))
+        old = directory.with_name(directory.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if directory.exists():
+            os.replace(directory, old)
+        os.replace(staging, directory)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def dense_search(
+        self,
+        collection: str,
+        query: np.ndarray,
+        k: int,
+        granularities: list[Granularity] | None = None,
+    ) -> list[ScoredSpanId]:
+        idx = self._indexes(collection)
+        q = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
+        params = None
+        if granularities is not None and set(granularities) != set(GRANULARITIES):
+            allowed = np.concatenate([idx.rows_by_granularity[g] for g in granularities])
+            if len(allowed) == 0:
+                return []
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+            k = min(k, len(allowed))
+        k = min(k, idx.dense.ntotal)
+        if k <= 0:
+            return []
+        scores, rows = idx.dense.search(q, k, params=params)
+        return [
+            ScoredSpanId(idx.span_id_of_row[int(r)], float(s))
+            for r, s in zip(rows[0], scores[0])
+            if r >= 0
+        ]
+
+    def lexical_search(
+        self, collection: str, query: str, k: int, granularity: Granularity
+    ) -> list[ScoredSpanId]:
+        idx = self._indexes(collection)
+        return [
+            ScoredSpanId(idx.span_id_of_row[r], s) for r, s in idx.bm25[granularity].search(query, k)
+        ]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

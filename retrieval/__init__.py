@@ -1,0 +1,1 @@
+"""Query-time retrieval: first stage, fusion, selection, named pipelines."""

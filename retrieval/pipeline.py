@@ -1,0 +1,136 @@
+"""Named retrieval pipelines and the retriever that runs them.
+
+A pipeline is a configuration (a :class:`RetrievalParams`), not code: the server, the CLI
+and ``spanrag eval`` all run a name from :data:`PIPELINES` through the same
+:class:`Retriever`.
+
+    >>> sorted(PIPELINES)[:3]
+    ['bm25', 'default', 'dense']
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+
+from indexing.embed import Encoder
+from indexing.spans import Span
+from indexing.store.base import SpanStore
+from retrieval.first_stage import fetch_signals, fuse, rank_documents
+from retrieval.params import RetrievalParams
+from retrieval.selection import TopKSelector
+from retrieval.types import Context, RetrievalResult
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    name: str
+    description: str
+    params: RetrievalParams
+
+
+def _registry(*specs: PipelineSpec) -> dict[str, PipelineSpec]:
+    return {s.name: s for s in specs}
+
+
+HYBRID = RetrievalParams()
+PIPELINES: dict[str, PipelineSpec] = _registry(
+    PipelineSpec(
+        "dense",
+        "dense top-k over document spans only (the classic single-vector baseline)",
+        RetrievalParams(dense_granularities=["document"], bm25_granularities=[]),
+    ),
+    PipelineSpec(
+        "bm25",
+        "BM25 top-k over document spans only (the classic lexical baseline)",
+        RetrievalParams(dense_granularities=[], bm25_granularities=["document"]),
+    ),
+    PipelineSpec(
+        "hybrid",
+        "dense over every granularity + BM25 per granularity, RRF-fused, top-k spans under the budget",
+        HYBRID,
+    ),
+    PipelineSpec("default", "what the service runs by default (today: hybrid)", HYBRID),
+)
+
+
+class UnknownPipeline(KeyError):
+    pass
+
+
+def get_pipeline(name: str) -> PipelineSpec:
+    try:
+        return PIPELINES[name]
+    except KeyError:
+        raise UnknownPipeline(f"unknown pipeline {name!r}; known: {', '.join(sorted(PIPELINES))}") from None
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 3)
+
+
+class Retriever:
+    """question → first stage → fused candidates → selection → context (with trace).
+
+        >>> retriever = Retriever(store, encoder)                        # doctest: +SKIP
+        >>> result = retriever.retrieve("docs", "what is X?", "default") # doctest: +SKIP
+        >>> [c.span.id for c in result.context.spans]                    # doctest: +SKIP
+    """
+
+    def __init__(self, store: SpanStore, encoder: Encoder):
+        self.store = store
+        self.encoder = encoder
+        self.selector = TopKSelector()
+
+    def retrieve(
+        self,
+        collection: str,
+        question: str,
+        pipeline: str = "default",
+        overrides: dict | None = None,
+    ) -> RetrievalResult:
+        spec = get_pipeline(pipeline)
+        params = spec.params.model_copy(update=overrides) if overrides else spec.params
+        timings: dict[str, float] = {}
+
+        started = time.perf_counter()
+        query_vector = self.encoder.encode_query(question)
+        timings["encode_ms"] = _ms(started)
+
+        t = time.perf_counter()
+        signals = fetch_signals(self.store, collection, question, query_vector, params)
+        candidates = fuse(signals, params)
+        ranked_documents = rank_documents(candidates)
+        timings["first_stage_ms"] = _ms(t)
+
+        t = time.perf_counter()
+        pool = candidates[: params.candidate_pool]
+        for candidate, span in zip(pool, self.store.get_spans(collection, [c.span_id for c in pool])):
+            candidate.span = span
+        context = self.selector.select(pool, params)
+        self._attach_pieces(collection, context)
+        timings["selection_ms"] = _ms(t)
+        timings["retrieval_ms"] = _ms(started)
+        return RetrievalResult(
+            question=question, pipeline=spec.name, query_vector=query_vector,
+            candidates=candidates, ranked_documents=ranked_documents, context=context,
+            timings_ms=timings,
+        )
+
+    def _attach_pieces(self, collection: str, context: Context) -> None:
+        """Give each selected span its citable pieces: its sentences and table rows."""
+        for item in context.spans:
+            item.pieces = self._pieces(collection, item.span)
+            item.piece_vectors = self.store.get_vectors(collection, [p.id for p in item.pieces])
+
+    def _pieces(self, collection: str, span: Span) -> list[Span]:
+        if span.granularity in ("sentence", "row"):
+            return [span]
+        pieces = self.store.descendants(collection, span.id, "sentence") + self.store.descendants(
+            collection, span.id, "row"
+        )
+        return sorted(pieces, key=lambda p: p.start) or [span]
+
+
+__all__ = ["PIPELINES", "PipelineSpec", "Retriever", "get_pipeline", "UnknownPipeline"]

@@ -1,0 +1,85 @@
+"""What retrieval hands on: scored candidates, the selected context and its trace."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from indexing.spans import Span
+
+
+def doc_id_of(span_id: str) -> str:
+    """Span ids are ``<doc_id>#<n>`` (see indexing.spans.span_id)."""
+    return span_id.rsplit("#", 1)[0]
+
+
+@dataclass
+class Candidate:
+    """A span with every score that ranked it, never a bare float.
+
+    ``scores`` holds the raw signals (``dense``, ``bm25:<granularity>``) and ``fused``;
+    ``ranks`` holds the 1-based rank of the span in each signal's list.
+    """
+
+    span_id: str
+    scores: dict[str, float] = field(default_factory=dict)
+    ranks: dict[str, int] = field(default_factory=dict)
+    span: Span | None = None  # loaded only for candidates that reach selection
+
+    @property
+    def doc_id(self) -> str:
+        return doc_id_of(self.span_id)
+
+    @property
+    def fused(self) -> float:
+        return self.scores.get("fused", 0.0)
+
+
+@dataclass
+class RankedDocument:
+    doc_id: str
+    score: float
+    best_span_id: str
+
+
+DropReason = Literal["budget", "overlap", "k_reached"]
+
+
+@dataclass
+class TraceEntry:
+    span_id: str
+    rank: int
+    scores: dict[str, float]
+    n_tokens: int
+    decision: Literal["taken", "dropped"]
+    reason: str  # why taken ("rank within k and budget") or the DropReason
+
+
+@dataclass
+class ContextSpan:
+    """A selected span, with its citable pieces (sentences or table rows) inside it."""
+
+    span: Span
+    score: float
+    pieces: list[Span] = field(default_factory=list)
+    piece_vectors: np.ndarray | None = None
+
+
+@dataclass
+class Context:
+    spans: list[ContextSpan]
+    n_tokens: int
+    trace: list[TraceEntry] = field(default_factory=list)
+
+
+@dataclass
+class RetrievalResult:
+    question: str
+    pipeline: str
+    query_vector: np.ndarray
+    candidates: list[Candidate]  # fused order, all first-stage spans
+    ranked_documents: list[RankedDocument]
+    context: Context
+    timings_ms: dict[str, float]

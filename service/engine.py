@@ -1,0 +1,172 @@
+"""The assembled service: store, encoder, ingestion, retrieval and generation, wired in
+one visible place. The HTTP app, the CLI and the evaluation harness all use this object.
+
+    >>> rag = RagService(Settings(data_dir=Path("/tmp/demo")))       # doctest: +SKIP
+    >>> rag.ingest_paths("docs", [Path("samples")])                  # doctest: +SKIP
+    >>> rag.query("docs", "What does spanrag store?")["answer"]      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict
+from functools import cached_property
+from pathlib import Path
+
+from generation.base import Generator
+from generation.extractive import ExtractiveGenerator, ExtractiveOptions
+from generation.types import Answer
+from indexing.embed import Encoder
+from indexing.ingest import IngestProgress, IngestReport, Ingestor
+from indexing.parsers import parse_text
+from indexing.sentences import SentenceSplitter
+from indexing.store.base import CollectionNotFound, SpanStore
+from indexing.store.sqlite_faiss import SqliteFaissStore
+from retrieval.pipeline import Retriever
+from retrieval.types import ContextSpan, RetrievalResult
+from service.settings import Settings
+
+
+class UnknownGenerator(ValueError):
+    pass
+
+
+class RagService:
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or Settings()
+        self._write_lock = threading.Lock()
+
+    # Heavy parts load on first use, so `spanrag --help` and health checks stay instant.
+    @cached_property
+    def store(self) -> SpanStore:
+        return SqliteFaissStore(self.settings.data_dir)
+
+    @cached_property
+    def encoder(self) -> Encoder:
+        return Encoder.load(
+            self.settings.embedding_model, self.settings.device, self.settings.embed_batch_size
+        )
+
+    @cached_property
+    def ingestor(self) -> Ingestor:
+        return Ingestor(self.store, self.encoder, SentenceSplitter(), self.settings.ingest_batch_docs)
+
+    @cached_property
+    def retriever(self) -> Retriever:
+        return Retriever(self.store, self.encoder)
+
+    @cached_property
+    def generator(self) -> Generator:
+        if self.settings.generator == "extractive":
+            return ExtractiveGenerator(ExtractiveOptions(max_sentences=self.settings.answer_sentences))
+        raise UnknownGenerator(f"unknown generator {self.settings.generator!r}; known: extractive")
+
+    # -- collections and documents ---------------------------------------------------------
+    def require_collection(self, collection: str) -> None:
+        if not self.store.has_collection(collection):
+            raise CollectionNotFound(collection)
+
+    def ingest_paths(
+        self, collection: str, paths: list[Path], progress: IngestProgress | None = None
+    ) -> IngestReport:
+        with self._write_lock:
+            report = self.ingestor.ingest_paths(collection, paths, progress)
+            self.store.refresh(collection)
+        return report
+
+    def ingest_upload(self, collection: str, data: bytes, filename: str, doc_id: str | None = None) -> IngestReport:
+        with self._write_lock:
+            report = self.ingestor.ingest_upload(collection, data, filename, doc_id)
+            self.store.refresh(collection)
+        return report
+
+    def ingest_text(
+        self, collection: str, doc_id: str, text: str, title: str = "", metadata: dict | None = None
+    ) -> IngestReport:
+        parsed = parse_text(text, title=title)
+        parsed.doc_id = doc_id
+        parsed.metadata = dict(metadata or {})
+        with self._write_lock:
+            report = self.ingestor.ingest_parsed(collection, f"api:{doc_id}", [parsed])
+            self.store.refresh(collection)
+        return report
+
+    def delete_document(self, collection: str, doc_id: str) -> bool:
+        self.require_collection(collection)
+        with self._write_lock:
+            removed = self.ingestor.delete(collection, doc_id)
+            self.store.refresh(collection)
+        return removed
+
+    def get_document(self, collection: str, doc_id: str) -> dict | None:
+        self.require_collection(collection)
+        doc = self.store.get_document(collection, doc_id)
+        if doc is None:
+            return None
+        out = asdict(doc)
+        out["n_spans"] = self.store.count_spans(collection, doc_id)
+        return out
+
+    # -- queries -------------------------------------------------------------------------------
+    def retrieve(
+        self, collection: str, question: str, pipeline: str | None = None, overrides: dict | None = None
+    ) -> RetrievalResult:
+        self.require_collection(collection)
+        merged = {**self.settings.retrieval_overrides(), **(overrides or {})}
+        return self.retriever.retrieve(collection, question, pipeline or self.settings.pipeline, merged)
+
+    def answer(self, result: RetrievalResult) -> tuple[Answer, float]:
+        started = time.perf_counter()
+        answer = self.generator.generate(result.question, result.query_vector, result.context)
+        return answer, round((time.perf_counter() - started) * 1000, 3)
+
+    def query(
+        self,
+        collection: str,
+        question: str,
+        pipeline: str | None = None,
+        overrides: dict | None = None,
+        trace: bool = False,
+    ) -> dict:
+        """The answer object the HTTP endpoint and ``spanrag query --json`` return."""
+        started = time.perf_counter()
+        result = self.retrieve(collection, question, pipeline, overrides)
+        answer, generation_ms = self.answer(result)
+        timings = {**result.timings_ms, "generation_ms": generation_ms,
+                   "total_ms": round((time.perf_counter() - started) * 1000, 3)}
+        out = {
+            "answer": answer.text,
+            "citations": [asdict(c) for c in answer.citations],
+            "context": context_payload(result),
+            "usage": {"context_tokens": result.context.n_tokens},
+            "timings_ms": timings,
+            "pipeline": result.pipeline,
+            "generator": answer.generator,
+        }
+        if trace:
+            out["trace"] = [asdict(t) for t in result.context.trace]
+        return out
+
+    def close(self) -> None:
+        if "store" in self.__dict__:
+            self.store.close()
+
+
+def span_payload(item: ContextSpan) -> dict:
+    span = item.span
+    return {
+        "span_id": span.id, "doc_id": span.doc_id, "text": span.context_text, "score": item.score,
+        "granularity": span.granularity, "start": span.start, "end": span.end,
+        "heading_path": span.heading_path,
+    }
+
+
+def context_payload(result: RetrievalResult) -> list[dict]:
+    """The selected context in reading order."""
+    return [span_payload(item) for item in result.context.spans]
+
+
+def ranked_payload(result: RetrievalResult) -> list[dict]:
+    """The selected context best first: what ``/retrieve`` and the LangChain retriever return."""
+    return [span_payload(item) for item in sorted(result.context.spans, key=lambda c: -c.score)]

@@ -1,0 +1,35 @@
+"""One settings object for the whole service: ``SPANRAG_*`` environment variables, a
+``.env`` file, and CLI flags on top (the CLI passes its flags as overrides).
+
+    >>> Settings(data_dir="/tmp/x").data_dir.name
+    'x'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SPANRAG_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path(".spanrag"), description="where SQLite, FAISS and BM25 files live")
+    embedding_model: str = Field(
+        "all-MiniLM-L6-v2", description="sentence-transformers model: the bundled name, a path, or a cached name"
+    )
+    device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'")
+    embed_batch_size: int = Field(16, ge=1, description="texts per encoder batch (small batches pad less on CPU)")
+    ingest_batch_docs: int = Field(32, ge=1, description="documents per write transaction during ingest")
+    pipeline: str = Field("default", description="retrieval pipeline the service runs (see `spanrag eval --list-pipelines`)")
+    top_k: int | None = Field(None, ge=1, description="override the pipeline's top_k")
+    budget_tokens: int | None = Field(None, ge=1, description="override the pipeline's context token budget")
+    generator: str = Field("extractive", description="answer generator")
+    answer_sentences: int = Field(3, ge=1, description="sentences the extractive generator cites")
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    def retrieval_overrides(self) -> dict:
+        return {k: v for k, v in {"top_k": self.top_k, "budget_tokens": self.budget_tokens}.items() if v is not None}
