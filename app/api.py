@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from indexing.parsers.base import ParseError
 from indexing.store.base import CollectionNotFound, StoreMismatch
@@ -33,10 +33,18 @@ COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 class QueryRequest(BaseModel):
     question: str = Field(..., min_length=1, max_length=4000)
+
     top_k: int | None = Field(None, ge=1, le=200)
     budget_tokens: int | None = Field(None, ge=1, le=100_000)
     pipeline: str | None = None
     trace: bool = False
+
+    @field_validator("question")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the question is blank")
+        return value
 
     def overrides(self) -> dict[str, Any]:
         return {k: v for k, v in {"top_k": self.top_k, "budget_tokens": self.budget_tokens}.items() if v is not None}
@@ -46,6 +54,7 @@ class DocumentIn(BaseModel):
     id: str = Field(..., min_length=1, max_length=512)
     text: str = Field(..., min_length=1)
     title: str = ""
+    format: Literal["text", "markdown", "html"] = Field("text", description="how to parse `text`")
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -121,7 +130,7 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
             except ValidationError as exc:
                 raise HTTPException(422, exc.errors(include_url=False, include_context=False)) from None
             report = await run_in_threadpool(
-                rag.ingest_text, collection, doc.id, doc.text, doc.title, doc.metadata
+                rag.ingest_text, collection, doc.id, doc.text, doc.title, doc.metadata, doc.format
             )
         else:
             raise HTTPException(415, "send JSON {id, text, title?, metadata?} or a multipart 'file'")

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from eval.cli import eval_command
 from indexing.embed import ModelNotFound
 from indexing.store.base import CollectionNotFound, StoreMismatch
 from retrieval.pipeline import UnknownPipeline
@@ -169,6 +170,9 @@ def serve(
 
     rag = make_service(data_dir, host=host, port=port)
     uvicorn.run(create_app(service=rag), host=rag.settings.host, port=rag.settings.port, log_level="info")
+
+
+cli.command("eval")(eval_command)
 
 
 def main() -> None:  # console-script entry point

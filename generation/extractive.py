@@ -51,7 +51,7 @@ class ExtractiveGenerator:
         citations, parts = [], []
         for n, (_, _, piece) in enumerate(kept, start=1):
             citations.append(
-                Citation(n, piece.id, piece.doc_id, piece.context_text, piece.start, piece.end,
+                Citation(n, piece.id, piece.doc_id, piece.text, piece.start, piece.end,
                          list(piece.heading_path))
             )
             parts.append(f"{piece.context_text.strip()} [{n}]")

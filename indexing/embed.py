@@ -12,6 +12,7 @@ or by name when it is already in the user's Hugging Face cache.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,33 +44,56 @@ def pick_device(device: str) -> str:
 
 
 class Encoder:
-    def __init__(self, model, name: str, batch_size: int = 16):
-        self._model = model
+    """Wraps a SentenceTransformer; built by :meth:`load`, which defers loading the model
+    until the first call that needs it (a delete or an unchanged re-ingest never does)."""
+
+    def __init__(self, model, name: str, batch_size: int = 16, loader: Callable[[], object] | None = None):
+        if model is None and loader is None:
+            raise ValueError("give a model or a loader")
+        self._loaded_model = model
+        self._loader = loader
         self.name = name
         self.batch_size = batch_size
+
+    @property
+    def _model(self):
+        if self._loaded_model is None:
+            self._loaded_model = self._loader()
+        return self._loaded_model
+
+    @property
+    def dim(self) -> int:
+        model = self._model
         dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-        self.dim: int = dimension()
-        self.max_tokens: int = model.max_seq_length
+        return dimension()
+
+    @property
+    def max_tokens(self) -> int:
+        return self._model.max_seq_length
 
     @classmethod
     def load(cls, name_or_path: str, device: str = "auto", batch_size: int = 16) -> Encoder:
-        # Hub look-ups cannot succeed here; fail fast on a missing model instead of retrying.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as transformers_logging
-
-        # Long spans are counted by the tokenizer on purpose; its "longer than maximum" warning
-        # and the weight-loading progress bar are noise for a CLI.
-        transformers_logging.set_verbosity_error()
-        transformers_logging.disable_progress_bar()
-
         location = resolve_model(name_or_path)
-        try:
-            model = SentenceTransformer(location, device=pick_device(device))
-        except (OSError, ValueError) as exc:
-            where = "path" if Path(location).exists() else "name (not in the local cache?)"
-            raise ModelNotFound(f"cannot load embedding model {name_or_path!r} by {where}: {exc}") from exc
-        return cls(model, name_or_path, batch_size)
+
+        def load_model():
+            # Hub look-ups cannot succeed here; fail fast on a missing model instead of retrying.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as transformers_logging
+
+            # Long spans are counted by the tokenizer on purpose; its "longer than maximum"
+            # warning and the weight-loading progress bar are noise for a CLI.
+            transformers_logging.set_verbosity_error()
+            transformers_logging.disable_progress_bar()
+            try:
+                return SentenceTransformer(location, device=pick_device(device))
+            except (OSError, ValueError) as exc:
+                where = "path" if Path(location).exists() else "name (not in the local cache?)"
+                raise ModelNotFound(
+                    f"cannot load embedding model {name_or_path!r} by {where}: {exc}"
+                ) from exc
+
+        return cls(None, name_or_path, batch_size, loader=load_model)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Unit-length float32 vectors, one row per text; identical texts are encoded once."""

@@ -83,6 +83,21 @@ def default_doc_id(path: Path) -> str:
         return resolved.as_posix()
 
 
+def delete_document(store: SpanStore, collection: str, doc_id: str) -> bool:
+    """Remove one document everywhere (no model needed); True when it existed."""
+    removed = store.delete_documents(collection, [doc_id]) > 0
+    for record in store.list_sources(collection):
+        if doc_id in record.doc_ids:
+            remaining = [d for d in record.doc_ids if d != doc_id]
+            if remaining:
+                # The file still holds other documents: forget its hash so a re-ingest
+                # of the same bytes brings the deleted document back.
+                store.put_source(collection, SourceRecord(record.path, "", remaining))
+            else:
+                store.delete_source(collection, record.path)
+    return removed
+
+
 def iter_files(path: Path) -> Iterator[Path]:
     if path.is_dir():
         for child in sorted(path.rglob("*")):
@@ -104,6 +119,8 @@ class Ingestor:
         self.batch_docs = batch_docs
 
     def ensure_collection(self, collection: str) -> None:
+        if self.store.has_collection(collection) and self.store.collection_model(collection) == self.encoder.name:
+            return  # known and compatible: no need to load the model for its dimension
         self.store.create_collection(collection, self.encoder.name, self.encoder.dim)
 
     # -- entry points -------------------------------------------------------------------
@@ -140,8 +157,8 @@ class Ingestor:
         self.ensure_collection(collection)
         report = IngestReport()
         parsed_docs = parse_bytes(data, filename)
-        if doc_id is not None and len(parsed_docs) == 1:
-            parsed_docs[0].doc_id = doc_id
+        if len(parsed_docs) == 1 and (doc_id is not None or parsed_docs[0].doc_id is None):
+            parsed_docs[0].doc_id = doc_id or filename
         self._ingest_parsed(collection, f"upload:{filename}", parsed_docs, filename, report)
         report.seconds = time.perf_counter() - started
         return report
@@ -158,17 +175,7 @@ class Ingestor:
         return report
 
     def delete(self, collection: str, doc_id: str) -> bool:
-        removed = self.store.delete_documents(collection, [doc_id]) > 0
-        for record in self.store.list_sources(collection):
-            if doc_id in record.doc_ids:
-                remaining = [d for d in record.doc_ids if d != doc_id]
-                if remaining:
-                    # The file still holds other documents: forget its hash so a re-ingest
-                    # of the same bytes brings the deleted document back.
-                    self.store.put_source(collection, SourceRecord(record.path, "", remaining))
-                else:
-                    self.store.delete_source(collection, record.path)
-        return removed
+        return delete_document(self.store, collection, doc_id)
 
     # -- internals ------------------------------------------------------------------------
     def _ingest_file(
@@ -192,7 +199,10 @@ class Ingestor:
             return
         if len(parsed_docs) == 1 and parsed_docs[0].doc_id is None:
             parsed_docs[0].doc_id = default_doc_id(file)
-        self._ingest_parsed(collection, source, parsed_docs, str(file), report, digest, progress)
+        try:
+            self._ingest_parsed(collection, source, parsed_docs, str(file), report, digest, progress)
+        except ParseError as exc:  # e.g. duplicate ids in a JSONL file: skip the file, keep going
+            report.failed.append(FailedSource(str(file), str(exc)))
 
     def _ingest_parsed(
         self,
@@ -206,10 +216,11 @@ class Ingestor:
     ) -> None:
         for parsed in parsed_docs:
             if not parsed.doc_id:
-                raise ParseError(f"{source_label}: a document has no id")
+                raise ParseError("a document has no id")
         ids = [p.doc_id for p in parsed_docs]
-        if len(set(ids)) != len(ids):
-            raise ParseError(f"{source_label}: duplicate document ids")
+        duplicates = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
+        if duplicates:
+            raise ParseError(f"duplicate document ids: {', '.join(duplicates[:5])}")
         stored = self.store.document_hashes(collection, ids)
         pending: list[tuple[ParsedDocument, str, bool]] = []
         for parsed in parsed_docs:

@@ -106,8 +106,10 @@ class Retriever:
 
         t = time.perf_counter()
         pool = candidates[: params.candidate_pool]
-        for candidate, span in zip(pool, self.store.get_spans(collection, [c.span_id for c in pool])):
-            candidate.span = span
+        loaded = {s.id: s for s in self.store.get_spans(collection, [c.span_id for c in pool])}
+        for candidate in pool:
+            candidate.span = loaded.get(candidate.span_id)
+        pool = [c for c in pool if c.span is not None]  # gone if another writer deleted it
         context = self.selector.select(pool, params)
         self._attach_pieces(collection, context)
         timings["selection_ms"] = _ms(t)

@@ -18,7 +18,7 @@ from generation.base import Generator
 from generation.extractive import ExtractiveGenerator, ExtractiveOptions
 from generation.types import Answer
 from indexing.embed import Encoder
-from indexing.ingest import IngestProgress, IngestReport, Ingestor
+from indexing.ingest import IngestProgress, IngestReport, Ingestor, delete_document
 from indexing.parsers import parse_text
 from indexing.sentences import SentenceSplitter
 from indexing.store.base import CollectionNotFound, SpanStore
@@ -82,9 +82,15 @@ class RagService:
         return report
 
     def ingest_text(
-        self, collection: str, doc_id: str, text: str, title: str = "", metadata: dict | None = None
+        self,
+        collection: str,
+        doc_id: str,
+        text: str,
+        title: str = "",
+        metadata: dict | None = None,
+        fmt: str = "text",
     ) -> IngestReport:
-        parsed = parse_text(text, title=title)
+        parsed = parse_text(text, title=title, fmt=fmt)
         parsed.doc_id = doc_id
         parsed.metadata = dict(metadata or {})
         with self._write_lock:
@@ -95,7 +101,7 @@ class RagService:
     def delete_document(self, collection: str, doc_id: str) -> bool:
         self.require_collection(collection)
         with self._write_lock:
-            removed = self.ingestor.delete(collection, doc_id)
+            removed = delete_document(self.store, collection, doc_id)
             self.store.refresh(collection)
         return removed
 

@@ -153,7 +153,7 @@ def test_empty_or_whitespace_file_is_rejected(name):
 
 
 def test_wiki_article_headings():
-    wiki = Path("/work/shared/datasets/wiki10/articles.json")
+    wiki = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "wiki10" / "articles.json"
     if not wiki.exists():
         pytest.skip("wiki10 dataset not present")
     article = json.loads(wiki.read_text())[0]

@@ -52,6 +52,10 @@ class SpanStore(ABC):
     def list_collections(self) -> list[str]: ...
 
     @abstractmethod
+    def collection_model(self, name: str) -> str:
+        """The embedding model a collection was built with."""
+
+    @abstractmethod
     def collection_stats(self, name: str) -> dict: ...
 
     # -- writes: each call is one transaction ------------------------------------------

@@ -1,0 +1,118 @@
+"""``spanrag eval``: compare pipelines on a benchmark with one command.
+
+    spanrag eval --dataset beir:../shared/datasets/scifact --split train \\
+        --pipeline dense --pipeline bm25 --out runs/scifact-train
+    spanrag eval --list-pipelines
+
+Registered in ``app/cli.py`` with ``cli.command("eval")(eval_command)``; also runnable as
+``python -m eval.cli ...``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from retrieval.pipeline import PIPELINES
+
+console = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def eval_command(
+    dataset: Optional[str] = typer.Option(
+        None, "--dataset", help="KIND:PATH with KIND beir (a BEIR folder), hotpotqa or tatqa (a JSON file)"
+    ),
+    split: Optional[str] = typer.Option(None, "--split", help="split name (beir: qrels/<split>.tsv; default test)"),
+    pipeline: Optional[list[str]] = typer.Option(
+        None, "--pipeline", "-p", help="pipeline to evaluate; repeat for several (see --list-pipelines)"
+    ),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder for results.json, run.*.json, report.md, plots/"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="evaluate only the first N queries"),
+    data_dir: Optional[Path] = typer.Option(
+        None, "--data-dir", help="data directory holding the eval collections (default: $SPANRAG_DATA_DIR or ./.spanrag)"
+    ),
+    generator: Optional[str] = typer.Option(None, "--generator", help="answer generator (default: the configured one)"),
+    list_pipelines: bool = typer.Option(False, "--list-pipelines", help="list the pipelines and exit"),
+    no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
+) -> None:
+    """Evaluate retrieval pipelines on BEIR, HotpotQA or TAT-QA and write a report."""
+    if list_pipelines:
+        out_console = Console()
+        for spec in PIPELINES.values():
+            out_console.print(f"{spec.name}\t{spec.description}", markup=False, highlight=False)
+        return
+
+    from eval.datasets import DatasetError, load_dataset, parse_spec
+    from retrieval.pipeline import UnknownPipeline, get_pipeline
+
+    if not dataset:
+        _fail("--dataset KIND:PATH is required (KIND: beir, hotpotqa, tatqa)")
+    if not pipeline:
+        _fail("give at least one --pipeline (see --list-pipelines)")
+    if out is None:
+        _fail("--out DIR is required")
+    pipelines = list(dict.fromkeys(pipeline))
+    try:
+        for name in pipelines:
+            get_pipeline(name)
+    except UnknownPipeline as exc:
+        _fail(exc.args[0])
+    try:
+        kind, path = parse_spec(dataset)
+        ds = load_dataset(kind, path, split)
+    except DatasetError as exc:
+        _fail(str(exc))
+
+    from indexing.embed import ModelNotFound
+    from indexing.store.base import StoreMismatch
+    from service.engine import RagService, UnknownGenerator
+    from service.settings import Settings
+    from eval.harness import run_eval
+
+    values = {}
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    if generator is not None:
+        values["generator"] = generator
+    rag = RagService(Settings(**values))
+    try:
+        rag.generator
+    except UnknownGenerator as exc:
+        _fail(str(exc))
+    command = "spanrag eval " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
+    if command and sys.argv[1:2] == ["eval"]:
+        command = "spanrag " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    console.print(f"{ds.name} ({ds.split}): {len(ds.queries)} queries; pipelines: {', '.join(pipelines)}")
+    try:
+        results = run_eval(
+            rag, ds, pipelines, out, limit=limit, progress=not no_progress, command=command,
+            log=lambda m: console.print(m, highlight=False),
+        )
+    except (DatasetError, StoreMismatch, ModelNotFound) as exc:
+        _fail(str(exc))
+    finally:
+        rag.close()
+    from eval.report import markdown_table
+
+    Console().print(markdown_table(results["pipelines"]), markup=False, highlight=False)
+    console.print(f"wrote {out}/results.json, run.*.json, report.md, plots/")
+
+
+def main() -> None:
+    app = typer.Typer(add_completion=False)
+    app.command()(eval_command)
+    app()
+
+
+if __name__ == "__main__":
+    main()

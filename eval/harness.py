@@ -1,0 +1,257 @@
+"""Run every query of a dataset through named pipelines and score them.
+
+    >>> rag = RagService(Settings(data_dir=Path(".eval-data")))                    # doctest: +SKIP
+    >>> ds = load_dataset("beir", Path("../shared/datasets/scifact"), "train")     # doctest: +SKIP
+    >>> run_eval(rag, ds, ["dense", "bm25"], Path("runs/scifact"))["pipelines"]    # doctest: +SKIP
+
+Writes to ``out_dir``:
+
+* ``results.json``: ``{"dataset", "split", "n_queries", "pipelines": {NAME: {metrics}}}``;
+* ``run.<pipeline>.json``: per query the ranked documents (top 100, with the pipeline's
+  scores), the final context spans, token count, timings, the generated answer and its
+  citations, *and the query's gold data*, so :func:`metrics_from_run` recomputes every
+  metric from that file alone;
+* ``report.md`` and ``plots/`` (see :mod:`eval.report`).
+
+Metric definitions live in :mod:`eval.metrics`. Per query: the context is the final
+context in reading order; its text is the spans' ``context_text`` (a table row with its
+header line, as the generator reads it) joined by newlines; ``context_tokens`` counts that
+text's word pieces with the embedding model's tokenizer (context spans never overlap, and
+spans repeated at the same offsets are counted once); ``latency_ms`` is the retriever's
+``retrieval_ms`` (question in, final context out; generation excluded).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from eval import metrics as M
+from eval.datasets import EvalDataset
+from retrieval.pipeline import get_pipeline
+
+TOP_DOCS = 100
+ROUND = 6
+
+#: Metric order in results.json and the report.
+METRIC_ORDER = (
+    "ndcg@10", "recall@10", "recall@100", "mrr@10", "evidence_recall", "answer_in_context",
+    "answer_em", "answer_f1", "context_tokens_mean", "context_tokens_p95", "latency_ms_p50",
+    "latency_ms_p95", "n_queries",
+)
+
+
+# -- one query -----------------------------------------------------------------------------------
+def context_records(result) -> list[dict]:
+    """The final context spans as plain dicts, in reading order, deduplicated by offsets."""
+    out, seen = [], set()
+    for item in result.context.spans:
+        span = item.span
+        key = (span.doc_id, span.start, span.end)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append({
+            "span_id": span.id, "doc_id": span.doc_id, "text": span.context_text,
+            "start": span.start, "end": span.end, "granularity": span.granularity,
+            "n_tokens": span.n_tokens, "score": item.score,
+        })
+    return out
+
+
+def run_query(rag, collection: str, pipeline: str, query) -> dict:
+    result = rag.retrieve(collection, query.text, pipeline)
+    answer, generation_ms = rag.answer(result)
+    spans = context_records(result)
+    context_tokens = sum(rag.encoder.count_tokens([s["text"] for s in spans])) if spans else 0
+    return {
+        "qid": query.id,
+        "question": query.text,
+        "ranked": [[d.doc_id, d.score] for d in result.ranked_documents[:TOP_DOCS]],
+        "context": spans,
+        "context_tokens": context_tokens,
+        "context_budget_tokens": result.context.n_tokens,
+        "timings_ms": {**result.timings_ms, "generation_ms": generation_ms},
+        "answer": answer.text,
+        "citations": [asdict(c) for c in answer.citations],
+    }
+
+
+def query_metrics(record: Mapping, gold: Mapping) -> dict[str, float | None]:
+    """Per-query context and answer metrics (None where the query does not count)."""
+    spans = record["context"]
+    context_text = "\n".join(s["text"] for s in spans)
+    evidence = [M.EvidenceUnit.from_dict(u) for u in gold.get("evidence", [])]
+    context_answers = gold.get("context_answers")
+    answers = gold.get("answers") or []
+    prediction = M.strip_citations(record.get("answer", ""))
+    return {
+        "evidence_recall": M.evidence_recall(evidence, spans),
+        "answer_in_context": None if context_answers is None
+        else M.answer_in_context(context_text, context_answers, bool(gold.get("require_all"))),
+        "answer_em": M.squad_em(prediction, answers) if answers else None,
+        "answer_f1": M.squad_f1(prediction, answers) if answers else None,
+    }
+
+
+# -- aggregation ---------------------------------------------------------------------------------
+def aggregate(records: Sequence[Mapping], golds: Mapping[str, Mapping]) -> dict[str, float]:
+    """Every metric the dataset allows, from per-query records and gold data."""
+    out: dict[str, float] = {}
+    qrels = {r["qid"]: golds[r["qid"]]["qrels"] for r in records if golds[r["qid"]].get("qrels")}
+    if qrels:
+        run = {r["qid"]: [d for d, _ in r["ranked"]] for r in records}
+        out.update(M.ranking_metrics(run, qrels))
+    per_query = [query_metrics(r, golds[r["qid"]]) for r in records]
+    for name in ("evidence_recall", "answer_in_context", "answer_em", "answer_f1"):
+        values = [m[name] for m in per_query if m[name] is not None]
+        if values:
+            out[name] = M.mean(values)
+    tokens = [r["context_tokens"] for r in records]
+    latency = [r["timings_ms"]["retrieval_ms"] for r in records]
+    out["context_tokens_mean"] = M.mean(tokens)
+    out["context_tokens_p95"] = M.percentile(tokens, 95)
+    out["latency_ms_p50"] = M.percentile(latency, 50)
+    out["latency_ms_p95"] = M.percentile(latency, 95)
+    ordered = {k: round(float(out[k]), ROUND) for k in METRIC_ORDER if k in out}
+    ordered["n_queries"] = len(records)
+    return ordered
+
+
+def golds_of(dataset: EvalDataset) -> dict[str, dict]:
+    return {q.id: q.gold(dataset.qrels.get(q.id)) for q in dataset.queries}
+
+
+def metrics_from_run(run_json: Mapping | str | Path, dataset: EvalDataset | None = None) -> dict:
+    """Recompute a pipeline's metrics from a ``run.<pipeline>.json`` (a path or the loaded
+    object). Gold data come from ``dataset`` when given, else from the run file itself."""
+    if not isinstance(run_json, Mapping):
+        run_json = json.loads(Path(run_json).read_text(encoding="utf-8"))
+    records = run_json["queries"]
+    if dataset is not None:
+        golds = golds_of(dataset)
+    else:
+        golds = {r["qid"]: r["gold"] for r in records}
+    return aggregate(records, golds)
+
+
+# -- the whole run -------------------------------------------------------------------------------
+def _running_summary(records: list[dict], golds: Mapping[str, Mapping], has_qrels: bool) -> str:
+    if not records:
+        return ""
+    parts = []
+    if has_qrels:
+        run = {r["qid"]: [d for d, _ in r["ranked"]] for r in records}
+        qrels = {r["qid"]: golds[r["qid"]]["qrels"] for r in records}
+        parts.append(f"nDCG@10 {M.ranking_metrics(run, qrels)['ndcg@10']:.3f}")
+    per_query = [query_metrics(r, golds[r["qid"]]) for r in records]
+    for name, label in (("evidence_recall", "ev"), ("answer_in_context", "aic"), ("answer_f1", "F1")):
+        values = [m[name] for m in per_query if m[name] is not None]
+        if values:
+            parts.append(f"{label} {M.mean(values):.3f}")
+    parts.append(f"tok {M.mean(r['context_tokens'] for r in records):.0f}")
+    parts.append(f"p50 {M.percentile([r['timings_ms']['retrieval_ms'] for r in records], 50):.0f}ms")
+    return " · ".join(parts)
+
+
+class _NullProgress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def add_task(self, *a, **k):
+        return 0
+
+    def update(self, *a, **k):
+        pass
+
+
+def make_progress(enabled: bool = True):
+    """A rich progress bar on stderr (queries done, rate, running metrics)."""
+    if not enabled:
+        return _NullProgress()
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[metrics]}"), console=Console(stderr=True),
+    )
+
+
+def run_eval(
+    rag,
+    dataset: EvalDataset,
+    pipelines: list[str],
+    out_dir: Path,
+    limit: int | None = None,
+    progress: bool = True,
+    command: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Ingest (cached by content), run every query through each pipeline, score, write the
+    outputs; returns the results.json object."""
+    from eval.report import write_report
+
+    specs = [get_pipeline(p) for p in pipelines]  # fail on an unknown name before any work
+    dataset = dataset.limited(limit)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = log or (lambda message: None)
+
+    started = time.perf_counter()
+    collection, ingest_report = dataset.ingest(rag)
+    ingest_s = time.perf_counter() - started
+    log(f"collection {collection}: {ingest_report['added']} added, {ingest_report['updated']} updated, "
+        f"{ingest_report['unchanged']} unchanged ({ingest_s:.1f}s)")
+    golds = golds_of(dataset)
+    rag.encoder  # load the model before timing queries
+    if dataset.queries:  # warm-up: first query pays lazy loads (indexes, tokenizer caches)
+        rag.retrieve(collection, dataset.queries[0].text, specs[0].name)
+
+    results: dict[str, Any] = {
+        "dataset": dataset.name, "split": dataset.split, "n_queries": len(dataset.queries), "pipelines": {},
+    }
+    all_records: dict[str, list[dict]] = {}
+    wall: dict[str, float] = {}
+    with make_progress(progress) as bar:
+        for spec in specs:
+            task = bar.add_task(spec.name, total=len(dataset.queries), metrics="")
+            records: list[dict] = []
+            t0 = time.perf_counter()
+            for i, query in enumerate(dataset.queries, start=1):
+                records.append(run_query(rag, collection, spec.name, query))
+                update = {"completed": i}
+                if i % 10 == 0 or i == len(dataset.queries):
+                    update["metrics"] = _running_summary(records, golds, dataset.has_qrels)
+                bar.update(task, **update)
+            wall[spec.name] = time.perf_counter() - t0
+            all_records[spec.name] = records
+            results["pipelines"][spec.name] = aggregate(records, golds)
+            run_file = {
+                "dataset": dataset.name, "kind": dataset.kind, "split": dataset.split,
+                "pipeline": spec.name, "description": spec.description,
+                "params": spec.params.model_dump(), "collection": collection,
+                "embedding_model": rag.settings.embedding_model, "generator": rag.settings.generator,
+                "settings_overrides": rag.settings.retrieval_overrides(),
+                "metric_notes": __doc__.split("Metric definitions", 1)[1].strip(),
+                "queries": [{**r, "gold": golds[r["qid"]]} for r in records],
+            }
+            (out_dir / f"run.{spec.name}.json").write_text(
+                json.dumps(run_file, ensure_ascii=False), encoding="utf-8"
+            )
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+    latencies = {name: [r["timings_ms"]["retrieval_ms"] for r in recs] for name, recs in all_records.items()}
+    write_report(out_dir, results, latencies, command=command, collection=collection,
+                 extra={"ingest_seconds": round(ingest_s, 2), "wall_seconds": {k: round(v, 1) for k, v in wall.items()},
+                        "notes": dataset.notes})
+    return results
+
+
+__all__ = ["METRIC_ORDER", "aggregate", "context_records", "metrics_from_run", "query_metrics", "run_eval", "run_query"]

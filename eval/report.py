@@ -1,0 +1,120 @@
+"""``report.md`` (one table row per pipeline) and ``plots/`` (matplotlib, Agg backend):
+
+* ``plots/quality_vs_tokens.png``: nDCG@10 (or answer_in_context where the dataset has no
+  qrels) against mean context tokens, one point per pipeline;
+* ``plots/latency.png``: per-query latency (retrieval to final context) as a box plot per
+  pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+COLUMNS = (
+    ("ndcg@10", "nDCG@10", "{:.3f}"), ("recall@10", "R@10", "{:.3f}"), ("recall@100", "R@100", "{:.3f}"),
+    ("mrr@10", "MRR@10", "{:.3f}"), ("evidence_recall", "evidence recall", "{:.3f}"),
+    ("answer_in_context", "answer in context", "{:.3f}"), ("answer_em", "EM", "{:.3f}"),
+    ("answer_f1", "F1", "{:.3f}"), ("context_tokens_mean", "ctx tokens mean", "{:.0f}"),
+    ("context_tokens_p95", "ctx tokens p95", "{:.0f}"), ("latency_ms_p50", "latency p50 ms", "{:.1f}"),
+    ("latency_ms_p95", "latency p95 ms", "{:.1f}"), ("n_queries", "queries", "{:d}"),
+)
+
+
+def markdown_table(pipelines: Mapping[str, Mapping[str, float]]) -> str:
+    present = [c for c in COLUMNS if any(c[0] in m for m in pipelines.values())]
+    lines = ["| pipeline | " + " | ".join(label for _, label, _ in present) + " |",
+             "|---|" + "---:|" * len(present)]
+    for name, m in pipelines.items():
+        cells = [fmt.format(m[key]) if key in m else "–" for key, _, fmt in present]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def quality_metric(pipelines: Mapping[str, Mapping[str, float]]) -> str:
+    first = next(iter(pipelines.values()), {})
+    for key in ("ndcg@10", "answer_in_context", "evidence_recall"):
+        if key in first:
+            return key
+    return "context_tokens_mean"
+
+
+def plot_quality(pipelines: Mapping[str, Mapping[str, float]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = quality_metric(pipelines)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, m in pipelines.items():
+        x, y = m.get("context_tokens_mean", 0.0), m.get(metric, 0.0)
+        ax.scatter([x], [y], s=50)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 5))
+    ax.set_xlabel("context tokens (mean)")
+    ax.set_ylabel(metric)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_latency(latencies: Mapping[str, Sequence[float]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(latencies)
+    fig, ax = plt.subplots(figsize=(max(4, 1.4 * len(names) + 2), 4))
+    ax.boxplot([list(latencies[n]) or [0.0] for n in names], showfliers=True)
+    ax.set_xticks(range(1, len(names) + 1), names)
+    ax.set_ylabel("latency ms (retrieval to final context)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(
+    out_dir: Path,
+    results: Mapping,
+    latencies: Mapping[str, Sequence[float]],
+    command: str | None = None,
+    collection: str | None = None,
+    extra: Mapping | None = None,
+) -> Path:
+    out_dir = Path(out_dir)
+    plots = out_dir / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    title = f"{results['dataset']} ({results['split']}, {results['n_queries']} queries)"
+    plot_quality(results["pipelines"], plots / "quality_vs_tokens.png", title)
+    plot_latency(latencies, plots / "latency.png", title)
+    lines = [f"# Evaluation: {title}", ""]
+    if command:
+        lines += ["```", command, "```", ""]
+    lines += [markdown_table(results["pipelines"]), ""]
+    if collection:
+        lines.append(f"Collection `{collection}`.")
+    extra = dict(extra or {})
+    if extra.get("wall_seconds"):
+        lines.append("Wall time per pipeline (s): " + ", ".join(f"{k} {v}" for k, v in extra["wall_seconds"].items()) + ".")
+    for note in extra.get("notes") or []:
+        lines.append(f"Note: {note}.")
+    lines += [
+        "",
+        "Ranking metrics by ir-measures over the ranked documents (a document scores as its best span); "
+        "evidence recall, answer in context and context tokens over the final context; latency is "
+        "retrieval to final context; EM/F1 of the generated answer (SQuAD normalization).",
+        "",
+        f"![quality vs context tokens](plots/quality_vs_tokens.png) ![latency](plots/latency.png)",
+        "",
+    ]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+__all__ = ["markdown_table", "plot_latency", "plot_quality", "write_report"]

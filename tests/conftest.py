@@ -1,0 +1,95 @@
+"""Shared fixtures: one real embedding model for the whole session, services on temporary
+data directories that reuse it, and writable copies of the sample corpus.
+
+The environment is pinned before anything imports torch or the Hugging Face libraries:
+no hub look-ups (the bundled model is on disk), and one torch thread -- on a small shared
+machine two contending intra-op threads make every encode call ~30x slower. Subprocesses
+started by the tests (the CLI, uvicorn) inherit these settings.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import shutil  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = REPO_ROOT / "samples"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+MODEL_NAME = "all-MiniLM-L6-v2"
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    """The real bundled all-MiniLM-L6-v2, loaded once per test session (CPU)."""
+    from indexing.embed import Encoder
+
+    return Encoder.load(MODEL_NAME, device="cpu")
+
+
+def memoizing(encoder, cache: dict):
+    """A copy of ``encoder`` (same model, name and dim) whose ``encode`` remembers the
+    vector of every text in ``cache``: the same sample texts are ingested by many tests,
+    and embedding them is nearly all of an ingest's time. Vectors are the model's own."""
+    from indexing.embed import Encoder
+
+    class MemoEncoder(Encoder):
+        def encode(self, texts: list[str]) -> np.ndarray:
+            missing = [t for t in dict.fromkeys(texts) if t not in cache]
+            if missing:
+                cache.update(zip(missing, Encoder.encode(self, missing)))
+            if not texts:
+                return np.zeros((0, self.dim), dtype=np.float32)
+            return np.stack([cache[t] for t in texts])
+
+    return MemoEncoder(encoder._model, encoder.name, encoder.batch_size)
+
+
+@pytest.fixture(scope="session")
+def make_rag(encoder) -> Iterator[Callable[..., object]]:
+    """Factory: ``make_rag(data_dir, **settings)`` returns a ``RagService`` on ``data_dir``
+    that reuses the session's model instead of loading its own (through a per-service
+    memoizing copy of ``encoder``, so tests may monkeypatch one service's encoder without
+    touching the others). Services are closed at the end of the session."""
+    from service.engine import RagService
+    from service.settings import Settings
+
+    made: list[RagService] = []
+    cache: dict[str, np.ndarray] = {}
+
+    def make(data_dir: Path, **settings) -> RagService:
+        rag = RagService(Settings(data_dir=Path(data_dir), **settings))
+        # `encoder` is a functools.cached_property: pre-filling it skips loading a model
+        rag.__dict__["encoder"] = memoizing(encoder, cache)
+        made.append(rag)
+        return rag
+
+    yield make
+    for rag in made:
+        rag.close()
+
+
+@pytest.fixture
+def rag(make_rag, tmp_path):
+    """A fresh, empty service on its own data directory under ``tmp_path``."""
+    service = make_rag(tmp_path / "data")
+    yield service
+    service.close()
+
+
+@pytest.fixture
+def samples_dir(tmp_path) -> Path:
+    """A writable copy of the bundled sample corpus (Markdown, HTML with a table, CSV, text)."""
+    target = tmp_path / "samples"
+    shutil.copytree(SAMPLES, target)
+    return target
+

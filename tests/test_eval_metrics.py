@@ -1,0 +1,156 @@
+"""Evaluation metrics on tiny hand-made data whose right answers are known."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from eval import metrics as M
+from eval.datasets import load_dataset, tatqa_document
+
+
+# -- ranking (ir-measures) ------------------------------------------------------------------------
+QRELS = {"q1": {"d1": 1}, "q2": {"d2": 1, "d3": 1}, "q3": {"d9": 1}}
+
+
+def test_perfect_and_partial_ranking():
+    run = {"q1": ["d1", "x", "y"], "q2": ["x", "d2", "y", "d3"], "q3": ["d9"]}
+    per_q = M.per_query_ranking(run, QRELS)
+    assert per_q["ndcg@10"]["q1"] == pytest.approx(1.0)
+    assert per_q["mrr@10"]["q2"] == pytest.approx(0.5)
+    assert per_q["recall@10"]["q2"] == pytest.approx(1.0)
+    ideal = 1 + 1 / math.log2(3)
+    assert per_q["ndcg@10"]["q2"] == pytest.approx((1 / math.log2(3) + 1 / math.log2(5)) / ideal)
+
+
+def test_no_relevant_document_retrieved_scores_zero():
+    run = {"q1": ["a", "b"], "q2": ["c"], "q3": []}  # q3 retrieved nothing at all
+    out = M.ranking_metrics(run, QRELS)
+    assert out == {"ndcg@10": 0.0, "recall@10": 0.0, "recall@100": 0.0, "mrr@10": 0.0}
+
+
+def test_missing_query_counts_as_zero_in_the_mean():
+    out = M.ranking_metrics({"q1": ["d1"]}, QRELS)
+    assert out["mrr@10"] == pytest.approx(1 / 3)
+    assert out["ndcg@10"] == pytest.approx(1 / 3)
+
+
+def test_recall_cutoffs():
+    run = {"q2": ["d2"] + [f"x{i}" for i in range(20)] + ["d3"]}
+    out = M.per_query_ranking(run, {"q2": QRELS["q2"]})
+    assert out["recall@10"]["q2"] == pytest.approx(0.5)
+    assert out["recall@100"]["q2"] == pytest.approx(1.0)
+    assert out["mrr@10"]["q2"] == pytest.approx(1.0)
+
+
+def test_ties_follow_the_pipeline_order_not_doc_ids():
+    # Raw scores tie; ir-measures' providers would break the tie differently (pytrec_eval by
+    # doc id descending). The pipeline's order is authoritative: rank-derived scores.
+    assert M.rank_scores(["a", "b", "a"]) == {"a": 3.0, "b": 2.0}
+    qrels = {"q": {"b": 1}}
+    first = M.per_query_ranking({"q": ["a", "b"]}, qrels)
+    second = M.per_query_ranking({"q": ["b", "a"]}, qrels)
+    assert first["mrr@10"]["q"] == pytest.approx(0.5)
+    assert first["ndcg@10"]["q"] == pytest.approx(1 / math.log2(3))
+    assert second["mrr@10"]["q"] == pytest.approx(1.0)
+    assert second["ndcg@10"]["q"] == pytest.approx(1.0)
+
+
+def test_unjudged_queries_are_ignored():
+    out = M.ranking_metrics({"q1": ["d1"], "q0": ["z"]}, {"q1": {"d1": 1}, "q0": {"z": 0}})
+    assert out["ndcg@10"] == pytest.approx(1.0)
+
+
+# -- answers ---------------------------------------------------------------------------------------
+def test_squad_normalization():
+    assert M.normalize_answer("The  Cat, sat!") == "cat sat"
+    assert M.strip_citations("Paris is big [1]. Also old [2]") == "Paris is big. Also old"
+
+
+def test_em_f1_take_the_max_over_gold_answers():
+    golds = ["Barack Obama", "Obama"]
+    assert M.squad_em("obama.", golds) == 1.0
+    assert M.squad_f1("President Obama", golds) == pytest.approx(2 / 3)  # vs "Obama": p=1/2, r=1
+    assert M.squad_em("Bush", golds) == 0.0
+    assert M.squad_f1("Bush", golds) == 0.0
+    assert M.squad_em("anything", []) == 0.0
+
+
+def test_answer_in_context():
+    ctx = "The Eiffel Tower is in\nParis, France."
+    assert M.answer_in_context(ctx, ["paris"]) == 1.0
+    assert M.answer_in_context(ctx, ["in Paris"]) == 1.0  # whitespace squeezed
+    assert M.answer_in_context(ctx, ["London", "France"]) == 1.0  # any alternative
+    assert M.answer_in_context(ctx, ["Paris", "London"], require_all=True) == 0.0  # multi-span
+    assert M.answer_in_context(ctx, ["Paris", "France"], require_all=True) == 1.0
+    assert M.answer_in_context(ctx, [""]) == 0.0
+
+
+def test_evidence_recall_documents_and_ranges():
+    spans = [{"doc_id": "A", "start": 0, "end": 10}, {"doc_id": "B", "start": 50, "end": 60}]
+    units = [M.EvidenceUnit("A"), M.EvidenceUnit("C")]
+    assert M.evidence_recall(units, spans) == 0.5
+    ranges = [M.EvidenceUnit("B", 55, 80), M.EvidenceUnit("B", 60, 70), M.EvidenceUnit("A", 5, 6)]
+    assert M.evidence_recall(ranges, spans) == pytest.approx(2 / 3)  # [60,70) only touches the end
+    assert M.evidence_recall([], spans) is None
+
+
+def test_percentile():
+    assert M.percentile([1, 2, 3, 4], 50) == 2.5
+    assert M.percentile([5], 95) == 5
+    assert M.percentile([], 50) == 0.0
+    assert M.percentile(range(1, 101), 95) == pytest.approx(95.05)
+
+
+# -- dataset gold rules ----------------------------------------------------------------------------
+def test_hotpotqa_yes_no_excluded_from_answer_in_context(tmp_path):
+    records = [
+        {"id": "h1", "question": "Same nationality?", "answer": "yes", "type": "comparison", "level": "hard",
+         "supporting_facts": {"title": ["A", "B"], "sent_id": [0, 0]},
+         "context": {"title": ["A", "B"], "sentences": [["A is American."], ["B is American."]]}},
+        {"id": "h2", "question": "Where is A from?", "answer": "America", "type": "bridge", "level": "easy",
+         "supporting_facts": {"title": ["A"], "sent_id": [0]},
+         "context": {"title": ["A", "C"], "sentences": [["A is American."], ["C is", " French."]]}},
+    ]
+    path = tmp_path / "hp.json"
+    path.write_text(json.dumps(records))
+    ds = load_dataset("hotpotqa", path)
+    assert sorted(d.doc_id for d in ds.corpus_docs) == ["A", "B", "C"]
+    c = next(d for d in ds.corpus_docs if d.doc_id == "C")
+    assert c.text == "C\n\nC is French."
+    h1, h2 = ds.queries
+    assert h1.context_answers is None and h1.answers == ["yes"]
+    assert h2.context_answers == ["America"]
+    assert ds.qrels == {"h1": {"A": 1, "B": 1}, "h2": {"A": 1}}
+    assert [u.doc_id for u in h1.evidence] == ["A", "B"]
+
+
+def test_tatqa_document_and_gold(tmp_path):
+    context = {
+        "table": {"uid": "T1", "table": [["", "2019", "2018"], ["Revenue", "10", "8"], ["Cost", "4", "3"]]},
+        "paragraphs": [{"uid": "p1", "order": 1, "text": "Revenue grew   strongly."},
+                       {"uid": "p2", "order": 2, "text": "Costs fell in Europe and Asia."}],
+        "questions": [
+            {"uid": "u1", "question": "Where did costs fall?", "answer": ["Europe", "Asia"],
+             "answer_type": "multi-span", "answer_from": "text", "rel_paragraphs": ["2"]},
+            {"uid": "u2", "question": "Revenue change?", "answer": 2, "answer_type": "arithmetic",
+             "answer_from": "table", "rel_paragraphs": []},
+        ],
+    }
+    doc, paragraphs, table_range = tatqa_document(context)
+    assert doc.text.startswith(" | 2019 | 2018\nRevenue | 10 | 8")
+    table = doc.blocks[0]
+    assert doc.text[table.header.start:table.header.end] == " | 2019 | 2018"
+    assert [doc.text[r.start:r.end] for r in table.rows] == ["Revenue | 10 | 8", "Cost | 4 | 3"]
+    assert doc.text[slice(*paragraphs["1"])] == "Revenue grew strongly."
+    path = tmp_path / "tat.json"
+    path.write_text(json.dumps([context]))
+    ds = load_dataset("tatqa", path)
+    u1, u2 = ds.queries
+    assert u1.require_all and u1.context_answers == ["Europe", "Asia"]
+    assert [(u.start, u.end) for u in u1.evidence] == [paragraphs["2"]]
+    assert u2.context_answers is None and u2.answers == ["2"]
+    assert [(u.start, u.end, u.label) for u in u2.evidence] == [(*table_range, "table")]
+    assert ds.qrels["u2"] == {"T1": 1}
