@@ -47,9 +47,8 @@ def eval_command(
 ) -> None:
     """Evaluate retrieval pipelines on BEIR, HotpotQA or TAT-QA and write a report."""
     if list_pipelines:
-        out_console = Console()
         for spec in PIPELINES.values():
-            out_console.print(f"{spec.name}\t{spec.description}", markup=False, highlight=False)
+            print(f"{spec.name}\t{spec.description}")
         return
 
     from eval.datasets import DatasetError, load_dataset, parse_spec
@@ -104,7 +103,7 @@ def eval_command(
         rag.close()
     from eval.report import markdown_table
 
-    Console().print(markdown_table(results["pipelines"]), markup=False, highlight=False)
+    print(markdown_table(results["pipelines"]), flush=True)
     console.print(f"wrote {out}/results.json, run.*.json, report.md, plots/")
 
 

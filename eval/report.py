@@ -47,10 +47,12 @@ def plot_quality(pipelines: Mapping[str, Mapping[str, float]], path: Path, title
 
     metric = quality_metric(pipelines)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, m in pipelines.items():
-        x, y = m.get("context_tokens_mean", 0.0), m.get(metric, 0.0)
+    points: dict[tuple[float, float], list[str]] = {}
+    for name, m in pipelines.items():  # pipelines with the same config share one labelled point
+        points.setdefault((m.get("context_tokens_mean", 0.0), m.get(metric, 0.0)), []).append(name)
+    for (x, y), names in points.items():
         ax.scatter([x], [y], s=50)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 5))
+        ax.annotate(" = ".join(names), (x, y), textcoords="offset points", xytext=(5, 5))
     ax.set_xlabel("context tokens (mean)")
     ax.set_ylabel(metric)
     ax.set_title(title)
