@@ -1,18 +1,20 @@
 """Hybrid first stage: dense over span vectors of every granularity plus BM25 per
-granularity, fused by weighted reciprocal-rank fusion.
+granularity, fused by weighted reciprocal-rank fusion at two levels.
 
-RRF uses ranks only, so dense cosines and BM25 scores never need a common scale; BM25's
-weight is shared among its per-granularity lists so that adding a granularity does not
-tilt the balance toward lexical matching.
+Documents are ranked by RRF over document-level lists (each signal ranks a document by its
+best span); spans are ranked by their own RRF plus their document's. RRF uses ranks only,
+so dense cosines and BM25 scores never need a common scale; at span level BM25's weight is
+shared among its per-granularity lists so that adding a granularity does not tilt the
+balance toward lexical matching.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from indexing.store.base import ScoredSpanId, SpanStore
 from retrieval.params import RetrievalParams
-from retrieval.types import Candidate, RankedDocument
-
-import numpy as np
+from retrieval.types import Candidate, RankedDocument, doc_id_of
 
 
 def fetch_signals(
@@ -31,26 +33,57 @@ def fetch_signals(
 
 
 def fuse(signals: dict[str, list[ScoredSpanId]], params: RetrievalParams) -> list[Candidate]:
-    """Weighted RRF: fused = Σ_lists weight / (rrf_k + rank). Ties keep first-seen order."""
+    """Span-level weighted RRF: ``rrf_span`` = Σ_lists weight / (rrf_k + rank), over the top
+    ``span_fusion_depth`` hits of each list (deeper hits only matter for document recall)."""
     n_bm25 = sum(1 for name in signals if name.startswith("bm25:"))
     candidates: dict[str, Candidate] = {}
     for name, hits in signals.items():
         weight = params.dense_weight if name == "dense" else params.bm25_weight / max(n_bm25, 1)
-        for rank, hit in enumerate(hits, start=1):
-            candidate = candidates.setdefault(hit.span_id, Candidate(hit.span_id))
+        for rank, hit in enumerate(hits[: params.span_fusion_depth], start=1):
+            candidate = candidates.get(hit.span_id)
+            if candidate is None:
+                candidate = candidates[hit.span_id] = Candidate(hit.span_id, {"rrf_span": 0.0}, {})
             candidate.scores[name] = hit.score
             candidate.ranks[name] = rank
-            candidate.scores["fused"] = candidate.scores.get("fused", 0.0) + weight / (
-                params.rrf_k + rank
-            )
-    return sorted(candidates.values(), key=lambda c: -c.fused)
+            candidate.scores["rrf_span"] += weight / (params.rrf_k + rank)
+    return list(candidates.values())
 
 
-def rank_documents(candidates: list[Candidate]) -> list[RankedDocument]:
-    """A document scores as its best span (max, not mean: a long document's one matching
-    paragraph must not be diluted by the rest of it)."""
-    best: dict[str, RankedDocument] = {}
-    for candidate in candidates:  # already in fused order: the first seen is the best
-        if candidate.doc_id not in best:
-            best[candidate.doc_id] = RankedDocument(candidate.doc_id, candidate.fused, candidate.span_id)
-    return list(best.values())
+def rank_documents(
+    signals: dict[str, list[ScoredSpanId]], params: RetrievalParams
+) -> list[RankedDocument]:
+    """Document-level RRF over ``params.document_signals``.
+
+    In each signal's list a document ranks where its best span ranks (max, not mean: a long
+    document's one matching paragraph must not be diluted by the rest of it); the ranks are
+    then fused across signals. Fusing at document level keeps one signal's many near-equal
+    spans of a document from crowding out the other signal's evidence.
+    """
+    scores: dict[str, float] = {}
+    best_span: dict[str, str] = {}
+    for name in params.document_signals:
+        weight = params.dense_weight if name == "dense" else params.bm25_weight
+        seen: set[str] = set()
+        for hit in signals.get(name, []):
+            doc_id = doc_id_of(hit.span_id)
+            if doc_id in seen:
+                continue
+            seen.add(doc_id)
+            scores[doc_id] = scores.get(doc_id, 0.0) + weight / (params.rrf_k + len(seen))
+            best_span.setdefault(doc_id, hit.span_id)
+    ranked = sorted(scores.items(), key=lambda item: -item[1])
+    return [RankedDocument(doc_id, score, best_span[doc_id]) for doc_id, score in ranked]
+
+
+def score_candidates(
+    candidates: list[Candidate], documents: list[RankedDocument], params: RetrievalParams
+) -> list[Candidate]:
+    """``fused`` = ``rrf_span`` (the span's own RRF) + ``doc_prior_weight`` × its
+    document's RRF (``rrf_document``); returned best first."""
+    doc_score = {d.doc_id: d.score for d in documents}
+    for candidate in candidates:
+        candidate.scores["rrf_document"] = doc_score.get(candidate.doc_id, 0.0)
+        candidate.scores["fused"] = (
+            candidate.scores["rrf_span"] + params.doc_prior_weight * candidate.scores["rrf_document"]
+        )
+    return sorted(candidates, key=lambda c: -c.fused)

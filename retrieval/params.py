@@ -26,11 +26,21 @@ class RetrievalParams(BaseModel):
         default_factory=lambda: ["document", "paragraph", "sentence", "row"],
         description="one BM25 list per granularity; empty turns BM25 off",
     )
-    first_stage_k: int = Field(1000, ge=1, description="spans fetched per first-stage signal")
+    first_stage_k: int = Field(
+        1000, ge=1, description="spans fetched per first-stage signal (deep, for document recall@100)"
+    )
+    span_fusion_depth: int = Field(200, ge=1, description="hits per list that enter span-level fusion")
     rrf_k: int = Field(60, ge=1, description="reciprocal-rank-fusion constant")
     dense_weight: float = Field(1.0, ge=0, description="weight of the dense list in RRF")
     bm25_weight: float = Field(
         1.0, ge=0, description="weight of BM25 in RRF, shared by its per-granularity lists"
+    )
+    document_signals: list[str] = Field(
+        default_factory=lambda: ["dense", "bm25:document"],
+        description="signals whose per-document ranks are fused into the document ranking",
+    )
+    doc_prior_weight: float = Field(
+        1.0, ge=0, description="weight of a span's document score in the span's fused score"
     )
     selector: Literal["topk"] = "topk"
     top_k: int = Field(5, ge=1, le=200, description="most spans in the context")

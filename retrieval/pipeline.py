@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from indexing.embed import Encoder
 from indexing.spans import Span
 from indexing.store.base import SpanStore
-from retrieval.first_stage import fetch_signals, fuse, rank_documents
+from retrieval.first_stage import fetch_signals, fuse, rank_documents, score_candidates
 from retrieval.params import RetrievalParams
 from retrieval.selection import TopKSelector
 from retrieval.types import Context, RetrievalResult
@@ -100,8 +100,8 @@ class Retriever:
 
         t = time.perf_counter()
         signals = fetch_signals(self.store, collection, question, query_vector, params)
-        candidates = fuse(signals, params)
-        ranked_documents = rank_documents(candidates)
+        ranked_documents = rank_documents(signals, params)
+        candidates = score_candidates(fuse(signals, params), ranked_documents, params)
         timings["first_stage_ms"] = _ms(t)
 
         t = time.perf_counter()

@@ -19,7 +19,8 @@ def doc_id_of(span_id: str) -> str:
 class Candidate:
     """A span with every score that ranked it, never a bare float.
 
-    ``scores`` holds the raw signals (``dense``, ``bm25:<granularity>``) and ``fused``;
+    ``scores`` holds the raw signals (``dense``, ``bm25:<granularity>``), the fusion parts
+    (``rrf_span``, ``rrf_document``) and ``fused``;
     ``ranks`` holds the 1-based rank of the span in each signal's list.
     """
 

@@ -164,8 +164,11 @@ def test_the_context_is_the_best_candidates_in_reading_order(rag):
 
 # -- pipelines -------------------------------------------------------------------------------
 
+FUSION_KEYS = {"fused", "rrf_span", "rrf_document"}  # derived from the signals, not signals
+
+
 def signal_keys(result) -> set[str]:
-    return {k for c in result.candidates for k in c.scores if k != "fused"}
+    return {k for c in result.candidates for k in c.scores if k not in FUSION_KEYS}
 
 
 def test_the_dense_pipeline_uses_only_dense_scores_of_document_spans(rag):

@@ -12,6 +12,7 @@ process wrote, or a crash) is rebuilt on first use.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -343,6 +344,11 @@ class SqliteFaissStore(SpanStore):
                 collection, dim, generation
             )
             self._loaded[collection] = loaded
+            # The span directory is hundreds of thousands of long-lived objects; frozen, they
+            # are no longer rescanned by every full garbage collection a query triggers
+            # (measured: ~220 ms pauses in p95 latency on SciFact before this).
+            gc.collect()
+            gc.freeze()
             return loaded
 
     def _span_directory(self, collection: str) -> tuple[dict[int, str], dict[str, np.ndarray]]:
