@@ -107,7 +107,7 @@ def write_report(
         lines.append(f"Note: {note}.")
     lines += [
         "",
-        "Ranking metrics by ir-measures over the ranked documents (a document scores as its best span); "
+        "Ranking metrics by ir-measures over the ranked documents (each signal ranks a document by its best span; the signals are fused by RRF); "
         "evidence recall, answer in context and context tokens over the final context; latency is "
         "retrieval to final context; EM/F1 of the generated answer (SQuAD normalization).",
         "",

@@ -48,7 +48,8 @@ PIPELINES: dict[str, PipelineSpec] = _registry(
     ),
     PipelineSpec(
         "hybrid",
-        "dense over every granularity + BM25 per granularity, RRF-fused, top-k spans under the budget",
+        "dense over every granularity + BM25 per granularity; documents fused by RRF of their best"
+        " spans, spans by their own RRF plus their document's; top-k spans under the budget",
         HYBRID,
     ),
     PipelineSpec("default", "what the service runs by default (today: hybrid)", HYBRID),
