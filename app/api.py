@@ -14,7 +14,6 @@ Endpoints:
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request
@@ -23,13 +22,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from indexing.parsers.base import ParseError
-from indexing.store.base import CollectionNotFound, StoreMismatch
+from indexing.store.base import (
+    CollectionNotFound,
+    InvalidCollectionName,
+    StoreMismatch,
+    check_collection_name,
+)
 from retrieval.pipeline import UnknownPipeline
 from service.engine import RagService, ranked_payload
 from service.settings import Settings
-
-COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-
 
 class QueryRequest(BaseModel):
     question: str = Field(..., min_length=1, max_length=4000)
@@ -80,8 +81,10 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
         return JSONResponse(status_code=422, content={"detail": f"cannot ingest: {exc}"})
 
     def check_name(collection: str) -> None:
-        if not re.match(COLLECTION_PATTERN, collection):
-            raise HTTPException(422, f"invalid collection name {collection!r}: use letters, digits, '_', '.', '-'")
+        try:
+            check_collection_name(collection)
+        except InvalidCollectionName as exc:
+            raise HTTPException(422, str(exc)) from None
 
     @app.get("/healthz")
     def healthz() -> dict:

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from eval.cli import eval_command
 from indexing.embed import ModelNotFound
-from indexing.store.base import CollectionNotFound, StoreMismatch
+from indexing.store.base import CollectionNotFound, InvalidCollectionName, StoreMismatch
 from retrieval.pipeline import UnknownPipeline
 from service.engine import RagService
 from service.settings import Settings
@@ -76,7 +76,7 @@ def ingest(
     try:
         with Progress(*columns, console=console, transient=True, disable=json_out) as progress:
             report = rag.ingest_paths(collection, paths, RichIngestProgress(progress))
-    except (StoreMismatch, ModelNotFound) as exc:
+    except (StoreMismatch, ModelNotFound, InvalidCollectionName) as exc:
         fail(str(exc))
     if json_out:
         print(json.dumps(report.as_dict() | {"doc_ids": None}, indent=2))

@@ -27,6 +27,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from eval.datasets import load_dataset, parse_spec  # noqa: E402
+from eval.harness import freeze_long_lived_objects  # noqa: E402
 from eval.metrics import percentile  # noqa: E402
 from retrieval.pipeline import PIPELINES, get_pipeline  # noqa: E402
 from service.engine import RagService  # noqa: E402
@@ -58,6 +59,7 @@ def query_latency(rag: RagService, collection: str, questions: list[str], pipeli
     for q in questions[:warmup]:
         for p in pipelines:
             rag.retrieve(collection, q, p)
+    freeze_long_lived_objects()
     retrieval = {p: [] for p in pipelines}
     wall = {p: [] for p in pipelines}
     for q in questions:

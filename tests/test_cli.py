@@ -193,6 +193,13 @@ def test_unknown_collection_fails_with_a_clear_message(spanrag, command):
     assert "collection 'ghost' does not exist" in result.stderr
 
 
+def test_an_unsafe_collection_name_is_refused_before_anything_is_written(spanrag, workspace):
+    result = spanrag("ingest", "samples", "--collection", "../escape", "--data-dir", "data").result()
+    assert_clean_failure(result)
+    assert "invalid collection name" in result.stderr
+    assert not (workspace / "data" / "escape").exists()
+
+
 def test_an_empty_question_fails_with_a_clear_message(spanrag):
     result = spanrag("query", "  ", "--collection", C, "--data-dir", "data").result()
     assert_clean_failure(result)

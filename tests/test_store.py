@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from indexing.spans import Document, Span
-from indexing.store.base import CollectionNotFound, SourceRecord, StoreMismatch
+from indexing.store.base import CollectionNotFound, InvalidCollectionName, SourceRecord, StoreMismatch
 from indexing.store.sqlite_faiss import SqliteFaissStore
 
 DIM = 8
@@ -310,3 +310,12 @@ def test_source_records_round_trip_and_filter_by_folder(store):
     store.delete_source(C, "/corpus/a.md")
     assert store.get_source(C, "/corpus/a.md") is None
     assert len(store.list_sources(C)) == 2
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "", ".hidden", "x" * 65, "a..b"])
+def test_a_collection_name_that_is_not_a_safe_file_name_is_refused(tmp_path, name):
+    store = SqliteFaissStore(tmp_path / "data")
+    with pytest.raises(InvalidCollectionName):
+        store.create_collection(name, "m", 8)
+    assert store.list_collections() == []
+    assert not (tmp_path / "escape").exists()

@@ -8,6 +8,7 @@ A second backend (Qdrant) implements the same methods.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -18,6 +19,22 @@ from indexing.spans import Document, Granularity, Span
 
 class CollectionNotFound(KeyError):
     """Raised for a collection that was never created; the HTTP layer maps it to 404."""
+
+
+class InvalidCollectionName(ValueError):
+    """A collection name that is not safe as a file name or URL segment."""
+
+
+COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_collection_name(name: str) -> str:
+    if not COLLECTION_NAME.match(name) or ".." in name:
+        raise InvalidCollectionName(
+            f"invalid collection name {name!r}: 1-64 letters, digits, '_', '.', '-', "
+            "starting with a letter or digit"
+        )
+    return name
 
 
 class StoreMismatch(ValueError):

@@ -31,6 +31,7 @@ from indexing.store.base import (
     SourceRecord,
     SpanStore,
     StoreMismatch,
+    check_collection_name,
 )
 from indexing.store.bm25 import Bm25Index
 
@@ -116,6 +117,7 @@ class SqliteFaissStore(SpanStore):
 
     # -- collections ---------------------------------------------------------------------
     def create_collection(self, name: str, model: str, dim: int) -> None:
+        check_collection_name(name)
         with self._lock:
             rows = self._query("SELECT model, dim FROM collections WHERE name = ?", (name,))
             if rows:
