@@ -128,6 +128,8 @@ def query(
     rag = make_service(data_dir)
     overrides = {k: v for k, v in {"top_k": top_k, "budget_tokens": budget_tokens}.items() if v is not None}
     try:
+        rag.require_collection(collection)
+        rag.encoder.dim  # load the model first, so timings_ms shows the query, not start-up
         out = rag.query(collection, question, pipeline, overrides, trace=trace)
     except CollectionNotFound:
         fail(f"collection {collection!r} does not exist; ingest into it first")
