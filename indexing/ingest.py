@@ -159,7 +159,10 @@ class Ingestor:
         parsed_docs = parse_bytes(data, filename)
         if len(parsed_docs) == 1 and (doc_id is not None or parsed_docs[0].doc_id is None):
             parsed_docs[0].doc_id = doc_id or filename
-        self._ingest_parsed(collection, f"upload:{filename}", parsed_docs, filename, report)
+        # One source per uploaded document: two uploads that share a file name but not an id
+        # must not replace each other.
+        source = f"upload:{parsed_docs[0].doc_id}" if len(parsed_docs) == 1 else f"upload:{filename}"
+        self._ingest_parsed(collection, source, parsed_docs, filename, report)
         report.seconds = time.perf_counter() - started
         return report
 

@@ -371,3 +371,15 @@ def test_an_interrupted_write_leaves_the_previous_version_readable(
     assert (report.updated, report.unchanged) == (1, 3)
     assert any("Rooibos" in t for t in span_texts(rag.store, tea))
     assert generation(rag) == before + 1
+
+
+def test_uploads_that_share_a_file_name_but_not_an_id_keep_both_documents(rag):
+    rag.ingest_upload(C, b"# Notes\n\nThe first upload is about apples.", "notes.md", doc_id="a")
+    rag.ingest_upload(C, b"# Notes\n\nThe second upload is about pears.", "notes.md", doc_id="b")
+    assert "apples" in rag.store.get_document(C, "a").text
+    assert "pears" in rag.store.get_document(C, "b").text
+
+
+def test_an_upload_without_an_id_is_named_after_its_file(rag):
+    report = rag.ingest_upload(C, b"Plain words about tea.", "tea.txt")
+    assert report.doc_ids == ["tea.txt"] and rag.store.get_document(C, "tea.txt") is not None
