@@ -110,6 +110,45 @@ class Encoder:
         row_of = {t: i for i, t in enumerate(unique)}
         return vectors[[row_of[t] for t in texts]]
 
+    def encode_tokens(self, texts: list[str]) -> list[np.ndarray]:
+        """Unit-length vectors of every word piece of each text (special tokens dropped),
+        float32 [n_pieces, dim] per text, for late interaction (MaxSim).
+
+        A text longer than the model's window is cut into consecutive windows of word
+        pieces, each run with its own [CLS]/[SEP], so no piece is silently dropped.
+        """
+        import torch
+
+        model = self._model
+        tokenizer = model.tokenizer
+        transformer = model[0].auto_model
+        window = self.max_tokens - 2
+        pieces = tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
+        windows: list[list[int]] = []
+        owner: list[int] = []
+        for i, ids in enumerate(pieces):
+            for start in range(0, len(ids), window):
+                windows.append([tokenizer.cls_token_id, *ids[start : start + window], tokenizer.sep_token_id])
+                owner.append(i)
+        parts: list[list[tuple[int, np.ndarray]]] = [[] for _ in texts]
+        order = sorted(range(len(windows)), key=lambda w: len(windows[w]))  # less padding
+        device = next(transformer.parameters()).device
+        with torch.inference_mode():
+            for b in range(0, len(order), self.batch_size):
+                batch = [windows[w] for w in order[b : b + self.batch_size]]
+                width = max(len(w) for w in batch)
+                ids = torch.tensor([w + [tokenizer.pad_token_id] * (width - len(w)) for w in batch], device=device)
+                mask = torch.tensor([[1] * len(w) + [0] * (width - len(w)) for w in batch], device=device)
+                hidden = transformer(input_ids=ids, attention_mask=mask).last_hidden_state
+                hidden = torch.nn.functional.normalize(hidden.float(), dim=-1).cpu().numpy()
+                for row, w in enumerate(order[b : b + self.batch_size]):
+                    parts[owner[w]].append((w, hidden[row, 1 : len(windows[w]) - 1]))
+        return [
+            np.concatenate([v for _, v in sorted(chunks, key=lambda c: c[0])]).astype(np.float32)
+            if chunks else np.zeros((0, self.dim), np.float32)
+            for chunks in parts
+        ]
+
     def encode_query(self, text: str) -> np.ndarray:
         return self.encode([text])[0]
 

@@ -1,0 +1,1 @@
+"""Scorers applied to first-stage candidates (token-level late interaction)."""

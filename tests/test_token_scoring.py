@@ -1,0 +1,97 @@
+"""Late interaction: MaxSim on hand-made vectors, and the token codecs' error bounds."""
+
+import numpy as np
+import pytest
+
+from indexing.token_codecs import CODECS, bytes_per_token, decode_tokens, encode_tokens
+from retrieval.scoring.maxsim import maxsim
+
+
+def unit(rows):
+    rows = np.asarray(rows, dtype=np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_maxsim_sums_each_query_tokens_best_match_in_each_candidate():
+    query = unit([[1, 0, 0], [0, 1, 0]])
+    tokens = unit([[1, 0, 0], [0, 0, 1],      # candidate A: matches query token 1 only
+                   [0, 1, 0], [1, 1, 0],      # candidate B: 0.707 and 1.0
+                   [0, 0, 1]])                # candidate C: matches nothing
+    scores = maxsim(query, tokens, np.array([0, 2, 4, 5]))
+    assert scores == pytest.approx([1.0 + 0.0, 2 ** -0.5 + 1.0, 0.0], abs=1e-6)
+    assert np.argmax(scores) == 1
+
+
+def test_a_candidate_without_tokens_scores_zero_and_does_not_borrow_its_neighbours():
+    query = unit([[1, 0]])
+    tokens = unit([[1, 0], [0, 1]])
+    scores = maxsim(query, tokens, np.array([0, 1, 1, 2]))  # the middle candidate is empty
+    assert scores.tolist() == pytest.approx([1.0, 0.0, 0.0])
+
+
+def test_maxsim_matches_a_plain_loop_on_random_vectors():
+    rng = np.random.default_rng(0)
+    query = unit(rng.normal(size=(7, 16)))
+    lengths = [5, 1, 12, 3]
+    tokens = unit(rng.normal(size=(sum(lengths), 16)))
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    expected = [(query @ tokens[a:b].T).max(axis=1).sum() for a, b in zip(offsets[:-1], offsets[1:])]
+    assert maxsim(query, tokens, offsets) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("codec, max_error", [("fp16", 1e-3), ("int8", 1 / 127)])
+def test_fp16_and_int8_round_trip_within_their_quantization_step(codec, max_error):
+    vectors = unit(np.random.default_rng(1).normal(size=(50, 384)))
+    decoded = decode_tokens(encode_tokens(vectors, codec))
+    assert np.abs(decoded - vectors).max() <= max_error
+
+
+def test_binary_codes_keep_signs_and_score_close_to_full_precision():
+    rng = np.random.default_rng(2)
+    vectors = unit(rng.normal(size=(200, 384)))
+    encoded = encode_tokens(vectors, "binary")
+    decoded = decode_tokens(encoded)
+    assert np.array_equal(decoded > 0, vectors > 0)
+    assert np.linalg.norm(decoded, axis=1) == pytest.approx(1.0)
+    # each token is most similar to its own code among all codes
+    assert (np.argmax(vectors @ decoded.T, axis=1) == np.arange(200)).all()
+
+
+def test_binary_codes_take_at_least_eight_times_fewer_bytes_than_fp16():
+    for dim in (128, 384):
+        assert bytes_per_token(dim, "fp16") >= 8 * bytes_per_token(dim, "binary")
+    encoded = encode_tokens(unit(np.ones((10, 384))), "binary")
+    assert encoded.nbytes == 10 * bytes_per_token(384, "binary")
+
+
+def test_an_unknown_codec_is_refused():
+    with pytest.raises(ValueError, match="unknown token codec"):
+        encode_tokens(np.ones((1, 8), np.float32), "int4")
+    assert set(CODECS) == {"fp16", "int8", "binary"}
+
+
+# -- token vectors from the real model ------------------------------------------------------
+
+def test_token_vectors_cover_every_word_piece_even_past_the_model_window(encoder):
+    long_text = " ".join(f"term{i}" for i in range(200))  # several pieces per word
+    texts = ["Mercury orbits the Sun in 88 days.", long_text, ""]
+    vectors = encoder.encode_tokens(texts)
+    assert [len(v) for v in vectors] == encoder.count_tokens(texts)
+    assert len(vectors[1]) > encoder.max_tokens  # windowed, not truncated
+    assert np.linalg.norm(vectors[1], axis=1) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_token_vectors_are_the_models_own_token_embeddings_without_special_tokens(encoder):
+    text = "Tables keep their header rows."
+    reference = encoder._model.encode([text], output_value="token_embeddings")[0].numpy()[1:-1]
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    assert np.abs(encoder.encode_tokens([text])[0] - reference).max() < 1e-4
+
+
+def test_maxsim_with_real_token_vectors_prefers_the_relevant_passage(encoder):
+    query = encoder.encode_tokens(["How long is a year on Mercury?"])[0]
+    passages = ["Mercury orbits the Sun in 88 days.", "Green tea is brewed at 70 degrees."]
+    tokens = encoder.encode_tokens(passages)
+    offsets = np.concatenate([[0], np.cumsum([len(t) for t in tokens])])
+    scores = maxsim(query, np.concatenate(tokens), offsets)
+    assert scores[0] > scores[1]
