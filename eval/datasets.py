@@ -85,8 +85,7 @@ class EvalDataset:
         if self.corpus_path is not None:
             report = rag.ingest_paths(collection, [self.corpus_path], progress)
         else:
-            report = rag.ingestor.ingest_parsed(collection, f"eval:{self.kind}:{self.name}", self.corpus_docs or [])
-            rag.store.refresh(collection)
+            report = rag.ingest_parsed(collection, f"eval:{self.kind}:{self.name}", self.corpus_docs or [])
         if report.failed:
             raise DatasetError(f"ingest failed: {report.failed[0].source}: {report.failed[0].reason}")
         return collection, report.as_dict() | {"doc_ids": len(report.doc_ids)}

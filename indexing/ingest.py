@@ -25,8 +25,9 @@ from indexing.parsers import SUPPORTED_SUFFIXES, parse_bytes, parse_path
 from indexing.parsers.base import ParsedDocument, ParseError
 from indexing.sentences import SentenceSplitter
 from indexing.span_tree import build_span_tree
-from indexing.spans import Document
+from indexing.spans import Document, Granularity
 from indexing.store.base import SourceRecord, SpanStore
+from indexing.token_codecs import Codec, encode_tokens
 
 # Bump when parsing or span building changes, so that re-ingest rebuilds old documents.
 INGEST_VERSION = "1"
@@ -54,6 +55,7 @@ class IngestReport:
     unchanged: int = 0
     removed: int = 0
     spans: int = 0
+    token_spans: int = 0  # spans whose token vectors were computed
     seconds: float = 0.0
     failed: list[FailedSource] = field(default_factory=list)
     doc_ids: list[str] = field(default_factory=list)
@@ -62,7 +64,8 @@ class IngestReport:
         return {
             "added": self.added, "updated": self.updated, "unchanged": self.unchanged,
             "removed": self.removed, "failed": [f.__dict__ for f in self.failed],
-            "spans": self.spans, "seconds": round(self.seconds, 3), "doc_ids": self.doc_ids,
+            "spans": self.spans, "token_spans": self.token_spans,
+            "seconds": round(self.seconds, 3), "doc_ids": self.doc_ids,
         }
 
 
@@ -176,6 +179,31 @@ class Ingestor:
         self._ingest_parsed(collection, source, parsed_docs, source, report)
         report.seconds = time.perf_counter() - started
         return report
+
+    def backfill_token_vectors(
+        self,
+        collection: str,
+        codec: Codec,
+        granularities: list[Granularity],
+        progress: IngestProgress | None = None,
+        batch_spans: int = 64,
+    ) -> int:
+        """Compute and store token vectors for every span of ``granularities`` that lacks them.
+
+        Runs after each ingest: new and replaced spans get theirs, unchanged spans keep
+        theirs, and an existing collection gains them the first time a codec is configured.
+        Returns how many spans were filled.
+        """
+        missing = self.store.spans_missing_token_vectors(collection, granularities)
+        for i in range(0, len(missing), batch_spans):
+            batch = missing[i : i + batch_spans]
+            vectors = self.encoder.encode_tokens([s.context_text for s in batch])
+            self.store.put_token_vectors(
+                collection, [(s.id, encode_tokens(v, codec)) for s, v in zip(batch, vectors)]
+            )
+            if progress and len(missing) > batch_spans:
+                progress.documents(min(i + batch_spans, len(missing)), len(missing))
+        return len(missing)
 
     def delete(self, collection: str, doc_id: str) -> bool:
         return delete_document(self.store, collection, doc_id)

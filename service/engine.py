@@ -67,19 +67,37 @@ class RagService:
         if not self.store.has_collection(collection):
             raise CollectionNotFound(collection)
 
+    def _after_ingest(
+        self, collection: str, report: IngestReport, progress: IngestProgress | None = None
+    ) -> IngestReport:
+        """Bring search indexes and token vectors up to date after any write."""
+        if self.store.has_collection(collection):
+            if self.settings.token_codec is not None:
+                started = time.perf_counter()
+                report.token_spans = self.ingestor.backfill_token_vectors(
+                    collection, self.settings.token_codec, self.settings.token_granularities, progress
+                )
+                report.seconds += time.perf_counter() - started
+            self.store.refresh(collection)
+        return report
+
     def ingest_paths(
         self, collection: str, paths: list[Path], progress: IngestProgress | None = None
     ) -> IngestReport:
         with self._write_lock:
             report = self.ingestor.ingest_paths(collection, paths, progress)
-            self.store.refresh(collection)
-        return report
+            return self._after_ingest(collection, report, progress)
+
+    def ingest_parsed(self, collection: str, source: str, parsed_docs: list) -> IngestReport:
+        """Documents parsed by the caller (evaluation corpora), ids set."""
+        with self._write_lock:
+            report = self.ingestor.ingest_parsed(collection, source, parsed_docs)
+            return self._after_ingest(collection, report)
 
     def ingest_upload(self, collection: str, data: bytes, filename: str, doc_id: str | None = None) -> IngestReport:
         with self._write_lock:
             report = self.ingestor.ingest_upload(collection, data, filename, doc_id)
-            self.store.refresh(collection)
-        return report
+            return self._after_ingest(collection, report)
 
     def ingest_text(
         self,
@@ -93,10 +111,7 @@ class RagService:
         parsed = parse_text(text, title=title, fmt=fmt)
         parsed.doc_id = doc_id
         parsed.metadata = dict(metadata or {})
-        with self._write_lock:
-            report = self.ingestor.ingest_parsed(collection, f"api:{doc_id}", [parsed])
-            self.store.refresh(collection)
-        return report
+        return self.ingest_parsed(collection, f"api:{doc_id}", [parsed])
 
     def delete_document(self, collection: str, doc_id: str) -> bool:
         self.require_collection(collection)

@@ -8,9 +8,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from indexing.spans import Granularity
 
 
 class Settings(BaseSettings):
@@ -23,6 +26,12 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'")
     embed_batch_size: int = Field(16, ge=1, description="texts per encoder batch (small batches pad less on CPU)")
     ingest_batch_docs: int = Field(32, ge=1, description="documents per write transaction during ingest")
+    token_codec: Literal["fp16", "int8", "binary"] | None = Field(
+        None, description="store token vectors of scored spans for late interaction (None: off)"
+    )
+    token_granularities: list[Granularity] = Field(
+        default_factory=lambda: ["paragraph", "row"], description="spans that get token vectors"
+    )
     pipeline: str = Field("default", description="retrieval pipeline the service runs (see `spanrag eval --list-pipelines`)")
     top_k: int | None = Field(None, ge=1, description="override the pipeline's top_k")
     budget_tokens: int | None = Field(None, ge=1, description="override the pipeline's context token budget")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from indexing.spans import Document, Granularity, Span
+from indexing.token_codecs import EncodedTokens
 
 
 class CollectionNotFound(KeyError):
@@ -122,6 +123,23 @@ class SpanStore(ABC):
     @abstractmethod
     def get_vectors(self, collection: str, span_ids: list[str]) -> np.ndarray:
         """Dense vectors of the given spans, rows in the order asked for."""
+
+    # -- token vectors (late interaction) --------------------------------------------------
+    @abstractmethod
+    def spans_missing_token_vectors(self, collection: str, granularities: list[Granularity]) -> list[Span]:
+        """Spans of these granularities that have no token vectors yet (to backfill)."""
+
+    @abstractmethod
+    def put_token_vectors(self, collection: str, items: list[tuple[str, EncodedTokens]]) -> int:
+        """Store token vectors by span id in one transaction; spans gone meanwhile are skipped.
+        Token vectors live and die with their span: replacing or deleting a document removes them."""
+
+    @abstractmethod
+    def get_token_vectors(self, collection: str, span_ids: list[str]) -> dict[str, EncodedTokens]: ...
+
+    @abstractmethod
+    def token_vector_stats(self, collection: str) -> dict[str, dict[str, int]]:
+        """Per codec: tokens, bytes and spans stored."""
 
     # -- search --------------------------------------------------------------------------
     @abstractmethod

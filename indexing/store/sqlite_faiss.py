@@ -25,6 +25,7 @@ import faiss
 import numpy as np
 
 from indexing.spans import GRANULARITIES, Document, Granularity, Span
+from indexing.token_codecs import EncodedTokens
 from indexing.store.base import (
     CollectionNotFound,
     ScoredSpanId,
@@ -56,6 +57,10 @@ CREATE TABLE IF NOT EXISTS spans (
 CREATE INDEX IF NOT EXISTS spans_by_doc ON spans (collection, doc_id, ord);
 CREATE INDEX IF NOT EXISTS spans_by_parent ON spans (collection, parent_id);
 CREATE INDEX IF NOT EXISTS spans_by_granularity ON spans (collection, granularity);
+CREATE TABLE IF NOT EXISTS token_vectors (
+    row_id INTEGER PRIMARY KEY,  -- the span's spans.row_id; removed with the span
+    codec TEXT NOT NULL, dim INTEGER NOT NULL, n INTEGER NOT NULL,
+    data BLOB NOT NULL, scales BLOB);
 """
 
 SPAN_COLUMNS = 'id, doc_id, parent_id, granularity, start, "end", text, heading_path, n_tokens, header, ord'
@@ -73,6 +78,14 @@ def _row_to_span(row: tuple) -> Span:
         end=row[5], text=row[6], heading_path=json.loads(row[7]), n_tokens=row[8],
         header=row[9], order=row[10],
     )
+
+
+def _encoded_from_row(codec: str, dim: int, n: int, data: bytes, scales: bytes | None) -> EncodedTokens:
+    if codec == "binary":
+        array = np.frombuffer(data, dtype=np.uint8).reshape(n, (dim + 7) // 8)
+    else:
+        array = np.frombuffer(data, dtype=np.float16 if codec == "fp16" else np.int8).reshape(n, dim)
+    return EncodedTokens(codec, dim, array, None if scales is None else np.frombuffer(scales, np.float32))
 
 
 @dataclass
@@ -160,6 +173,11 @@ class SqliteFaissStore(SpanStore):
         existed = 0
         for chunk in _chunks(doc_ids):
             marks = ",".join("?" * len(chunk))
+            self._db.execute(
+                "DELETE FROM token_vectors WHERE row_id IN (SELECT row_id FROM spans "
+                f"WHERE collection = ? AND doc_id IN ({marks}))",
+                [collection, *chunk],
+            )
             self._db.execute(
                 f"DELETE FROM spans WHERE collection = ? AND doc_id IN ({marks})", [collection, *chunk]
             )
@@ -330,6 +348,76 @@ class SqliteFaissStore(SpanStore):
         if missing:
             raise KeyError(f"no vectors for spans {missing[:3]}")
         return np.stack([found[s] for s in span_ids]) if span_ids else np.zeros((0, dim), np.float32)
+
+    # -- token vectors (late interaction) -------------------------------------------------------
+    def spans_missing_token_vectors(self, collection: str, granularities: list[Granularity]) -> list[Span]:
+        self._require(collection)
+        if not granularities:
+            return []
+        marks = ",".join("?" * len(granularities))
+        rows = self._query(
+            f"SELECT {', '.join('s.' + c.strip() for c in SPAN_COLUMNS.split(','))} FROM spans s "
+            "LEFT JOIN token_vectors t ON t.row_id = s.row_id "
+            f"WHERE s.collection = ? AND s.granularity IN ({marks}) AND t.row_id IS NULL "
+            "ORDER BY s.row_id",
+            [collection, *granularities],
+        )
+        return [_row_to_span(r) for r in rows]
+
+    def put_token_vectors(self, collection: str, items: list[tuple[str, EncodedTokens]]) -> int:
+        self._require(collection)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row_of = self._row_ids(collection, [span_id for span_id, _ in items])
+                written = 0
+                for span_id, encoded in items:
+                    if span_id not in row_of:
+                        continue  # the span was replaced or deleted meanwhile
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO token_vectors VALUES (?, ?, ?, ?, ?, ?)",
+                        (row_of[span_id], encoded.codec, encoded.dim, len(encoded),
+                         encoded.data.tobytes(),
+                         None if encoded.scales is None else encoded.scales.tobytes()),
+                    )
+                    written += 1
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return written
+
+    def get_token_vectors(self, collection: str, span_ids: list[str]) -> dict[str, EncodedTokens]:
+        out: dict[str, EncodedTokens] = {}
+        for chunk in _chunks(span_ids):
+            marks = ",".join("?" * len(chunk))
+            for span_id, codec, dim, n, data, scales in self._query(
+                "SELECT s.id, t.codec, t.dim, t.n, t.data, t.scales FROM spans s "
+                f"JOIN token_vectors t ON t.row_id = s.row_id WHERE s.collection = ? AND s.id IN ({marks})",
+                [collection, *chunk],
+            ):
+                out[span_id] = _encoded_from_row(codec, dim, n, data, scales)
+        return out
+
+    def token_vector_stats(self, collection: str) -> dict[str, dict[str, int]]:
+        rows = self._query(
+            "SELECT t.codec, SUM(t.n), SUM(LENGTH(t.data) + COALESCE(LENGTH(t.scales), 0)), COUNT(*) "
+            "FROM token_vectors t JOIN spans s ON s.row_id = t.row_id WHERE s.collection = ? GROUP BY t.codec",
+            (collection,),
+        )
+        return {codec: {"tokens": n, "bytes": b, "spans": c} for codec, n, b, c in rows}
+
+    def _row_ids(self, collection: str, span_ids: list[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for chunk in _chunks(span_ids):
+            marks = ",".join("?" * len(chunk))
+            out.update(
+                self._db.execute(
+                    f"SELECT id, row_id FROM spans WHERE collection = ? AND id IN ({marks})",
+                    [collection, *chunk],
+                ).fetchall()
+            )
+        return out
 
     # -- search indexes -----------------------------------------------------------------------
     def refresh(self, collection: str) -> None:

@@ -1,0 +1,79 @@
+"""Token vectors for late interaction live and die with their spans."""
+
+import numpy as np
+import pytest
+
+from indexing.token_codecs import decode_tokens
+
+C = "docs"
+
+
+@pytest.fixture
+def token_rag(make_rag, tmp_path):
+    return make_rag(tmp_path / "data", token_codec="binary")
+
+
+def token_spans(rag):
+    return [s for d in rag.store.list_sources(C) for doc in d.doc_ids
+            for s in rag.store.document_spans(C, doc) if s.granularity in ("paragraph", "row")]
+
+
+def orphan_token_rows(rag) -> int:
+    return rag.store._query(
+        "SELECT COUNT(*) FROM token_vectors WHERE row_id NOT IN (SELECT row_id FROM spans)")[0][0]
+
+
+def test_every_paragraph_and_row_gets_one_token_vector_per_word_piece(token_rag, samples_dir):
+    report = token_rag.ingest_paths(C, [samples_dir])
+    spans = token_spans(token_rag)
+    assert report.token_spans == len(spans) > 0
+    stored = token_rag.store.get_token_vectors(C, [s.id for s in spans])
+    assert set(stored) == {s.id for s in spans}
+    assert [len(stored[s.id]) for s in spans] == token_rag.encoder.count_tokens([s.context_text for s in spans])
+    assert all(e.codec == "binary" for e in stored.values())
+    stats = token_rag.store.token_vector_stats(C)["binary"]
+    assert stats["bytes"] == stats["tokens"] * 384 // 8
+
+
+def test_stored_codes_decode_to_the_signs_of_the_models_token_vectors(token_rag, samples_dir):
+    token_rag.ingest_paths(C, [samples_dir])
+    span = token_spans(token_rag)[0]
+    fresh = token_rag.encoder.encode_tokens([span.context_text])[0]
+    decoded = decode_tokens(token_rag.store.get_token_vectors(C, [span.id])[span.id])
+    assert np.array_equal(decoded > 0, fresh > 0)
+
+
+def test_reingesting_unchanged_files_computes_no_token_vectors(token_rag, samples_dir, monkeypatch):
+    token_rag.ingest_paths(C, [samples_dir])
+    monkeypatch.setattr(token_rag.encoder, "encode_tokens", lambda texts: pytest.fail("re-encoded"))
+    assert token_rag.ingest_paths(C, [samples_dir]).token_spans == 0
+
+
+def test_a_changed_file_gets_new_token_vectors_and_leaves_no_stale_ones(token_rag, samples_dir):
+    token_rag.ingest_paths(C, [samples_dir])
+    notes = samples_dir / "tea-notes.txt"
+    notes.write_text(notes.read_text() + "\n\nRooibos is not a tea at all and has no caffeine.\n")
+    report = token_rag.ingest_paths(C, [samples_dir])
+    assert report.updated == 1 and report.token_spans > 0
+    assert orphan_token_rows(token_rag) == 0
+    assert token_rag.store.spans_missing_token_vectors(C, ["paragraph", "row"]) == []
+
+
+def test_deleting_a_document_removes_its_token_vectors(token_rag, samples_dir):
+    report = token_rag.ingest_paths(C, [samples_dir])
+    csv_id = next(d for d in report.doc_ids if d.endswith(".csv"))
+    rows = [s.id for s in token_rag.store.document_spans(C, csv_id) if s.granularity == "row"]
+    assert token_rag.store.get_token_vectors(C, rows)
+    token_rag.delete_document(C, csv_id)
+    assert token_rag.store.get_token_vectors(C, rows) == {}
+    assert orphan_token_rows(token_rag) == 0
+
+
+def test_an_existing_collection_gains_token_vectors_when_a_codec_is_configured(make_rag, tmp_path, samples_dir):
+    plain = make_rag(tmp_path / "data")
+    plain.ingest_paths(C, [samples_dir])
+    assert plain.store.token_vector_stats(C) == {}
+    with_tokens = make_rag(tmp_path / "data", token_codec="int8")
+    report = with_tokens.ingest_paths(C, [samples_dir])
+    assert report.unchanged > 0 and report.token_spans > 0
+    assert set(with_tokens.store.token_vector_stats(C)) == {"int8"}
