@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from indexing.embed import Encoder
 from indexing.store.base import ScoredSpanId, SpanStore
+from indexing.token_codecs import decode_tokens
 from retrieval.params import RetrievalParams
+from retrieval.scoring.maxsim import maxsim
 from retrieval.types import Candidate, RankedDocument, doc_id_of
 
 
@@ -38,6 +41,8 @@ def fuse(signals: dict[str, list[ScoredSpanId]], params: RetrievalParams) -> lis
     n_bm25 = sum(1 for name in signals if name.startswith("bm25:"))
     candidates: dict[str, Candidate] = {}
     for name, hits in signals.items():
+        if name != "dense" and not name.startswith("bm25:"):
+            continue  # document-level signals (maxsim) rank documents, not spans
         weight = params.dense_weight if name == "dense" else params.bm25_weight / max(n_bm25, 1)
         for rank, hit in enumerate(hits[: params.span_fusion_depth], start=1):
             candidate = candidates.get(hit.span_id)
@@ -47,6 +52,30 @@ def fuse(signals: dict[str, list[ScoredSpanId]], params: RetrievalParams) -> lis
             candidate.ranks[name] = rank
             candidate.scores["rrf_span"] += weight / (params.rrf_k + rank)
     return list(candidates.values())
+
+
+def maxsim_documents(
+    store: SpanStore,
+    encoder: Encoder,
+    collection: str,
+    question: str,
+    documents: list[RankedDocument],
+    depth: int,
+) -> list[ScoredSpanId]:
+    """Late interaction on the top ``depth`` documents: for each query word piece, its best
+    match among all of a document's stored token vectors, summed (one matrix product for all
+    documents). Returned best first, as the document's first token-bearing span."""
+    top = [d.doc_id for d in documents[:depth]]
+    stored = store.document_token_vectors(collection, top)
+    scored = [d for d in top if d in stored]
+    if not scored:
+        return []
+    query_tokens = encoder.encode_tokens([question])[0]
+    parts = [np.concatenate([decode_tokens(e) for _, e in stored[d]]) for d in scored]
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])])
+    scores = maxsim(query_tokens, np.concatenate(parts), offsets)
+    order = np.argsort(-scores, kind="stable")
+    return [ScoredSpanId(stored[scored[i]][0][0], float(scores[i])) for i in order]
 
 
 def rank_documents(
@@ -61,8 +90,9 @@ def rank_documents(
     """
     scores: dict[str, float] = {}
     best_span: dict[str, str] = {}
+    weights = {"dense": params.dense_weight, "maxsim": params.maxsim_weight}
     for name in params.document_signals:
-        weight = params.dense_weight if name == "dense" else params.bm25_weight
+        weight = weights.get(name, params.bm25_weight)
         seen: set[str] = set()
         for hit in signals.get(name, []):
             doc_id = doc_id_of(hit.span_id)

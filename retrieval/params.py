@@ -35,8 +35,12 @@ class RetrievalParams(BaseModel):
     bm25_weight: float = Field(
         1.0, ge=0, description="weight of BM25 in RRF, shared by its per-granularity lists"
     )
+    maxsim_depth: int = Field(
+        0, ge=0, description="top documents rescored by token-level MaxSim (0: off; needs token vectors)"
+    )
+    maxsim_weight: float = Field(1.0, ge=0, description="weight of the MaxSim list in document RRF")
     document_signals: list[str] = Field(
-        default_factory=lambda: ["dense", "bm25:document"],
+        default_factory=lambda: ["dense", "bm25:document", "maxsim"],
         description="signals whose per-document ranks are fused into the document ranking",
     )
     doc_prior_weight: float = Field(

@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from indexing.embed import Encoder
 from indexing.spans import Span
 from indexing.store.base import SpanStore
-from retrieval.first_stage import fetch_signals, fuse, rank_documents, score_candidates
+from retrieval.first_stage import (
+    fetch_signals,
+    fuse,
+    maxsim_documents,
+    rank_documents,
+    score_candidates,
+)
 from retrieval.params import RetrievalParams
 from retrieval.selection import TopKSelector
 from retrieval.types import Context, RetrievalResult
@@ -51,6 +57,12 @@ PIPELINES: dict[str, PipelineSpec] = _registry(
         "dense over every granularity + BM25 per granularity; documents fused by RRF of their best"
         " spans, spans by their own RRF plus their document's; top-k spans under the budget",
         HYBRID,
+    ),
+    PipelineSpec(
+        "maxsim",
+        "hybrid, then token-level MaxSim over the top 50 documents' stored token vectors, fused"
+        " into the document ranking by RRF (needs SPANRAG_TOKEN_CODEC at ingest)",
+        RetrievalParams(maxsim_depth=50),
     ),
     PipelineSpec("default", "what the service runs by default (today: hybrid)", HYBRID),
 )
@@ -102,8 +114,15 @@ class Retriever:
         t = time.perf_counter()
         signals = fetch_signals(self.store, collection, question, query_vector, params)
         ranked_documents = rank_documents(signals, params)
-        candidates = score_candidates(fuse(signals, params), ranked_documents, params)
         timings["first_stage_ms"] = _ms(t)
+        if params.maxsim_depth:
+            t = time.perf_counter()
+            signals["maxsim"] = maxsim_documents(
+                self.store, self.encoder, collection, question, ranked_documents, params.maxsim_depth
+            )
+            ranked_documents = rank_documents(signals, params)
+            timings["maxsim_ms"] = _ms(t)
+        candidates = score_candidates(fuse(signals, params), ranked_documents, params)
 
         t = time.perf_counter()
         pool = candidates[: params.candidate_pool]

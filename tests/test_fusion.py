@@ -53,3 +53,11 @@ def test_a_span_of_a_strong_document_outranks_an_equal_span_of_a_weak_one():
     assert ranked[0].doc_id == "strong"
     assert all(c.fused == pytest.approx(c.scores["rrf_span"] + c.scores["rrf_document"]) for c in ranked)
     assert [c.fused for c in ranked] == sorted((c.fused for c in ranked), reverse=True)
+
+
+def test_a_document_level_signal_ranks_documents_but_not_spans():
+    signals = {"dense": hits("a#1", "b#1"), "maxsim": hits("b#0", "a#0")}
+    params = RetrievalParams(maxsim_weight=2.0)
+    docs = {d.doc_id: d.score for d in rank_documents(signals, params)}
+    assert docs["b"] == pytest.approx(1 / 62 + 2 / 61)
+    assert {c.span_id for c in fuse(signals, params)} == {"a#1", "b#1"}

@@ -77,3 +77,22 @@ def test_an_existing_collection_gains_token_vectors_when_a_codec_is_configured(m
     report = with_tokens.ingest_paths(C, [samples_dir])
     assert report.unchanged > 0 and report.token_spans > 0
     assert set(with_tokens.store.token_vector_stats(C)) == {"int8"}
+
+
+def test_the_maxsim_pipeline_adds_a_token_level_document_signal(token_rag, samples_dir):
+    token_rag.ingest_paths(C, [samples_dir])
+    question = "How many days does Mercury take to orbit the Sun?"
+    result = token_rag.retrieve(C, question, pipeline="maxsim")
+    assert "maxsim_ms" in result.timings_ms
+    hybrid = token_rag.retrieve(C, question, pipeline="hybrid")
+    assert result.ranked_documents[0].doc_id == hybrid.ranked_documents[0].doc_id == next(
+        d.doc_id for d in hybrid.ranked_documents if d.doc_id.endswith("solar-system.html"))
+    # the document scores now carry the MaxSim list's reciprocal rank on top of hybrid's
+    assert result.ranked_documents[0].score > hybrid.ranked_documents[0].score
+
+
+def test_without_token_vectors_the_maxsim_pipeline_ranks_like_hybrid(rag, samples_dir):
+    rag.ingest_paths(C, [samples_dir])
+    question = "What is the price of Kenyan coffee?"
+    maxsim_docs = [d.doc_id for d in rag.retrieve(C, question, pipeline="maxsim").ranked_documents]
+    assert maxsim_docs == [d.doc_id for d in rag.retrieve(C, question, pipeline="hybrid").ranked_documents]

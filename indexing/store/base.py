@@ -138,6 +138,12 @@ class SpanStore(ABC):
     def get_token_vectors(self, collection: str, span_ids: list[str]) -> dict[str, EncodedTokens]: ...
 
     @abstractmethod
+    def document_token_vectors(
+        self, collection: str, doc_ids: list[str]
+    ) -> dict[str, list[tuple[str, EncodedTokens]]]:
+        """Per document, its spans' token vectors in document order."""
+
+    @abstractmethod
     def token_vector_stats(self, collection: str) -> dict[str, dict[str, int]]:
         """Per codec: tokens, bytes and spans stored."""
 

@@ -399,6 +399,21 @@ class SqliteFaissStore(SpanStore):
                 out[span_id] = _encoded_from_row(codec, dim, n, data, scales)
         return out
 
+    def document_token_vectors(
+        self, collection: str, doc_ids: list[str]
+    ) -> dict[str, list[tuple[str, EncodedTokens]]]:
+        out: dict[str, list[tuple[str, EncodedTokens]]] = {}
+        for chunk in _chunks(doc_ids):
+            marks = ",".join("?" * len(chunk))
+            for doc_id, span_id, codec, dim, n, data, scales in self._query(
+                "SELECT s.doc_id, s.id, t.codec, t.dim, t.n, t.data, t.scales FROM spans s "
+                "JOIN token_vectors t ON t.row_id = s.row_id "
+                f"WHERE s.collection = ? AND s.doc_id IN ({marks}) ORDER BY s.row_id",
+                [collection, *chunk],
+            ):
+                out.setdefault(doc_id, []).append((span_id, _encoded_from_row(codec, dim, n, data, scales)))
+        return out
+
     def token_vector_stats(self, collection: str) -> dict[str, dict[str, int]]:
         rows = self._query(
             "SELECT t.codec, SUM(t.n), SUM(LENGTH(t.data) + COALESCE(LENGTH(t.scales), 0)), COUNT(*) "
