@@ -86,6 +86,8 @@ def ingest(
             table.add_row(name, str(getattr(report, name)))
         table.add_row("failed", str(len(report.failed)))
         table.add_row("spans written", str(report.spans))
+        if report.token_spans:
+            table.add_row("token vectors", f"{report.token_spans} spans")
         table.add_row("seconds", f"{report.seconds:.2f}")
         Console().print(table)
         for failure in report.failed:
