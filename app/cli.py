@@ -79,7 +79,7 @@ def ingest(
     except (StoreMismatch, ModelNotFound, InvalidCollectionName) as exc:
         fail(str(exc))
     if json_out:
-        print(json.dumps(report.as_dict() | {"doc_ids": None}, indent=2))
+        print(json.dumps(report.as_dict() | {"doc_ids": len(report.doc_ids)}, indent=2))
     else:
         table = Table(title=f"ingest into {collection!r}", show_header=False)
         for name in ("added", "updated", "unchanged", "removed"):
