@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,7 +166,7 @@ class Ingestor:
         # One source per uploaded document: two uploads that share a file name but not an id
         # must not replace each other.
         source = f"upload:{parsed_docs[0].doc_id}" if len(parsed_docs) == 1 else f"upload:{filename}"
-        self._ingest_parsed(collection, source, parsed_docs, filename, report)
+        self._ingest_parsed(collection, source, parsed_docs, report)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -176,7 +177,7 @@ class Ingestor:
         started = time.perf_counter()
         self.ensure_collection(collection)
         report = IngestReport()
-        self._ingest_parsed(collection, source, parsed_docs, source, report)
+        self._ingest_parsed(collection, source, parsed_docs, report)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -205,9 +206,6 @@ class Ingestor:
                 progress.documents(min(i + batch_spans, len(missing)), len(missing))
         return len(missing)
 
-    def delete(self, collection: str, doc_id: str) -> bool:
-        return delete_document(self.store, collection, doc_id)
-
     # -- internals ------------------------------------------------------------------------
     def _ingest_file(
         self, collection: str, file: Path, report: IngestReport, progress: IngestProgress | None
@@ -231,7 +229,7 @@ class Ingestor:
         if len(parsed_docs) == 1 and parsed_docs[0].doc_id is None:
             parsed_docs[0].doc_id = default_doc_id(file)
         try:
-            self._ingest_parsed(collection, source, parsed_docs, str(file), report, digest, progress)
+            self._ingest_parsed(collection, source, parsed_docs, report, digest, progress)
         except ParseError as exc:  # e.g. duplicate ids in a JSONL file: skip the file, keep going
             report.failed.append(FailedSource(str(file), str(exc)))
 
@@ -240,7 +238,6 @@ class Ingestor:
         collection: str,
         source: str,
         parsed_docs: list[ParsedDocument],
-        source_label: str,
         report: IngestReport,
         source_hash: str = "",
         progress: IngestProgress | None = None,
@@ -249,7 +246,7 @@ class Ingestor:
             if not parsed.doc_id:
                 raise ParseError("a document has no id")
         ids = [p.doc_id for p in parsed_docs]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) != len(ids) else []
+        duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
         if duplicates:
             raise ParseError(f"duplicate document ids: {', '.join(duplicates[:5])}")
         stored = self.store.document_hashes(collection, ids)

@@ -70,15 +70,15 @@ class RagService:
     def _after_ingest(
         self, collection: str, report: IngestReport, progress: IngestProgress | None = None
     ) -> IngestReport:
-        """Bring search indexes and token vectors up to date after any write."""
-        if self.store.has_collection(collection):
-            if self.settings.token_codec is not None:
-                started = time.perf_counter()
-                report.token_spans = self.ingestor.backfill_token_vectors(
-                    collection, self.settings.token_codec, self.settings.token_granularities, progress
-                )
-                report.seconds += time.perf_counter() - started
-            self.store.refresh(collection)
+        """Bring token vectors and search indexes up to date after any write (every ingest
+        entry point creates the collection first)."""
+        if self.settings.token_codec is not None:
+            started = time.perf_counter()
+            report.token_spans = self.ingestor.backfill_token_vectors(
+                collection, self.settings.token_codec, self.settings.token_granularities, progress
+            )
+            report.seconds += time.perf_counter() - started
+        self.store.refresh(collection)
         return report
 
     def ingest_paths(
