@@ -26,10 +26,9 @@ from indexing.store.base import (
     CollectionNotFound,
     InvalidCollectionName,
     StoreMismatch,
-    check_collection_name,
 )
 from retrieval.pipeline import UnknownPipeline
-from service.engine import RagService, ranked_payload
+from service.engine import RagService, ranked_payload, trace_payload
 from service.settings import Settings
 
 class QueryRequest(BaseModel):
@@ -80,11 +79,9 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
     async def _parse_error(_: Request, exc: ParseError):
         return JSONResponse(status_code=422, content={"detail": f"cannot ingest: {exc}"})
 
-    def check_name(collection: str) -> None:
-        try:
-            check_collection_name(collection)
-        except InvalidCollectionName as exc:
-            raise HTTPException(422, str(exc)) from None
+    @app.exception_handler(InvalidCollectionName)
+    async def _invalid_name(_: Request, exc: InvalidCollectionName):
+        return JSONResponse(status_code=422, content={"detail": str(exc)})
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -108,12 +105,11 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
             "pipeline": result.pipeline,
         }
         if body.trace:
-            out["trace"] = [t.__dict__ for t in result.context.trace]
+            out["trace"] = trace_payload(result)
         return out
 
     @app.post("/v1/collections/{collection}/documents", status_code=201)
     async def add_document(collection: str, request: Request) -> dict:
-        check_name(collection)
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("multipart/form-data"):
             form = await request.form()

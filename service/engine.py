@@ -166,7 +166,7 @@ class RagService:
             "generator": answer.generator,
         }
         if trace:
-            out["trace"] = [asdict(t) for t in result.context.trace]
+            out["trace"] = trace_payload(result)
         return out
 
     def close(self) -> None:
@@ -186,6 +186,11 @@ def span_payload(item: ContextSpan) -> dict:
 def context_payload(result: RetrievalResult) -> list[dict]:
     """The selected context in reading order."""
     return [span_payload(item) for item in result.context.spans]
+
+
+def trace_payload(result: RetrievalResult) -> list[dict]:
+    """Every candidate's score parts and why it was taken or dropped."""
+    return [asdict(t) for t in result.context.trace]
 
 
 def ranked_payload(result: RetrievalResult) -> list[dict]:
