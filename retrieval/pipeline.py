@@ -41,6 +41,7 @@ def _registry(*specs: PipelineSpec) -> dict[str, PipelineSpec]:
 
 
 HYBRID = RetrievalParams()
+PIECE_GRANULARITIES = ("sentence", "row")  # what an answer cites
 PIPELINES: dict[str, PipelineSpec] = _registry(
     PipelineSpec(
         "dense",
@@ -141,18 +142,21 @@ class Retriever:
         )
 
     def _attach_pieces(self, collection: str, context: Context) -> None:
-        """Give each selected span its citable pieces: its sentences and table rows."""
+        """Give each selected span its citable pieces (its sentences and table rows) and
+        their stored vectors, fetched in one call for the whole context."""
         for item in context.spans:
             item.pieces = self._pieces(collection, item.span)
-            item.piece_vectors = self.store.get_vectors(collection, [p.id for p in item.pieces])
+        piece_ids = [p.id for item in context.spans for p in item.pieces]
+        vectors = self.store.get_vectors(collection, piece_ids)
+        offset = 0
+        for item in context.spans:
+            item.piece_vectors = vectors[offset : offset + len(item.pieces)]
+            offset += len(item.pieces)
 
     def _pieces(self, collection: str, span: Span) -> list[Span]:
-        if span.granularity in ("sentence", "row"):
+        if span.granularity in PIECE_GRANULARITIES:
             return [span]
-        pieces = self.store.descendants(collection, span.id, "sentence") + self.store.descendants(
-            collection, span.id, "row"
-        )
-        return sorted(pieces, key=lambda p: p.start) or [span]
+        return self.store.spans_within(collection, span, list(PIECE_GRANULARITIES)) or [span]
 
 
 __all__ = ["PIPELINES", "PipelineSpec", "Retriever", "get_pipeline", "UnknownPipeline"]

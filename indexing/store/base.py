@@ -121,6 +121,11 @@ class SpanStore(ABC):
     def descendants(self, collection: str, span_id: str, granularity: Granularity) -> list[Span]: ...
 
     @abstractmethod
+    def spans_within(self, collection: str, span: Span, granularities: list[Granularity]) -> list[Span]:
+        """Spans of these granularities inside ``span`` (same document, within its offsets),
+        in reading order."""
+
+    @abstractmethod
     def get_vectors(self, collection: str, span_ids: list[str]) -> np.ndarray:
         """Dense vectors of the given spans, rows in the order asked for."""
 

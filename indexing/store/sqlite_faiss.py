@@ -325,12 +325,14 @@ class SqliteFaissStore(SpanStore):
 
     def descendants(self, collection: str, span_id: str, granularity: Granularity) -> list[Span]:
         (parent,) = self.get_spans(collection, [span_id]) or [None]
-        if parent is None:
-            return []
+        return [] if parent is None else self.spans_within(collection, parent, [granularity])
+
+    def spans_within(self, collection: str, span: Span, granularities: list[Granularity]) -> list[Span]:
+        marks = ",".join("?" * len(granularities))
         rows = self._query(
             f"SELECT {SPAN_COLUMNS} FROM spans WHERE collection = ? AND doc_id = ? "
-            'AND granularity = ? AND start >= ? AND "end" <= ? ORDER BY ord',
-            (collection, parent.doc_id, granularity, parent.start, parent.end),
+            f'AND granularity IN ({marks}) AND start >= ? AND "end" <= ? ORDER BY start, ord',
+            (collection, span.doc_id, *granularities, span.start, span.end),
         )
         return [_row_to_span(r) for r in rows]
 
