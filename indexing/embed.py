@@ -149,6 +149,20 @@ class Encoder:
             for chunks in parts
         ]
 
+    def encode_query_with_tokens(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """The query's vector and its token vectors (as :meth:`encode_tokens`) from one
+        forward pass; a query longer than the model's window takes a second, windowed pass."""
+        (features,) = self._model.encode(
+            [text], output_value=None, normalize_embeddings=True, show_progress_bar=False
+        )
+        vector = features["sentence_embedding"].float().cpu().numpy()
+        n = int(features["attention_mask"].sum())
+        if n - 2 < self.count_tokens([text])[0]:  # truncated: recover every piece by windows
+            return vector, self.encode_tokens([text])[0]
+        tokens = features["token_embeddings"][1 : n - 1].float()
+        tokens = (tokens / tokens.norm(dim=-1, keepdim=True).clamp_min(1e-12)).cpu().numpy()
+        return vector, tokens
+
     def encode_query(self, text: str) -> np.ndarray:
         return self.encode([text])[0]
 

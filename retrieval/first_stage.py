@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from indexing.embed import Encoder
 from indexing.store.base import ScoredSpanId, SpanStore
 from indexing.token_codecs import decode_tokens
 from retrieval.params import RetrievalParams
@@ -56,9 +55,8 @@ def fuse(signals: dict[str, list[ScoredSpanId]], params: RetrievalParams) -> lis
 
 def maxsim_documents(
     store: SpanStore,
-    encoder: Encoder,
     collection: str,
-    question: str,
+    query_tokens: np.ndarray,
     documents: list[RankedDocument],
     depth: int,
 ) -> list[ScoredSpanId]:
@@ -70,7 +68,6 @@ def maxsim_documents(
     scored = [d for d in top if d in stored]
     if not scored:
         return []
-    query_tokens = encoder.encode_tokens([question])[0]
     parts = [np.concatenate([decode_tokens(e) for _, e in stored[d]]) for d in scored]
     offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])])
     scores = maxsim(query_tokens, np.concatenate(parts), offsets)

@@ -109,7 +109,10 @@ class Retriever:
         timings: dict[str, float] = {}
 
         started = time.perf_counter()
-        query_vector = self.encoder.encode_query(question)
+        if params.maxsim_depth:
+            query_vector, query_tokens = self.encoder.encode_query_with_tokens(question)
+        else:
+            query_vector = self.encoder.encode_query(question)
         timings["encode_ms"] = _ms(started)
 
         t = time.perf_counter()
@@ -119,7 +122,7 @@ class Retriever:
         if params.maxsim_depth:
             t = time.perf_counter()
             signals["maxsim"] = maxsim_documents(
-                self.store, self.encoder, collection, question, ranked_documents, params.maxsim_depth
+                self.store, collection, query_tokens, ranked_documents, params.maxsim_depth
             )
             ranked_documents = rank_documents(signals, params)
             timings["maxsim_ms"] = _ms(t)

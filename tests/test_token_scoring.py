@@ -95,3 +95,11 @@ def test_maxsim_with_real_token_vectors_prefers_the_relevant_passage(encoder):
     offsets = np.concatenate([[0], np.cumsum([len(t) for t in tokens])])
     scores = maxsim(query, np.concatenate(tokens), offsets)
     assert scores[0] > scores[1]
+
+
+@pytest.mark.parametrize("words", [8, 400])  # within the window, and past it
+def test_one_pass_gives_the_query_vector_and_its_token_vectors(encoder, words):
+    text = " ".join(f"orbit{i}" for i in range(words))
+    vector, tokens = encoder.encode_query_with_tokens(text)
+    assert np.abs(vector - encoder.encode_query(text)).max() < 1e-5
+    assert np.abs(tokens - encoder.encode_tokens([text])[0]).max() < 1e-4
