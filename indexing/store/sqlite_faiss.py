@@ -389,31 +389,27 @@ class SqliteFaissStore(SpanStore):
                 raise
         return written
 
-    def get_token_vectors(self, collection: str, span_ids: list[str]) -> dict[str, EncodedTokens]:
-        out: dict[str, EncodedTokens] = {}
-        for chunk in _chunks(span_ids):
+    def _token_rows(self, collection: str, column: str, keys: list[str]):
+        """(doc_id, span_id, EncodedTokens) of spans whose ``column`` (id or doc_id) is in keys."""
+        for chunk in _chunks(keys):
             marks = ",".join("?" * len(chunk))
-            for span_id, codec, dim, n, data, scales in self._query(
-                "SELECT s.id, t.codec, t.dim, t.n, t.data, t.scales FROM spans s "
-                f"JOIN token_vectors t ON t.row_id = s.row_id WHERE s.collection = ? AND s.id IN ({marks})",
+            for doc_id, span_id, codec, dim, n, data, scales in self._query(
+                "SELECT s.doc_id, s.id, t.codec, t.dim, t.n, t.data, t.scales FROM spans s "
+                "JOIN token_vectors t ON t.row_id = s.row_id "
+                f"WHERE s.collection = ? AND s.{column} IN ({marks}) ORDER BY s.row_id",
                 [collection, *chunk],
             ):
-                out[span_id] = _encoded_from_row(codec, dim, n, data, scales)
-        return out
+                yield doc_id, span_id, _encoded_from_row(codec, dim, n, data, scales)
+
+    def get_token_vectors(self, collection: str, span_ids: list[str]) -> dict[str, EncodedTokens]:
+        return {span_id: encoded for _, span_id, encoded in self._token_rows(collection, "id", span_ids)}
 
     def document_token_vectors(
         self, collection: str, doc_ids: list[str]
     ) -> dict[str, list[tuple[str, EncodedTokens]]]:
         out: dict[str, list[tuple[str, EncodedTokens]]] = {}
-        for chunk in _chunks(doc_ids):
-            marks = ",".join("?" * len(chunk))
-            for doc_id, span_id, codec, dim, n, data, scales in self._query(
-                "SELECT s.doc_id, s.id, t.codec, t.dim, t.n, t.data, t.scales FROM spans s "
-                "JOIN token_vectors t ON t.row_id = s.row_id "
-                f"WHERE s.collection = ? AND s.doc_id IN ({marks}) ORDER BY s.row_id",
-                [collection, *chunk],
-            ):
-                out.setdefault(doc_id, []).append((span_id, _encoded_from_row(codec, dim, n, data, scales)))
+        for doc_id, span_id, encoded in self._token_rows(collection, "doc_id", doc_ids):
+            out.setdefault(doc_id, []).append((span_id, encoded))
         return out
 
     def token_vector_stats(self, collection: str) -> dict[str, dict[str, int]]:
