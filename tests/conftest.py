@@ -3,7 +3,7 @@ data directories that reuse it, and writable copies of the sample corpus.
 
 The environment is pinned before anything imports torch or the Hugging Face libraries:
 no hub look-ups (the bundled model is on disk), and one torch thread -- on a small shared
-machine two contending intra-op threads make every encode call ~30x slower. Subprocesses
+machine two contending intra-op threads make encode calls many times slower. Subprocesses
 started by the tests (the CLI, uvicorn) inherit these settings.
 """
 
