@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -41,6 +42,18 @@ def pick_device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class TokenEncoder(Protocol):
+    """What late interaction needs: token vectors of documents and of a query. The
+    :class:`Encoder` is one (its model's own token embeddings); a ColBERT checkpoint is
+    another (:class:`indexing.colbert.ColbertTokenEncoder`)."""
+
+    name: str
+
+    def encode_tokens(self, texts: list[str]) -> list[np.ndarray]: ...
+
+    def encode_query_tokens(self, text: str) -> np.ndarray: ...
 
 
 class Encoder:
@@ -165,6 +178,9 @@ class Encoder:
 
     def encode_query(self, text: str) -> np.ndarray:
         return self.encode([text])[0]
+
+    def encode_query_tokens(self, text: str) -> np.ndarray:
+        return self.encode_query_with_tokens(text)[1]
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         """Word pieces per text with the model's own tokenizer (special tokens excluded)."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from indexing.embed import Encoder
+from indexing.embed import Encoder, TokenEncoder
 from indexing.parsers import SUPPORTED_SUFFIXES, parse_bytes, parse_path
 from indexing.parsers.base import ParsedDocument, ParseError
 from indexing.sentences import SentenceSplitter
@@ -115,12 +115,18 @@ def iter_files(path: Path) -> Iterator[Path]:
 
 class Ingestor:
     def __init__(
-        self, store: SpanStore, encoder: Encoder, splitter: SentenceSplitter, batch_docs: int = 32
+        self,
+        store: SpanStore,
+        encoder: Encoder,
+        splitter: SentenceSplitter,
+        batch_docs: int = 32,
+        token_encoder: TokenEncoder | None = None,
     ):
         self.store = store
         self.encoder = encoder
         self.splitter = splitter
         self.batch_docs = batch_docs
+        self.token_encoder: TokenEncoder = token_encoder or encoder
 
     def ensure_collection(self, collection: str) -> None:
         if self.store.has_collection(collection) and self.store.collection_model(collection) == self.encoder.name:
@@ -193,14 +199,21 @@ class Ingestor:
 
         Runs after each ingest: new and replaced spans get theirs, unchanged spans keep
         theirs, and an existing collection gains them the first time a codec is configured.
-        Returns how many spans were filled.
+        Token vectors from another token model or codec are all recomputed. Returns how many
+        spans were filled.
         """
+        stored_model = self.store.token_model(collection)
+        stored_codecs = set(self.store.token_vector_stats(collection))
+        if stored_model not in (None, self.token_encoder.name) or stored_codecs - {codec}:
+            self.store.delete_token_vectors(collection)  # another model or codec: start over
         missing = self.store.spans_missing_token_vectors(collection, granularities)
         for i in range(0, len(missing), batch_spans):
             batch = missing[i : i + batch_spans]
-            vectors = self.encoder.encode_tokens([s.context_text for s in batch])
+            vectors = self.token_encoder.encode_tokens([s.context_text for s in batch])
             self.store.put_token_vectors(
-                collection, [(s.id, encode_tokens(v, codec)) for s, v in zip(batch, vectors)]
+                collection,
+                [(s.id, encode_tokens(v, codec)) for s, v in zip(batch, vectors)],
+                self.token_encoder.name,
             )
             if progress and len(missing) > batch_spans:
                 progress.documents(min(i + batch_spans, len(missing)), len(missing))

@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from indexing.store.base import ScoredSpanId, SpanStore
-from indexing.token_codecs import decode_tokens
 from retrieval.params import RetrievalParams
 from retrieval.scoring.maxsim import maxsim
+from retrieval.scoring.xtr import xtr_scores
 from retrieval.types import Candidate, RankedDocument, doc_id_of
 
 
@@ -41,7 +41,7 @@ def fuse(signals: dict[str, list[ScoredSpanId]], params: RetrievalParams) -> lis
     candidates: dict[str, Candidate] = {}
     for name, hits in signals.items():
         if name != "dense" and not name.startswith("bm25:"):
-            continue  # document-level signals (maxsim) rank documents, not spans
+            continue  # document-level signals (maxsim, xtr) rank documents, not spans
         weight = params.dense_weight if name == "dense" else params.bm25_weight / max(n_bm25, 1)
         for rank, hit in enumerate(hits[: params.span_fusion_depth], start=1):
             candidate = candidates.get(hit.span_id)
@@ -63,16 +63,23 @@ def maxsim_documents(
     """Late interaction on the top ``depth`` documents: for each query word piece, its best
     match among all of a document's stored token vectors, summed (one matrix product for all
     documents). Returned best first, as the document's first token-bearing span."""
-    top = [d.doc_id for d in documents[:depth]]
-    stored = store.document_token_vectors(collection, top)
-    scored = [d for d in top if d in stored]
-    if not scored:
+    packed = store.document_tokens(collection, [d.doc_id for d in documents[:depth]])
+    if not packed.doc_ids:
         return []
-    parts = [np.concatenate([decode_tokens(e) for _, e in stored[d]]) for d in scored]
-    offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])])
-    scores = maxsim(query_tokens, np.concatenate(parts), offsets)
+    scores = maxsim(query_tokens, packed.vectors, packed.offsets)
     order = np.argsort(-scores, kind="stable")
-    return [ScoredSpanId(stored[scored[i]][0][0], float(scores[i])) for i in order]
+    return [ScoredSpanId(packed.first_span_ids[i], float(scores[i])) for i in order]
+
+
+def xtr_documents(
+    store: SpanStore, collection: str, query_tokens: np.ndarray, k: int
+) -> list[ScoredSpanId]:
+    """Token retrieval as a first stage (XTR): the ``k`` nearest stored tokens of each query
+    token, documents scored from those hits alone (see :mod:`retrieval.scoring.xtr`)."""
+    hits = store.token_search(collection, query_tokens, k)
+    scores = xtr_scores(hits)
+    order = np.argsort(-scores, kind="stable")
+    return [ScoredSpanId(hits.first_span_ids[i], float(scores[i])) for i in order]
 
 
 def rank_documents(
@@ -87,7 +94,7 @@ def rank_documents(
     """
     scores: dict[str, float] = {}
     best_span: dict[str, str] = {}
-    weights = {"dense": params.dense_weight, "maxsim": params.maxsim_weight}
+    weights = {"dense": params.dense_weight, "maxsim": params.maxsim_weight, "xtr": params.xtr_weight}
     for name in params.document_signals:
         weight = weights.get(name, params.bm25_weight)
         seen: set[str] = set()

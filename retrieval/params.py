@@ -39,8 +39,12 @@ class RetrievalParams(BaseModel):
         0, ge=0, description="top documents rescored by token-level MaxSim (0: off; needs token vectors)"
     )
     maxsim_weight: float = Field(1.0, ge=0, description="weight of the MaxSim list in document RRF")
+    xtr_k: int = Field(
+        0, ge=0, description="stored tokens retrieved per query token for XTR scoring (0: off; needs token vectors)"
+    )
+    xtr_weight: float = Field(1.0, ge=0, description="weight of the XTR list in document RRF")
     document_signals: list[str] = Field(
-        default_factory=lambda: ["dense", "bm25:document", "maxsim"],
+        default_factory=lambda: ["dense", "bm25:document", "maxsim", "xtr"],
         description="signals whose per-document ranks are fused into the document ranking",
     )
     doc_prior_weight: float = Field(

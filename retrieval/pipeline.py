@@ -14,19 +14,20 @@ import time
 from dataclasses import dataclass
 
 
-from indexing.embed import Encoder
+from indexing.embed import Encoder, TokenEncoder
 from indexing.spans import Span
-from indexing.store.base import SpanStore
+from indexing.store.base import SpanStore, StoreMismatch
 from retrieval.first_stage import (
     fetch_signals,
     fuse,
     maxsim_documents,
     rank_documents,
     score_candidates,
+    xtr_documents,
 )
 from retrieval.params import RetrievalParams
 from retrieval.selection import TopKSelector
-from retrieval.types import Context, RetrievalResult
+from retrieval.types import Candidate, Context, RetrievalResult
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,10 @@ class PipelineSpec:
     name: str
     description: str
     params: RetrievalParams
+
+    @property
+    def uses_token_vectors(self) -> bool:
+        return bool(self.params.maxsim_depth or self.params.xtr_k)
 
 
 def _registry(*specs: PipelineSpec) -> dict[str, PipelineSpec]:
@@ -65,6 +70,18 @@ PIPELINES: dict[str, PipelineSpec] = _registry(
         " into the document ranking by RRF (needs SPANRAG_TOKEN_CODEC at ingest)",
         RetrievalParams(maxsim_depth=50),
     ),
+    PipelineSpec(
+        "xtr",
+        "hybrid plus token retrieval as a first stage (XTR): the 100 nearest stored tokens of each"
+        " query token from a FAISS binary index, documents scored from those hits with imputation,"
+        " fused into the document ranking by RRF (needs SPANRAG_TOKEN_CODEC at ingest)",
+        RetrievalParams(xtr_k=100),
+    ),
+    PipelineSpec(
+        "xtr-only",
+        "token retrieval alone (XTR), documents scored from retrieved tokens with imputation",
+        RetrievalParams(dense_granularities=[], bm25_granularities=[], xtr_k=100),
+    ),
     PipelineSpec("default", "what the service runs by default (today: hybrid)", HYBRID),
 )
 
@@ -92,9 +109,10 @@ class Retriever:
         >>> [c.span.id for c in result.context.spans]                    # doctest: +SKIP
     """
 
-    def __init__(self, store: SpanStore, encoder: Encoder):
+    def __init__(self, store: SpanStore, encoder: Encoder, token_encoder: TokenEncoder | None = None):
         self.store = store
         self.encoder = encoder
+        self.token_encoder: TokenEncoder = token_encoder or encoder
         self.selector = TopKSelector()
 
     def retrieve(
@@ -109,14 +127,21 @@ class Retriever:
         timings: dict[str, float] = {}
 
         started = time.perf_counter()
-        if params.maxsim_depth:
-            query_vector, query_tokens = self.encoder.encode_query_with_tokens(question)
+        late_interaction = bool(params.maxsim_depth or params.xtr_k)
+        if late_interaction:
+            self._check_token_model(collection)
+        if late_interaction and self.token_encoder is self.encoder:
+            query_vector, query_tokens = self.encoder.encode_query_with_tokens(question)  # one pass
         else:
             query_vector = self.encoder.encode_query(question)
+            if late_interaction:
+                query_tokens = self.token_encoder.encode_query_tokens(question)
         timings["encode_ms"] = _ms(started)
 
         t = time.perf_counter()
         signals = fetch_signals(self.store, collection, question, query_vector, params)
+        if params.xtr_k:
+            signals["xtr"] = xtr_documents(self.store, collection, query_tokens, params.xtr_k)
         ranked_documents = rank_documents(signals, params)
         timings["first_stage_ms"] = _ms(t)
         if params.maxsim_depth:
@@ -127,6 +152,11 @@ class Retriever:
             ranked_documents = rank_documents(signals, params)
             timings["maxsim_ms"] = _ms(t)
         candidates = score_candidates(fuse(signals, params), ranked_documents, params)
+        if not candidates:  # only document-level signals (xtr-only): each document's best span
+            candidates = score_candidates(
+                [Candidate(d.best_span_id, {"rrf_span": 0.0}, {}) for d in ranked_documents],
+                ranked_documents, params,
+            )
 
         t = time.perf_counter()
         pool = candidates[: params.candidate_pool]
@@ -143,6 +173,14 @@ class Retriever:
             candidates=candidates, ranked_documents=ranked_documents, context=context,
             timings_ms=timings,
         )
+
+    def _check_token_model(self, collection: str) -> None:
+        stored = self.store.token_model(collection)
+        if stored is not None and stored != self.token_encoder.name:
+            raise StoreMismatch(
+                f"collection {collection!r} holds token vectors from {stored!r}, not from the"
+                f" configured token model {self.token_encoder.name!r}; re-ingest to recompute them"
+            )
 
     def _attach_pieces(self, collection: str, context: Context) -> None:
         """Give each selected span its citable pieces (its sentences and table rows) and

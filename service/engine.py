@@ -17,7 +17,8 @@ from pathlib import Path
 from generation.base import Generator
 from generation.extractive import ExtractiveGenerator, ExtractiveOptions
 from generation.types import Answer
-from indexing.embed import Encoder
+from indexing.colbert import ColbertTokenEncoder
+from indexing.embed import Encoder, TokenEncoder
 from indexing.ingest import IngestProgress, IngestReport, Ingestor, delete_document
 from indexing.parsers import parse_text
 from indexing.sentences import SentenceSplitter
@@ -49,12 +50,23 @@ class RagService:
         )
 
     @cached_property
+    def token_encoder(self) -> TokenEncoder:
+        if self.settings.token_model is None:
+            return self.encoder
+        return ColbertTokenEncoder(
+            self.settings.token_model, self.settings.device, self.settings.embed_batch_size
+        )
+
+    @cached_property
     def ingestor(self) -> Ingestor:
-        return Ingestor(self.store, self.encoder, SentenceSplitter(), self.settings.ingest_batch_docs)
+        return Ingestor(
+            self.store, self.encoder, SentenceSplitter(), self.settings.ingest_batch_docs,
+            token_encoder=self.token_encoder,
+        )
 
     @cached_property
     def retriever(self) -> Retriever:
-        return Retriever(self.store, self.encoder)
+        return Retriever(self.store, self.encoder, self.token_encoder)
 
     @cached_property
     def generator(self) -> Generator:

@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     token_codec: Literal["fp16", "int8", "binary"] | None = Field(
         None, description="store token vectors of scored spans for late interaction (None: off)"
     )
+    token_model: str | None = Field(
+        None,
+        description="ColBERT checkpoint in PyLate format (a folder) for token vectors; None: the embedding model's own",
+    )
     token_granularities: list[Granularity] = Field(
         default_factory=lambda: ["paragraph", "row"], description="spans that get token vectors"
     )

@@ -204,9 +204,11 @@ def test_the_default_pipeline_fuses_dense_and_bm25_over_all_granularities(rag):
 
 
 def test_every_named_pipeline_answers(rag):
-    for name in PIPELINES:
+    for name, spec in PIPELINES.items():
         out = rag.query(C, MERCURY, pipeline=name)
-        assert out["pipeline"] == name and out["citations"]
+        assert out["pipeline"] == name
+        # without stored token vectors, token retrieval alone has nothing to search
+        assert out["citations"] or spec.params.dense_granularities == spec.params.bm25_granularities == []
 
 
 def test_unknown_pipeline_and_unknown_collection_are_rejected(rag):

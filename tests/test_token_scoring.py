@@ -1,10 +1,12 @@
-"""Late interaction: MaxSim on hand-made vectors, and the token codecs' error bounds."""
+"""Late interaction: MaxSim and XTR on hand-made vectors, and the token codecs' error bounds."""
 
 import numpy as np
 import pytest
 
+from indexing.store.token_matrix import TokenHits, TokenMatrix
 from indexing.token_codecs import CODECS, bytes_per_token, decode_tokens, encode_tokens
 from retrieval.scoring.maxsim import maxsim
+from retrieval.scoring.xtr import xtr_scores
 
 
 def unit(rows):
@@ -103,3 +105,51 @@ def test_one_pass_gives_the_query_vector_and_its_token_vectors(encoder, words):
     vector, tokens = encoder.encode_query_with_tokens(text)
     assert np.abs(vector - encoder.encode_query(text)).max() < 1e-5
     assert np.abs(tokens - encoder.encode_tokens([text])[0]).max() < 1e-4
+
+
+# -- token retrieval (XTR) --------------------------------------------------------------------
+
+def test_xtr_scores_a_document_from_its_retrieved_tokens_and_imputes_the_rest():
+    hits = TokenHits(
+        ["a", "b"], doc_index=np.array([0, 0, 1]), query_index=np.array([0, 0, 1]),
+        similarity=np.array([0.6, 0.9, 0.8]), floor=np.array([0.5, 0.3]),
+    )
+    # a: best of its two hits for q0 (0.9), q1 imputed (0.3); b: q0 imputed (0.5), q1 0.8
+    np.testing.assert_allclose(xtr_scores(hits), [(0.9 + 0.3) / 2, (0.5 + 0.8) / 2])
+
+
+def planted_matrix(codec="fp16"):
+    rng = np.random.default_rng(3)
+    docs = {f"d{i}": rng.normal(size=(5, 64)).astype(np.float32) for i in range(20)}
+    docs = {d: v / np.linalg.norm(v, axis=1, keepdims=True) for d, v in docs.items()}
+    rows = [(f"{d}#1", d, encode_tokens(v, codec)) for d, v in docs.items()]
+    return docs, TokenMatrix.build(rows, stamp=(1, 1))
+
+
+def test_token_search_returns_each_query_tokens_exact_nearest_stored_tokens():
+    docs, matrix = planted_matrix()
+    query = np.stack([docs["d7"][2], docs["d12"][0]])
+    hits = matrix.search(query, k=3, oversample=100)  # oversampling past n: Hamming order cannot hide any
+    everything = np.concatenate(list(docs.values()))
+    for q in range(2):
+        expected = np.sort(everything @ query[q])[::-1][:3]
+        got = np.sort(hits.similarity[hits.query_index == q])[::-1]
+        np.testing.assert_allclose(got, expected, atol=1e-3)  # fp16 codes
+        assert hits.floor[q] == pytest.approx(expected[-1], abs=1e-3)
+    best = {hits.doc_ids[hits.doc_index[j]] for j in range(len(hits.similarity)) if hits.similarity[j] > 0.99}
+    assert best == {"d7", "d12"}
+
+
+def test_packing_documents_gives_their_tokens_in_the_order_asked():
+    docs, matrix = planted_matrix("int8")
+    packed = matrix.pack(["d3", "nope", "d1"])
+    assert packed.doc_ids == ["d3", "d1"] and packed.offsets.tolist() == [0, 5, 10]
+    np.testing.assert_allclose(packed.vectors[5:], docs["d1"], atol=0.01)
+    assert packed.first_span_ids == ["d3#1", "d1#1"]
+
+
+def test_a_token_matrix_with_mixed_codecs_is_refused():
+    vectors = np.eye(4, dtype=np.float32)
+    with pytest.raises(ValueError, match="codecs"):
+        TokenMatrix.build([("a#1", "a", encode_tokens(vectors, "fp16")),
+                           ("b#1", "b", encode_tokens(vectors, "binary"))], stamp=(1, 1))

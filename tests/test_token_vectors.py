@@ -96,3 +96,44 @@ def test_without_token_vectors_the_maxsim_pipeline_ranks_like_hybrid(rag, sample
     question = "What is the price of Kenyan coffee?"
     maxsim_docs = [d.doc_id for d in rag.retrieve(C, question, pipeline="maxsim").ranked_documents]
     assert maxsim_docs == [d.doc_id for d in rag.retrieve(C, question, pipeline="hybrid").ranked_documents]
+
+
+def all_doc_ids(rag):
+    return [doc for d in rag.store.list_sources(C) for doc in d.doc_ids]
+
+
+def test_the_packed_token_index_follows_updates_and_deletes(token_rag, samples_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "docs"
+    shutil.copytree(samples_dir, folder)
+    token_rag.ingest_paths(C, [folder])
+    docs = all_doc_ids(token_rag)
+    packed = token_rag.store.document_tokens(C, docs)
+    assert sorted(packed.doc_ids) == sorted(docs)
+    assert packed.offsets[-1] == token_rag.store.token_vector_stats(C)["binary"]["tokens"]
+
+    victim = next(d for d in docs if d.endswith(".md"))
+    token_rag.delete_document(C, victim)
+    assert victim not in token_rag.store.document_tokens(C, docs).doc_ids
+    hits = token_rag.store.token_search(C, token_rag.encoder.encode_query_tokens("volcanoes of Mars"), 50)
+    assert victim not in hits.doc_ids
+
+    text_file = next(folder.glob("*.txt"))
+    text_file.write_text("Bananas are yellow berries that grow in tropical climates.\n")
+    token_rag.ingest_paths(C, [folder])
+    changed = next(d for d in all_doc_ids(token_rag) if d.endswith(".txt"))
+    packed = token_rag.store.document_tokens(C, [changed])
+    assert len(packed.vectors) == token_rag.encoder.count_tokens(
+        [s.context_text for s in token_rag.store.document_spans(C, changed) if s.granularity == "paragraph"])[0]
+
+
+def test_the_xtr_pipelines_rank_by_retrieved_tokens(token_rag, samples_dir):
+    token_rag.ingest_paths(C, [samples_dir])
+    question = "How many days does Mercury take to orbit the Sun?"
+    alone = token_rag.retrieve(C, question, pipeline="xtr-only")
+    assert alone.ranked_documents[0].doc_id.endswith("solar-system.html")
+    assert alone.context.spans[0].span.doc_id == alone.ranked_documents[0].doc_id
+    fused = token_rag.retrieve(C, question, pipeline="xtr")
+    hybrid = token_rag.retrieve(C, question, pipeline="hybrid")
+    assert fused.ranked_documents[0].score > hybrid.ranked_documents[0].score

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from indexing.spans import Document, Granularity, Span
-from indexing.token_codecs import EncodedTokens
+from indexing.store.token_matrix import PackedTokens, TokenHits
+from indexing.token_codecs import EncodedTokens, decode_tokens
 
 
 class CollectionNotFound(KeyError):
@@ -135,9 +136,21 @@ class SpanStore(ABC):
         """Spans of these granularities that have no token vectors yet (to backfill)."""
 
     @abstractmethod
-    def put_token_vectors(self, collection: str, items: list[tuple[str, EncodedTokens]]) -> int:
+    def put_token_vectors(
+        self, collection: str, items: list[tuple[str, EncodedTokens]], model: str
+    ) -> int:
         """Store token vectors by span id in one transaction; spans gone meanwhile are skipped.
-        Token vectors live and die with their span: replacing or deleting a document removes them."""
+        Token vectors live and die with their span: replacing or deleting a document removes
+        them. ``model`` names the token encoder (see :meth:`token_model`)."""
+
+    @abstractmethod
+    def token_model(self, collection: str) -> str | None:
+        """The token encoder that made the stored token vectors (None: none stored, or
+        stored before the model was recorded)."""
+
+    @abstractmethod
+    def delete_token_vectors(self, collection: str) -> int:
+        """Remove every token vector of the collection (a new token model or codec)."""
 
     @abstractmethod
     def get_token_vectors(self, collection: str, span_ids: list[str]) -> dict[str, EncodedTokens]: ...
@@ -151,6 +164,21 @@ class SpanStore(ABC):
     @abstractmethod
     def token_vector_stats(self, collection: str) -> dict[str, dict[str, int]]:
         """Per codec: tokens, bytes and spans stored."""
+
+    def document_tokens(self, collection: str, doc_ids: list[str]) -> PackedTokens:
+        """Decoded token vectors of these documents packed for one MaxSim product (documents
+        without token vectors are left out). Backends with a faster path override this."""
+        stored = self.document_token_vectors(collection, doc_ids)
+        found = [d for d in doc_ids if d in stored]
+        parts = [np.concatenate([decode_tokens(e) for _, e in stored[d]]) for d in found]
+        if not parts:
+            return PackedTokens([], np.zeros((0, 0), np.float32), np.zeros(1, np.int64))
+        offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
+        return PackedTokens(found, np.concatenate(parts), offsets, [stored[d][0][0] for d in found])
+
+    def token_search(self, collection: str, query_tokens: np.ndarray, k: int) -> TokenHits:
+        """XTR's first stage: the ``k`` stored tokens nearest each query token."""
+        raise NotImplementedError(f"{type(self).__name__} has no token index (needed by the xtr pipeline)")
 
     # -- search --------------------------------------------------------------------------
     @abstractmethod

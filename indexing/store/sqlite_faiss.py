@@ -25,6 +25,7 @@ import faiss
 import numpy as np
 
 from indexing.spans import GRANULARITIES, Document, Granularity, Span
+from indexing.store.token_matrix import PackedTokens, TokenHits, TokenMatrix
 from indexing.token_codecs import EncodedTokens
 from indexing.store.base import (
     CollectionNotFound,
@@ -39,7 +40,8 @@ from indexing.store.bm25 import Bm25Index
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS collections (
     name TEXT PRIMARY KEY, model TEXT NOT NULL, dim INTEGER NOT NULL,
-    generation INTEGER NOT NULL DEFAULT 0);
+    generation INTEGER NOT NULL DEFAULT 0, token_generation INTEGER NOT NULL DEFAULT 0,
+    token_model TEXT);
 CREATE TABLE IF NOT EXISTS sources (
     collection TEXT NOT NULL, path TEXT NOT NULL, content_hash TEXT NOT NULL,
     doc_ids TEXT NOT NULL, PRIMARY KEY (collection, path));
@@ -109,8 +111,13 @@ class SqliteFaissStore(SpanStore):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(collections)")}
+        for column, kind in (("token_generation", "INTEGER NOT NULL DEFAULT 0"), ("token_model", "TEXT")):
+            if column not in columns:  # data directories from before the token index
+                self._db.execute(f"ALTER TABLE collections ADD COLUMN {column} {kind}")
         self._lock = threading.RLock()
         self._loaded: dict[str, _LoadedIndexes] = {}
+        self._token_matrices: dict[str, TokenMatrix] = {}
 
     # -- helpers -------------------------------------------------------------------------
     def _query(self, sql: str, params: tuple | list = ()) -> list[tuple]:
@@ -366,7 +373,9 @@ class SqliteFaissStore(SpanStore):
         )
         return [_row_to_span(r) for r in rows]
 
-    def put_token_vectors(self, collection: str, items: list[tuple[str, EncodedTokens]]) -> int:
+    def put_token_vectors(
+        self, collection: str, items: list[tuple[str, EncodedTokens]], model: str
+    ) -> int:
         self._require(collection)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -383,11 +392,41 @@ class SqliteFaissStore(SpanStore):
                          None if encoded.scales is None else encoded.scales.tobytes()),
                     )
                     written += 1
+                self._db.execute(
+                    "UPDATE collections SET token_generation = token_generation + 1, token_model = ? "
+                    "WHERE name = ?",
+                    (model, collection),
+                )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
         return written
+
+    def token_model(self, collection: str) -> str | None:
+        self._require(collection)
+        return self._query("SELECT token_model FROM collections WHERE name = ?", (collection,))[0][0]
+
+    def delete_token_vectors(self, collection: str) -> int:
+        self._require(collection)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                removed = self._db.execute(
+                    "DELETE FROM token_vectors WHERE row_id IN "
+                    "(SELECT row_id FROM spans WHERE collection = ?)",
+                    (collection,),
+                ).rowcount
+                self._db.execute(
+                    "UPDATE collections SET token_generation = token_generation + 1, token_model = NULL "
+                    "WHERE name = ?",
+                    (collection,),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return removed
 
     def _token_rows(self, collection: str, column: str, keys: list[str]):
         """(doc_id, span_id, EncodedTokens) of spans whose ``column`` (id or doc_id) is in keys."""
@@ -420,6 +459,40 @@ class SqliteFaissStore(SpanStore):
         )
         return {codec: {"tokens": n, "bytes": b, "spans": c} for codec, n, b, c in rows}
 
+    def _token_matrix(self, collection: str) -> TokenMatrix:
+        self._require(collection)
+        stamp = tuple(
+            self._query(
+                "SELECT generation, token_generation FROM collections WHERE name = ?", (collection,)
+            )[0]
+        )
+        with self._lock:
+            matrix = self._token_matrices.get(collection)
+            if matrix is not None and matrix.stamp == stamp:
+                return matrix
+            directory = self._index_dir(collection).with_name(collection + ".tokens")
+            matrix = TokenMatrix.load(directory, stamp)
+            if matrix is None:
+                rows = self._query(
+                    "SELECT s.id, s.doc_id, t.codec, t.dim, t.n, t.data, t.scales FROM spans s "
+                    "JOIN token_vectors t ON t.row_id = s.row_id WHERE s.collection = ? "
+                    "ORDER BY s.row_id",
+                    (collection,),
+                )
+                matrix = TokenMatrix.build(
+                    ((r[0], r[1], _encoded_from_row(*r[2:])) for r in rows), stamp
+                )
+                matrix.save(directory)
+                matrix = TokenMatrix.load(directory, stamp) or matrix
+            self._token_matrices[collection] = matrix
+            return matrix
+
+    def document_tokens(self, collection: str, doc_ids: list[str]) -> PackedTokens:
+        return self._token_matrix(collection).pack(doc_ids)
+
+    def token_search(self, collection: str, query_tokens: np.ndarray, k: int) -> TokenHits:
+        return self._token_matrix(collection).search(np.asarray(query_tokens, np.float32), k)
+
     def _row_ids(self, collection: str, span_ids: list[str]) -> dict[str, int]:
         out: dict[str, int] = {}
         for chunk in _chunks(span_ids):
@@ -436,6 +509,12 @@ class SqliteFaissStore(SpanStore):
     def refresh(self, collection: str) -> None:
         """Bring the search indexes up to the committed generation (build or load them)."""
         self._indexes(collection)
+        if self._query(
+            "SELECT 1 FROM token_vectors t JOIN spans s ON s.row_id = t.row_id "
+            "WHERE s.collection = ? LIMIT 1",
+            (collection,),
+        ):
+            self._token_matrix(collection)
 
     def _indexes(self, collection: str) -> _LoadedIndexes:
         _, dim, generation = self._require(collection)
