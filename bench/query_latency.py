@@ -62,18 +62,22 @@ def query_latency(rag: RagService, collection: str, questions: list[str], pipeli
     freeze_long_lived_objects()
     retrieval = {p: [] for p in pipelines}
     wall = {p: [] for p in pipelines}
+    stages: dict[str, dict[str, list[float]]] = {p: {} for p in pipelines}
     for q in questions:
         for p in pipelines:
             t = time.perf_counter()
             result = rag.retrieve(collection, q, p)
             wall[p].append((time.perf_counter() - t) * 1000)
             retrieval[p].append(result.timings_ms["retrieval_ms"])
+            for stage, ms in result.timings_ms.items():
+                stages[p].setdefault(stage, []).append(ms)
     out = {}
     for p in pipelines:
         out[p] = {
             "p50_ms": round(percentile(retrieval[p], 50), 2), "p95_ms": round(percentile(retrieval[p], 95), 2),
             "wall_p50_ms": round(percentile(wall[p], 50), 2), "wall_p95_ms": round(percentile(wall[p], 95), 2),
             "n": len(retrieval[p]),
+            "stage_p50_ms": {k: round(percentile(v, 50), 2) for k, v in stages[p].items()},
         }
     base = out.get("dense")
     for p in pipelines:
@@ -83,9 +87,11 @@ def query_latency(rag: RagService, collection: str, questions: list[str], pipeli
 
 
 def markdown(latency: dict, ingest: dict) -> str:
-    lines = ["| pipeline | p50 ms | p95 ms | p50 / dense | p95 / dense |", "|---|---:|---:|---:|---:|"]
+    lines = ["| pipeline | p50 ms | p95 ms | p50 / dense | p95 / dense | stages, p50 ms |",
+             "|---|---:|---:|---:|---:|---|"]
     for p, m in latency.items():
-        lines.append(f"| {p} | {m['p50_ms']:.1f} | {m['p95_ms']:.1f} | {m['p50_ratio_to_dense']:.2f}x | {m['p95_ratio_to_dense']:.2f}x |")
+        stages = ", ".join(f"{k.removesuffix('_ms')} {v:.1f}" for k, v in m["stage_p50_ms"].items() if k != "retrieval_ms")
+        lines.append(f"| {p} | {m['p50_ms']:.1f} | {m['p95_ms']:.1f} | {m['p50_ratio_to_dense']:.2f}x | {m['p95_ratio_to_dense']:.2f}x | {stages} |")
     lines += ["", f"Ingest: {ingest['docs']} docs, {ingest['spans']} spans in {ingest['seconds']:.1f} s = "
               f"{ingest['docs_per_s']:.1f} docs/s, {ingest['spans_per_s']:.0f} spans/s"]
     return "\n".join(lines)

@@ -232,6 +232,7 @@ def run_eval(
     }
     all_records: dict[str, list[dict]] = {}
     wall: dict[str, float] = {}
+    costs: dict[str, dict[str, float]] = {}
     with make_progress(progress) as bar:
         for spec in specs:
             task = bar.add_task(spec.name, total=len(dataset.queries), metrics="")
@@ -246,6 +247,11 @@ def run_eval(
             wall[spec.name] = time.perf_counter() - t0
             all_records[spec.name] = records
             results["pipelines"][spec.name] = aggregate(records, golds)
+            footprint = rag.store.index_footprint(collection)
+            if footprint:
+                costs.setdefault(spec.name, {})["index_mb"] = round(
+                    sum(footprint.get(s, 0) for s in spec.search_structures) / 2**20, 1
+                )
             run_file = {
                 "dataset": dataset.name, "kind": dataset.kind, "split": dataset.split,
                 "pipeline": spec.name, "description": spec.description,
@@ -258,6 +264,12 @@ def run_eval(
             (out_dir / f"run.{spec.name}.json").write_text(
                 json.dumps(run_file, ensure_ascii=False), encoding="utf-8"
             )
+    base = results["pipelines"].get("dense", {}).get("latency_ms_p95")
+    for name, metrics in results["pipelines"].items():
+        if base and "latency_ms_p95" in metrics:
+            costs.setdefault(name, {})["latency_p95_vs_dense"] = round(metrics["latency_ms_p95"] / base, 2)
+    # costs of running a pipeline (not recomputable from its run file, so kept apart)
+    results["costs"] = costs
     (out_dir / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     latencies = {name: [r["timings_ms"]["retrieval_ms"] for r in recs] for name, recs in all_records.items()}
     write_report(out_dir, results, latencies, command=command, collection=collection,

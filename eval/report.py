@@ -17,7 +17,8 @@ COLUMNS = (
     ("answer_in_context", "answer in context", "{:.3f}"), ("answer_em", "EM", "{:.3f}"),
     ("answer_f1", "F1", "{:.3f}"), ("context_tokens_mean", "ctx tokens mean", "{:.0f}"),
     ("context_tokens_p95", "ctx tokens p95", "{:.0f}"), ("latency_ms_p50", "latency p50 ms", "{:.1f}"),
-    ("latency_ms_p95", "latency p95 ms", "{:.1f}"), ("n_queries", "queries", "{:d}"),
+    ("latency_ms_p95", "latency p95 ms", "{:.1f}"), ("latency_p95_vs_dense", "p95 / dense", "{:.2f}x"),
+    ("index_mb", "index MB", "{:.1f}"), ("n_queries", "queries", "{:d}"),
 )
 
 
@@ -97,7 +98,8 @@ def write_report(
     lines = [f"# Evaluation: {title}", ""]
     if command:
         lines += ["```", command, "```", ""]
-    lines += [markdown_table(results["pipelines"]), ""]
+    costs = results.get("costs", {})
+    lines += [markdown_table({n: {**m, **costs.get(n, {})} for n, m in results["pipelines"].items()}), ""]
     if collection:
         lines.append(f"Collection `{collection}`.")
     extra = dict(extra or {})

@@ -40,6 +40,16 @@ class PipelineSpec:
     def uses_token_vectors(self) -> bool:
         return bool(self.params.maxsim_depth or self.params.xtr_k)
 
+    @property
+    def search_structures(self) -> list[str]:
+        """The store's structures this pipeline reads (keys of ``index_footprint``)."""
+        used = {
+            "dense": bool(self.params.dense_granularities),
+            "bm25": bool(self.params.bm25_granularities),
+            "tokens": self.uses_token_vectors,
+        }
+        return [name for name, on in used.items() if on]
+
 
 def _registry(*specs: PipelineSpec) -> dict[str, PipelineSpec]:
     return {s.name: s for s in specs}

@@ -67,7 +67,9 @@ def test_results_json_shape(evaluated):
     _, dataset, out, results = evaluated
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk == results
-    assert set(on_disk) == {"dataset", "split", "n_queries", "pipelines"}
+    assert set(on_disk) == {"dataset", "split", "n_queries", "pipelines", "costs"}
+    assert on_disk["costs"]["dense"]["latency_p95_vs_dense"] == 1.0
+    assert {"index_mb", "latency_p95_vs_dense"} <= set(on_disk["costs"]["bm25"])
     assert (on_disk["dataset"], on_disk["split"], on_disk["n_queries"]) == ("tiny", "test", 4)
     for name in ("dense", "bm25"):
         m = on_disk["pipelines"][name]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from indexing.store.token_matrix import TokenHits, TokenMatrix
-from indexing.token_codecs import CODECS, bytes_per_token, decode_tokens, encode_tokens
+from indexing.token_codecs import CODECS, bytes_per_token, decode_tokens, encode_tokens, similarities
 from retrieval.scoring.maxsim import maxsim
 from retrieval.scoring.xtr import xtr_scores
 
@@ -144,7 +144,7 @@ def test_packing_documents_gives_their_tokens_in_the_order_asked():
     docs, matrix = planted_matrix("int8")
     packed = matrix.pack(["d3", "nope", "d1"])
     assert packed.doc_ids == ["d3", "d1"] and packed.offsets.tolist() == [0, 5, 10]
-    np.testing.assert_allclose(packed.vectors[5:], docs["d1"], atol=0.01)
+    np.testing.assert_allclose(decode_tokens(packed.vectors)[5:], docs["d1"], atol=0.01)
     assert packed.first_span_ids == ["d3#1", "d1#1"]
 
 
@@ -153,3 +153,11 @@ def test_a_token_matrix_with_mixed_codecs_is_refused():
     with pytest.raises(ValueError, match="codecs"):
         TokenMatrix.build([("a#1", "a", encode_tokens(vectors, "fp16")),
                            ("b#1", "b", encode_tokens(vectors, "binary"))], stamp=(1, 1))
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_similarities_on_stored_codes_equal_decoding_first(codec):
+    rng = np.random.default_rng(5)
+    tokens, query = unit(rng.normal(size=(50, 384))), unit(rng.normal(size=(7, 384)))
+    encoded = encode_tokens(tokens, codec)
+    np.testing.assert_allclose(similarities(query, encoded), query @ decode_tokens(encoded).T, atol=1e-5)

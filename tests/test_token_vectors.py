@@ -137,3 +137,13 @@ def test_the_xtr_pipelines_rank_by_retrieved_tokens(token_rag, samples_dir):
     fused = token_rag.retrieve(C, question, pipeline="xtr")
     hybrid = token_rag.retrieve(C, question, pipeline="hybrid")
     assert fused.ranked_documents[0].score > hybrid.ranked_documents[0].score
+
+
+def test_the_index_footprint_counts_token_vectors_only_where_they_are_stored(token_rag, make_rag, tmp_path, samples_dir):
+    rag = make_rag(tmp_path / "plain")
+    rag.ingest_paths(C, [samples_dir])
+    token_rag.ingest_paths(C, [samples_dir])
+    plain, with_tokens = rag.store.index_footprint(C), token_rag.store.index_footprint(C)
+    assert plain["dense"] > 0 and plain["bm25"] > 0 and "tokens" not in plain
+    stats = token_rag.store.token_vector_stats(C)["binary"]
+    assert with_tokens["tokens"] >= stats["bytes"]  # the codes, plus their span directory

@@ -176,6 +176,11 @@ class SpanStore(ABC):
         offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
         return PackedTokens(found, np.concatenate(parts), offsets, [stored[d][0][0] for d in found])
 
+    def index_footprint(self, collection: str) -> dict[str, int]:
+        """Bytes of each search structure: ``dense``, ``bm25`` and ``tokens`` (the token
+        vectors late interaction reads). Backends without separate structures return {}."""
+        return {}
+
     def token_search(self, collection: str, query_tokens: np.ndarray, k: int) -> TokenHits:
         """XTR's first stage: the ``k`` stored tokens nearest each query token."""
         raise NotImplementedError(f"{type(self).__name__} has no token index (needed by the xtr pipeline)")

@@ -490,6 +490,20 @@ class SqliteFaissStore(SpanStore):
     def document_tokens(self, collection: str, doc_ids: list[str]) -> PackedTokens:
         return self._token_matrix(collection).pack(doc_ids)
 
+    def index_footprint(self, collection: str) -> dict[str, int]:
+        self.refresh(collection)
+        directory = self._index_dir(collection)
+
+        def size(path: Path) -> int:
+            files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+            return sum(p.stat().st_size for p in files)
+
+        footprint = {"dense": size(directory / "dense.faiss"), "bm25": size(directory / "bm25")}
+        tokens = directory.with_name(collection + ".tokens")
+        if tokens.exists():
+            footprint["tokens"] = size(tokens)
+        return footprint
+
     def token_search(self, collection: str, query_tokens: np.ndarray, k: int) -> TokenHits:
         return self._token_matrix(collection).search(np.asarray(query_tokens, np.float32), k)
 

@@ -32,16 +32,17 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from indexing.token_codecs import EncodedTokens, decode_tokens
+from indexing.token_codecs import EncodedTokens, similarities
 
 
 @dataclass
 class PackedTokens:
-    """Decoded token vectors of several documents packed row-wise: document ``doc_ids[i]``
-    owns rows ``offsets[i]:offsets[i + 1]``; ``first_span_ids[i]`` is its first scored span."""
+    """Token vectors of several documents packed row-wise (float, or the stored codes):
+    document ``doc_ids[i]`` owns rows ``offsets[i]:offsets[i + 1]``; ``first_span_ids[i]``
+    is its first scored span."""
 
     doc_ids: list[str]
-    vectors: np.ndarray
+    vectors: np.ndarray | EncodedTokens
     offsets: np.ndarray
     first_span_ids: list[str] = field(default_factory=list)
 
@@ -177,20 +178,20 @@ class TokenMatrix:
             return None
 
     # -- reads ---------------------------------------------------------------------------------
-    def _decode(self, start: int, end: int) -> np.ndarray:
-        scales = None if self.scales is None else self.scales[start:end]
-        return decode_tokens(EncodedTokens(self.codec, self.dim, self.codes[start:end], scales))
-
     def _token_range(self, doc: int) -> tuple[int, int]:
         return int(self.span_starts[self.doc_spans[doc]]), int(self.span_starts[self.doc_spans[doc + 1]])
 
     def pack(self, doc_ids: list[str]) -> PackedTokens:
-        """Decoded tokens of the given documents (those without tokens are left out)."""
+        """Stored codes of the given documents (those without tokens are left out)."""
         found = [(d, self._doc_index[d]) for d in doc_ids if d in self._doc_index]
         ranges = [self._token_range(i) for _, i in found]
         if not ranges:
             return PackedTokens([], np.zeros((0, self.dim), np.float32), np.zeros(1, np.int64))
-        vectors = np.concatenate([self._decode(s, e) for s, e in ranges])
+        vectors = EncodedTokens(
+            self.codec, self.dim,
+            np.concatenate([self.codes[s:e] for s, e in ranges]),
+            None if self.scales is None else np.concatenate([self.scales[s:e] for s, e in ranges]),
+        )
         offsets = np.concatenate([[0], np.cumsum([e - s for s, e in ranges])]).astype(np.int64)
         first_spans = [self.span_ids[self.doc_spans[i]] for _, i in found]
         return PackedTokens([d for d, _ in found], vectors, offsets, first_spans)
@@ -216,10 +217,11 @@ class TokenMatrix:
         flat = token_ids.reshape(-1)
         valid = flat >= 0
         flat = flat[valid]
-        unique_tokens, inverse = np.unique(flat, return_inverse=True)  # decode each row once
-        decoded = self._decode_rows(unique_tokens)
+        unique_tokens, inverse = np.unique(flat, return_inverse=True)  # score each row once
+        scales = None if self.scales is None else self.scales[unique_tokens]
+        stored = EncodedTokens(self.codec, self.dim, np.asarray(self.codes[unique_tokens]), scales)
         query_of = np.repeat(np.arange(n_q), fetch)[valid]
-        sims = np.einsum("ij,ij->i", decoded[inverse], query_tokens[query_of])
+        sims = similarities(query_tokens, stored)[query_of, inverse]
         # keep the k best per query token after exact rescoring
         keep = np.lexsort((-sims, query_of))
         query_of, sims, token_of = query_of[keep], sims[keep], unique_tokens[inverse][keep]
@@ -240,7 +242,3 @@ class TokenMatrix:
             floor,
             [self.span_ids[self.doc_spans[d]] for d in docs],
         )
-
-    def _decode_rows(self, rows: np.ndarray) -> np.ndarray:
-        scales = None if self.scales is None else self.scales[rows]
-        return decode_tokens(EncodedTokens(self.codec, self.dim, np.asarray(self.codes[rows]), scales))

@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from indexing.token_codecs import EncodedTokens, similarities
 
-def maxsim(query_tokens: np.ndarray, tokens: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+
+def maxsim(query_tokens: np.ndarray, tokens: np.ndarray | EncodedTokens, offsets: np.ndarray) -> np.ndarray:
     """Σ over query tokens of the best similarity among each candidate's tokens.
 
-    ``offsets`` has one entry per candidate plus the end; a candidate with no tokens scores 0.
+    ``tokens`` are float vectors or stored codes (scored without decoding them first, see
+    :func:`indexing.token_codecs.similarities`). ``offsets`` has one entry per candidate
+    plus the end; a candidate with no tokens scores 0.
     """
     offsets = np.asarray(offsets, dtype=np.int64)
     n_candidates = len(offsets) - 1
@@ -28,9 +32,9 @@ def maxsim(query_tokens: np.ndarray, tokens: np.ndarray, offsets: np.ndarray) ->
     nonempty = lengths > 0
     if n_candidates == 0 or not nonempty.any() or len(query_tokens) == 0:
         return scores
-    similarities = query_tokens @ tokens.T  # [query tokens, all candidate tokens]
+    sims = similarities(query_tokens, tokens)  # [query tokens, all candidate tokens]
     # reduceat over the starts of non-empty segments only: an empty segment would otherwise
     # return the element at its start, which belongs to the next candidate.
-    best = np.maximum.reduceat(similarities, offsets[:-1][nonempty], axis=1)
+    best = np.maximum.reduceat(sims, offsets[:-1][nonempty], axis=1)
     scores[nonempty] = best.sum(axis=0)
     return scores
