@@ -81,11 +81,17 @@ def title_mention_recall(records: list[dict]) -> dict:
             "recall_rule_only": rule_only / max(pairs, 1), "misses": misses[:10]}
 
 
-def hops_between(index: GraphIndex, collection: str, a: list[Span], b: list[Span]) -> int:
-    """Fewest structure/mentions edges from any span of ``a`` to any span of ``b`` (99: over 4)."""
-    targets = {s.id for s in b}
-    return min((d for s in a for n, d in index.neighbours(collection, s.id, STRUCTURE_AND_MENTIONS, hops=4).items()
-                if n in targets), default=99)
+def reach(index: GraphIndex, collection: str, spans: list[Span]) -> dict[str, int]:
+    """Fewest structure/mentions edges (at most 4) from any of ``spans`` to every span reached."""
+    best: dict[str, int] = {}
+    for s in spans:
+        for n, d in index.neighbours(collection, s.id, STRUCTURE_AND_MENTIONS, hops=4).items():
+            best[n] = min(d, best.get(n, d))
+    return best
+
+
+def hops_between(reached: dict[str, int], b: list[Span]) -> int:
+    return min((reached[s.id] for s in b if s.id in reached), default=99)
 
 
 def graph_recall(records: list[dict], data_dir: Path, use_known_titles: bool) -> dict:
@@ -110,7 +116,8 @@ def graph_recall(records: list[dict], data_dir: Path, use_known_titles: bool) ->
             gold = [t for t in dict.fromkeys(rec["supporting_facts"]["title"]) if t in docs]
             if rec["type"] == "bridge" and len(gold) == 2:
                 bridge += 1
-                best = hops_between(index, collection, docs[gold[0]], docs[gold[1]])
+                reached = reach(index, collection, docs[gold[0]])
+                best = hops_between(reached, docs[gold[1]])
                 within2 += best <= 2
                 within4 += best <= 4
                 mentioned = [{e for s in docs[t] for e in index.entities_of(collection, s.id)} for t in gold]
@@ -118,7 +125,7 @@ def graph_recall(records: list[dict], data_dir: Path, use_known_titles: bool) ->
                 for other in titles:
                     if other not in gold and other in docs:
                         distractor_pairs += 1
-                        distractor_within2 += hops_between(index, collection, docs[gold[0]], docs[other]) <= 2
+                        distractor_within2 += hops_between(reached, docs[other]) <= 2
             question = set(extract_entities(rec["question"], titles if use_known_titles else ()))
             matched = []
             for title in gold:
@@ -160,6 +167,7 @@ def report(dataset: Path, a: dict, b: dict, b_rule: dict, seconds: float, comman
     ]
     for name, r in (("known titles (the question's 10)", b), ("the rule alone", b_rule)):
         lines.append(f"| {name} | {pct(r['bridge_within_2_hops'])} | {pct(r['bridge_within_4_hops'])} | "
+                     f"{pct(r['bridge_title_link'])} | {pct(r['distractor_within_2_hops'])} | "
                      f"{pct(r['question_matches_any_gold'])} | {pct(r['question_matches_every_gold'])} | "
                      f"{r['mean_entities_per_paragraph']:.1f} |")
     lines += [

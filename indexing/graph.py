@@ -26,30 +26,33 @@ an entity nobody mentions any more simply has no edges left.
 
 The entity rule (no model, deliberately transparent):
 
-1. Text is cut into word tokens (letters/digits, with inner hyphens and apostrophes).
+1. Text is cut into word tokens (letters/digits, with inner hyphens, dots and apostrophes).
 2. A *capitalized phrase* is a maximal run of capitalized tokens separated by plain
    whitespace. Inside a run may also stand: digit tokens after a capitalized token
-   ("Apollo 11"), an initial or short title abbreviation with its dot ("J. R. R. Tolkien",
-   "St. Louis"), "&", and up to two lowercase connectors (:data:`CONNECTORS`: "of", "the",
-   "de", "and", ...) when a capitalized token follows ("University of the Arts").
+   ("Apollo 11"), "&", a dot after an initial or a short abbreviation ("J. R. R. Tolkien",
+   "St. Louis"), and up to two lowercase connectors (:data:`CONNECTORS`: "of", "the",
+   "de", "and", ...) when a capitalized token follows ("University of the Arts"). A
+   possessive ends a run ("Nelson Rockefeller's Committee" is two phrases).
 3. Stopword-like capitalized words (:data:`STOPWORDS`: "The", "In", "He", "Which", ...,
    typically sentence-initial) are dropped from both ends of a run; a run left empty is
    no entity. A run joined by "and"/"&" yields the whole run and each side
    ("Scott Derrickson and Ed Wood" -> all three), since "and" may or may not be part of
-   a name.
+   a name; a run with a leading honorific or trailing "Jr"/"Sr" also yields the run
+   without it ("Sir Alex Ferguson" -> also "Alex Ferguson").
 4. Known titles (the collection's document titles) are also matched, case-insensitively
    on normalized tokens, with or without a parenthesised qualifier ("Ed Wood (film)"
    matches "Ed Wood"); a match yields the normalized *full* title, the entity the titled
    document's ``doc:`` node mentions. A one-word title must appear capitalized; a title
    that is a single stopword or a number is never matched.
-5. Everything is normalized by :func:`normalize_entity` (accents removed, casefolded,
-   possessive "'s" dropped, punctuation to spaces, a leading "the" dropped) and
-   deduplicated in order of first occurrence; results shorter than 2 characters or made
-   of digits only are dropped.
+5. Everything is normalized by :func:`normalize_entity` (HTML entities decoded, accents
+   removed, casefolded, possessive "'s" dropped, punctuation to spaces, a leading "the"
+   dropped) and deduplicated in order of first occurrence; results shorter than 2
+   characters or made of digits only are dropped.
 """
 
 from __future__ import annotations
 
+import html
 import re
 import sqlite3
 import threading
@@ -104,7 +107,7 @@ CREATE INDEX IF NOT EXISTS edges_by_dst_doc ON edges (collection, dst_doc_id)
 
 # -- entities ------------------------------------------------------------------------------------
 def _fold(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text)
+    decomposed = unicodedata.normalize("NFKD", html.unescape(text))
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 
 

@@ -1,5 +1,6 @@
 """Late interaction: MaxSim and XTR on hand-made vectors, and the token codecs' error bounds."""
 
+import faiss
 import numpy as np
 import pytest
 
@@ -161,3 +162,19 @@ def test_similarities_on_stored_codes_equal_decoding_first(codec):
     tokens, query = unit(rng.normal(size=(50, 384))), unit(rng.normal(size=(7, 384)))
     encoded = encode_tokens(tokens, codec)
     np.testing.assert_allclose(similarities(query, encoded), query @ decode_tokens(encoded).T, atol=1e-5)
+
+
+def test_large_token_sets_use_an_inverted_file_that_still_finds_exact_matches(tmp_path):
+    docs, matrix = planted_matrix("binary")
+    matrix.IVF_FROM_TOKENS, matrix.IVF_LISTS, matrix.IVF_PROBES = 50, 4, 1  # 100 tokens: IVF
+    matrix.save(tmp_path / "tokens")
+    loaded = TokenMatrix.load(tmp_path / "tokens", stamp=(1, 1))
+    loaded.IVF_FROM_TOKENS, loaded.IVF_LISTS, loaded.IVF_PROBES = 50, 4, 1
+    query = np.stack([docs["d4"][1], docs["d15"][3]])
+    hits = loaded.search(query, k=2)
+    assert isinstance(loaded.binary_index(), faiss.IndexBinaryIVF)
+    assert list((tmp_path / "tokens").glob("signs.1.1.faissbin"))  # cached for the next process
+    top = {q: hits.doc_ids[hits.doc_index[np.argmax(np.where(hits.query_index == q, hits.similarity, -9))]]
+           for q in range(2)}
+    assert top == {0: "d4", 1: "d15"}
+    assert TokenMatrix.load(tmp_path / "tokens", stamp=(1, 2)) is None  # another stamp: rebuild

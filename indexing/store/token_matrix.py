@@ -93,7 +93,8 @@ class TokenMatrix:
         self.doc_ids = doc_ids
         self.doc_spans = doc_spans  # [n_docs + 1] first span of each document
         self._doc_index = {d: i for i, d in enumerate(doc_ids)}
-        self._binary_index: faiss.IndexBinaryFlat | None = None
+        self._binary_index: faiss.IndexBinary | None = None
+        self.directory: Path | None = None  # where it was loaded from (the binary index is cached there)
 
     @property
     def n_tokens(self) -> int:
@@ -165,7 +166,7 @@ class TokenMatrix:
             if tuple(meta["stamp"]) != tuple(stamp):
                 return None
             scales_path = directory / "scales.npy"
-            return cls(
+            matrix = cls(
                 stamp, meta["codec"], meta["dim"],
                 np.load(directory / "codes.npy", mmap_mode="r"),
                 np.load(scales_path) if scales_path.exists() else None,
@@ -176,6 +177,8 @@ class TokenMatrix:
             )
         except (OSError, ValueError, KeyError):
             return None
+        matrix.directory = directory
+        return matrix
 
     # -- reads ---------------------------------------------------------------------------------
     def _token_range(self, doc: int) -> tuple[int, int]:
@@ -196,6 +199,39 @@ class TokenMatrix:
         first_spans = [self.span_ids[self.doc_spans[i]] for _, i in found]
         return PackedTokens([d for d, _ in found], vectors, offsets, first_spans)
 
+    IVF_FROM_TOKENS = 200_000  # below this a flat Hamming scan is fast enough
+    IVF_LISTS = 1024
+    IVF_PROBES = 16
+
+    def binary_index(self) -> faiss.IndexBinary:
+        """Sign bits of every token in FAISS: a flat Hamming scan for small collections,
+        an inverted file (1,024 lists, 16 probed) past 200k tokens, built once per stamp and
+        saved beside the codes."""
+        if self._binary_index is not None:
+            return self._binary_index
+        # named by stamp: a writer may have replaced the folder since this matrix was loaded
+        cached = None if self.directory is None else self.directory / "signs.{}.{}.faissbin".format(*self.stamp)
+        if cached is not None and cached.exists():
+            index = faiss.read_index_binary(str(cached))
+        else:
+            signs = np.ascontiguousarray(
+                self.codes if self.codec == "binary" else np.packbits(np.asarray(self.codes) > 0, axis=1)
+            )
+            bits = signs.shape[1] * 8
+            if len(signs) < self.IVF_FROM_TOKENS:
+                index = faiss.IndexBinaryFlat(bits)
+            else:
+                index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(bits), bits, self.IVF_LISTS)
+                sample = np.random.default_rng(0).choice(len(signs), min(len(signs), 64 * self.IVF_LISTS), replace=False)
+                index.train(signs[np.sort(sample)])
+            index.add(signs)
+            if cached is not None:
+                faiss.write_index_binary(index, str(cached))
+        if isinstance(index, faiss.IndexBinaryIVF):
+            index.nprobe = self.IVF_PROBES
+        self._binary_index = index
+        return index
+
     def search(self, query_tokens: np.ndarray, k: int, oversample: int = 4) -> TokenHits:
         """XTR's retrieval stage: the ``k`` stored tokens most similar to each query token.
 
@@ -206,14 +242,10 @@ class TokenMatrix:
         if self.n_tokens == 0 or n_q == 0:
             empty = np.zeros(0, np.int64)
             return TokenHits([], empty, empty, np.zeros(0, np.float32), np.zeros(n_q, np.float32))
-        if self._binary_index is None:
-            index = faiss.IndexBinaryFlat(((self.dim + 7) // 8) * 8)
-            signs = self.codes if self.codec == "binary" else np.packbits(np.asarray(self.codes) > 0, axis=1)
-            index.add(np.ascontiguousarray(signs))
-            self._binary_index = index
+        index = self.binary_index()
         fetch = min(k * oversample, self.n_tokens)
         query_signs = np.packbits(query_tokens > 0, axis=1)
-        _, token_ids = self._binary_index.search(query_signs, fetch)  # [n_q, fetch]
+        _, token_ids = index.search(query_signs, fetch)  # [n_q, fetch]
         flat = token_ids.reshape(-1)
         valid = flat >= 0
         flat = flat[valid]
