@@ -121,7 +121,8 @@ def graph_recall(records: list[dict], data_dir: Path, use_known_titles: bool) ->
                 within2 += best <= 2
                 within4 += best <= 4
                 mentioned = [{e for s in docs[t] for e in index.entities_of(collection, s.id)} for t in gold]
-                title_link += normalize_entity(gold[1]) in mentioned[0] or normalize_entity(gold[0]) in mentioned[1]
+                title_link += (normalize_entity(gold[1]) in mentioned[0]
+                               or normalize_entity(gold[0]) in mentioned[1])
                 for other in titles:
                     if other not in gold and other in docs:
                         distractor_pairs += 1
@@ -158,11 +159,14 @@ def report(dataset: Path, a: dict, b: dict, b_rule: dict, seconds: float, comman
         f"Pairs (paragraph, another title of the question occurring in it, with or without its "
         f"parenthesised qualifier, case-insensitive): **{a['pairs']}**.", "",
         "| extraction | recall |", "|---|---:|",
-        f"| rule + the question's 10 titles as known titles (entity = normalized full title) | {pct(a['recall_known_titles'])} |",
+        "| rule + the question's 10 titles as known titles (entity = normalized full title) | "
+        f"{pct(a['recall_known_titles'])} |",
         f"| capitalized-phrase rule alone (entity = normalized occurring form) | {pct(a['recall_rule_only'])} |",
         "",
         "## (b) Bridge recall and (c) question entities", "",
-        "| graph built with | bridge: gold paragraphs within 2 hops | within 4 hops | one mentions the other's title | base rate: gold to distractor within 2 hops | question entity matches a gold paragraph | matches every gold paragraph | entities per paragraph |",
+        "| graph built with | bridge: gold paragraphs within 2 hops | within 4 hops "
+        "| one mentions the other's title | base rate: gold to distractor within 2 hops "
+        "| question entity matches a gold paragraph | matches every gold paragraph | entities per paragraph |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in (("known titles (the question's 10)", b), ("the rule alone", b_rule)):

@@ -22,7 +22,9 @@ Every edge is owned by the document it was built from and is stored with the doc
 its destination belongs to when that is another one (``similar`` edges). A write replaces
 exactly one document's rows in one SQLite transaction; two documents mentioning the same
 entity meet at the shared ``ent:`` node, so nothing else needs storing or fixing up, and
-an entity nobody mentions any more simply has no edges left.
+an entity nobody mentions any more simply has no edges left. Edges other documents hold
+into a document (``similar``) are dropped when it is deleted or re-indexed with another
+``content_hash``; the graph is a cache keyed by a per-collection write counter.
 
 The entity rule (no model, deliberately transparent):
 
@@ -74,6 +76,7 @@ who whom whose what why how if but and or nor so yet also although though howeve
 despite both each either neither all any some many most several one other another such
 not no is was are were be been being do does did has have had would could might should
 must according following other unlike like among between through throughout within
+now later today meanwhile still again soon once instead perhaps only even just very
 """.split())
 CONNECTORS = frozenset("of the de del della der den di da du des la le van von y and for".split())
 ABBREVIATIONS = frozenset("st mt ft dr mr mrs ms jr sr gen col lt sgt rev prof".split())
@@ -329,7 +332,7 @@ class _Edge:
     dst_doc_id: str | None = None
 
 
-def document_edges(doc: Document, spans: list[Span], titles: TitleMatcher,
+def _document_edges(doc: Document, spans: list[Span], titles: TitleMatcher,
                    similar: dict[str, list[tuple[str, float]]] | None = None) -> list[_Edge]:
     """Every edge ``doc`` owns, in a deterministic order (see the module docstring)."""
     doc_node = f"doc:{doc.id}"
@@ -347,7 +350,8 @@ def document_edges(doc: Document, spans: list[Span], titles: TitleMatcher,
             edges.append(_Edge(node, doc_node, "parent"))
         siblings.setdefault((span.parent_id, span.granularity), []).append(span)
         if span.granularity in MENTION_GRANULARITIES:
-            for entity in extract_entities(span.context_text, titles):
+            # a row's header line names columns, not things the row mentions
+            for entity in extract_entities(span.text, titles):
                 edges.append(_Edge(node, f"ent:{entity}", "mentions"))
     for group in siblings.values():
         for a, b in zip(group, group[1:]):
@@ -465,7 +469,7 @@ class GraphIndex:
             for title in extra:
                 matcher.add(title)
             try:
-                edges = document_edges(doc, spans, matcher, similar)
+                edges = _document_edges(doc, spans, matcher, similar)
             finally:
                 for title in extra:
                     matcher.remove(title)
@@ -546,6 +550,9 @@ class GraphIndex:
         ``doc:`` and ``ent:`` nodes are passed through but not returned; an entity with more
         than ``max_entity_degree`` mentions is not passed through), with their distance,
         nearest first then by id. The span itself is not included."""
+        unknown = set(kinds) - set(EDGE_KINDS)
+        if unknown:
+            raise ValueError(f"unknown edge kinds {sorted(unknown)}; known: {EDGE_KINDS}")
         g = self.graph(collection)
         start = f"span:{span_id}"
         if start not in g:

@@ -14,7 +14,8 @@ from indexing.spans import Document, Span, span_id
 C = "docs"
 
 
-def make_doc(doc_id: str, title: str, paragraphs: list[list[str]], version: str = "v1") -> tuple[Document, list[Span]]:
+def make_doc(doc_id: str, title: str, paragraphs: list[list[str]],
+             version: str = "v1") -> tuple[Document, list[Span]]:
     """A document shaped like the span tree builder's: document, title section, then per
     paragraph a paragraph span with one sentence span per sentence."""
     text = title
@@ -144,6 +145,15 @@ def test_only_paragraphs_sentences_rows_and_the_document_title_mention_entities(
     assert index.entities_of(C, "a#3") == ["bob marley"] and index.entities_of(C, "a#1") == []
 
 
+def test_a_row_mentions_the_entities_of_its_cells_not_of_its_header(index):
+    doc, spans = make_doc("t", "Capitals", [["France | Paris"]])
+    row = spans[2]
+    spans[2] = Span(id=row.id, doc_id="t", parent_id=row.parent_id, granularity="row", start=row.start,
+                    end=row.end, text=row.text, header="Country | Capital", order=row.order)
+    index.update_document(C, doc, spans[:3])
+    assert index.entities_of(C, "t#2") == ["france", "paris"]
+
+
 def test_two_documents_mentioning_one_entity_are_two_hops_apart_through_it(index):
     index.update_document(C, *make_doc("a", "Alpha", [["Bob Marley sang in Kingston."]]))
     index.update_document(C, *make_doc("b", "Beta", [["Later Bob Marley toured."]]))
@@ -151,6 +161,8 @@ def test_two_documents_mentioning_one_entity_are_two_hops_apart_through_it(index
     assert index.neighbours(C, "a#2", {"mentions"}, hops=2) == {"a#3": 2, "b#2": 2, "b#3": 2}
     structure = index.neighbours(C, "a#3", {"parent", "next"}, hops=2)
     assert structure == {"a#1": 2, "a#2": 1} and not any(s.startswith("b#") for s in structure)
+    with pytest.raises(ValueError, match="unknown edge kinds"):
+        index.neighbours(C, "a#2", {"mention"})
 
 
 def test_a_paragraph_naming_another_documents_title_reaches_it_through_the_title_entity(index):
@@ -186,7 +198,7 @@ def test_the_graph_survives_a_restart(tmp_path):
     try:
         assert sorted(second.graph(C).edges(data=True, keys=True)) == before
         assert second.neighbours(C, "b#2", {"similar"}) == {"a#5": 1}
-        assert second.stats(C)["edges"] == {"mentions": 7, "next": 1, "parent": 11, "similar": 1}
+        assert second.stats(C)["edges"] == {"mentions": 8, "next": 1, "parent": 12, "similar": 1}
     finally:
         second.close()
 
@@ -196,24 +208,27 @@ def test_updating_a_document_leaves_nothing_of_its_old_version_and_touches_no_ot
     index.update_document(C, *make_doc("b", "Beta", [["Victor Hugo wrote in Brussels."]]),
                           similar={"b#2": [("a#5", 0.9), ("a#2", 0.7)]})
     index.update_document(C, *make_doc("c", "Gamma", [["Berlin is far."]]))
+    b_own_rows = [r for r in rows_of(index, "b") if r[3] != "similar"]
     c_rows = rows_of(index, "c")
+    generation = index.generation(C)
 
     index.update_document(C, *make_doc("a", "Alpha", [["Now it is about London."]], version="v2"))
+    assert index.generation(C) == generation + 1
     graph = index.graph(C)
     assert nodes_of_doc(index, "a") == {"doc:a", "span:a#0", "span:a#1", "span:a#2", "span:a#3"}
     assert "ent:paris" not in graph and "ent:guernsey" not in graph
     assert "ent:victor hugo" in graph  # b still mentions it
     # b's similar edges pointed into a's old version: gone; b keeps its own edges
     assert edges(index, "similar") == set()
-    assert [r[1:] for r in rows_of(index, "b")] == [
-        r for r in [r[1:] for r in rows_of(index, "b")] if r[2] != "similar"]
-    assert rows_of(index, "c") == c_rows  # same rows, same rowids
+    assert rows_of(index, "b") == b_own_rows  # same rows, same rowids
+    assert rows_of(index, "c") == c_rows
     assert index.entities_of(C, "a#2") == ["london"]
 
 
-def test_reindexing_an_unchanged_document_keeps_the_similar_edges_others_hold_into_it(index):
-    index.update_document(C, *make_doc("a", "Alpha", [["Paris."]]))
+def test_first_indexing_or_reindexing_an_unchanged_document_keeps_the_similar_edges_into_it(index):
+    # b is indexed first, with neighbours in a (already in the span store, not yet in the graph)
     index.update_document(C, *make_doc("b", "Beta", [["Rome."]]), similar={"b#2": [("a#2", 0.9)]})
+    index.update_document(C, *make_doc("a", "Alpha", [["Paris."]]))
     index.update_document(C, *make_doc("a", "Alpha", [["Paris."]]))
     assert edges(index, "similar") == {("span:b#2", "span:a#2", "similar")}
 
