@@ -14,7 +14,7 @@ Writes to ``out_dir``:
 * ``report.md`` and ``plots/`` (see :mod:`eval.report`).
 
 Metric definitions live in :mod:`eval.metrics`. Per query: the context is the final
-context in reading order; its text is the spans' ``context_text`` (a table row with its
+context in reading order; its text is each span's shown text (a table row with its
 header line, as the generator reads it) joined by newlines; ``context_tokens`` counts that
 text's word pieces with the embedding model's tokenizer (context spans never overlap, and
 spans repeated at the same offsets are counted once); ``latency_ms`` is the retriever's
@@ -57,9 +57,9 @@ def context_records(result) -> list[dict]:
             continue
         seen.add(key)
         out.append({
-            "span_id": span.id, "doc_id": span.doc_id, "text": span.context_text,
+            "span_id": span.id, "doc_id": span.doc_id, "text": item.text,
             "start": span.start, "end": span.end, "granularity": span.granularity,
-            "n_tokens": span.n_tokens, "score": item.score,
+            "n_tokens": item.n_tokens, "score": item.score,
         })
     return out
 
@@ -69,7 +69,8 @@ def run_query(rag, collection: str, pipeline: str, query) -> dict:
     answer, generation_ms = rag.answer(result)
     spans = context_records(result)
     # n_tokens was counted at ingest by the embedding model's own tokenizer, over the text
-    # the context shows (a table row with its header); spans are distinct by offsets above.
+    # the context shows (a table row with its header, unless an earlier row of the same
+    # table already shows it); spans are distinct by offsets above.
     context_tokens = sum(s["n_tokens"] for s in spans)
     return {
         "qid": query.id,

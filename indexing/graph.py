@@ -475,6 +475,35 @@ class GraphIndex:
                     matcher.remove(title)
             self._write(collection, doc.id, doc, edges, drop_incoming=None)
 
+    def update_documents(
+        self,
+        collection: str,
+        items: Iterable[tuple[Document, list[Span], dict[str, list[tuple[str, float]]] | None]],
+        known_titles: Iterable[str] = (),
+    ) -> int:
+        """:meth:`update_document` for many documents (one transaction each), matching
+        ``known_titles`` (e.g. the whole batch's titles) with one title matcher instead of
+        rebuilding it per document. Returns the number of documents written."""
+        written = 0
+        with self._lock:
+            matcher = self._title_matcher(collection, self.generation(collection))
+            extra = list(dict.fromkeys(known_titles))
+            for title in extra:
+                matcher.add(title)
+            try:
+                for doc, spans, similar in items:
+                    matcher.add(doc.title)
+                    try:
+                        edges = _document_edges(doc, spans, matcher, similar)
+                    finally:
+                        matcher.remove(doc.title)
+                    self._write(collection, doc.id, doc, edges, drop_incoming=None)
+                    written += 1
+            finally:
+                for title in extra:
+                    matcher.remove(title)
+        return written
+
     def delete_document(self, collection: str, doc_id: str) -> None:
         """Remove ``doc_id``'s edges, every edge into its spans and its hash, in one transaction."""
         self._write(collection, doc_id, None, [], drop_incoming=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from indexing.embed import Encoder, TokenEncoder
+from indexing.graph import GraphIndex
 from indexing.parsers import SUPPORTED_SUFFIXES, parse_bytes, parse_path
 from indexing.parsers.base import ParsedDocument, ParseError
 from indexing.sentences import SentenceSplitter
@@ -218,6 +219,47 @@ class Ingestor:
             if progress and len(missing) > batch_spans:
                 progress.documents(min(i + batch_spans, len(missing)), len(missing))
         return len(missing)
+
+    def sync_graph(
+        self,
+        collection: str,
+        graph: GraphIndex,
+        similar_k: int = 3,
+        similar_min: float = 0.6,
+        progress: IngestProgress | None = None,
+    ) -> int:
+        """Bring the graph index in line with the store, touching only documents that
+        changed: a document the graph lacks or holds at another version is re-indexed (its
+        own nodes and edges), a document gone from the store is removed. Runs after every
+        ingest and repairs a graph left behind by a crash. Returns documents re-indexed.
+
+        Semantic-neighbour edges link each paragraph or row to its ``similar_k`` nearest
+        spans of the same granularity in other documents with cosine ≥ ``similar_min``."""
+        live = self.store.document_hashes(collection)
+        for doc_id in graph.orphan_documents(collection, set(live)):
+            graph.delete_document(collection, doc_id)
+        stale = graph.stale_documents(collection, live)
+        docs = [d for d in (self.store.get_document(collection, doc_id) for doc_id in stale) if d is not None]
+
+        def items():
+            for n, doc in enumerate(docs, start=1):
+                spans = self.store.document_spans(collection, doc.id)
+                linked = [s for s in spans if s.granularity in ("paragraph", "row")]
+                similar: dict[str, list[tuple[str, float]]] = {}
+                if linked:
+                    vectors = self.store.get_vectors(collection, [s.id for s in linked])
+                    for span, vector in zip(linked, vectors):
+                        hits = self.store.dense_search(collection, vector, similar_k + 8, [span.granularity])
+                        similar[span.id] = [
+                            (h.span_id, h.score) for h in hits
+                            if h.score >= similar_min and h.span_id.rsplit("#", 1)[0] != doc.id
+                        ][:similar_k]
+                if progress and len(docs) > 50 and n % 50 == 0:
+                    progress.documents(n, len(docs))
+                yield doc, spans, similar
+
+        graph.update_documents(collection, items(), known_titles=[d.title for d in docs])
+        return len(stale)
 
     # -- internals ------------------------------------------------------------------------
     def _ingest_file(

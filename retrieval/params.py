@@ -50,7 +50,9 @@ class RetrievalParams(BaseModel):
     doc_prior_weight: float = Field(
         1.0, ge=0, description="weight of a span's document score in the span's fused score"
     )
-    selector: Literal["topk"] = "topk"
+    selector: Literal["topk", "adaptive_k", "clustered", "bubble"] = Field(
+        "topk", description="how the context is chosen from the fused candidates (retrieval/selection/)"
+    )
     top_k: int = Field(5, ge=1, le=200, description="most spans in the context")
     budget_tokens: int | None = Field(
         800, ge=1, description="most context tokens (model word pieces); None for no cap"
@@ -59,3 +61,27 @@ class RetrievalParams(BaseModel):
         None, description="granularities allowed into the context; None allows all"
     )
     candidate_pool: int = Field(100, ge=1, description="fused candidates loaded for selection")
+    adaptive_head_fraction: float = Field(
+        0.0, ge=0, le=1, description="adaptive-k: ignore gaps inside this leading fraction of the list"
+    )
+    adaptive_ignore_below_median: bool = Field(True, description="adaptive-k: ignore gaps in the tail below the median")
+    adaptive_buffer: int = Field(0, ge=0, description="adaptive-k: spans added after the cut")
+    cluster_similarity: float = Field(
+        0.9, gt=0, le=1, description="clustered: cosine at or above which candidates share a cluster"
+    )
+    cluster_keep: int = Field(1, ge=1, description="clustered: representatives kept per cluster")
+    bubble_anchor_docs: int = Field(4, ge=1, description="bubble: documents whose best span anchors the bubble")
+    bubble_graph_docs: int = Field(2, ge=0, description="bubble: documents added through the graph index")
+    bubble_region_units: int = Field(
+        40, ge=1, description="bubble: a document with more pieces contributes only the anchor's section or table"
+    )
+    bubble_doc_weight: float = Field(0.3, ge=0, description="bubble: weight of the document's fused score (normalized)")
+    bubble_span_weight: float = Field(0.1, ge=0, description="bubble: weight of the piece's own first-stage score")
+    bubble_coverage_weight: float = Field(0.2, ge=0, description="bubble: weight of newly covered question terms")
+    bubble_redundancy_weight: float = Field(1.0, ge=0, description="bubble: penalty per unit of similarity above the threshold")
+    bubble_redundancy_threshold: float = Field(0.7, ge=-1, le=1, description="bubble: similarity where the penalty starts")
+    bubble_duplicate_similarity: float = Field(0.95, ge=-1, le=1, description="bubble: at or above this a piece is dropped as redundant")
+    bubble_section_cap: int = Field(4, ge=1, description="bubble: most pieces from one section, table or paragraph group")
+    bubble_doc_cap: int = Field(6, ge=1, description="bubble: most pieces from one document")
+    bubble_max_units: int = Field(40, ge=1, description="bubble: most pieces in the context")
+    bubble_min_gain: float = Field(0.2, description="bubble: stop growing below this gain")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 
 from indexing.embed import Encoder, TokenEncoder
+from indexing.graph import GraphIndex
 from indexing.spans import Span
 from indexing.store.base import SpanStore, StoreMismatch
 from retrieval.first_stage import (
@@ -26,7 +27,7 @@ from retrieval.first_stage import (
     xtr_documents,
 )
 from retrieval.params import RetrievalParams
-from retrieval.selection import TopKSelector
+from retrieval.selection import SELECTORS, SelectionInputs
 from retrieval.types import Candidate, Context, RetrievalResult
 
 
@@ -119,11 +120,18 @@ class Retriever:
         >>> [c.span.id for c in result.context.spans]                    # doctest: +SKIP
     """
 
-    def __init__(self, store: SpanStore, encoder: Encoder, token_encoder: TokenEncoder | None = None):
+    def __init__(
+        self,
+        store: SpanStore,
+        encoder: Encoder,
+        token_encoder: TokenEncoder | None = None,
+        graph: GraphIndex | None = None,
+    ):
         self.store = store
         self.encoder = encoder
+        self.graph = graph
         self.token_encoder: TokenEncoder = token_encoder or encoder
-        self.selector = TopKSelector()
+        self.selectors = {name: cls() for name, cls in SELECTORS.items()}
 
     def retrieve(
         self,
@@ -174,7 +182,10 @@ class Retriever:
         for candidate in pool:
             candidate.span = loaded.get(candidate.span_id)
         pool = [c for c in pool if c.span is not None]  # gone if another writer deleted it
-        context = self.selector.select(pool, params)
+        inputs = SelectionInputs(
+            collection, question, query_vector, self.store, self.encoder.count_tokens, self.graph
+        )
+        context = self.selectors[params.selector].select(pool, params, inputs)
         self._attach_pieces(collection, context)
         timings["selection_ms"] = _ms(t)
         timings["retrieval_ms"] = _ms(started)

@@ -45,7 +45,10 @@ class RankedDocument:
     best_span_id: str
 
 
-DropReason = Literal["budget", "overlap", "k_reached"]
+DropReason = Literal[
+    "budget", "overlap", "k_reached", "below_cut", "cluster_duplicate", "redundant",
+    "section_cap", "doc_cap", "low_gain",
+]
 
 
 @dataclass
@@ -56,6 +59,7 @@ class TraceEntry:
     n_tokens: int
     decision: Literal["taken", "dropped"]
     reason: str  # why taken ("rank within k and budget") or the DropReason
+    source: str = "first_stage"  # how it became a candidate: first_stage | anchor | structure | graph
 
 
 @dataclass
@@ -66,6 +70,17 @@ class ContextSpan:
     score: float
     pieces: list[Span] = field(default_factory=list)
     piece_vectors: np.ndarray | None = None
+    show_header: bool = True  # False for a table row whose header an earlier row shows
+    n_tokens: int = -1  # what it costs in the context; -1: the span's own count
+
+    def __post_init__(self) -> None:
+        if self.n_tokens < 0:
+            self.n_tokens = self.span.n_tokens
+
+    @property
+    def text(self) -> str:
+        """What the context shows for it."""
+        return self.span.context_text if self.show_header else self.span.text
 
 
 @dataclass

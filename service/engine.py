@@ -19,6 +19,7 @@ from generation.extractive import ExtractiveGenerator, ExtractiveOptions
 from generation.types import Answer
 from indexing.colbert import ColbertTokenEncoder
 from indexing.embed import Encoder, TokenEncoder
+from indexing.graph import GraphIndex
 from indexing.ingest import IngestProgress, IngestReport, Ingestor, delete_document
 from indexing.parsers import parse_text
 from indexing.sentences import SentenceSplitter
@@ -65,8 +66,15 @@ class RagService:
         )
 
     @cached_property
+    def graph(self) -> GraphIndex | None:
+        if not self.settings.graph:
+            return None
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        return GraphIndex(self.settings.data_dir / "graph.sqlite3")
+
+    @cached_property
     def retriever(self) -> Retriever:
-        return Retriever(self.store, self.encoder, self.token_encoder)
+        return Retriever(self.store, self.encoder, self.token_encoder, self.graph)
 
     @cached_property
     def generator(self) -> Generator:
@@ -91,6 +99,10 @@ class RagService:
             )
             report.seconds += time.perf_counter() - started
         self.store.refresh(collection)
+        if self.graph is not None:
+            started = time.perf_counter()
+            self.ingestor.sync_graph(collection, self.graph, progress=progress)
+            report.seconds += time.perf_counter() - started
         return report
 
     def ingest_paths(
@@ -130,6 +142,8 @@ class RagService:
         with self._write_lock:
             removed = delete_document(self.store, collection, doc_id)
             self.store.refresh(collection)
+            if self.graph is not None:
+                self.graph.delete_document(collection, doc_id)
         return removed
 
     def get_document(self, collection: str, doc_id: str) -> dict | None:
@@ -184,12 +198,14 @@ class RagService:
     def close(self) -> None:
         if "store" in self.__dict__:
             self.store.close()
+        if self.__dict__.get("graph") is not None:
+            self.graph.close()
 
 
 def span_payload(item: ContextSpan) -> dict:
     span = item.span
     return {
-        "span_id": span.id, "doc_id": span.doc_id, "text": span.context_text, "score": item.score,
+        "span_id": span.id, "doc_id": span.doc_id, "text": item.text, "score": item.score,
         "granularity": span.granularity, "start": span.start, "end": span.end,
         "heading_path": span.heading_path,
     }

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     token_granularities: list[Granularity] = Field(
         default_factory=lambda: ["paragraph", "row"], description="spans that get token vectors"
     )
+    graph: bool = Field(True, description="keep the graph index (entities, structure, semantic neighbours) for the bubble")
     pipeline: str = Field("default", description="retrieval pipeline the service runs (see `spanrag eval --list-pipelines`)")
     top_k: int | None = Field(None, ge=1, description="override the pipeline's top_k")
     budget_tokens: int | None = Field(None, ge=1, description="override the pipeline's context token budget")

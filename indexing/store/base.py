@@ -106,7 +106,8 @@ class SpanStore(ABC):
     def get_document(self, collection: str, doc_id: str) -> Document | None: ...
 
     @abstractmethod
-    def document_hashes(self, collection: str, doc_ids: list[str]) -> dict[str, str]: ...
+    def document_hashes(self, collection: str, doc_ids: list[str] | None = None) -> dict[str, str]:
+        """``{doc_id: content_hash}`` of these documents (None: of every document)."""
 
     @abstractmethod
     def count_spans(self, collection: str, doc_id: str) -> int: ...

@@ -288,7 +288,11 @@ class SqliteFaissStore(SpanStore):
         r = rows[0]
         return Document(r[0], collection, r[1], r[2], r[3], r[4], json.loads(r[5]))
 
-    def document_hashes(self, collection: str, doc_ids: list[str]) -> dict[str, str]:
+    def document_hashes(self, collection: str, doc_ids: list[str] | None = None) -> dict[str, str]:
+        if doc_ids is None:
+            return dict(self._query(
+                "SELECT id, content_hash FROM documents WHERE collection = ? ORDER BY id", (collection,)
+            ))
         out: dict[str, str] = {}
         for chunk in _chunks(doc_ids):
             marks = ",".join("?" * len(chunk))

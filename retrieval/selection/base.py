@@ -1,0 +1,115 @@
+"""What every selector shares: its inputs, and packing an ordered list under the budget.
+
+A selector is one class with one method, ``select(candidates, params, inputs) -> Context``;
+candidates arrive in fused order with their spans loaded, and every candidate a selector
+sees gets one trace entry saying whether it was taken and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from indexing.spans import Span
+from indexing.store.base import SpanStore
+from retrieval.params import RetrievalParams
+from retrieval.types import Candidate, Context, ContextSpan, TraceEntry
+
+
+def overlaps(a: Span, b: Span) -> bool:
+    return a.doc_id == b.doc_id and a.start < b.end and b.start < a.end
+
+
+def reading_order(selected: list[ContextSpan]) -> list[ContextSpan]:
+    """Group by document (documents in order of their best span), then by offset."""
+    doc_rank: dict[str, int] = {}
+    for item in sorted(selected, key=lambda c: -c.score):
+        doc_rank.setdefault(item.span.doc_id, len(doc_rank))
+    return sorted(selected, key=lambda c: (doc_rank[c.span.doc_id], c.span.start, -c.span.end))
+
+
+@dataclass
+class SelectionInputs:
+    """Query-side facts a selector may need, loaded lazily and once per query."""
+
+    collection: str
+    question: str
+    query_vector: np.ndarray
+    store: SpanStore
+    count_tokens: Callable[[list[str]], list[int]]
+    graph: object | None = None  # indexing.graph.GraphIndex when the collection has one
+    _vectors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def vectors(self, span_ids: list[str]) -> np.ndarray:
+        """Stored dense vectors of these spans (one store call for the ones not yet seen)."""
+        missing = [s for s in dict.fromkeys(span_ids) if s not in self._vectors]
+        if missing:
+            for span_id, vector in zip(missing, self.store.get_vectors(self.collection, missing)):
+                self._vectors[span_id] = vector
+        if not span_ids:
+            return np.zeros((0, len(self.query_vector)), dtype=np.float32)
+        return np.stack([self._vectors[s] for s in span_ids])
+
+    def relevance(self, span_ids: list[str]) -> np.ndarray:
+        """Cosine of each span with the question (vectors are unit length)."""
+        return self.vectors(span_ids) @ self.query_vector
+
+
+class Selector(Protocol):
+    def select(self, candidates: list[Candidate], params: RetrievalParams, inputs: SelectionInputs) -> Context: ...
+
+
+def trace_entry(candidate: Candidate, rank: int, reason: str | None, taken_note: str) -> TraceEntry:
+    return TraceEntry(
+        span_id=candidate.span_id, rank=rank, scores=dict(candidate.scores),
+        n_tokens=candidate.span.n_tokens, decision="dropped" if reason else "taken",
+        reason=reason or taken_note,
+    )
+
+
+def pack_in_order(
+    ordered: list[Candidate],
+    params: RetrievalParams,
+    limit: int,
+    cut_reason: str = "k_reached",
+    cut_note: str = "within top_k and budget",
+    pre_dropped: dict[str, str] | None = None,
+) -> Context:
+    """Take ``ordered`` candidates while fewer than ``limit`` are taken and the budget holds;
+    a span overlapping one already taken is dropped (``overlap``); one too large for what is
+    left of the budget is dropped (``budget``) and smaller ones further down may still fit.
+    ``pre_dropped`` maps span ids a selector already rejected to their reason."""
+    taken: list[ContextSpan] = []
+    trace: list[TraceEntry] = []
+    total = 0
+    pre_dropped = pre_dropped or {}
+    for rank, candidate in enumerate(ordered, start=1):
+        span = candidate.span
+        reason = pre_dropped.get(candidate.span_id)
+        if reason is None:
+            if len(taken) >= limit:
+                reason = cut_reason
+            elif any(overlaps(span, t.span) for t in taken):
+                reason = "overlap"
+            elif params.budget_tokens is not None and total + span.n_tokens > params.budget_tokens:
+                reason = "budget"
+        trace.append(trace_entry(candidate, rank, reason, cut_note))
+        if reason is None:
+            taken.append(ContextSpan(span=span, score=candidate.fused))
+            total += span.n_tokens
+    return Context(spans=reading_order(taken), n_tokens=total, trace=trace)
+
+
+def allowed_candidates(candidates: list[Candidate], params: RetrievalParams) -> list[Candidate]:
+    if not params.context_granularities:
+        return list(candidates)
+    return [c for c in candidates if c.span.granularity in params.context_granularities]
+
+
+__all__ = [
+    "SelectionInputs", "Selector", "allowed_candidates", "overlaps", "pack_in_order",
+    "reading_order", "trace_entry",
+]

@@ -1,0 +1,267 @@
+"""The context bubble: grow a budgeted, structure-aware context from anchor spans.
+
+After "Structure and Diversity Aware Context Bubble Construction for Enterprise Retrieval
+Augmented Systems". Steps, all deterministic:
+
+1. **Anchors**: the best candidate span of each of the top ``bubble_anchor_docs`` documents
+   (fused order).
+2. **Units**: the citable pieces (sentences and table rows) around each anchor: its whole
+   document when that is small, else the section or table that holds the anchor; plus the
+   pieces of documents the graph index reaches from the anchors (entity co-mentions and
+   semantic neighbours, ``bubble_graph_docs`` of them), plus any first-stage candidate that
+   is itself a piece.
+3. **Greedy growth under a strict budget**: each round takes the unit with the highest gain
+
+       gain = relevance + doc_weight × doc prior + span_weight × first-stage prior
+              + coverage_weight × share of the question's terms it adds
+              − redundancy_weight × max(0, similarity to the closest taken unit − threshold)
+
+   where relevance is the unit's cosine with the question. A unit whose cost no longer fits
+   is dropped (``budget``), one too similar to a taken unit is dropped (``redundant``), a
+   section or document already holding its cap drops the rest (``section_cap``,
+   ``doc_cap``); growth stops when the best gain falls below ``bubble_min_gain``
+   (``low_gain``).
+4. **Structural priors**: a table row brings its header (the first row taken from a table
+   pays for the header line, later rows share it and cost only themselves).
+
+Every unit and every first-stage candidate gets a trace entry with its score components
+and the reason it was taken or dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from indexing.spans import Span
+from retrieval.params import RetrievalParams
+from retrieval.selection.base import SelectionInputs, overlaps, reading_order
+from retrieval.types import Candidate, Context, ContextSpan, TraceEntry
+
+PIECES = ("sentence", "row")
+REGIONS = ("section", "table", "document")
+
+_WORD = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)*")
+STOPWORDS = frozenset(
+    "a an and are as at be been by did do does for from had has have how in is it its of on or"
+    " that the their there these this to was were what when where which who whom whose why"
+    " will with would than then they them he she his her i you we our your not no yes".split()
+)
+
+
+def terms(text: str) -> set[str]:
+    """Content words and numbers, lower-cased (the coverage signal)."""
+    return {w for w in _WORD.findall(text.lower()) if w not in STOPWORDS and (len(w) > 2 or w.isdigit())}
+
+
+@dataclass
+class Unit:
+    span: Span
+    source: str  # anchor | structure | graph | first_stage
+    scores: dict[str, float] = field(default_factory=dict)
+    terms: set[str] = field(default_factory=set)
+    region: str = ""  # the section/table/paragraph id the section cap counts in
+    header_tokens: int = 0
+
+
+class ContextBubble:
+    """Anchors → structural and graph neighbours → greedy, budgeted, diverse selection."""
+
+    def select(self, candidates: list[Candidate], params: RetrievalParams, inputs: SelectionInputs) -> Context:
+        store, collection = inputs.store, inputs.collection
+        trace: list[TraceEntry] = []
+        doc_prior = _normalized({c.doc_id: c.scores.get("rrf_document", 0.0) for c in candidates})
+        span_prior = _normalized({c.span_id: c.scores.get("rrf_span", 0.0) for c in candidates})
+
+        anchors: list[Candidate] = []
+        for c in candidates:
+            if len(anchors) >= params.bubble_anchor_docs:
+                break
+            if all(a.doc_id != c.doc_id for a in anchors):
+                anchors.append(c)
+
+        units: dict[str, Unit] = {}
+        spans_of_doc: dict[str, list[Span]] = {}
+
+        def doc_spans(doc_id: str) -> list[Span]:
+            if doc_id not in spans_of_doc:
+                spans_of_doc[doc_id] = store.document_spans(collection, doc_id)
+            return spans_of_doc[doc_id]
+
+        def add_region(anchor: Span, source: str) -> None:
+            spans = doc_spans(anchor.doc_id)
+            by_id = {s.id: s for s in spans}
+            pieces = [s for s in spans if s.granularity in PIECES]
+            if len(pieces) > params.bubble_region_units:
+                region = _enclosing(anchor, by_id, REGIONS) or anchor
+                pieces = [s for s in pieces if region.start <= s.start and s.end <= region.end]
+                pieces = pieces[: params.bubble_region_units]
+            for piece in pieces:
+                if piece.id not in units:
+                    units[piece.id] = Unit(piece, source if piece.id != anchor.id else "anchor")
+
+        for anchor in anchors:
+            add_region(anchor.span, "structure")
+
+        if inputs.graph is not None and params.bubble_graph_docs:
+            reached: dict[str, tuple[int, int]] = {}  # doc → (best hop, first seen)
+            for anchor in anchors:
+                try:
+                    near = inputs.graph.neighbours(collection, anchor.span_id, {"mentions", "similar"}, hops=2)
+                except (KeyError, ValueError):
+                    continue
+                for span_id, hop in near.items():
+                    doc = span_id.rsplit("#", 1)[0]
+                    if any(a.doc_id == doc for a in anchors):
+                        continue
+                    reached.setdefault(doc, (hop, len(reached)))
+            ranked = sorted(reached, key=lambda d: (-doc_prior.get(d, 0.0), reached[d]))
+            for doc in ranked[: params.bubble_graph_docs]:
+                spans = doc_spans(doc)
+                top = next((s for s in spans if s.granularity == "document"), spans[0] if spans else None)
+                if top is not None:
+                    add_region(top, "graph")
+
+        for c in candidates:
+            if c.span.granularity in PIECES and c.span_id not in units:
+                units[c.span_id] = Unit(c.span, "first_stage")
+
+        ordered = sorted(units.values(), key=lambda u: (u.span.doc_id, u.span.start, u.span.id))
+        if not ordered:
+            return Context(spans=[], n_tokens=0, trace=[])
+        vectors = inputs.vectors([u.span.id for u in ordered])
+        relevance = vectors @ inputs.query_vector
+        question_terms = terms(inputs.question)
+        headers: dict[str, int] = {}
+        for unit, r in zip(ordered, relevance):
+            span = unit.span
+            unit.terms = terms(span.context_text)
+            by_id = {s.id: s for s in doc_spans(span.doc_id)} if span.doc_id in spans_of_doc else {}
+            parent = by_id.get(span.parent_id or "")
+            unit.region = span.parent_id or span.doc_id
+            if span.granularity == "row" and span.header:
+                if unit.region not in headers:
+                    headers[unit.region] = inputs.count_tokens([span.header])[0]
+                unit.header_tokens = headers[unit.region]
+            if parent is not None and parent.granularity == "paragraph" and parent.parent_id:
+                unit.region = parent.parent_id  # cap sentences per section, not per paragraph
+            unit.scores = {
+                "relevance": float(r),
+                "doc_prior": doc_prior.get(span.doc_id, 0.0),
+                "span_prior": span_prior.get(span.id, 0.0),
+                "base": float(r)
+                + params.bubble_doc_weight * doc_prior.get(span.doc_id, 0.0)
+                + params.bubble_span_weight * span_prior.get(span.id, 0.0),
+            }
+
+        taken: list[int] = []
+        decided: dict[int, str] = {}
+        covered: set[str] = set()
+        tables_paid: set[str] = set()
+        per_region: dict[str, int] = {}
+        per_doc: dict[str, int] = {}
+        total = 0
+        budget = params.budget_tokens if params.budget_tokens is not None else 10**9
+        base = np.array([u.scores["base"] for u in ordered])
+        closest = np.full(len(ordered), -1.0)
+        while True:
+            open_units = [i for i in range(len(ordered)) if i not in decided]
+            if not open_units or len(taken) >= params.bubble_max_units:
+                break
+            coverage = np.array([
+                len((ordered[i].terms & question_terms) - covered) / max(len(question_terms), 1) for i in open_units
+            ])
+            redundancy = np.maximum(closest[open_units] - params.bubble_redundancy_threshold, 0.0)
+            gains = base[open_units] + params.bubble_coverage_weight * coverage - params.bubble_redundancy_weight * redundancy
+            best = int(np.argmax(gains))
+            i = open_units[best]
+            unit = ordered[i]
+            unit.scores.update({
+                "coverage_gain": float(coverage[best]), "redundancy": float(max(closest[i], 0.0)),
+                "gain": float(gains[best]),
+            })
+            if gains[best] < params.bubble_min_gain:
+                for j in open_units:
+                    ordered[j].scores.setdefault("gain", float(base[j]))
+                    decided[j] = "low_gain"
+                break
+            cost = unit.span.n_tokens - (unit.header_tokens if unit.region in tables_paid and unit.span.granularity == "row" else 0)
+            if closest[i] >= params.bubble_duplicate_similarity or any(overlaps(unit.span, ordered[t].span) for t in taken):
+                decided[i] = "redundant"
+            elif per_doc.get(unit.span.doc_id, 0) >= params.bubble_doc_cap:
+                decided[i] = "doc_cap"
+            elif per_region.get(unit.region, 0) >= params.bubble_section_cap:
+                decided[i] = "section_cap"
+            elif total + cost > budget:
+                decided[i] = "budget"
+            else:
+                decided[i] = ""
+                taken.append(i)
+                total += cost
+                unit.scores["cost"] = float(cost)
+                covered |= unit.terms & question_terms
+                per_doc[unit.span.doc_id] = per_doc.get(unit.span.doc_id, 0) + 1
+                per_region[unit.region] = per_region.get(unit.region, 0) + 1
+                if unit.span.granularity == "row":
+                    tables_paid.add(unit.region)
+                closest = np.maximum(closest, vectors @ vectors[i])
+
+        rank_of = {i: r for r, i in enumerate(taken, start=1)}
+        next_rank = len(taken) + 1
+        for i, unit in enumerate(ordered):
+            reason = decided.get(i, "low_gain")
+            if i not in rank_of:
+                rank_of[i] = next_rank
+                next_rank += 1
+            trace.append(TraceEntry(
+                span_id=unit.span.id, rank=rank_of[i], scores=dict(unit.scores),
+                n_tokens=unit.span.n_tokens, decision="taken" if reason == "" else "dropped",
+                reason=f"taken ({unit.source})" if reason == "" else reason, source=unit.source,
+            ))
+        for c in candidates:
+            if c.span_id not in units:
+                trace.append(TraceEntry(
+                    span_id=c.span_id, rank=next_rank, scores=dict(c.scores), n_tokens=c.span.n_tokens,
+                    decision="dropped", reason="expanded into its pieces" if any(
+                        u.span.doc_id == c.doc_id for u in units.values()) else "outside the bubble",
+                    source="first_stage",
+                ))
+                next_rank += 1
+        trace.sort(key=lambda t: t.rank)
+
+        selected = [ContextSpan(span=ordered[i].span, score=float(ordered[i].scores["gain"])) for i in taken]
+        header_tokens = {ordered[i].region: ordered[i].header_tokens for i in taken}
+        selected = share_table_headers(reading_order(selected), header_tokens)
+        return Context(spans=selected, n_tokens=sum(c.n_tokens for c in selected), trace=trace)
+
+
+def share_table_headers(items: list[ContextSpan], header_tokens: dict[str, int]) -> list[ContextSpan]:
+    """The first row of each table in reading order shows the header line; later rows of
+    the same table show only themselves and cost that much less."""
+    seen: set[str] = set()
+    for item in items:
+        span = item.span
+        region = span.parent_id or span.doc_id
+        if span.granularity != "row" or not span.header:
+            item.n_tokens = span.n_tokens
+            continue
+        item.show_header = region not in seen
+        item.n_tokens = span.n_tokens - (0 if item.show_header else header_tokens.get(region, 0))
+        seen.add(region)
+    return items
+
+
+def _enclosing(span: Span, by_id: dict[str, Span], granularities: tuple[str, ...]) -> Span | None:
+    current = by_id.get(span.parent_id or "")
+    while current is not None:
+        if current.granularity in granularities:
+            return current
+        current = by_id.get(current.parent_id or "")
+    return None
+
+
+def _normalized(values: dict[str, float]) -> dict[str, float]:
+    top = max(values.values(), default=0.0)
+    return {k: (v / top if top > 0 else 0.0) for k, v in values.items()}
