@@ -93,6 +93,24 @@ PIPELINES: dict[str, PipelineSpec] = _registry(
         "token retrieval alone (XTR), documents scored from retrieved tokens with imputation",
         RetrievalParams(dense_granularities=[], bm25_granularities=[], xtr_k=100),
     ),
+    PipelineSpec(
+        "adaptive-k",
+        "hybrid first stage; candidates ordered by cosine with the question and cut at the"
+        " largest score gap (adaptive-k), then packed under the budget",
+        RetrievalParams(selector="adaptive_k"),
+    ),
+    PipelineSpec(
+        "clustered",
+        "hybrid first stage; candidates clustered by embedding, the best of each cluster packed"
+        " in fused order (near-duplicates dropped)",
+        RetrievalParams(selector="clustered"),
+    ),
+    PipelineSpec(
+        "bubble",
+        "hybrid first stage; context bubble grown from the top documents' anchor spans through"
+        " structure and the graph index, sentences and rows chosen greedily under the budget",
+        RetrievalParams(selector="bubble"),
+    ),
     PipelineSpec("default", "what the service runs by default (today: hybrid)", HYBRID),
 )
 
