@@ -340,6 +340,9 @@ def _document_edges(doc: Document, spans: list[Span], titles: TitleMatcher,
     title_entity = normalize_entity(doc.title)
     if _keep(title_entity):
         edges.append(_Edge(doc_node, f"ent:{title_entity}", "mentions"))
+    short_title = normalize_entity(strip_qualifier(doc.title))  # "Ed Wood (film)" is named "Ed Wood"
+    if short_title != title_entity and _keep(short_title):
+        edges.append(_Edge(doc_node, f"ent:{short_title}", "mentions"))
     ordered = sorted(spans, key=lambda s: s.order)
     siblings: dict[tuple[str | None, str], list[Span]] = {}
     for span in ordered:
@@ -611,6 +614,30 @@ class GraphIndex:
         scores = nx.pagerank(sub, alpha=alpha, personalization=present, weight="weight")
         ranked = sorted(((-score, n[5:]) for n, score in scores.items() if n.startswith("span:")))
         return [(s, -neg) for neg, s in ranked[:top]]
+
+    def linked_documents(self, collection: str, span_ids: list[str]) -> list[tuple[str, str, str]]:
+        """Documents named by what these spans mention: ``[(doc_id, entity, span_id)]`` for each entity
+        a span mentions that is another document's title, in span then mention order, each
+        document once. This is the bridge of a multi-hop question (a film's paragraph names
+        its director; the director's own document holds the answer)."""
+        g = self.graph(collection)
+        out: list[tuple[str, str, str]] = []
+        seen: set[str] = set()
+        for span_id in span_ids:
+            node = f"span:{span_id}"
+            if node not in g:
+                continue
+            own = doc_of_span(span_id)
+            for entity, edges in g.succ[node].items():
+                if not entity.startswith("ent:") or not any(e["kind"] == "mentions" for e in edges.values()):
+                    continue
+                for named, named_edges in sorted(g.pred[entity].items()):
+                    doc_id = named[4:]
+                    if (named.startswith("doc:") and doc_id != own and doc_id not in seen
+                            and any(e["kind"] == "mentions" for e in named_edges.values())):
+                        seen.add(doc_id)
+                        out.append((doc_id, entity[4:], span_id))
+        return out
 
     def entities_of(self, collection: str, span_id: str) -> list[str]:
         """The normalized entities ``span_id`` mentions, in order of first mention."""

@@ -71,11 +71,20 @@ class RetrievalParams(BaseModel):
     )
     cluster_keep: int = Field(1, ge=1, description="clustered: representatives kept per cluster")
     bubble_anchor_docs: int = Field(4, ge=1, description="bubble: documents whose best span anchors the bubble")
-    bubble_graph_docs: int = Field(2, ge=0, description="bubble: documents added through the graph index")
+    bubble_graph_docs: int = Field(3, ge=0, description="bubble: documents added through the graph index")
+    bubble_bridge_anchors: int = Field(
+        2, ge=1, description="bubble: anchors whose pieces' entities may bring in the documents they name"
+    )
+    bubble_bridge_decay: float = Field(
+        0.8, ge=0, le=1, description="bubble: a bridged document's prior, as a share of its anchor's"
+    )
     bubble_region_units: int = Field(
         40, ge=1, description="bubble: a document with more pieces contributes only the anchor's section or table"
     )
-    bubble_doc_weight: float = Field(0.3, ge=0, description="bubble: weight of the document's fused score (normalized)")
+    bubble_doc_weight: float = Field(0.5, ge=0, description="bubble: weight of the document's rank prior")
+    bubble_doc_rank_scale: float = Field(
+        3.0, gt=0, description="bubble: document prior exp(−(rank − 1) / scale) by fused document rank"
+    )
     bubble_span_weight: float = Field(0.1, ge=0, description="bubble: weight of the piece's own first-stage score")
     bubble_coverage_weight: float = Field(0.2, ge=0, description="bubble: weight of newly covered question terms")
     bubble_redundancy_weight: float = Field(1.0, ge=0, description="bubble: penalty per unit of similarity above the threshold")

@@ -72,7 +72,9 @@ class ContextBubble:
     def select(self, candidates: list[Candidate], params: RetrievalParams, inputs: SelectionInputs) -> Context:
         store, collection = inputs.store, inputs.collection
         trace: list[TraceEntry] = []
-        doc_prior = _normalized({c.doc_id: c.scores.get("rrf_document", 0.0) for c in candidates})
+        doc_prior = rank_prior(
+            {c.doc_id: c.scores.get("rrf_document", 0.0) for c in candidates}, params.bubble_doc_rank_scale
+        )
         span_prior = _normalized({c.span_id: c.scores.get("rrf_span", 0.0) for c in candidates})
 
         anchors: list[Candidate] = []
@@ -84,6 +86,7 @@ class ContextBubble:
 
         units: dict[str, Unit] = {}
         spans_of_doc: dict[str, list[Span]] = {}
+        bridged_prior: dict[str, float] = {}
 
         def doc_spans(doc_id: str) -> list[Span]:
             if doc_id not in spans_of_doc:
@@ -106,23 +109,23 @@ class ContextBubble:
             add_region(anchor.span, "structure")
 
         if inputs.graph is not None and params.bubble_graph_docs:
-            reached: dict[str, tuple[int, int]] = {}  # doc → (best hop, first seen)
-            for anchor in anchors:
-                try:
-                    near = inputs.graph.neighbours(collection, anchor.span_id, {"mentions", "similar"}, hops=2)
-                except (KeyError, ValueError):
+            # bridge documents: those an anchor's pieces name by title, best anchor first
+            anchor_pieces = [
+                u.span.id for a in anchors[: params.bubble_bridge_anchors]
+                for u in units.values() if u.span.doc_id == a.doc_id
+            ]
+            linked = inputs.graph.linked_documents(collection, anchor_pieces)
+            added = 0
+            for doc_id, _entity, via in linked:
+                if added >= params.bubble_graph_docs or any(a.doc_id == doc_id for a in anchors):
                     continue
-                for span_id, hop in near.items():
-                    doc = span_id.rsplit("#", 1)[0]
-                    if any(a.doc_id == doc for a in anchors):
-                        continue
-                    reached.setdefault(doc, (hop, len(reached)))
-            ranked = sorted(reached, key=lambda d: (-doc_prior.get(d, 0.0), reached[d]))
-            for doc in ranked[: params.bubble_graph_docs]:
-                spans = doc_spans(doc)
+                spans = doc_spans(doc_id)
                 top = next((s for s in spans if s.granularity == "document"), spans[0] if spans else None)
-                if top is not None:
-                    add_region(top, "graph")
+                if top is None:
+                    continue
+                bridged_prior[doc_id] = params.bubble_bridge_decay * doc_prior.get(via.rsplit("#", 1)[0], 0.0)
+                add_region(top, "graph")
+                added += 1
 
         for c in candidates:
             if c.span.granularity in PIECES and c.span_id not in units:
@@ -135,6 +138,8 @@ class ContextBubble:
         relevance = vectors @ inputs.query_vector
         question_terms = terms(inputs.question)
         headers: dict[str, int] = {}
+        for doc_id, prior in bridged_prior.items():
+            doc_prior[doc_id] = max(doc_prior.get(doc_id, 0.0), prior)
         for unit, r in zip(ordered, relevance):
             span = unit.span
             unit.terms = terms(span.context_text)
@@ -260,6 +265,13 @@ def _enclosing(span: Span, by_id: dict[str, Span], granularities: tuple[str, ...
             return current
         current = by_id.get(current.parent_id or "")
     return None
+
+
+def rank_prior(doc_scores: dict[str, float], scale: float) -> dict[str, float]:
+    """exp(−(rank − 1) / scale) of each document's rank by fused score: RRF scores are flat
+    (1/61 against 1/70), ranks are not, and a document at rank 10 should weigh little."""
+    ranked = sorted(doc_scores, key=lambda d: (-doc_scores[d], d))
+    return {d: float(np.exp(-i / scale)) for i, d in enumerate(ranked)}
 
 
 def _normalized(values: dict[str, float]) -> dict[str, float]:
