@@ -85,7 +85,7 @@ class RetrievalParams(BaseModel):
     bubble_doc_rank_scale: float = Field(
         3.0, gt=0, description="bubble: document prior exp(−(rank − 1) / scale) by fused document rank"
     )
-    bubble_span_weight: float = Field(0.1, ge=0, description="bubble: weight of the piece's own first-stage score")
+    bubble_span_weight: float = Field(0.4, ge=0, description="bubble: weight of the piece's own first-stage score")
     bubble_coverage_weight: float = Field(0.2, ge=0, description="bubble: weight of newly covered question terms")
     bubble_redundancy_weight: float = Field(1.0, ge=0, description="bubble: penalty per unit of similarity above the threshold")
     bubble_redundancy_threshold: float = Field(0.7, ge=-1, le=1, description="bubble: similarity where the penalty starts")
@@ -94,3 +94,6 @@ class RetrievalParams(BaseModel):
     bubble_doc_cap: int = Field(6, ge=1, description="bubble: most pieces from one document")
     bubble_max_units: int = Field(40, ge=1, description="bubble: most pieces in the context")
     bubble_min_gain: float = Field(0.2, description="bubble: stop growing below this gain")
+    bubble_relative_min_gain: float = Field(
+        0.0, ge=0, le=1, description="bubble: also stop below this share of the first piece's gain"
+    )

@@ -171,8 +171,21 @@ class ContextBubble:
         budget = params.budget_tokens if params.budget_tokens is not None else 10**9
         base = np.array([u.scores["base"] for u in ordered])
         closest = np.full(len(ordered), -1.0)
+        floor = params.bubble_min_gain
+        # below the floor, each anchor or bridged document still gets its best piece
+        visited = {a.doc_id for a in anchors} | set(bridged_prior)
+        lead_of: dict[str, int] = {}
+        for i, unit in enumerate(ordered):
+            doc = unit.span.doc_id
+            if doc in visited and (doc not in lead_of or base[i] > base[lead_of[doc]]):
+                lead_of[doc] = i
+        floor_reached = False
         while True:
             open_units = [i for i in range(len(ordered)) if i not in decided]
+            if floor_reached:
+                represented = {ordered[t].span.doc_id for t in taken}
+                open_units = [i for i in open_units if lead_of.get(ordered[i].span.doc_id) == i
+                              and ordered[i].span.doc_id not in represented]
             if not open_units or len(taken) >= params.bubble_max_units:
                 break
             coverage = np.array([
@@ -187,11 +200,11 @@ class ContextBubble:
                 "coverage_gain": float(coverage[best]), "redundancy": float(max(closest[i], 0.0)),
                 "gain": float(gains[best]),
             })
-            if gains[best] < params.bubble_min_gain:
-                for j in open_units:
-                    ordered[j].scores.setdefault("gain", float(base[j]))
-                    decided[j] = "low_gain"
-                break
+            if not taken:
+                floor = max(params.bubble_min_gain, params.bubble_relative_min_gain * float(gains[best]))
+            if gains[best] < floor and not floor_reached:
+                floor_reached = True
+                continue
             cost = unit.span.n_tokens - (unit.header_tokens if unit.region in tables_paid and unit.span.granularity == "row" else 0)
             if closest[i] >= params.bubble_duplicate_similarity or any(overlaps(unit.span, ordered[t].span) for t in taken):
                 decided[i] = "redundant"
@@ -213,6 +226,10 @@ class ContextBubble:
                     tables_paid.add(unit.region)
                 closest = np.maximum(closest, vectors @ vectors[i])
 
+        for j in range(len(ordered)):
+            if j not in decided:
+                ordered[j].scores.setdefault("gain", float(base[j]))
+                decided[j] = "low_gain"
         rank_of = {i: r for r, i in enumerate(taken, start=1)}
         next_rank = len(taken) + 1
         for i, unit in enumerate(ordered):
