@@ -92,7 +92,6 @@ class RetrievalParams(BaseModel):
     bubble_duplicate_similarity: float = Field(0.95, ge=-1, le=1, description="bubble: at or above this a piece is dropped as redundant")
     bubble_section_cap: int = Field(4, ge=1, description="bubble: most pieces from one section, table or paragraph group")
     bubble_doc_cap: int = Field(6, ge=1, description="bubble: most pieces from one document")
-    bubble_max_units: int = Field(40, ge=1, description="bubble: most pieces in the context")
     bubble_min_gain: float = Field(0.2, description="bubble: stop growing below this gain")
     bubble_relative_min_gain: float = Field(
         0.0, ge=0, le=1, description="bubble: also stop below this share of the first piece's gain"

@@ -109,9 +109,17 @@ PIPELINES: dict[str, PipelineSpec] = _registry(
         "bubble",
         "hybrid first stage; context bubble grown from the top documents' anchor spans through"
         " structure and the graph index, sentences and rows chosen greedily under the budget",
-        RetrievalParams(selector="bubble"),
+        RetrievalParams(selector="bubble", top_k=40),
     ),
-    PipelineSpec("default", "what the service runs by default (today: hybrid)", HYBRID),
+    PipelineSpec(
+        "default",
+        "what the service runs by default: the maxsim first stage (searching 300 deep, BM25 over"
+        " documents, sentences and rows) and the context bubble under a 500-token budget",
+        RetrievalParams(
+            first_stage_k=300, bm25_granularities=["document", "sentence", "row"], maxsim_depth=50,
+            selector="bubble", top_k=40, budget_tokens=500,
+        ),
+    ),
 )
 
 

@@ -202,10 +202,13 @@ class RagService:
             self.graph.close()
 
 
-def span_payload(item: ContextSpan) -> dict:
+def span_payload(item: ContextSpan, standalone: bool = False) -> dict:
+    """``text`` is what the context shows; ``standalone`` pieces (returned one by one, best
+    first) always carry their table header."""
     span = item.span
     return {
-        "span_id": span.id, "doc_id": span.doc_id, "text": item.text, "score": item.score,
+        "span_id": span.id, "doc_id": span.doc_id,
+        "text": span.context_text if standalone else item.text, "score": item.score,
         "granularity": span.granularity, "start": span.start, "end": span.end,
         "heading_path": span.heading_path,
     }
@@ -223,4 +226,4 @@ def trace_payload(result: RetrievalResult) -> list[dict]:
 
 def ranked_payload(result: RetrievalResult) -> list[dict]:
     """The selected context best first: what ``/retrieve`` and the LangChain retriever return."""
-    return [span_payload(item) for item in sorted(result.context.spans, key=lambda c: -c.score)]
+    return [span_payload(item, standalone=True) for item in sorted(result.context.spans, key=lambda c: -c.score)]

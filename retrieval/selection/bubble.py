@@ -186,7 +186,12 @@ class ContextBubble:
                 represented = {ordered[t].span.doc_id for t in taken}
                 open_units = [i for i in open_units if lead_of.get(ordered[i].span.doc_id) == i
                               and ordered[i].span.doc_id not in represented]
-            if not open_units or len(taken) >= params.bubble_max_units:
+            if not open_units:
+                break
+            if len(taken) >= params.top_k:
+                for j in open_units:
+                    ordered[j].scores.setdefault("gain", float(base[j]))
+                    decided[j] = "k_reached"
                 break
             coverage = np.array([
                 len((ordered[i].terms & question_terms) - covered) / max(len(question_terms), 1) for i in open_units
