@@ -390,6 +390,7 @@ class GraphIndex:
         self._lock = threading.RLock()
         self._graphs: dict[str, _Cached] = {}
         self._titles: dict[str, _Cached] = {}
+        self._titled_cache: dict[str, tuple[nx.MultiDiGraph, dict[str, list[str]]]] = {}
 
     # -- helpers -------------------------------------------------------------------------------
     def _query(self, sql: str, params: tuple | list = ()) -> list[tuple]:
@@ -621,6 +622,7 @@ class GraphIndex:
         document once. This is the bridge of a multi-hop question (a film's paragraph names
         its director; the director's own document holds the answer)."""
         g = self.graph(collection)
+        titled = self._titled(collection, g)
         out: list[tuple[str, str, str]] = []
         seen: set[str] = set()
         for span_id in span_ids:
@@ -629,15 +631,28 @@ class GraphIndex:
                 continue
             own = doc_of_span(span_id)
             for entity, edges in g.succ[node].items():
-                if not entity.startswith("ent:") or not any(e["kind"] == "mentions" for e in edges.values()):
-                    continue
-                for named, named_edges in sorted(g.pred[entity].items()):
-                    doc_id = named[4:]
-                    if (named.startswith("doc:") and doc_id != own and doc_id not in seen
-                            and any(e["kind"] == "mentions" for e in named_edges.values())):
+                for doc_id in titled.get(entity, ()):
+                    if doc_id != own and doc_id not in seen and any(
+                        e["kind"] == "mentions" for e in edges.values()
+                    ):
                         seen.add(doc_id)
                         out.append((doc_id, entity[4:], span_id))
         return out
+
+    def _titled(self, collection: str, g: nx.MultiDiGraph) -> dict[str, list[str]]:
+        """``{entity node: [doc ids whose title it is]}`` for the graph ``g`` (cached with it)."""
+        cached = self._titled_cache.get(collection)
+        if cached is not None and cached[0] is g:
+            return cached[1]
+        titled: dict[str, list[str]] = {}
+        for node in g:
+            if node.startswith("doc:"):
+                for entity, edges in g.succ[node].items():
+                    if any(e["kind"] == "mentions" for e in edges.values()):
+                        titled.setdefault(entity, []).append(node[4:])
+        titled = {k: sorted(v) for k, v in titled.items()}
+        self._titled_cache[collection] = (g, titled)
+        return titled
 
     def entities_of(self, collection: str, span_id: str) -> list[str]:
         """The normalized entities ``span_id`` mentions, in order of first mention."""

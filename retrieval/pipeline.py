@@ -113,10 +113,11 @@ PIPELINES: dict[str, PipelineSpec] = _registry(
     ),
     PipelineSpec(
         "default",
-        "what the service runs by default: the maxsim first stage (searching 300 deep, BM25 over"
-        " documents, sentences and rows) and the context bubble under a 500-token budget",
+        "what the service runs by default: hybrid first stage (300 deep; BM25 over documents,"
+        " sentences and rows) with MaxSim over the top 30 documents, then the context bubble"
+        " under a 500-token budget",
         RetrievalParams(
-            first_stage_k=300, bm25_granularities=["document", "sentence", "row"], maxsim_depth=50,
+            first_stage_k=300, bm25_granularities=["document", "sentence", "row"], maxsim_depth=30,
             selector="bubble", top_k=40, budget_tokens=500,
         ),
     ),

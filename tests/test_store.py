@@ -148,7 +148,7 @@ def test_dense_search_ranks_every_span_by_inner_product(store):
     query = ALPHA[2][2]
     hits = store.dense_search(C, query, k=100)
     assert [h.span_id for h in hits] == brute_force(query, vectors, list(vectors))
-    assert hits[0].span_id == "alpha#2" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert hits[0].span_id == "alpha#2" and hits[0].score == pytest.approx(1.0, abs=1e-3)  # fp16 codes in the index
     scores = [h.score for h in hits]
     assert scores == sorted(scores, reverse=True)
     assert [h.span_id for h in store.dense_search(C, query, k=3)] == [h.span_id for h in hits[:3]]

@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS token_vectors (
 """
 
 SPAN_COLUMNS = 'id, doc_id, parent_id, granularity, start, "end", text, heading_path, n_tokens, header, ord'
+DENSE_CODEC = "fp16"  # of the derived FAISS file; an index saved with another is rebuilt
 _CHUNK = 900  # stay under SQLite's bound-parameter limit on old builds
 
 
@@ -566,7 +567,8 @@ class SqliteFaissStore(SpanStore):
         directory = self._index_dir(collection)
         meta = directory / "meta.json"
         try:
-            if json.loads(meta.read_text())["generation"] != generation:
+            saved = json.loads(meta.read_text())
+            if saved["generation"] != generation or saved.get("dense_codec") != DENSE_CODEC:
                 return None
             dense = faiss.read_index(str(directory / "dense.faiss"))
             bm25 = {g: Bm25Index.load(directory / "bm25" / g) for g in GRANULARITIES}
@@ -581,7 +583,11 @@ class SqliteFaissStore(SpanStore):
             "WHERE collection = ? ORDER BY row_id",
             (collection,),
         )
-        dense = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        # fp16 codes: exhaustive search is memory-bound, and half the bytes halve its time
+        # (60k spans: 5.9 → 2.7 ms per query) at no measurable cost in ranking
+        dense = faiss.IndexIDMap2(
+            faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+        )
         if rows:
             vectors = np.frombuffer(b"".join(r[4] for r in rows), dtype=np.float32).reshape(-1, dim)
             dense.add_with_ids(vectors, np.array([r[0] for r in rows], dtype=np.int64))
@@ -604,7 +610,7 @@ class SqliteFaissStore(SpanStore):
         faiss.write_index(dense, str(staging / "dense.faiss"))
         for g, index in bm25.items():
             index.save(staging / "bm25" / g)
-        (staging / "meta.json").write_text(json.dumps({"generation": generation}))
+        (staging / "meta.json").write_text(json.dumps({"generation": generation, "dense_codec": DENSE_CODEC}))
         old = directory.with_name(directory.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
         if directory.exists():

@@ -93,9 +93,16 @@ class ContextBubble:
                 spans_of_doc[doc_id] = store.document_spans(collection, doc_id)
             return spans_of_doc[doc_id]
 
+        index_of_doc: dict[str, dict[str, Span]] = {}
+
+        def span_index(doc_id: str) -> dict[str, Span]:
+            if doc_id not in index_of_doc:
+                index_of_doc[doc_id] = {s.id: s for s in doc_spans(doc_id)}
+            return index_of_doc[doc_id]
+
         def add_region(anchor: Span, source: str) -> None:
             spans = doc_spans(anchor.doc_id)
-            by_id = {s.id: s for s in spans}
+            by_id = span_index(anchor.doc_id)
             pieces = [s for s in spans if s.granularity in PIECES]
             if len(pieces) > params.bubble_region_units:
                 region = _enclosing(anchor, by_id, REGIONS) or anchor
@@ -143,8 +150,8 @@ class ContextBubble:
         for unit, r in zip(ordered, relevance):
             span = unit.span
             unit.terms = terms(span.context_text)
-            by_id = {s.id: s for s in doc_spans(span.doc_id)} if span.doc_id in spans_of_doc else {}
-            parent = by_id.get(span.parent_id or "")
+            # only documents already loaded: a stray first-stage piece costs no extra query
+            parent = span_index(span.doc_id).get(span.parent_id or "") if span.doc_id in spans_of_doc else None
             unit.region = span.parent_id or span.doc_id
             if span.granularity == "row" and span.header:
                 if unit.region not in headers:
@@ -162,8 +169,8 @@ class ContextBubble:
             }
 
         taken: list[int] = []
+        taken_by_doc: dict[str, list[int]] = {}
         decided: dict[int, str] = {}
-        covered: set[str] = set()
         tables_paid: set[str] = set()
         per_region: dict[str, int] = {}
         per_doc: dict[str, int] = {}
@@ -180,8 +187,14 @@ class ContextBubble:
             if doc in visited and (doc not in lead_of or base[i] > base[lead_of[doc]]):
                 lead_of[doc] = i
         floor_reached = False
+        question_list = sorted(question_terms)
+        mentions = np.array(
+            [[t in u.terms for t in question_list] for u in ordered], dtype=bool
+        ).reshape(len(ordered), len(question_list))
+        covered_mask = np.zeros(len(question_list), dtype=bool)
+        is_open = np.ones(len(ordered), dtype=bool)
         while True:
-            open_units = [i for i in range(len(ordered)) if i not in decided]
+            open_units = np.flatnonzero(is_open).tolist()
             if floor_reached:
                 represented = {ordered[t].span.doc_id for t in taken}
                 open_units = [i for i in open_units if lead_of.get(ordered[i].span.doc_id) == i
@@ -193,9 +206,7 @@ class ContextBubble:
                     ordered[j].scores.setdefault("gain", float(base[j]))
                     decided[j] = "k_reached"
                 break
-            coverage = np.array([
-                len((ordered[i].terms & question_terms) - covered) / max(len(question_terms), 1) for i in open_units
-            ])
+            coverage = (mentions[open_units] & ~covered_mask).sum(axis=1) / max(len(question_list), 1)
             redundancy = np.maximum(closest[open_units] - params.bubble_redundancy_threshold, 0.0)
             gains = base[open_units] + params.bubble_coverage_weight * coverage - params.bubble_redundancy_weight * redundancy
             best = int(np.argmax(gains))
@@ -211,7 +222,8 @@ class ContextBubble:
                 floor_reached = True
                 continue
             cost = unit.span.n_tokens - (unit.header_tokens if unit.region in tables_paid and unit.span.granularity == "row" else 0)
-            if closest[i] >= params.bubble_duplicate_similarity or any(overlaps(unit.span, ordered[t].span) for t in taken):
+            is_open[i] = False
+            if closest[i] >= params.bubble_duplicate_similarity or any(overlaps(unit.span, ordered[t].span) for t in taken_by_doc.get(unit.span.doc_id, ())):
                 decided[i] = "redundant"
             elif per_doc.get(unit.span.doc_id, 0) >= params.bubble_doc_cap:
                 decided[i] = "doc_cap"
@@ -222,9 +234,10 @@ class ContextBubble:
             else:
                 decided[i] = ""
                 taken.append(i)
+                taken_by_doc.setdefault(unit.span.doc_id, []).append(i)
                 total += cost
                 unit.scores["cost"] = float(cost)
-                covered |= unit.terms & question_terms
+                covered_mask |= mentions[i]
                 per_doc[unit.span.doc_id] = per_doc.get(unit.span.doc_id, 0) + 1
                 per_region[unit.region] = per_region.get(unit.region, 0) + 1
                 if unit.span.granularity == "row":
@@ -247,12 +260,13 @@ class ContextBubble:
                 n_tokens=unit.span.n_tokens, decision="taken" if reason == "" else "dropped",
                 reason=f"taken ({unit.source})" if reason == "" else reason, source=unit.source,
             ))
+        unit_docs = {u.span.doc_id for u in units.values()}
         for c in candidates:
             if c.span_id not in units:
                 trace.append(TraceEntry(
                     span_id=c.span_id, rank=next_rank, scores=dict(c.scores), n_tokens=c.span.n_tokens,
-                    decision="dropped", reason="expanded into its pieces" if any(
-                        u.span.doc_id == c.doc_id for u in units.values()) else "outside the bubble",
+                    decision="dropped",
+                    reason="expanded into its pieces" if c.doc_id in unit_docs else "outside the bubble",
                     source="first_stage",
                 ))
                 next_rank += 1
