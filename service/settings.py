@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from indexing.spans import Granularity
@@ -27,7 +27,9 @@ class Settings(BaseSettings):
     embed_batch_size: int = Field(16, ge=1, description="texts per encoder batch (small batches pad less on CPU)")
     ingest_batch_docs: int = Field(32, ge=1, description="documents per write transaction during ingest")
     token_codec: Literal["fp16", "int8", "binary"] | None = Field(
-        None, description="store token vectors of scored spans for late interaction (None: off)"
+        "binary",
+        description="codes of the token vectors stored for late interaction ('off': none; the"
+        " default pipeline's MaxSim then has nothing to score and ranks like hybrid)",
     )
     token_model: str | None = Field(
         None,
@@ -44,6 +46,11 @@ class Settings(BaseSettings):
     answer_sentences: int = Field(3, ge=1, description="sentences the extractive generator cites")
     host: str = "127.0.0.1"
     port: int = 8000
+
+    @field_validator("token_codec", mode="before")
+    @classmethod
+    def _off_means_none(cls, value):
+        return None if isinstance(value, str) and value.lower() in ("", "off", "none") else value
 
     def retrieval_overrides(self) -> dict:
         return {k: v for k, v in {"top_k": self.top_k, "budget_tokens": self.budget_tokens}.items() if v is not None}

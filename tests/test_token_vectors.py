@@ -70,13 +70,21 @@ def test_deleting_a_document_removes_its_token_vectors(token_rag, samples_dir):
 
 
 def test_an_existing_collection_gains_token_vectors_when_a_codec_is_configured(make_rag, tmp_path, samples_dir):
-    plain = make_rag(tmp_path / "data")
+    plain = make_rag(tmp_path / "data", token_codec="off")
     plain.ingest_paths(C, [samples_dir])
     assert plain.store.token_vector_stats(C) == {}
     with_tokens = make_rag(tmp_path / "data", token_codec="int8")
     report = with_tokens.ingest_paths(C, [samples_dir])
     assert report.unchanged > 0 and report.token_spans > 0
     assert set(with_tokens.store.token_vector_stats(C)) == {"int8"}
+
+
+def test_changing_the_codec_recomputes_every_token_vector_in_the_new_one(make_rag, tmp_path, samples_dir):
+    make_rag(tmp_path / "data").ingest_paths(C, [samples_dir])  # the default: binary
+    fp16 = make_rag(tmp_path / "data", token_codec="fp16")
+    report = fp16.ingest_paths(C, [samples_dir])
+    assert report.unchanged > 0 and report.token_spans == len(token_spans(fp16))
+    assert set(fp16.store.token_vector_stats(C)) == {"fp16"}
 
 
 def test_the_maxsim_pipeline_adds_a_token_level_document_signal(token_rag, samples_dir):
@@ -91,7 +99,8 @@ def test_the_maxsim_pipeline_adds_a_token_level_document_signal(token_rag, sampl
     assert result.ranked_documents[0].score > hybrid.ranked_documents[0].score
 
 
-def test_without_token_vectors_the_maxsim_pipeline_ranks_like_hybrid(rag, samples_dir):
+def test_without_token_vectors_the_maxsim_pipeline_ranks_like_hybrid(make_rag, tmp_path, samples_dir):
+    rag = make_rag(tmp_path / "data", token_codec="off")
     rag.ingest_paths(C, [samples_dir])
     question = "What is the price of Kenyan coffee?"
     maxsim_docs = [d.doc_id for d in rag.retrieve(C, question, pipeline="maxsim").ranked_documents]
@@ -140,7 +149,7 @@ def test_the_xtr_pipelines_rank_by_retrieved_tokens(token_rag, samples_dir):
 
 
 def test_the_index_footprint_counts_token_vectors_only_where_they_are_stored(token_rag, make_rag, tmp_path, samples_dir):
-    rag = make_rag(tmp_path / "plain")
+    rag = make_rag(tmp_path / "plain", token_codec="off")
     rag.ingest_paths(C, [samples_dir])
     token_rag.ingest_paths(C, [samples_dir])
     plain, with_tokens = rag.store.index_footprint(C), token_rag.store.index_footprint(C)
