@@ -81,6 +81,11 @@ def run_query(rag, collection: str, pipeline: str, query) -> dict:
         "timings_ms": {**result.timings_ms, "generation_ms": generation_ms},
         "answer": answer.text,
         "citations": [asdict(c) for c in answer.citations],
+        # the selector's decisions, compact: [span_id, decision, reason, source, {score: value}]
+        "trace": [
+            [t.span_id, t.decision, t.reason, t.source, {k: round(v, 4) for k, v in t.scores.items()}]
+            for t in result.context.trace
+        ],
     }
 
 

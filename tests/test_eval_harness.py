@@ -91,6 +91,8 @@ def test_metrics_recomputed_from_run_files_equal_results(evaluated):
         q = json.loads(run_file.read_text())["queries"][0]
         assert {"qid", "ranked", "context", "context_tokens", "timings_ms", "answer", "citations", "gold"} <= set(q)
         assert {"span_id", "doc_id", "text", "start", "end", "granularity", "n_tokens"} <= set(q["context"][0])
+        taken = [t[0] for t in q["trace"] if t[1] == "taken"]  # the selector's decisions travel too
+        assert sorted(taken) == sorted(c["span_id"] for c in q["context"])
 
 
 def test_report_and_plots_exist(evaluated):

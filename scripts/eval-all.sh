@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Every evaluation table in the README, in one go (about 40 minutes on 2 cores, most of it
+# the first ingest of SciFact). Collections are cached in .eval-data; reports go to runs/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
+S=.venv/bin/spanrag
+$S eval --dataset beir:../shared/datasets/scifact --split train \
+    -p dense -p bm25 -p hybrid -p maxsim -p xtr -p xtr-only -p adaptive-k -p clustered -p bubble -p default \
+    --data-dir .eval-data --out runs/scifact-train
+$S eval --dataset hotpotqa:../shared/datasets/hotpotqa/dev50.json \
+    -p dense -p bm25 -p hybrid -p maxsim -p adaptive-k -p clustered -p bubble -p default \
+    --data-dir .eval-data --out runs/hotpotqa-dev
+$S eval --dataset tatqa:../shared/datasets/tatqa/dev.json \
+    -p dense -p bm25 -p hybrid -p maxsim -p adaptive-k -p clustered -p bubble -p default \
+    --data-dir .eval-data --out runs/tatqa-dev
+SPANRAG_BUDGET_TOKENS=300 $S eval --dataset tatqa:../shared/datasets/tatqa/dev.json \
+    -p hybrid -p bubble -p default --data-dir .eval-data --out runs/tatqa-dev-300
+.venv/bin/python -m bench.query_latency --dataset beir:../shared/datasets/scifact --split train \
+    --limit 300 --pipeline hybrid --pipeline maxsim --pipeline xtr --pipeline default \
+    --data-dir .eval-data --out runs/bench/query_latency.json
