@@ -48,6 +48,7 @@ class PipelineSpec:
             "dense": bool(self.params.dense_granularities),
             "bm25": bool(self.params.bm25_granularities),
             "tokens": self.uses_token_vectors,
+            "token_index": bool(self.params.xtr_k),
         }
         return [name for name, on in used.items() if on]
 

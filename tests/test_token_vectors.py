@@ -156,3 +156,6 @@ def test_the_index_footprint_counts_token_vectors_only_where_they_are_stored(tok
     assert plain["dense"] > 0 and plain["bm25"] > 0 and "tokens" not in plain
     stats = token_rag.store.token_vector_stats(C)["binary"]
     assert with_tokens["tokens"] >= stats["bytes"]  # the codes, plus their span directory
+    token_rag.retrieve(C, "Which planet has two moons?", pipeline="xtr")
+    after_xtr = token_rag.store.index_footprint(C)
+    assert after_xtr["token_index"] > 0 and after_xtr["tokens"] == with_tokens["tokens"]

@@ -178,8 +178,9 @@ class SpanStore(ABC):
         return PackedTokens(found, np.concatenate(parts), offsets, [stored[d][0][0] for d in found])
 
     def index_footprint(self, collection: str) -> dict[str, int]:
-        """Bytes of each search structure: ``dense``, ``bm25`` and ``tokens`` (the token
-        vectors late interaction reads). Backends without separate structures return {}."""
+        """Bytes of each search structure: ``dense``, ``bm25``, ``tokens`` (the token codes
+        MaxSim reads) and ``token_index`` (XTR's token search index). Backends without
+        separate structures return {}."""
         return {}
 
     def token_search(self, collection: str, query_tokens: np.ndarray, k: int) -> TokenHits:

@@ -506,7 +506,10 @@ class SqliteFaissStore(SpanStore):
         footprint = {"dense": size(directory / "dense.faiss"), "bm25": size(directory / "bm25")}
         tokens = directory.with_name(collection + ".tokens")
         if tokens.exists():
-            footprint["tokens"] = size(tokens)
+            signs = sum(p.stat().st_size for p in tokens.glob("signs.*.faissbin"))
+            footprint["tokens"] = size(tokens) - signs
+            if signs:
+                footprint["token_index"] = signs  # XTR's binary index, built on first use
         return footprint
 
     def token_search(self, collection: str, query_tokens: np.ndarray, k: int) -> TokenHits:
