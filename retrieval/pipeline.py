@@ -58,6 +58,10 @@ def _registry(*specs: PipelineSpec) -> dict[str, PipelineSpec]:
 
 
 HYBRID = RetrievalParams()
+DEFAULT = RetrievalParams(
+    first_stage_k=300, bm25_granularities=["document", "sentence", "row"], maxsim_depth=30,
+    selector="bubble", top_k=40, budget_tokens=500,
+)
 PIECE_GRANULARITIES = ("sentence", "row")  # what an answer cites
 PIPELINES: dict[str, PipelineSpec] = _registry(
     PipelineSpec(
@@ -117,10 +121,12 @@ PIPELINES: dict[str, PipelineSpec] = _registry(
         "what the service runs by default: hybrid first stage (300 deep; BM25 over documents,"
         " sentences and rows) with MaxSim over the top 30 documents, then the context bubble"
         " under a 500-token budget",
-        RetrievalParams(
-            first_stage_k=300, bm25_granularities=["document", "sentence", "row"], maxsim_depth=30,
-            selector="bubble", top_k=40, budget_tokens=500,
-        ),
+        DEFAULT,
+    ),
+    PipelineSpec(
+        "default-no-graph",
+        "the default without the graph step (ablation): the bubble grows from its anchors only",
+        DEFAULT.model_copy(update={"bubble_graph_docs": 0}),
     ),
 )
 

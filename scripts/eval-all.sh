@@ -10,7 +10,7 @@ $S eval --dataset beir:../shared/datasets/scifact --split train \
     -p dense -p bm25 -p hybrid -p maxsim -p xtr -p xtr-only -p adaptive-k -p clustered -p bubble -p default \
     --data-dir .eval-data --out runs/scifact-train
 $S eval --dataset hotpotqa:../shared/datasets/hotpotqa/dev50.json \
-    -p dense -p bm25 -p hybrid -p maxsim -p adaptive-k -p clustered -p bubble -p default \
+    -p dense -p bm25 -p hybrid -p maxsim -p adaptive-k -p clustered -p bubble -p default -p default-no-graph \
     --data-dir .eval-data --out runs/hotpotqa-dev
 $S eval --dataset tatqa:../shared/datasets/tatqa/dev.json \
     -p dense -p bm25 -p hybrid -p maxsim -p adaptive-k -p clustered -p bubble -p default \

