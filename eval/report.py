@@ -34,7 +34,8 @@ def markdown_table(pipelines: Mapping[str, Mapping[str, float]]) -> str:
 
 def quality_metric(pipelines: Mapping[str, Mapping[str, float]]) -> str:
     first = next(iter(pipelines.values()), {})
-    for key in ("ndcg@10", "answer_in_context", "evidence_recall"):
+    # what selection changes: the answer, else the evidence, in the context; ranking last
+    for key in ("answer_in_context", "evidence_recall", "ndcg@10"):
         if key in first:
             return key
     return "context_tokens_mean"
@@ -51,9 +52,11 @@ def plot_quality(pipelines: Mapping[str, Mapping[str, float]], path: Path, title
     points: dict[tuple[float, float], list[str]] = {}
     for name, m in pipelines.items():  # pipelines with the same config share one labelled point
         points.setdefault((m.get("context_tokens_mean", 0.0), m.get(metric, 0.0)), []).append(name)
-    for (x, y), names in points.items():
+    for n, ((x, y), names) in enumerate(sorted(points.items())):
         ax.scatter([x], [y], s=50)
-        ax.annotate(" = ".join(names), (x, y), textcoords="offset points", xytext=(5, 5))
+        # alternate label sides so neighbouring points stay readable
+        ax.annotate(" = ".join(names), (x, y), textcoords="offset points",
+                    xytext=(5, 6 if n % 2 == 0 else -12), fontsize=8)
     ax.set_xlabel("context tokens (mean)")
     ax.set_ylabel(metric)
     ax.set_title(title)
@@ -122,3 +125,26 @@ def write_report(
 
 
 __all__ = ["markdown_table", "plot_latency", "plot_quality", "write_report"]
+
+
+def rerender(out_dir: Path) -> Path:
+    """Rebuild ``report.md`` and ``plots/`` of an eval folder from its ``results.json`` and
+    ``run.*.json`` files (no retrieval runs): ``python -m eval.report runs/scifact-train``."""
+    import json
+
+    out_dir = Path(out_dir)
+    results = json.loads((out_dir / "results.json").read_text(encoding="utf-8"))
+    latencies = {}
+    for name in results["pipelines"]:
+        run = json.loads((out_dir / f"run.{name}.json").read_text(encoding="utf-8"))
+        latencies[name] = [q["timings_ms"]["retrieval_ms"] for q in run["queries"]]
+    old = (out_dir / "report.md").read_text(encoding="utf-8") if (out_dir / "report.md").exists() else ""
+    command = old.split("```\n", 2)[1].strip() if old.count("```") >= 2 else None
+    return write_report(out_dir, results, latencies, command=command)
+
+
+if __name__ == "__main__":
+    import sys
+
+    for folder in sys.argv[1:]:
+        print(rerender(Path(folder)))
