@@ -69,6 +69,7 @@ class OpenAICompatibleOptions:
     backoff_s: float = 0.5  # sleep before retry k (k = 1, 2, ...) is backoff_s * 2 ** (k - 1)
     temperature: float = 0.0
     max_tokens: int = 512
+    system_role: bool = True  # False: the rules open the first user turn (models without a system role)
 
 
 class OpenAICompatibleGenerator:
@@ -104,7 +105,7 @@ class OpenAICompatibleGenerator:
         conversation. An empty context answers ``NO_ANSWER`` without calling the model."""
         if not context.spans:
             return Answer(NO_ANSWER, [], self.name)
-        prompt = build_prompt(question, context, history)
+        prompt = build_prompt(question, context, history, self.options.system_role)
         reply = self._with_retries(lambda: self._client.chat.completions.create(
             **self._request(prompt), stream=False))
         content = reply.choices[0].message.content if reply.choices else None
@@ -121,7 +122,7 @@ class OpenAICompatibleGenerator:
             yield NO_ANSWER
             yield Answer(NO_ANSWER, [], self.name)
             return
-        prompt = build_prompt(question, context, history)
+        prompt = build_prompt(question, context, history, self.options.system_role)
         chunks = self._with_retries(lambda: self._open_stream(prompt))
         raw, pending, started = [], "", False
         try:

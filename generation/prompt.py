@@ -66,10 +66,17 @@ def format_source(n: int, item: ContextSpan) -> str:
 
 
 def build_prompt(
-    question: str, context: Context, history: Sequence[Mapping[str, str]] | None = None
+    question: str,
+    context: Context,
+    history: Sequence[Mapping[str, str]] | None = None,
+    system_role: bool = True,
 ) -> Prompt:
     """Messages: system rules, earlier turns (see ``history_messages``), then one user message
-    with the numbered sources and the question. Source ``n`` is ``context.spans[n - 1]``."""
+    with the numbered sources and the question. Source ``n`` is ``context.spans[n - 1]``.
+
+    ``system_role=False`` is for chat formats without a system role (Gemma's, among others,
+    some of which drop a system message silently): the rules then open the first user turn,
+    as Gemma's own chat template places them."""
     numbering = {n: item for n, item in enumerate(context.spans, start=1)}
     sources = "\n\n".join(format_source(n, item) for n, item in numbering.items())
     user = (
@@ -80,8 +87,12 @@ def build_prompt(
     turns = history_messages(history or [])
     if turns and turns[-1]["role"] == "user":  # an unanswered earlier question: keep it, in one turn
         user = f"{turns.pop()['content']}\n\n{user}"
-    return Prompt([{"role": "system", "content": SYSTEM_PROMPT}, *turns, {"role": "user", "content": user}],
-                  numbering)
+    messages = [*turns, {"role": "user", "content": user}]
+    if system_role:
+        messages.insert(0, {"role": "system", "content": SYSTEM_PROMPT})
+    else:
+        messages[0] = {"role": "user", "content": f"{SYSTEM_PROMPT}\n\n{messages[0]['content']}"}
+    return Prompt(messages, numbering)
 
 
 def history_messages(history: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:

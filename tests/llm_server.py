@@ -52,6 +52,9 @@ class LlamaServer:
     port: int = 0  # 0: a free port
     n_ctx: int = 2048
     n_threads: int | None = None  # None: the server's default
+    # the GGUF has no chat template, and llama-cpp-python would fall back to llama-2's format;
+    # its "gemma" format is Gemma 3's, but drops system messages (see system_role in the options)
+    chat_format: str | None = "gemma"
     startup_timeout_s: float = 120.0
     started_s: float = field(default=0.0, init=False)  # seconds start() took
     _process: subprocess.Popen | None = field(default=None, init=False, repr=False)
@@ -71,6 +74,8 @@ class LlamaServer:
             "--model", str(self.model_path), "--model_alias", self.alias,
             "--host", self.host, "--port", str(self.port), "--n_ctx", str(self.n_ctx),
         ]
+        if self.chat_format is not None:
+            cmd += ["--chat_format", self.chat_format]
         if self.n_threads is not None:
             cmd += ["--n_threads", str(self.n_threads)]
         return cmd
