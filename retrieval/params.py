@@ -83,7 +83,7 @@ class RetrievalParams(BaseModel):
     )
     bubble_doc_weight: float = Field(0.5, ge=0, description="bubble: weight of the document's rank prior")
     bubble_doc_rank_scale: float = Field(
-        3.0, gt=0, description="bubble: document prior exp(−(rank − 1) / scale) by fused document rank"
+        2.5, gt=0, description="bubble: document prior exp(−(rank − 1) / scale) by fused document rank"
     )
     bubble_span_weight: float = Field(0.4, ge=0, description="bubble: weight of the piece's own first-stage score")
     bubble_coverage_weight: float = Field(0.2, ge=0, description="bubble: weight of newly covered question terms")
