@@ -21,6 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from generation.openai_compatible import GeneratorUnavailable
 from indexing.parsers.base import ParseError
 from indexing.store.base import (
     CollectionNotFound,
@@ -70,6 +71,11 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
     @app.exception_handler(UnknownPipeline)
     async def _unknown_pipeline(_: Request, exc: UnknownPipeline):
         return JSONResponse(status_code=400, content={"detail": exc.args[0]})
+
+    @app.exception_handler(GeneratorUnavailable)
+    async def _generator_down(_: Request, exc: GeneratorUnavailable):
+        # the answer cannot be written now, the request itself was fine: try again later
+        return JSONResponse(status_code=503, content={"detail": str(exc)}, headers={"Retry-After": "5"})
 
     @app.exception_handler(StoreMismatch)
     async def _mismatch(_: Request, exc: StoreMismatch):

@@ -80,7 +80,17 @@ class RagService:
     def generator(self) -> Generator:
         if self.settings.generator == "extractive":
             return ExtractiveGenerator(ExtractiveOptions(max_sentences=self.settings.answer_sentences))
-        raise UnknownGenerator(f"unknown generator {self.settings.generator!r}; known: extractive")
+        if self.settings.generator == "openai":
+            from generation.openai_compatible import OpenAICompatibleGenerator, OpenAICompatibleOptions
+
+            if not self.settings.llm_model:
+                raise UnknownGenerator("the openai generator needs SPANRAG_LLM_MODEL (and SPANRAG_LLM_BASE_URL)")
+            return OpenAICompatibleGenerator(OpenAICompatibleOptions(
+                base_url=self.settings.llm_base_url, model=self.settings.llm_model,
+                api_key=self.settings.llm_api_key, timeout_s=self.settings.llm_timeout_s,
+                max_retries=self.settings.llm_max_retries, system_role=self.settings.llm_system_role,
+            ))
+        raise UnknownGenerator(f"unknown generator {self.settings.generator!r}; known: extractive, openai")
 
     # -- collections and documents ---------------------------------------------------------
     def require_collection(self, collection: str) -> None:

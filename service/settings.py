@@ -42,7 +42,13 @@ class Settings(BaseSettings):
     pipeline: str = Field("default", description="retrieval pipeline the service runs (see `spanrag eval --list-pipelines`)")
     top_k: int | None = Field(None, ge=1, description="override the pipeline's top_k")
     budget_tokens: int | None = Field(None, ge=1, description="override the pipeline's context token budget")
-    generator: str = Field("extractive", description="answer generator")
+    generator: str = Field("extractive", description="answer generator: 'extractive' or 'openai' (any OpenAI-compatible endpoint)")
+    llm_base_url: str = Field("http://127.0.0.1:8080/v1", description="OpenAI-compatible endpoint, up to and including /v1")
+    llm_model: str = Field("", description="model name the endpoint serves")
+    llm_api_key: str | None = Field(None, description="API key (local servers ignore it)")
+    llm_timeout_s: float = Field(60.0, gt=0, description="per attempt; a whole non-streamed answer must fit in it")
+    llm_max_retries: int = Field(2, ge=0, description="further attempts after a connection error, timeout, 429 or 5xx")
+    llm_system_role: bool = Field(True, description="false for chat formats without a system role (Gemma on llama.cpp)")
     answer_sentences: int = Field(3, ge=1, description="sentences the extractive generator cites")
     host: str = "127.0.0.1"
     port: int = 8000

@@ -252,3 +252,25 @@ def test_an_empty_context_is_answered_without_calling_the_model():
 
     assert gen.generate(QUESTION, NO_VECTOR, empty) == Answer(NO_ANSWER, [], gen.name)
     assert list(gen.stream(QUESTION, NO_VECTOR, empty)) == [NO_ANSWER, Answer(NO_ANSWER, [], gen.name)]
+
+
+def test_the_service_answers_503_with_the_reason_when_its_llm_endpoint_is_down(make_rag, tmp_path, samples_dir):
+    """Configured for an OpenAI-compatible endpoint that nothing listens on: the query
+    endpoint says 503 and why, within the timeout and retries, while retrieval still works."""
+    from fastapi.testclient import TestClient
+
+    from app.api import create_app
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rag = make_rag(tmp_path / "data", generator="openai", llm_base_url=f"http://127.0.0.1:{port}/v1",
+                   llm_model="any", llm_timeout_s=1.0, llm_max_retries=1)
+    rag.ingest_paths("docs", [samples_dir])
+    with TestClient(create_app(service=rag)) as client:
+        started = time.monotonic()
+        response = client.post("/v1/collections/docs/query", json={"question": "How long is a year on Mercury?"})
+        assert response.status_code == 503
+        assert f"127.0.0.1:{port}" in response.json()["detail"] and response.headers["retry-after"]
+        assert time.monotonic() - started < 10
+        assert client.post("/v1/collections/docs/retrieve", json={"question": "Mercury"}).status_code == 200
