@@ -28,7 +28,7 @@ from retrieval.first_stage import (
 )
 from retrieval.params import RetrievalParams
 from retrieval.selection import SELECTORS, SelectionInputs
-from retrieval.types import Candidate, Context, RetrievalResult
+from retrieval.types import PIECE_GRANULARITIES, Candidate, Context, RetrievalResult
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,6 @@ DEFAULT = RetrievalParams(
     first_stage_k=300, bm25_granularities=["document", "sentence", "row"], maxsim_depth=30,
     selector="bubble", top_k=40, budget_tokens=500,
 )
-PIECE_GRANULARITIES = ("sentence", "row")  # what an answer cites
 PIPELINES: dict[str, PipelineSpec] = _registry(
     PipelineSpec(
         "dense",

@@ -10,6 +10,9 @@ import numpy as np
 from indexing.spans import Span
 
 
+PIECE_GRANULARITIES = ("sentence", "row")  # what a context shows and an answer cites
+
+
 def doc_id_of(span_id: str) -> str:
     """Span ids are ``<doc_id>#<n>`` (see indexing.spans.span_id)."""
     return span_id.rsplit("#", 1)[0]

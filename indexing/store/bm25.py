@@ -47,8 +47,7 @@ class Bm25Index:
         words = [words_by_id[i] for i in tokens.ids[0] if words_by_id[i] in known]
         if not words:
             return []
-        # get_scores + argpartition: bm25s's retrieve() spins up a thread pool per call,
-        # ~10 ms of a 60k-span query against ~1 ms for this
+        # get_scores + argpartition: bm25s's retrieve() spins up a thread pool per call
         scores = self._retriever.get_scores(words)
         k = min(k, int(np.count_nonzero(scores > 0)))
         if k == 0:

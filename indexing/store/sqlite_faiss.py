@@ -15,7 +15,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import shutil
 import sqlite3
 import threading
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import faiss
 import numpy as np
 
 from indexing.spans import GRANULARITIES, Document, Granularity, Span
+from indexing.store.files import staging_for, swap_in
 from indexing.store.token_matrix import PackedTokens, TokenHits, TokenMatrix
 from indexing.token_codecs import EncodedTokens
 from indexing.store.base import (
@@ -586,8 +586,7 @@ class SqliteFaissStore(SpanStore):
             "WHERE collection = ? ORDER BY row_id",
             (collection,),
         )
-        # fp16 codes: exhaustive search is memory-bound, and half the bytes halve its time
-        # (60k spans: 5.9 → 2.7 ms per query) at no measurable cost in ranking
+        # fp16 codes: exhaustive search is memory-bound, so half the bytes to read
         dense = faiss.IndexIDMap2(
             faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
         )
@@ -607,19 +606,12 @@ class SqliteFaissStore(SpanStore):
 
     def _save(self, collection: str, generation: int, dense: faiss.Index, bm25: dict) -> None:
         directory = self._index_dir(collection)
-        staging = directory.with_name(directory.name + ".building")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
+        staging = staging_for(directory)
         faiss.write_index(dense, str(staging / "dense.faiss"))
         for g, index in bm25.items():
             index.save(staging / "bm25" / g)
         (staging / "meta.json").write_text(json.dumps({"generation": generation, "dense_codec": DENSE_CODEC}))
-        old = directory.with_name(directory.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if directory.exists():
-            os.replace(directory, old)
-        os.replace(staging, directory)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in(staging, directory)
 
     def dense_search(
         self,

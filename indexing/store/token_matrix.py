@@ -23,8 +23,6 @@ Token retrieval (XTR) searches the 1-bit signs of every token in a FAISS binary 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +30,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from indexing.store.files import staging_for, swap_in
 from indexing.token_codecs import EncodedTokens, similarities
 
 
@@ -138,9 +137,7 @@ class TokenMatrix:
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, directory: Path) -> None:
-        staging = directory.with_name(directory.name + ".building")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
+        staging = staging_for(directory)
         np.save(staging / "codes.npy", self.codes)
         if self.scales is not None:
             np.save(staging / "scales.npy", self.scales)
@@ -151,12 +148,7 @@ class TokenMatrix:
         (staging / "meta.json").write_text(
             json.dumps({"stamp": list(self.stamp), "codec": self.codec, "dim": self.dim})
         )
-        old = directory.with_name(directory.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if directory.exists():
-            os.replace(directory, old)
-        os.replace(staging, directory)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in(staging, directory)
 
     @classmethod
     def load(cls, directory: Path, stamp: tuple[int, int]) -> "TokenMatrix | None":
@@ -214,9 +206,7 @@ class TokenMatrix:
         if cached is not None and cached.exists():
             index = faiss.read_index_binary(str(cached))
         else:
-            signs = np.ascontiguousarray(
-                self.codes if self.codec == "binary" else np.packbits(np.asarray(self.codes) > 0, axis=1)
-            )
+            signs = np.ascontiguousarray(sign_codes(EncodedTokens(self.codec, self.dim, self.codes)))
             bits = signs.shape[1] * 8
             if len(signs) < self.IVF_FROM_TOKENS:
                 index = faiss.IndexBinaryFlat(bits)

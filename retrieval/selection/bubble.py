@@ -38,9 +38,8 @@ import numpy as np
 from indexing.spans import Span
 from retrieval.params import RetrievalParams
 from retrieval.selection.base import SelectionInputs, overlaps, reading_order
-from retrieval.types import Candidate, Context, ContextSpan, TraceEntry
+from retrieval.types import PIECE_GRANULARITIES, Candidate, Context, ContextSpan, TraceEntry
 
-PIECES = ("sentence", "row")
 REGIONS = ("section", "table", "document")
 
 _WORD = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)*")
@@ -103,7 +102,7 @@ class ContextBubble:
         def add_region(anchor: Span, source: str) -> None:
             spans = doc_spans(anchor.doc_id)
             by_id = span_index(anchor.doc_id)
-            pieces = [s for s in spans if s.granularity in PIECES]
+            pieces = [s for s in spans if s.granularity in PIECE_GRANULARITIES]
             if len(pieces) > params.bubble_region_units:
                 region = _enclosing(anchor, by_id, REGIONS) or anchor
                 pieces = [s for s in pieces if region.start <= s.start and s.end <= region.end]
@@ -135,7 +134,7 @@ class ContextBubble:
                 added += 1
 
         for c in candidates:
-            if c.span.granularity in PIECES and c.span_id not in units:
+            if c.span.granularity in PIECE_GRANULARITIES and c.span_id not in units:
                 units[c.span_id] = Unit(c.span, "first_stage")
 
         ordered = sorted(units.values(), key=lambda u: (u.span.doc_id, u.span.start, u.span.id))
