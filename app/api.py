@@ -29,7 +29,7 @@ from indexing.store.base import (
     StoreMismatch,
 )
 from retrieval.pipeline import UnknownPipeline
-from service.engine import RagService, ranked_payload, trace_payload
+from service.engine import RagService, ranked_payload, trace_payload, usage_payload
 from service.settings import Settings
 
 class QueryRequest(BaseModel):
@@ -106,7 +106,7 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
         result = rag.retrieve(collection, body.question, body.pipeline, body.overrides())
         out = {
             "spans": ranked_payload(result),
-            "usage": {"context_tokens": result.context.n_tokens},
+            "usage": usage_payload(result),
             "timings_ms": result.timings_ms,
             "pipeline": result.pipeline,
         }

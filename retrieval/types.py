@@ -94,6 +94,26 @@ class Context:
 
 
 @dataclass
+class CompressionReport:
+    """Whether the compression stage ran on the selected context, and what it removed.
+
+    ``applied`` is False when the selected context already fit ``target_tokens`` (the gate)
+    or compression is off (``method == "off"``); the counts then stay equal."""
+
+    method: str  # off | sentence | sentence+token
+    applied: bool
+    target_tokens: int | None
+    tokens_before: int
+    tokens_after: int
+    pieces_before: int
+    pieces_after: int
+
+    @property
+    def removed_share(self) -> float:
+        return 1 - self.tokens_after / self.tokens_before if self.tokens_before else 0.0
+
+
+@dataclass
 class RetrievalResult:
     question: str
     pipeline: str
@@ -102,3 +122,4 @@ class RetrievalResult:
     ranked_documents: list[RankedDocument]
     context: Context
     timings_ms: dict[str, float]
+    compression: CompressionReport | None = None  # None: the pipeline has no compression stage

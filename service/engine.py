@@ -196,7 +196,7 @@ class RagService:
             "answer": answer.text,
             "citations": [asdict(c) for c in answer.citations],
             "context": context_payload(result),
-            "usage": {"context_tokens": result.context.n_tokens},
+            "usage": usage_payload(result),
             "timings_ms": timings,
             "pipeline": result.pipeline,
             "generator": answer.generator,
@@ -221,6 +221,17 @@ def span_payload(item: ContextSpan, standalone: bool = False) -> dict:
         "text": span.context_text if standalone else item.text, "score": item.score,
         "granularity": span.granularity, "start": span.start, "end": span.end,
         "heading_path": span.heading_path,
+    }
+
+
+def usage_payload(result: RetrievalResult) -> dict:
+    """Context tokens sent to the generator, and what compression did to get there
+    (``compression`` is None when the pipeline has no compression stage)."""
+    report = result.compression
+    return {
+        "context_tokens": result.context.n_tokens,
+        "compression": None if report is None else {
+            **asdict(report), "removed_share": round(report.removed_share, 4)},
     }
 
 
