@@ -2,25 +2,50 @@
 ``uvicorn app.api:create_app --factory``; OpenAPI docs are at ``/docs``.
 
 Endpoints:
-    POST   /v1/collections/{collection}/query          answer with citations (+ trace)
+    POST   /v1/collections/{collection}/query          answer with citations (+ trace); "stream": true for SSE
     POST   /v1/collections/{collection}/retrieve       ranked spans only
     POST   /v1/collections/{collection}/documents      JSON {id, text, title?, metadata?} or multipart file
     GET    /v1/collections/{collection}/documents/{doc_id}
     DELETE /v1/collections/{collection}/documents/{doc_id}
     GET    /v1/collections                             collections with their sizes
     GET    /healthz
+    GET    /v1/models                                  OpenAI-compatible: each collection as "spanrag:<collection>"
+    POST   /v1/chat/completions                        OpenAI-compatible chat, streamed or not (see app.openai_api)
+
+Streaming a query: ``{"question": ..., "stream": true}`` answers ``text/event-stream``
+(server-sent events, each ``event: NAME`` + ``data: JSON``), in this order:
+
+    context   {"context": [...], "usage": {...}, "pipeline", "trace"?}   the spans the answer
+              is written from, shaped as in the JSON response
+    delta     {"text": "..."}                  the next piece of the answer (one or more events)
+    answer    {"answer", "citations", "timings_ms", "generator"}   the whole answer and what it
+              cites; timings add "first_delta_ms" (question in, first delta out)
+    done      {}                               the stream is complete
+    error     {"detail": "..."}                the generator failed in mid-answer; the stream
+              ends here, without "answer" or "done"
+
+Everything that can fail before the answer starts (invalid body, unknown collection or
+pipeline, an unreachable generator: 503) is answered as JSON with a status, as without
+``stream``: retrieval runs and the first delta is awaited before the stream opens.
+
+    curl -N localhost:8000/v1/collections/docs/query -H 'content-type: application/json' \\
+         -d '{"question": "How long is a year on Mercury?", "stream": true}'
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from app import sse
+from app.openai_api import openai_router
 from generation.openai_compatible import GeneratorUnavailable
 from indexing.parsers.base import ParseError
 from indexing.store.base import (
@@ -32,6 +57,9 @@ from retrieval.pipeline import UnknownPipeline
 from service.engine import RagService, ranked_payload, trace_payload, usage_payload
 from service.settings import Settings
 
+log = logging.getLogger(__name__)
+
+
 class QueryRequest(BaseModel):
     question: str = Field(..., min_length=1, max_length=4000)
 
@@ -39,6 +67,7 @@ class QueryRequest(BaseModel):
     budget_tokens: int | None = Field(None, ge=1, le=100_000)
     pipeline: str | None = None
     trace: bool = False
+    stream: bool = Field(False, description="/query answers as server-sent events; /retrieve ignores it")
 
     @field_validator("question")
     @classmethod
@@ -49,6 +78,22 @@ class QueryRequest(BaseModel):
 
     def overrides(self) -> dict[str, Any]:
         return {k: v for k, v in {"top_k": self.top_k, "budget_tokens": self.budget_tokens}.items() if v is not None}
+
+
+def query_events_sse(events: Iterator[tuple[str, dict]]) -> Iterator[str]:
+    """``RagService.query_stream``'s events as SSE, then ``done``; a failure in mid-answer
+    becomes an ``error`` event that ends the stream."""
+    try:
+        for kind, payload in events:
+            yield sse.event(kind, payload)
+    except GeneratorUnavailable as exc:
+        yield sse.event("error", {"detail": exc.reason})
+        return
+    except Exception as exc:  # a bug: the status line is already sent, so say it in the stream
+        log.exception("query stream failed")
+        yield sse.event("error", {"detail": f"internal error: {type(exc).__name__}"})
+        return
+    yield sse.event("done", {})
 
 
 class DocumentIn(BaseModel):
@@ -63,6 +108,7 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
     rag = service or RagService(settings or Settings())
     app = FastAPI(title="spanrag", version="0.1.0", description="Span-level retrieval-augmented generation")
     app.state.rag = rag
+    app.include_router(openai_router(rag))
 
     @app.exception_handler(CollectionNotFound)
     async def _missing_collection(_: Request, exc: CollectionNotFound):
@@ -97,8 +143,11 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
     def list_collections() -> dict:
         return {"collections": [rag.store.collection_stats(c) for c in rag.store.list_collections()]}
 
-    @app.post("/v1/collections/{collection}/query")
-    def query(collection: str, body: QueryRequest) -> dict:
+    @app.post("/v1/collections/{collection}/query", response_model=None)
+    def query(collection: str, body: QueryRequest) -> dict | StreamingResponse:
+        if body.stream:
+            events = rag.query_stream(collection, body.question, body.pipeline, body.overrides(), body.trace)
+            return StreamingResponse(query_events_sse(events), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
         return rag.query(collection, body.question, body.pipeline, body.overrides(), trace=body.trace)
 
     @app.post("/v1/collections/{collection}/retrieve")

@@ -2,16 +2,18 @@
 
 It ranks the context's citable pieces (sentences and table rows) by cosine similarity of
 their stored vectors to the question, keeps the best few that clear a relative threshold,
-and writes them in reading order, each followed by its ``[n]`` marker.
+and writes them in reading order, each followed by its ``[n]`` marker. ``stream`` sends
+the same answer one cited sentence at a time.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from generation.types import Answer, Citation
+from generation.types import Answer, Citation, History
 from indexing.spans import Span
 from retrieval.types import Context
 
@@ -30,7 +32,33 @@ class ExtractiveGenerator:
     def __init__(self, options: ExtractiveOptions | None = None):
         self.options = options or ExtractiveOptions()
 
-    def generate(self, question: str, query_vector: np.ndarray, context: Context) -> Answer:
+    def generate(
+        self, question: str, query_vector: np.ndarray, context: Context, history: History | None = None
+    ) -> Answer:
+        """The context's best sentences, each cited. ``history`` is accepted (the shared
+        ``Generator`` interface) and ignored: the answer only quotes the context."""
+        parts, citations = self._cited_parts(query_vector, context)
+        return Answer(" ".join(parts) if parts else NO_ANSWER, citations, self.name)
+
+    def stream(
+        self, question: str, query_vector: np.ndarray, context: Context, history: History | None = None
+    ) -> Iterator[str | Answer]:
+        """One delta per cited sentence (``"... [1]"``, then ``" ... [2]"``), then the final
+        ``Answer``; the deltas joined are ``answer.text``, as ``generate`` writes it.
+
+            >>> *deltas, answer = ExtractiveGenerator().stream(question, query_vector, context)  # doctest: +SKIP
+        """
+        parts, citations = self._cited_parts(query_vector, context)
+        if not parts:
+            yield NO_ANSWER
+            yield Answer(NO_ANSWER, [], self.name)
+            return
+        for n, part in enumerate(parts):
+            yield part if n == 0 else f" {part}"
+        yield Answer(" ".join(parts), citations, self.name)
+
+    def _cited_parts(self, query_vector: np.ndarray, context: Context) -> tuple[list[str], list[Citation]]:
+        """The kept pieces in reading order, each as ``"text [n]"``, and their citations."""
         pieces: list[tuple[float, int, Span]] = []
         position = 0
         for item in context.spans:
@@ -43,7 +71,7 @@ class ExtractiveGenerator:
                 pieces.append((float(score), position, piece))
                 position += 1
         if not pieces:
-            return Answer(NO_ANSWER, [], self.name)
+            return [], []
         best = max(score for score, _, _ in pieces)
         ranked = sorted(pieces, key=lambda p: (-p[0], p[1]))[: self.options.max_sentences]
         kept = [p for p in ranked if best <= 0 or p[0] >= best * self.options.min_relative_score]
@@ -55,4 +83,4 @@ class ExtractiveGenerator:
                          list(piece.heading_path))
             )
             parts.append(f"{piece.context_text.strip()} [{n}]")
-        return Answer(" ".join(parts), citations, self.name)
+        return parts, citations

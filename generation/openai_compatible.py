@@ -31,7 +31,7 @@ The ``openai`` client is imported only when a generator is built (the ``llm`` ex
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -39,11 +39,10 @@ import numpy as np
 
 from generation.extractive import NO_ANSWER
 from generation.prompt import Prompt, build_prompt, parse_citations
-from generation.types import Answer
+from generation.types import Answer, History
 from retrieval.types import Context
 
 T = TypeVar("T")
-History = Sequence[Mapping[str, str]]
 
 
 class GeneratorUnavailable(RuntimeError):

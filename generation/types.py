@@ -1,8 +1,12 @@
-"""What a generator returns: the answer text and the spans its ``[n]`` markers cite."""
+"""What a generator returns: the answer text and the spans its ``[n]`` markers cite; and
+the earlier conversation turns it may be given (``History``)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+History = Sequence[Mapping[str, str]]  # earlier {"role": "user" | "assistant", "content": str} turns
 
 
 @dataclass

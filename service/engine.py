@@ -4,19 +4,22 @@ one visible place. The HTTP app, the CLI and the evaluation harness all use this
     >>> rag = RagService(Settings(data_dir=Path("/tmp/demo")))       # doctest: +SKIP
     >>> rag.ingest_paths("docs", [Path("samples")])                  # doctest: +SKIP
     >>> rag.query("docs", "What does spanrag store?")["answer"]      # doctest: +SKIP
+    >>> for kind, payload in rag.query_stream("docs", "What does spanrag store?"):  # doctest: +SKIP
+    ...     print(kind, payload)            # context, then delta ..., then answer
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
 
 from generation.base import Generator
 from generation.extractive import ExtractiveGenerator, ExtractiveOptions
-from generation.types import Answer
+from generation.types import Answer, History
 from indexing.colbert import ColbertTokenEncoder
 from indexing.embed import Encoder, TokenEncoder
 from indexing.graph import GraphIndex
@@ -89,6 +92,7 @@ class RagService:
                 base_url=self.settings.llm_base_url, model=self.settings.llm_model,
                 api_key=self.settings.llm_api_key, timeout_s=self.settings.llm_timeout_s,
                 max_retries=self.settings.llm_max_retries, system_role=self.settings.llm_system_role,
+                max_tokens=self.settings.llm_max_tokens,
             ))
         raise UnknownGenerator(f"unknown generator {self.settings.generator!r}; known: extractive, openai")
 
@@ -173,10 +177,31 @@ class RagService:
         merged = {**self.settings.retrieval_overrides(), **(overrides or {})}
         return self.retriever.retrieve(collection, question, pipeline or self.settings.pipeline, merged)
 
-    def answer(self, result: RetrievalResult) -> tuple[Answer, float]:
+    def answer(self, result: RetrievalResult, history: History | None = None) -> tuple[Answer, float]:
+        """The generator's answer to the retrieved context, and the milliseconds it took.
+        ``history``: the conversation's earlier ``{"role", "content"}`` turns."""
         started = time.perf_counter()
-        answer = self.generator.generate(result.question, result.query_vector, result.context)
-        return answer, round((time.perf_counter() - started) * 1000, 3)
+        answer = self.generator.generate(result.question, result.query_vector, result.context, history)
+        return answer, _ms_since(started)
+
+    def stream_answer(self, result: RetrievalResult, history: History | None = None) -> Iterator[str | Answer]:
+        """The answer as the generator writes it: text deltas, then the final ``Answer``
+        (whose ``text`` is the deltas joined).
+
+        The first delta is awaited before this returns, so a generator that cannot answer
+        (``GeneratorUnavailable``) raises here, before an HTTP response has started, and not
+        from the iterator (which may still raise it if the model fails in mid-answer).
+
+            >>> *deltas, answer = rag.stream_answer(rag.retrieve("docs", "Why spans?"))  # doctest: +SKIP
+        """
+        events = self.generator.stream(result.question, result.query_vector, result.context, history)
+        first = next(events)
+
+        def resumed() -> Iterator[str | Answer]:
+            yield first
+            yield from events
+
+        return resumed()
 
     def query(
         self,
@@ -185,31 +210,77 @@ class RagService:
         pipeline: str | None = None,
         overrides: dict | None = None,
         trace: bool = False,
+        history: History | None = None,
     ) -> dict:
         """The answer object the HTTP endpoint and ``spanrag query --json`` return."""
         started = time.perf_counter()
         result = self.retrieve(collection, question, pipeline, overrides)
-        answer, generation_ms = self.answer(result)
-        timings = {**result.timings_ms, "generation_ms": generation_ms,
-                   "total_ms": round((time.perf_counter() - started) * 1000, 3)}
-        out = {
-            "answer": answer.text,
-            "citations": [asdict(c) for c in answer.citations],
-            "context": context_payload(result),
-            "usage": usage_payload(result),
-            "timings_ms": timings,
-            "pipeline": result.pipeline,
-            "generator": answer.generator,
-        }
-        if trace:
-            out["trace"] = trace_payload(result)
-        return out
+        answer, generation_ms = self.answer(result, history)
+        timings = {**result.timings_ms, "generation_ms": generation_ms, "total_ms": _ms_since(started)}
+        return {**answer_payload(answer, timings), **sources_payload(result, trace)}
+
+    def query_stream(
+        self,
+        collection: str,
+        question: str,
+        pipeline: str | None = None,
+        overrides: dict | None = None,
+        trace: bool = False,
+        history: History | None = None,
+    ) -> Iterator[tuple[str, dict]]:
+        """``query`` as it happens: ``("context", sources_payload)``, then ``("delta",
+        {"text"})`` for each piece of the answer, then ``("answer", answer_payload)``, whose
+        timings add ``first_delta_ms`` (question in, first delta out) to ``query``'s.
+
+        Retrieval runs and the first delta is awaited before this returns (see
+        ``stream_answer``): an unknown collection or pipeline, or a generator that cannot
+        answer, raise here; only a failure in mid-answer comes from the iterator."""
+        started = time.perf_counter()
+        result = self.retrieve(collection, question, pipeline, overrides)
+        generation_started = time.perf_counter()
+        answer_events = self.stream_answer(result, history)
+        first_delta_ms = _ms_since(started)
+
+        def events() -> Iterator[tuple[str, dict]]:
+            yield "context", sources_payload(result, trace)
+            for event in answer_events:
+                if isinstance(event, Answer):
+                    timings = {**result.timings_ms, "first_delta_ms": first_delta_ms,
+                               "generation_ms": _ms_since(generation_started), "total_ms": _ms_since(started)}
+                    yield "answer", answer_payload(event, timings)
+                else:
+                    yield "delta", {"text": event}
+
+        return events()
 
     def close(self) -> None:
         if "store" in self.__dict__:
             self.store.close()
         if self.__dict__.get("graph") is not None:
             self.graph.close()
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def answer_payload(answer: Answer, timings_ms: dict) -> dict:
+    """The answer half of ``query``'s object: text, citations, timings, generator."""
+    return {
+        "answer": answer.text,
+        "citations": [asdict(c) for c in answer.citations],
+        "timings_ms": timings_ms,
+        "generator": answer.generator,
+    }
+
+
+def sources_payload(result: RetrievalResult, trace: bool = False) -> dict:
+    """The retrieval half of ``query``'s object: the context the answer is written from,
+    its token usage, the pipeline (and the trace when asked)."""
+    out = {"context": context_payload(result), "usage": usage_payload(result), "pipeline": result.pipeline}
+    if trace:
+        out["trace"] = trace_payload(result)
+    return out
 
 
 def span_payload(item: ContextSpan, standalone: bool = False) -> dict:

@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     llm_api_key: str | None = Field(None, description="API key (local servers ignore it)")
     llm_timeout_s: float = Field(60.0, gt=0, description="per attempt; a whole non-streamed answer must fit in it")
     llm_max_retries: int = Field(2, ge=0, description="further attempts after a connection error, timeout, 429 or 5xx")
+    llm_max_tokens: int = Field(512, ge=1, description="most tokens the model may write per answer")
     llm_system_role: bool = Field(True, description="false for chat formats without a system role (Gemma on llama.cpp)")
     answer_sentences: int = Field(3, ge=1, description="sentences the extractive generator cites")
     host: str = "127.0.0.1"

@@ -93,3 +93,12 @@ def samples_dir(tmp_path) -> Path:
     shutil.copytree(SAMPLES, target)
     return target
 
+
+@pytest.fixture(scope="session")
+def llm_server():
+    """One real llama.cpp server with Gemma 3 270M for the whole session (see llm_server.py),
+    shared by every module that needs a model behind the OpenAI-compatible generator."""
+    from llm_server import LlamaServer, gemma_model_path
+
+    with LlamaServer(gemma_model_path(), n_ctx=2048) as server:
+        yield server

@@ -12,28 +12,21 @@ terminates it (and kills it if it does not exit).
 
 from __future__ import annotations
 
-import json
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from app.server_process import answers_json, free_port, stop_process, wait_until_ready
+
+__all__ = ["LlamaServer", "LlamaServerError", "free_port", "gemma_model_path"]
+
 
 class LlamaServerError(RuntimeError):
     pass
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def gemma_model_path() -> Path:
@@ -90,26 +83,16 @@ class LlamaServer:
         self._process = subprocess.Popen(
             self.command(), stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
         )
-        deadline = began + self.startup_timeout_s
-        while True:
-            if self._process.poll() is not None:
-                self._fail(f"exited with code {self._process.returncode} before answering")
-            if self._models_answer():
-                self.started_s = time.monotonic() - began
-                return self
-            if time.monotonic() > deadline:
-                self._fail(f"did not answer GET {self.base_url}/models within {self.startup_timeout_s:.0f} s")
-            time.sleep(0.2)
+        failed = wait_until_ready(self._process, self._models_answer, self.startup_timeout_s, poll_s=0.2)
+        if failed:
+            self._fail(f"{failed} (GET {self.base_url}/models)")
+        self.started_s = time.monotonic() - began
+        return self
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            stop_process(process)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -129,11 +112,7 @@ class LlamaServer:
         self.stop()
 
     def _models_answer(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as response:
-                return response.status == 200 and "data" in json.load(response)
-        except (OSError, ValueError):  # refused, reset, timed out, not JSON yet
-            return False
+        return "data" in (answers_json(f"{self.base_url}/models") or {})
 
     def _fail(self, what: str) -> None:
         output = self.output()

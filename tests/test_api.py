@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import random
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+
+from app.server_process import SpanragServer
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 C = "docs"
@@ -32,47 +29,12 @@ CITATION_KEYS = {"id", "span_id", "doc_id", "text", "start", "end", "heading_pat
 CONTEXT_KEYS = {"span_id", "doc_id", "text", "score", "granularity"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A real uvicorn process serving ``app.api:create_app`` on a free loopback port."""
     root = tmp_path_factory.mktemp("api")
-    port = free_port()
-    env = {**os.environ, "SPANRAG_DATA_DIR": str(root / "data")}
-    log_path = root / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.api:create_app", "--factory",
-             "--host", "127.0.0.1", "--port", str(port)],
-            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"uvicorn exited with {proc.returncode}:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"uvicorn did not answer /healthz in 60 s:\n{log_path.read_text()}")
-            time.sleep(0.1)
-        yield base_url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with SpanragServer(root / "data", cwd=root) as running:
+        yield running.base_url
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from generation.openai_compatible import (
 from generation.prompt import SYSTEM_PROMPT, build_prompt, history_messages, parse_citations
 from generation.types import Answer, Citation
 from indexing.spans import Span
-from llm_server import LlamaServer, free_port, gemma_model_path
+from llm_server import free_port
 from retrieval.types import Context, ContextSpan
 
 QUESTION = "How many moons does Mars have?"
@@ -48,13 +48,6 @@ def planets_context() -> Context:
                          granularity="row"), 0.5, show_header=False),
     ]
     return Context(spans, sum(s.n_tokens for s in spans))
-
-
-@pytest.fixture(scope="session")
-def llm_server() -> Iterator[LlamaServer]:
-    """One real llama.cpp server with Gemma 3 270M for the whole session."""
-    with LlamaServer(gemma_model_path(), n_ctx=2048) as server:
-        yield server
 
 
 @pytest.fixture(scope="session")

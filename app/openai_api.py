@@ -1,0 +1,321 @@
+"""OpenAI-compatible API: any OpenAI client (SDKs, chat front ends, agent frameworks) can ask
+a spanrag collection, streamed or not.
+
+    >>> from openai import OpenAI                                                   # doctest: +SKIP
+    >>> client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused")      # doctest: +SKIP
+    >>> reply = client.chat.completions.create(model="spanrag:docs",                # doctest: +SKIP
+    ...     messages=[{"role": "user", "content": "How long is a year on Mercury?"}])
+    >>> reply.choices[0].message.content           # the answer, with [n] markers   # doctest: +SKIP
+    >>> reply.model_extra["spanrag"]["citations"]  # what each [n] cites           # doctest: +SKIP
+
+Endpoints:
+    GET  /v1/models               every collection as a model ``spanrag:<collection>``
+    POST /v1/chat/completions     chat completion (``stream: true``: server-sent chunks)
+
+Request: ``model`` is ``spanrag:<collection>`` or the bare collection name. The last message
+must be the user's and is the question that retrieval searches with; earlier ``user`` and
+``assistant`` turns go to the generator as history (their ``[n]`` markers removed, see
+``generation.prompt.history_messages``). ``system`` and ``developer`` messages are accepted and
+ignored: the generator's own rules (``generation.prompt.SYSTEM_PROMPT``: sources are data, answer
+only from them, cite them) stay the only instructions, so a client cannot loosen them. Content
+is a string or a list of ``{"type": "text", "text"}`` parts. Sampling parameters
+(``temperature``, ``top_p``, ``max_tokens``, ``stop``, ``seed``, ...) are accepted and ignored:
+the server's settings drive the generator (``SPANRAG_LLM_*``); ``n`` must be 1. spanrag's own
+options ride along in the body (``extra_body=`` with the openai client): ``pipeline``,
+``top_k``, ``budget_tokens``, ``trace``.
+
+Response: a ``chat.completion``; ``choices[0].message.content`` is the answer with its
+``[n]`` markers, ``choices[0].message.citations`` what they cite, and a top-level ``spanrag``
+object carries the citations, the context spans, the usage (with the compression report),
+the pipeline, the generator and the timings, shaped as in ``/v1/collections/{c}/query``.
+``usage`` is an estimate in the embedding model's word pieces (the unit of ``context_tokens``),
+not the generator's tokenizer: ``prompt_tokens`` = context tokens + question tokens (the
+rules and history are not counted), ``completion_tokens`` = the answer's word pieces.
+
+Streaming (``stream: true``): ``data: {chat.completion.chunk}`` events, then ``data: [DONE]``.
+The first chunk has ``delta.role = "assistant"`` and ``spanrag`` = {context, usage, pipeline};
+then one chunk per piece of the answer (``delta.content``); the last has ``finish_reason:
+"stop"``, ``delta.citations`` and ``spanrag`` = {answer (the deltas joined), citations,
+timings_ms, generator, token_usage}; with ``stream_options.include_usage`` a chunk with empty ``choices`` and the
+``usage`` follows it, as OpenAI does.
+
+Errors have OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``: 400
+``invalid_request_error`` (not JSON, schema, roles, last message not from the user, blank
+question, unknown pipeline), 404 ``model_not_found``, 409 (the collection was built with
+another model), 503 ``service_unavailable`` (the generator cannot answer; checked before a
+stream starts). A failure in mid-stream is sent as ``data: {"error": {...}}`` and the
+stream ends without ``[DONE]`` (the openai client raises ``APIError``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field, field_validator
+
+from app import sse
+from generation.openai_compatible import GeneratorUnavailable
+from indexing.store.base import CollectionNotFound, StoreMismatch
+from retrieval.pipeline import UnknownPipeline
+from service.engine import RagService
+
+log = logging.getLogger(__name__)
+MODEL_PREFIX = "spanrag:"
+MAX_QUESTION_CHARS = 4000  # as the native query endpoint's question
+
+
+# -- request ---------------------------------------------------------------------------------
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "developer", "user", "assistant"] = Field(
+        ..., description="'tool' and 'function' turns are refused: spanrag offers no tools")
+    content: str | list[dict[str, Any]] | None = Field(
+        None, description="a string or a list of {'type': 'text', 'text': ...} parts")
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_only(cls, value: Any) -> Any:
+        if value is None or isinstance(value, str):
+            return value
+        if not isinstance(value, list):
+            raise ValueError("content must be a string or a list of {'type': 'text', 'text': '...'} parts,"
+                             f" got {type(value).__name__}")
+        for part in value:
+            if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise ValueError(f"only text content parts {{'type': 'text', 'text': '...'}} are supported, got {kind!r}")
+        return value
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "\n".join(part["text"] for part in self.content)
+        return self.content or ""
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    model: str = Field(..., description="spanrag:<collection> (or the bare collection name)")
+    messages: list[ChatMessage] = Field(..., min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = Field(1, ge=1, le=1, description="one answer per request")
+    # accepted for compatibility, ignored: the server's settings drive the generator
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    stop: str | list[str] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = None
+    user: str | None = None
+    # spanrag's own options
+    pipeline: str | None = Field(None, description="retrieval pipeline (default: the server's)")
+    top_k: int | None = Field(None, ge=1, le=200)
+    budget_tokens: int | None = Field(None, ge=1, le=100_000)
+    trace: bool = Field(False, description="add every candidate's scores and fate to the spanrag object")
+
+    def overrides(self) -> dict[str, Any]:
+        return {k: v for k, v in {"top_k": self.top_k, "budget_tokens": self.budget_tokens}.items() if v is not None}
+
+    def question_and_history(self) -> tuple[str, list[dict[str, str]]]:
+        """The last (user) message's text, and the user/assistant turns before it."""
+        *earlier, last = self.messages
+        if last.role != "user":
+            raise OpenAIError(400, f"the last message must be the user's question (role 'user'), got {last.role!r}",
+                              param="messages")
+        question = last.text
+        if not question.strip():
+            raise OpenAIError(400, "the last user message has no text", param="messages")
+        if len(question) > MAX_QUESTION_CHARS:
+            raise OpenAIError(400, f"the last user message is the question: at most {MAX_QUESTION_CHARS} characters,"
+                                   f" got {len(question)}", param="messages")
+        history = [{"role": m.role, "content": m.text} for m in earlier if m.role in ("user", "assistant")]
+        return question, history
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+class OpenAIError(Exception):
+    """An error answered in OpenAI's shape."""
+
+    def __init__(self, status: int, message: str, error_type: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.error_type = status, message, error_type
+        self.param, self.code, self.headers = param, code, headers
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def as_openai_error(exc: Exception) -> OpenAIError | None:
+    """The OpenAI-shaped error for what a chat request may raise; None: not ours to answer."""
+    if isinstance(exc, OpenAIError):
+        return exc
+    if isinstance(exc, RequestValidationError):
+        errors = list(exc.errors())
+        first = errors[0] if errors else {}
+        if first.get("type") == "json_invalid":
+            reason = (first.get("ctx") or {}).get("error", "")
+            return OpenAIError(400, f"the request body is not valid JSON: {reason}".rstrip(": "), code="json_invalid")
+        where = [str(part) for part in first.get("loc", ()) if part != "body"]
+        reasons = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}"
+                            for e in errors[:3])
+        return OpenAIError(400, f"invalid request: {reasons}", param=".".join(where) or None,
+                           code=first.get("type"))
+    if isinstance(exc, CollectionNotFound):
+        return OpenAIError(404, f"collection {exc.args[0]!r} not found", code="model_not_found", param="model")
+    if isinstance(exc, UnknownPipeline):
+        return OpenAIError(400, exc.args[0], param="pipeline")
+    if isinstance(exc, StoreMismatch):
+        return OpenAIError(409, str(exc), error_type="conflict")
+    if isinstance(exc, GeneratorUnavailable):  # the request was fine; the model cannot answer now
+        return OpenAIError(503, exc.reason, error_type="service_unavailable", code="generator_unavailable",
+                           headers={"Retry-After": "5"})
+    return None
+
+
+class OpenAIErrorRoute(APIRoute):
+    """A route whose errors, request validation included, are answered in OpenAI's shape
+    (the app's own handlers answer ``{"detail"}`` for its other routes)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as exc:
+                error = as_openai_error(exc)
+                if error is None:
+                    raise
+                return error.response()
+
+        return route
+
+
+# -- responses -------------------------------------------------------------------------------
+
+def model_id(collection: str) -> str:
+    return f"{MODEL_PREFIX}{collection}"
+
+
+def collection_of(rag: RagService, model: str) -> str:
+    """The collection a model name stands for; 404 when there is none."""
+    collection = model.removeprefix(MODEL_PREFIX)
+    if not collection or not rag.store.has_collection(collection):
+        raise OpenAIError(404, f"model {model!r} not found: there is no collection {collection!r}"
+                               " (GET /v1/models lists them)", param="model", code="model_not_found")
+    return collection
+
+
+def token_usage(rag: RagService, question: str, answer: str, context_tokens: int) -> dict:
+    """OpenAI's ``usage``, estimated in the embedding model's word pieces (see module doc)."""
+    question_tokens, answer_tokens = rag.encoder.count_tokens([question, answer])
+    prompt = context_tokens + question_tokens
+    return {"prompt_tokens": prompt, "completion_tokens": answer_tokens, "total_tokens": prompt + answer_tokens}
+
+
+class Completion:
+    """One reply's identity, shared by its chunks: ``chatcmpl-<hex>``, creation time, model."""
+
+    def __init__(self, model: str):
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.model = model
+
+    def message(self, query: dict, usage: dict) -> dict:
+        """The ``chat.completion`` object for ``RagService.query``'s answer object."""
+        spanrag = {k: v for k, v in query.items() if k != "answer"}
+        return {
+            "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
+            "system_fingerprint": None,
+            "choices": [{
+                "index": 0, "finish_reason": "stop", "logprobs": None,
+                "message": {"role": "assistant", "content": query["answer"], "refusal": None,
+                            "citations": query["citations"]},
+            }],
+            "usage": usage,
+            "spanrag": spanrag,
+        }
+
+    def chunk(self, delta: dict, finish_reason: str | None = None, **extra: Any) -> dict:
+        return {
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "system_fingerprint": None,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
+            **extra,
+        }
+
+    def chunks(self, rag: RagService, question: str, events: Iterator[tuple[str, dict]],
+               include_usage: bool) -> Iterator[str]:
+        """``RagService.query_stream``'s events as OpenAI chunks (see module doc)."""
+        context_tokens = 0
+        try:
+            for kind, payload in events:
+                if kind == "context":
+                    context_tokens = payload["usage"]["context_tokens"]
+                    yield sse.data(self.chunk({"role": "assistant", "content": ""}, spanrag=payload))
+                elif kind == "delta":
+                    yield sse.data(self.chunk({"content": payload["text"]}))
+                else:  # the final answer
+                    usage = token_usage(rag, question, payload["answer"], context_tokens)
+                    yield sse.data(self.chunk({"citations": payload["citations"]}, "stop",
+                                              spanrag={**payload, "token_usage": usage}))
+                    if include_usage:
+                        yield sse.data({**self.chunk({}), "choices": [], "usage": usage})
+        except Exception as exc:  # the status line is out: the error goes into the stream
+            error = as_openai_error(exc)
+            if error is None:
+                log.exception("chat stream failed")
+                error = OpenAIError(500, f"internal error: {type(exc).__name__}", error_type="server_error")
+            yield sse.data(error.body())
+            return
+        yield sse.data("[DONE]")
+
+
+# -- routes ----------------------------------------------------------------------------------
+
+def openai_router(rag: RagService) -> APIRouter:
+    """``/v1/models`` and ``/v1/chat/completions`` over ``rag`` (``create_app`` includes it)."""
+    router = APIRouter(route_class=OpenAIErrorRoute, tags=["OpenAI-compatible"])
+
+    @router.get("/v1/models")
+    def list_models() -> dict:
+        """Every collection as a model (spanrag keeps no creation time: ``created`` is 0)."""
+        return {"object": "list", "data": [
+            {"id": model_id(c), "object": "model", "created": 0, "owned_by": "spanrag"}
+            for c in rag.store.list_collections()
+        ]}
+
+    @router.post("/v1/chat/completions", response_model=None)
+    def chat_completions(body: ChatCompletionRequest) -> dict | StreamingResponse:
+        collection = collection_of(rag, body.model)
+        question, history = body.question_and_history()
+        reply = Completion(model_id(collection))
+        if body.stream:
+            # retrieval and the first delta happen here, so failures still get a status
+            events = rag.query_stream(collection, question, body.pipeline, body.overrides(), body.trace, history)
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return StreamingResponse(reply.chunks(rag, question, events, include_usage),
+                                     media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+        out = rag.query(collection, question, body.pipeline, body.overrides(), body.trace, history)
+        return reply.message(out, token_usage(rag, question, out["answer"], out["usage"]["context_tokens"]))
+
+    return router
