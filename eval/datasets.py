@@ -13,6 +13,8 @@ Gold data per query:
   count (BEIR; HotpotQA yes/no answers; TAT-QA answers that are not ``span``/``multi-span``).
   ``require_all`` is True for a TAT-QA multi-span answer: every span must be in the context.
 * ``evidence``: gold evidence units (:class:`eval.metrics.EvidenceUnit`).
+* ``evidence_sentences``: finer gold evidence where the dataset marks sentences (SciFact's
+  rationale sentences, as character ranges of the document): ``sentence_evidence_recall``.
 
 The collection a dataset is ingested into is named by content:
 ``eval-<kind>-<sha256(dataset file)[:10]>-<sha256(model name)[:6]>`` (for BEIR the file is
@@ -48,6 +50,7 @@ class EvalQuery:
     context_answers: list[str] | None = None
     require_all: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
+    evidence_sentences: list[EvidenceUnit] = field(default_factory=list)
 
     def gold(self, qrels: dict[str, int] | None) -> dict:
         """The gold data a run file carries for this query (enough to recompute metrics)."""
@@ -55,6 +58,7 @@ class EvalQuery:
             "qrels": dict(qrels or {}), "answers": list(self.answers),
             "context_answers": None if self.context_answers is None else list(self.context_answers),
             "require_all": self.require_all, "evidence": [u.as_dict() for u in self.evidence],
+            "evidence_sentences": [u.as_dict() for u in self.evidence_sentences],
         }
 
 
@@ -175,6 +179,7 @@ def load_beir(folder: Path, split: str | None = None) -> EvalDataset:
         for record in _read_jsonl(evidence_path):
             evidence_sentences[str(record["query-id"])] = record.get("evidence", [])
 
+    sentence_units, unplaced = _sentence_units(corpus, evidence_sentences)
     queries = []
     for record in _read_jsonl(queries_path):
         qid = str(record["_id"])
@@ -185,10 +190,49 @@ def load_beir(folder: Path, split: str | None = None) -> EvalDataset:
         queries.append(EvalQuery(
             id=qid, text=record.get("text", ""),
             evidence=[EvidenceUnit(d, label="document") for d in relevant], meta=meta,
+            evidence_sentences=sentence_units.get(qid, []),
         ))
     if not queries:
         raise DatasetError(f"no query of {queries_path.name} has qrels in {qrels_path.name}")
-    return EvalDataset(folder.name, "beir", split, corpus, queries, qrels, corpus_path=corpus)
+    notes = [f"{unplaced} evidence sentence(s) not found verbatim in their document were left out"] if unplaced else []
+    return EvalDataset(folder.name, "beir", split, corpus, queries, qrels, corpus_path=corpus, notes=notes)
+
+
+def _sentence_units(
+    corpus: Path, evidence: dict[str, list[dict]]
+) -> tuple[dict[str, list[EvidenceUnit]], int]:
+    """Evidence sentences (indices into a record's ``metadata.sentences``) as character
+    ranges of the document the ingest builds from that record (title, blank line, text)."""
+    wanted = {str(e["doc"]) for items in evidence.values() for e in items if e.get("sentences")}
+    if not wanted:
+        return {}, 0
+    located: dict[str, tuple[str, list[str]]] = {}
+    with corpus.open(encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            doc_id = str(record.get("_id", record.get("id")))
+            if doc_id in wanted:
+                doc = parse_record(record)
+                sentences = (record.get("metadata") or {}).get("sentences") or []
+                if doc is not None:
+                    located[doc_id] = (doc.text, [str(s) for s in sentences])
+    out: dict[str, list[EvidenceUnit]] = {}
+    unplaced = 0
+    for qid, items in evidence.items():
+        for item in items:
+            doc_id = str(item["doc"])
+            text, sentences = located.get(doc_id, ("", []))
+            for index in item.get("sentences") or []:
+                sentence = sentences[index].strip() if 0 <= index < len(sentences) else ""
+                start = text.find(sentence) if sentence else -1
+                if start < 0:
+                    unplaced += 1
+                    continue
+                out.setdefault(qid, []).append(
+                    EvidenceUnit(doc_id, start, start + len(sentence), label=f"sentence {index}"))
+    return out, unplaced
 
 
 # -- HotpotQA ------------------------------------------------------------------------------------

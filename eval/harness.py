@@ -40,7 +40,8 @@ ROUND = 6
 
 #: Metric order in results.json and the report.
 METRIC_ORDER = (
-    "ndcg@10", "recall@10", "recall@100", "mrr@10", "evidence_recall", "answer_in_context",
+    "ndcg@10", "recall@10", "recall@100", "mrr@10", "evidence_recall", "sentence_evidence_recall",
+    "answer_in_context",
     "answer_em", "answer_f1", "context_tokens_mean", "context_tokens_p95", "latency_ms_p50",
     "latency_ms_p95", "n_queries",
 )
@@ -94,11 +95,13 @@ def query_metrics(record: Mapping, gold: Mapping) -> dict[str, float | None]:
     spans = record["context"]
     context_text = "\n".join(s["text"] for s in spans)
     evidence = [M.EvidenceUnit.from_dict(u) for u in gold.get("evidence", [])]
+    sentences = [M.EvidenceUnit.from_dict(u) for u in gold.get("evidence_sentences", [])]
     context_answers = gold.get("context_answers")
     answers = gold.get("answers") or []
     prediction = M.strip_citations(record.get("answer", ""))
     return {
         "evidence_recall": M.evidence_recall(evidence, spans),
+        "sentence_evidence_recall": M.evidence_recall(sentences, spans),
         "answer_in_context": None if context_answers is None
         else M.answer_in_context(context_text, context_answers, bool(gold.get("require_all"))),
         "answer_em": M.squad_em(prediction, answers) if answers else None,
@@ -115,7 +118,7 @@ def aggregate(records: Sequence[Mapping], golds: Mapping[str, Mapping]) -> dict[
         run = {r["qid"]: [d for d, _ in r["ranked"]] for r in records}
         out.update(M.ranking_metrics(run, qrels))
     per_query = [query_metrics(r, golds[r["qid"]]) for r in records]
-    for name in ("evidence_recall", "answer_in_context", "answer_em", "answer_f1"):
+    for name in ("evidence_recall", "sentence_evidence_recall", "answer_in_context", "answer_em", "answer_f1"):
         values = [m[name] for m in per_query if m[name] is not None]
         if values:
             out[name] = M.mean(values)
@@ -157,7 +160,8 @@ def _running_summary(records: list[dict], golds: Mapping[str, Mapping], has_qrel
         qrels = {r["qid"]: golds[r["qid"]]["qrels"] for r in records}
         parts.append(f"nDCG@10 {M.ranking_metrics(run, qrels)['ndcg@10']:.3f}")
     per_query = [query_metrics(r, golds[r["qid"]]) for r in records]
-    for name, label in (("evidence_recall", "ev"), ("answer_in_context", "aic"), ("answer_f1", "F1")):
+    for name, label in (("evidence_recall", "ev"), ("sentence_evidence_recall", "sent"),
+                        ("answer_in_context", "aic"), ("answer_f1", "F1")):
         values = [m[name] for m in per_query if m[name] is not None]
         if values:
             parts.append(f"{label} {M.mean(values):.3f}")

@@ -14,6 +14,7 @@ from pathlib import Path
 COLUMNS = (
     ("ndcg@10", "nDCG@10", "{:.3f}"), ("recall@10", "R@10", "{:.3f}"), ("recall@100", "R@100", "{:.3f}"),
     ("mrr@10", "MRR@10", "{:.3f}"), ("evidence_recall", "evidence recall", "{:.3f}"),
+    ("sentence_evidence_recall", "evidence sentences", "{:.3f}"),
     ("answer_in_context", "answer in context", "{:.3f}"), ("answer_em", "EM", "{:.3f}"),
     ("answer_f1", "F1", "{:.3f}"), ("context_tokens_mean", "ctx tokens mean", "{:.0f}"),
     ("context_tokens_p95", "ctx tokens p95", "{:.0f}"), ("latency_ms_p50", "latency p50 ms", "{:.1f}"),

@@ -214,6 +214,23 @@ class ColbertTokenEncoder:
                 parts[owner[b + row]].append(vectors[row, keep])
         return [np.concatenate(p).astype(np.float32) for p in parts]
 
+    def token_offsets(self, texts: list[str]) -> list[list[tuple[int, int] | None]]:
+        """Character range of each vector :meth:`encode_tokens` keeps, in the same windows and
+        order ([CLS], the [D] marker and [SEP] of each window stand for no text: None)."""
+        overhead = 2 + (self.document_prefix_id is not None)
+        window = max(1, int(self.config["document_length"]) - overhead)
+        encoded = self.tokenizer(texts, add_special_tokens=False, truncation=False, return_offsets_mapping=True)
+        out: list[list[tuple[int, int] | None]] = []
+        for ids, offsets in zip(encoded["input_ids"], encoded["offset_mapping"]):
+            kept: list[tuple[int, int] | None] = []
+            for start in range(0, max(len(ids), 1), window):
+                wrapped = self._wrap(ids[start : start + window], self.document_prefix_id)
+                spans = [None] * (len(wrapped) - len(ids[start : start + window]) - 1)
+                spans += [(int(a), int(b)) for a, b in offsets[start : start + window]] + [None]
+                kept.extend(span for token, span in zip(wrapped, spans) if token not in self.skip_ids)
+            out.append(kept)
+        return out
+
     def encode_query_tokens(self, text: str) -> np.ndarray:
         """Query token vectors, float32 [query_length, dim] with query expansion."""
         length = int(self.config["query_length"])

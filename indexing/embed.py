@@ -55,6 +55,11 @@ class TokenEncoder(Protocol):
 
     def encode_query_tokens(self, text: str) -> np.ndarray: ...
 
+    def token_offsets(self, texts: list[str]) -> list[list[tuple[int, int] | None]]:
+        """Character range in its text of each vector :meth:`encode_tokens` returns (None
+        for a vector that stands for no text, such as a marker token)."""
+        ...
+
 
 class Encoder:
     """Wraps a SentenceTransformer; built by :meth:`load`, which defers loading the model
@@ -178,6 +183,16 @@ class Encoder:
 
     def encode_query(self, text: str) -> np.ndarray:
         return self.encode([text])[0]
+
+    def token_offsets(self, texts: list[str]) -> list[list[tuple[int, int] | None]]:
+        """Character range of each word piece that :meth:`encode_tokens` gives a vector, so a
+        sentence can be scored with the stored token vectors of the paragraph holding it."""
+        if not texts:
+            return []
+        encoded = self._model.tokenizer(
+            texts, add_special_tokens=False, truncation=False, return_offsets_mapping=True
+        )
+        return [[(int(a), int(b)) for a, b in offsets] for offsets in encoded["offset_mapping"]]
 
     def encode_query_tokens(self, text: str) -> np.ndarray:
         return self.encode_query_with_tokens(text)[1]

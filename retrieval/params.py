@@ -96,3 +96,25 @@ class RetrievalParams(BaseModel):
     bubble_relative_min_gain: float = Field(
         0.0, ge=0, le=1, description="bubble: also stop below this share of the first piece's gain"
     )
+    compression: Literal["off", "sentence", "sentence+token"] = Field(
+        "off", description="prune the selected context before the generator (compression/): whole"
+        " sentences and rows, optionally then words; runs only when the context exceeds the target",
+    )
+    compress_budget_tokens: int | None = Field(
+        None, ge=1, description="compression target in tokens (with compress_ratio, the tighter one)"
+    )
+    compress_ratio: float | None = Field(
+        None, gt=0, lt=1, description="compression target as a share of the selected context's tokens"
+    )
+    compress_relevance_weight: float = Field(1.0, ge=0, description="compression: weight of a piece's cosine with the question")
+    compress_prior_weight: float = Field(2.5, ge=0, description="compression: weight of the selector's score of the piece's span")
+    compress_coverage_weight: float = Field(
+        6.0, ge=0, description="compression: weight of the question tokens a piece newly covers (MaxSim terms)"
+    )
+    compress_lead_weight: float = Field(0.3, ge=0, description="compression: bonus for the first sentence of a paragraph")
+    compress_bridge_weight: float = Field(
+        0.3, ge=0, description="compression: extra bonus for the first piece of a document the selector reached through the graph"
+    )
+    compress_token_drop: float = Field(
+        0.2, ge=0, lt=1, description="sentence+token: share of the target left to word dropping"
+    )

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 
+from compression.pruning import CompressionInputs, ContextCompressor
 from indexing.embed import Encoder, TokenEncoder
 from indexing.graph import GraphIndex
 from indexing.spans import Span
@@ -123,6 +124,24 @@ PIPELINES: dict[str, PipelineSpec] = _registry(
         DEFAULT,
     ),
     PipelineSpec(
+        "default-compressed",
+        "the default, then sentence-level compression of its context to 60% of its tokens"
+        " (pieces chosen by relevance, MaxSim coverage of the question's tokens and selector score)",
+        DEFAULT.model_copy(update={"compression": "sentence", "compress_ratio": 0.6}),
+    ),
+    PipelineSpec(
+        "default-compressed-tokens",
+        "the default-compressed pipeline with token-level pruning: sentences to 1/0.8 of the target,"
+        " then the words least similar to the question dropped down to it (numbers kept)",
+        DEFAULT.model_copy(update={"compression": "sentence+token", "compress_ratio": 0.6}),
+    ),
+    PipelineSpec(
+        "default-300",
+        "the default with a 300-token budget: what selecting less gives, the baseline that"
+        " compression to 60% of 500 tokens must beat",
+        DEFAULT.model_copy(update={"budget_tokens": 300}),
+    ),
+    PipelineSpec(
         "default-no-graph",
         "the default without the graph step (ablation): the bubble grows from its anchors only",
         DEFAULT.model_copy(update={"bubble_graph_docs": 0}),
@@ -165,6 +184,7 @@ class Retriever:
         self.graph = graph
         self.token_encoder: TokenEncoder = token_encoder or encoder
         self.selectors = {name: cls() for name, cls in SELECTORS.items()}
+        self.compressor = ContextCompressor()
 
     def retrieve(
         self,
@@ -179,13 +199,15 @@ class Retriever:
 
         started = time.perf_counter()
         late_interaction = bool(params.maxsim_depth or params.xtr_k)
-        if late_interaction:
+        compressing = params.compression != "off"
+        query_tokens = None
+        if late_interaction or compressing:
             self._check_token_model(collection)
-        if late_interaction and self.token_encoder is self.encoder:
+        if (late_interaction or compressing) and self.token_encoder is self.encoder:
             query_vector, query_tokens = self.encoder.encode_query_with_tokens(question)  # one pass
         else:
             query_vector = self.encoder.encode_query(question)
-            if late_interaction:
+            if late_interaction or compressing:
                 query_tokens = self.token_encoder.encode_query_tokens(question)
         timings["encode_ms"] = _ms(started)
 
@@ -221,11 +243,18 @@ class Retriever:
         context = self.selectors[params.selector].select(pool, params, inputs)
         self._attach_pieces(collection, context)
         timings["selection_ms"] = _ms(t)
+        compression = None
+        if compressing:
+            t = time.perf_counter()
+            context, compression = self.compressor.compress(context, params, CompressionInputs(
+                collection, query_vector, self.store, self.encoder.count_tokens, query_tokens, self.token_encoder,
+            ))
+            timings["compression_ms"] = _ms(t)
         timings["retrieval_ms"] = _ms(started)
         return RetrievalResult(
             question=question, pipeline=spec.name, query_vector=query_vector,
             candidates=candidates, ranked_documents=ranked_documents, context=context,
-            timings_ms=timings,
+            timings_ms=timings, compression=compression,
         )
 
     def _check_token_model(self, collection: str) -> None:

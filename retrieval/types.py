@@ -75,6 +75,7 @@ class ContextSpan:
     piece_vectors: np.ndarray | None = None
     show_header: bool = True  # False for a table row whose header an earlier row shows
     n_tokens: int = -1  # what it costs in the context; -1: the span's own count
+    display_text: str | None = None  # set by token-level compression: the span with words dropped
 
     def __post_init__(self) -> None:
         if self.n_tokens < 0:
@@ -82,7 +83,9 @@ class ContextSpan:
 
     @property
     def text(self) -> str:
-        """What the context shows for it."""
+        """What the context shows for it (citations still carry the span's own text)."""
+        if self.display_text is not None:
+            return self.display_text
         return self.span.context_text if self.show_header else self.span.text
 
 
