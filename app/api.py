@@ -53,6 +53,7 @@ from indexing.store.base import (
     InvalidCollectionName,
     StoreMismatch,
 )
+from app.options import RetrievalOptions
 from retrieval.pipeline import UnknownPipeline
 from service.engine import RagService, ranked_payload, trace_payload, usage_payload
 from service.settings import Settings
@@ -60,11 +61,8 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 
-class QueryRequest(BaseModel):
+class QueryRequest(RetrievalOptions):
     question: str = Field(..., min_length=1, max_length=4000)
-
-    top_k: int | None = Field(None, ge=1, le=200)
-    budget_tokens: int | None = Field(None, ge=1, le=100_000)
     pipeline: str | None = None
     trace: bool = False
     stream: bool = Field(False, description="/query answers as server-sent events; /retrieve ignores it")
@@ -75,9 +73,6 @@ class QueryRequest(BaseModel):
         if not value.strip():
             raise ValueError("the question is blank")
         return value
-
-    def overrides(self) -> dict[str, Any]:
-        return {k: v for k, v in {"top_k": self.top_k, "budget_tokens": self.budget_tokens}.items() if v is not None}
 
 
 def query_events_sse(events: Iterator[tuple[str, dict]]) -> Iterator[str]:

@@ -121,6 +121,8 @@ def query(
     pipeline: Optional[str] = typer.Option(None, help="retrieval pipeline (default: the service's)"),
     top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="most spans in the context"),
     budget_tokens: Optional[int] = typer.Option(None, "--budget-tokens", min=1, help="context token budget"),
+    compress_tokens: Optional[int] = typer.Option(
+        None, "--compress-tokens", min=1, help="prune the selected context to this many tokens (sentence level)"),
     trace: bool = typer.Option(False, help="include the selection trace (with --json)"),
     json_out: bool = typer.Option(False, "--json", help="print the same object as the HTTP endpoint"),
 ) -> None:
@@ -129,6 +131,8 @@ def query(
         fail("the question is empty")
     rag = make_service(data_dir)
     overrides = {k: v for k, v in {"top_k": top_k, "budget_tokens": budget_tokens}.items() if v is not None}
+    if compress_tokens is not None:
+        overrides |= {"compression": "sentence", "compress_budget_tokens": compress_tokens}
     try:
         rag.require_collection(collection)
         rag.encoder.dim  # load the model first, so timings_ms shows the query, not start-up

@@ -22,7 +22,8 @@ is a string or a list of ``{"type": "text", "text"}`` parts. Sampling parameters
 (``temperature``, ``top_p``, ``max_tokens``, ``stop``, ``seed``, ...) are accepted and ignored:
 the server's settings drive the generator (``SPANRAG_LLM_*``); ``n`` must be 1. spanrag's own
 options ride along in the body (``extra_body=`` with the openai client): ``pipeline``,
-``top_k``, ``budget_tokens``, ``trace``.
+``top_k``, ``budget_tokens``, ``compression``, ``compress_budget_tokens``, ``compress_ratio``,
+``trace`` (see ``app.options.RetrievalOptions``).
 
 Response: a ``chat.completion``; ``choices[0].message.content`` is the answer with its
 ``[n]`` markers, ``choices[0].message.citations`` what they cite, and a top-level ``spanrag``
@@ -62,6 +63,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field, field_validator
 
 from app import sse
+from app.options import RetrievalOptions
 from generation.openai_compatible import GeneratorUnavailable
 from indexing.store.base import CollectionNotFound, StoreMismatch
 from retrieval.pipeline import UnknownPipeline
@@ -105,7 +107,7 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
+class ChatCompletionRequest(RetrievalOptions):
     model: str = Field(..., description="spanrag:<collection> (or the bare collection name)")
     messages: list[ChatMessage] = Field(..., min_length=1)
     stream: bool = False
@@ -123,12 +125,7 @@ class ChatCompletionRequest(BaseModel):
     user: str | None = None
     # spanrag's own options
     pipeline: str | None = Field(None, description="retrieval pipeline (default: the server's)")
-    top_k: int | None = Field(None, ge=1, le=200)
-    budget_tokens: int | None = Field(None, ge=1, le=100_000)
     trace: bool = Field(False, description="add every candidate's scores and fate to the spanrag object")
-
-    def overrides(self) -> dict[str, Any]:
-        return {k: v for k, v in {"top_k": self.top_k, "budget_tokens": self.budget_tokens}.items() if v is not None}
 
     def question_and_history(self) -> tuple[str, list[dict[str, str]]]:
         """The last (user) message's text, and the user/assistant turns before it."""

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     pipeline: str = Field("default", description="retrieval pipeline the service runs (see `spanrag eval --list-pipelines`)")
     top_k: int | None = Field(None, ge=1, description="override the pipeline's top_k")
     budget_tokens: int | None = Field(None, ge=1, description="override the pipeline's context token budget")
+    compression: Literal["off", "sentence", "sentence+token"] | None = Field(
+        None, description="override the pipeline's compression stage (off, sentence, sentence+token)"
+    )
+    compress_budget_tokens: int | None = Field(None, ge=1, description="compression target in tokens")
+    compress_ratio: float | None = Field(None, gt=0, lt=1, description="compression target as a share of the selected tokens")
     generator: str = Field("extractive", description="answer generator: 'extractive' or 'openai' (any OpenAI-compatible endpoint)")
     llm_base_url: str = Field("http://127.0.0.1:8080/v1", description="OpenAI-compatible endpoint, up to and including /v1")
     llm_model: str = Field("", description="model name the endpoint serves")
@@ -60,4 +65,5 @@ class Settings(BaseSettings):
         return None if isinstance(value, str) and value.lower() in ("", "off", "none") else value
 
     def retrieval_overrides(self) -> dict:
-        return {k: v for k, v in {"top_k": self.top_k, "budget_tokens": self.budget_tokens}.items() if v is not None}
+        names = ("top_k", "budget_tokens", "compression", "compress_budget_tokens", "compress_ratio")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}

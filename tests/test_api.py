@@ -213,6 +213,19 @@ def test_query_respects_top_k_and_budget(client, corpus):
     assert out["usage"]["context_tokens"] <= 60
 
 
+def test_a_query_can_ask_for_compression_and_is_told_what_it_did(client, corpus):
+    full = client.post(f"/v1/collections/{C}/query", json={"question": MERCURY}).json()
+    assert full["usage"]["compression"] is None  # the default pipeline has no compression stage
+    out = client.post(f"/v1/collections/{C}/query", json={
+        "question": MERCURY, "compression": "sentence", "compress_budget_tokens": 40}).json()
+    report = out["usage"]["compression"]
+    assert report["method"] == "sentence" and report["target_tokens"] == 40
+    assert report["tokens_before"] == full["usage"]["context_tokens"]
+    assert report["applied"] == (report["tokens_before"] > 40)
+    assert out["usage"]["context_tokens"] == report["tokens_after"] <= 40
+    assert {c["span_id"] for c in out["citations"]} <= {c["span_id"] for c in out["context"]}
+
+
 def test_retrieve_returns_ranked_spans_without_an_answer(client, corpus):
     r = client.post(f"/v1/collections/{C}/retrieve", json={"question": MERCURY, "top_k": 4})
     assert r.status_code == 200
@@ -266,8 +279,10 @@ def test_unknown_document_is_404(client, corpus, method):
     {"question": MERCURY, "top_k": 10_000},
     {"question": MERCURY, "top_k": "many"},
     {"question": MERCURY, "budget_tokens": 0},
+    {"question": MERCURY, "compress_ratio": 1.5},
+    {"question": MERCURY, "compression": "zip"},
 ], ids=["empty-question", "no-question", "non-string", "top_k-0", "top_k-negative",
-        "top_k-huge", "top_k-string", "budget-0"])
+        "top_k-huge", "top_k-string", "budget-0", "ratio-above-1", "unknown-compression"])
 @pytest.mark.parametrize("endpoint", ["query", "retrieve"])
 def test_invalid_query_is_422_with_a_reason(client, corpus, endpoint, body):
     r = client.post(f"/v1/collections/{C}/{endpoint}", json=body)

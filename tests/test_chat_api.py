@@ -215,6 +215,11 @@ def test_spanrag_options_ride_in_the_request_body(client):
     bm25 = client.chat.completions.create(model=MODEL, messages=[user(MERCURY)], extra_body={"pipeline": "bm25"})
     assert bm25.model_extra["spanrag"]["pipeline"] == "bm25" and "trace" not in bm25.model_extra["spanrag"]
 
+    compressed = client.chat.completions.create(
+        model=MODEL, messages=[user(MERCURY)], extra_body={"compression": "sentence", "compress_budget_tokens": 40})
+    usage = compressed.model_extra["spanrag"]["usage"]
+    assert usage["compression"]["target_tokens"] == 40 and usage["context_tokens"] <= 40
+
 
 # -- streamed chat ---------------------------------------------------------------------------
 
