@@ -64,6 +64,7 @@ class CompressionInputs:
     """What compression reads besides the context: the question's vectors and the store."""
 
     collection: str
+    question: str
     query_vector: np.ndarray
     store: SpanStore
     count_tokens: Callable[[list[str]], list[int]]
@@ -79,6 +80,8 @@ class Piece:
     order: int  # position in the context's reading order
     coverage: np.ndarray | None = None
     scores: dict[str, float] = field(default_factory=dict)
+    cost_alone: int = 0  # tokens it adds as the first piece of its table (with the header line)
+    cost_shared: int = 0  # tokens it adds when its table's header is already shown
 
 
 def compression_target(params: RetrievalParams, tokens: int) -> int | None:
@@ -108,6 +111,7 @@ class ContextCompressor:
             return context, report
 
         self._score(pieces, inputs)
+        self._costs(pieces, inputs)
         sentence_target = target
         if params.compression == "sentence+token":
             sentence_target = int(target / max(1e-6, 1 - params.compress_token_drop))
@@ -120,7 +124,7 @@ class ContextCompressor:
         headers = self._header_tokens(items, inputs)
         items = share_table_headers(items, headers)
         if params.compression == "sentence+token":
-            items = self._drop_words(items, kept, params, target, inputs)
+            items = self._drop_words(items, target, inputs)
         compressed = Context(items, sum(i.n_tokens for i in items), [*context.trace, *trace])
         report.applied = True
         report.tokens_after = compressed.n_tokens
@@ -183,6 +187,19 @@ class ContextCompressor:
                 out[piece_id] = matrix[:, columns].max(axis=1)
         return out
 
+    @staticmethod
+    def _costs(pieces: list[Piece], inputs: CompressionInputs) -> None:
+        """What each piece adds to the context: a table row pays its header line only as
+        the first row kept from its table."""
+        header_tokens: dict[str, int] = {}
+        for p in pieces:
+            p.cost_alone = p.cost_shared = p.span.n_tokens
+            if p.span.granularity == "row" and p.span.header:
+                table = p.span.parent_id or p.span.doc_id
+                if table not in header_tokens:
+                    header_tokens[table] = inputs.count_tokens([p.span.header])[0]
+                p.cost_shared = p.span.n_tokens - header_tokens[table]
+
     # -- choosing pieces -------------------------------------------------------------------------
     def _greedy(
         self, pieces: list[Piece], params: RetrievalParams, target: int, inputs: CompressionInputs,
@@ -198,10 +215,6 @@ class ContextCompressor:
             n_q = len(pieces[with_coverage[0]].coverage)
             coverage = np.stack([p.coverage if p.coverage is not None else np.zeros(n_q) for p in pieces])
             covered = np.median(coverage[with_coverage], axis=0)
-        header_cost: dict[str, int] = {}
-        for p in pieces:
-            if p.span.granularity == "row" and p.span.header and p.span.parent_id not in header_cost:
-                header_cost[p.span.parent_id] = inputs.count_tokens([p.span.header])[0]
         lead = np.array([_is_lead(p.span) for p in pieces], dtype=float)
         base = (params.compress_relevance_weight * relevance + params.compress_prior_weight * prior
                 + params.compress_lead_weight * lead)
@@ -223,9 +236,8 @@ class ContextCompressor:
             is_open[i] = False
             piece = pieces[i]
             piece.scores["gain"] = float(gain.max())
-            cost = piece.span.n_tokens
-            if piece.span.granularity == "row" and piece.span.parent_id in tables_paid:
-                cost -= header_cost.get(piece.span.parent_id, 0)
+            table = piece.span.parent_id or piece.span.doc_id
+            cost = piece.cost_shared if piece.span.granularity == "row" and table in tables_paid else piece.cost_alone
             if total + cost > target:
                 decided[i] = "compressed_out"
                 continue
@@ -234,7 +246,7 @@ class ContextCompressor:
             total += cost
             docs_kept.add(piece.span.doc_id)
             if piece.span.granularity == "row":
-                tables_paid.add(piece.span.parent_id)
+                tables_paid.add(table)
             if coverage.shape[1]:
                 covered = np.maximum(covered, coverage[i])
         rank = {i: r for r, i in enumerate(kept, start=1)}
@@ -259,17 +271,18 @@ class ContextCompressor:
         return out
 
     # -- token level ---------------------------------------------------------------------------
-    def _drop_words(
-        self, items: list[ContextSpan], kept: list[Piece], params: RetrievalParams, target: int,
-        inputs: CompressionInputs,
-    ) -> list[ContextSpan]:
-        """Drop the words least similar to any question token until the context fits
-        ``target`` (numbers and header lines always stay)."""
+    @staticmethod
+    def _drop_words(items: list[ContextSpan], target: int, inputs: CompressionInputs) -> list[ContextSpan]:
+        """Drop the sentence words least similar to any question token until the context
+        fits ``target`` (numbers and table rows always stay)."""
         if inputs.query_tokens is None or inputs.token_encoder is None:
             return items
         words: list[tuple[float, int, int]] = []  # (relevance, item, word index)
         split: list[list[str]] = []
         for k, item in enumerate(items):
+            if item.span.granularity != "sentence":
+                split.append([])  # rows keep their cells
+                continue
             tokens = item.span.text.split(" ")
             split.append(tokens)
             for w, (token, r) in enumerate(zip(tokens, _word_relevance(item.span.text, tokens, inputs))):
@@ -285,10 +298,9 @@ class ContextCompressor:
             total -= costs[(k, w)]
         for k, item in enumerate(items):
             shown = " ".join(t for w, t in enumerate(split[k]) if (k, w) not in dropped)
-            if shown != item.span.text:
-                header = f"{item.span.header}\n" if item.span.header and item.show_header else ""
-                item.display_text = header + shown
-                item.n_tokens = inputs.count_tokens([item.display_text])[0]
+            if split[k] and shown != item.span.text:
+                item.display_text = shown
+                item.n_tokens = inputs.count_tokens([shown])[0]
         return items
 
 

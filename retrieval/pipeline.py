@@ -247,7 +247,7 @@ class Retriever:
         if compressing:
             t = time.perf_counter()
             context, compression = self.compressor.compress(context, params, CompressionInputs(
-                collection, query_vector, self.store, self.encoder.count_tokens, query_tokens, self.token_encoder,
+                collection, question, query_vector, self.store, self.encoder.count_tokens, query_tokens, self.token_encoder,
             ))
             timings["compression_ms"] = _ms(t)
         timings["retrieval_ms"] = _ms(started)

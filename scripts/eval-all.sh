@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every evaluation table in the README, in one go (about 40 minutes on 2 cores, most of it
+# Every evaluation table in the README, in one go (about 60 minutes on 2 cores, most of it
 # the first ingest of SciFact). Collections are cached in .eval-data; reports go to runs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,18 @@ $S eval --dataset hotpotqa:../shared/datasets/hotpotqa/dev50.json \
 SPANRAG_BUDGET_TOKENS=300 $S eval --dataset tatqa:../shared/datasets/tatqa/dev.json \
     -p dense -p bm25 -p hybrid -p maxsim -p adaptive-k -p clustered -p bubble -p default \
     --data-dir .eval-data --out runs/tatqa-dev-300
+# compression (issue 6): the default with and without it, and selecting less (default-300)
+$S eval --dataset hotpotqa:../shared/datasets/hotpotqa/dev50.json \
+    -p default -p default-compressed -p default-compressed-tokens -p default-300 \
+    --data-dir .eval-data --out runs/compression-hotpotqa
+$S eval --dataset beir:../shared/datasets/scifact --split train \
+    -p default -p default-compressed -p default-300 \
+    --data-dir .eval-data --out runs/compression-scifact
+$S eval --dataset tatqa:../shared/datasets/tatqa/dev.json \
+    -p default -p default-compressed -p default-compressed-tokens -p default-300 \
+    --data-dir .eval-data --out runs/compression-tatqa
+.venv/bin/python -m bench.chat_ttft --dataset beir:../shared/datasets/scifact --split train \
+    --limit 300 --data-dir .eval-data --out runs/bench/chat_ttft.json
 .venv/bin/python -m bench.query_latency --dataset beir:../shared/datasets/scifact --split train \
     --limit 300 --pipeline hybrid --pipeline maxsim --pipeline xtr --pipeline default \
     --data-dir .eval-data --out runs/bench/query_latency.json

@@ -112,7 +112,7 @@ def test_a_sentence_is_scored_with_its_own_slice_of_its_paragraphs_stored_tokens
     parent_id, siblings = max(by_parent.items(), key=lambda kv: len(kv[1]))
     assert len(siblings) >= 2
     paragraph_tokens = decode_tokens(rag.store.get_token_vectors(C, [parent_id])[parent_id])
-    inputs = CompressionInputs(C, result.query_vector, rag.store, rag.encoder.count_tokens,
+    inputs = CompressionInputs(C, "", result.query_vector, rag.store, rag.encoder.count_tokens,
                                paragraph_tokens, rag.token_encoder)
     vector = np.zeros_like(result.query_vector)
     coverage = ContextCompressor._token_coverage([Piece(s, vector, 1.0, k) for k, s in enumerate(siblings)], inputs)
