@@ -6,7 +6,7 @@ import pytest
 
 from indexing.store.token_matrix import TokenHits, TokenMatrix
 from indexing.token_codecs import CODECS, bytes_per_token, decode_tokens, encode_tokens, similarities
-from retrieval.scoring.maxsim import maxsim
+from retrieval.scoring.maxsim import maxsim, maxsim_torch
 from retrieval.scoring.xtr import xtr_scores
 
 
@@ -178,3 +178,19 @@ def test_large_token_sets_use_an_inverted_file_that_still_finds_exact_matches(tm
            for q in range(2)}
     assert top == {0: "d4", 1: "d15"}
     assert TokenMatrix.load(tmp_path / "tokens", stamp=(1, 2)) is None  # another stamp: rebuild
+
+
+def test_the_torch_maxsim_path_gives_the_numpy_scores_including_empty_candidates():
+    """The GPU path (run here on torch's CPU device) scores like the numpy path, for float
+    vectors and for stored binary codes, and an empty candidate scores 0."""
+    rng = np.random.default_rng(7)
+    query = rng.standard_normal((6, 32)).astype(np.float32)
+    query /= np.linalg.norm(query, axis=1, keepdims=True)
+    tokens = rng.standard_normal((40, 32)).astype(np.float32)
+    tokens /= np.linalg.norm(tokens, axis=1, keepdims=True)
+    offsets = np.array([0, 5, 5, 17, 40])  # the second candidate has no tokens
+    expected = maxsim(query, tokens, offsets)
+    assert expected[1] == 0
+    np.testing.assert_allclose(maxsim_torch(query, tokens, offsets, "cpu"), expected, rtol=1e-5, atol=1e-5)
+    codes = encode_tokens(tokens, "binary")
+    np.testing.assert_allclose(maxsim_torch(query, codes, offsets, "cpu"), maxsim(query, codes, offsets), atol=1e-4)
