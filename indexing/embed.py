@@ -103,15 +103,21 @@ class Encoder:
             # warning and the weight-loading progress bar are noise for a CLI.
             transformers_logging.set_verbosity_error()
             transformers_logging.disable_progress_bar()
+            target = pick_device(device)
             try:
-                return SentenceTransformer(location, device=pick_device(device))
+                model = SentenceTransformer(location, device=target)
             except (OSError, ValueError) as exc:
                 where = "path" if Path(location).exists() else "name (not in the local cache?)"
                 raise ModelNotFound(
                     f"cannot load embedding model {name_or_path!r} by {where}: {exc}"
                 ) from exc
+            if target.startswith("cuda"):
+                model.half()  # fp16 on the GPU: twice the throughput, vectors are unit-normalized anyway
+            return model
 
-        return cls(None, name_or_path, batch_size, loader=load_model)
+        gpu = device == "cuda" or (device == "auto" and pick_device("auto").startswith("cuda"))
+        # small batches pad less on a CPU; a GPU needs large ones to be busy
+        return cls(None, name_or_path, max(batch_size, 256) if gpu else batch_size, loader=load_model)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Unit-length float32 vectors, one row per text; identical texts are encoded once."""

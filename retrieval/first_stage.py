@@ -14,7 +14,7 @@ import numpy as np
 
 from indexing.store.base import ScoredSpanId, SpanStore
 from retrieval.params import RetrievalParams
-from retrieval.scoring.maxsim import maxsim
+from retrieval.scoring.maxsim import maxsim, maxsim_torch
 from retrieval.scoring.xtr import xtr_scores
 from retrieval.types import Candidate, RankedDocument, doc_id_of
 
@@ -59,14 +59,19 @@ def maxsim_documents(
     query_tokens: np.ndarray,
     documents: list[RankedDocument],
     depth: int,
+    device: str = "cpu",
 ) -> list[ScoredSpanId]:
     """Late interaction on the top ``depth`` documents: for each query word piece, its best
     match among all of a document's stored token vectors, summed (one matrix product for all
-    documents). Returned best first, as the document's first token-bearing span."""
+    documents). Returned best first, as the document's first token-bearing span.
+    ``device``: where the product runs (``cuda``: :func:`maxsim_torch`, the GPU path)."""
     packed = store.document_tokens(collection, [d.doc_id for d in documents[:depth]])
     if not packed.doc_ids:
         return []
-    scores = maxsim(query_tokens, packed.vectors, packed.offsets)
+    if device == "cpu":
+        scores = maxsim(query_tokens, packed.vectors, packed.offsets)
+    else:
+        scores = maxsim_torch(query_tokens, packed.vectors, packed.offsets, device)
     order = np.argsort(-scores, kind="stable")
     return [ScoredSpanId(packed.first_span_ids[i], float(scores[i])) for i in order]
 

@@ -178,8 +178,10 @@ class Retriever:
         encoder: Encoder,
         token_encoder: TokenEncoder | None = None,
         graph: GraphIndex | None = None,
+        scoring_device: str = "cpu",
     ):
         self.store = store
+        self.scoring_device = scoring_device  # "cuda": MaxSim runs on the GPU
         self.encoder = encoder
         self.graph = graph
         self.token_encoder: TokenEncoder = token_encoder or encoder
@@ -220,7 +222,8 @@ class Retriever:
         if params.maxsim_depth:
             t = time.perf_counter()
             signals["maxsim"] = maxsim_documents(
-                self.store, collection, query_tokens, ranked_documents, params.maxsim_depth
+                self.store, collection, query_tokens, ranked_documents, params.maxsim_depth,
+                self.scoring_device,
             )
             ranked_documents = rank_documents(signals, params)
             timings["maxsim_ms"] = _ms(t)

@@ -45,7 +45,7 @@ class RagService:
     # Heavy parts load on first use, so `spanrag --help` and health checks stay instant.
     @cached_property
     def store(self) -> SpanStore:
-        return SqliteFaissStore(self.settings.data_dir)
+        return SqliteFaissStore(self.settings.data_dir, dense_index=self.settings.dense_index)
 
     @cached_property
     def encoder(self) -> Encoder:
@@ -77,7 +77,10 @@ class RagService:
 
     @cached_property
     def retriever(self) -> Retriever:
-        return Retriever(self.store, self.encoder, self.token_encoder, self.graph)
+        from indexing.embed import pick_device
+
+        return Retriever(self.store, self.encoder, self.token_encoder, self.graph,
+                         scoring_device=pick_device(self.settings.device))
 
     @cached_property
     def generator(self) -> Generator:
