@@ -79,8 +79,41 @@ def stop_process(process: subprocess.Popen, grace_s: float = 10.0) -> None:
             process.wait()
 
 
+class ChildServer:
+    """What every child server shares: its process, its captured output, stopping, and use
+    as a context manager. Subclasses set ``_process`` and ``_log`` in ``start()``."""
+
+    _process: subprocess.Popen | None
+    _log: IO[bytes] | None
+
+    def start(self):  # pragma: no cover - each server starts its own way
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None:
+            stop_process(process)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def output(self, tail_chars: int = 4000) -> str:
+        """The last ``tail_chars`` of what the server wrote (stdout and stderr)."""
+        if self._log is None:
+            return ""
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read().decode("utf-8", "replace")[-tail_chars:]
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
 @dataclass
-class SpanragServer:
+class SpanragServer(ChildServer):
     data_dir: Path
     env: Mapping[str, str] = field(default_factory=dict)  # SPANRAG_* settings, on top of os.environ
     host: str = "127.0.0.1"
@@ -118,25 +151,3 @@ class SpanragServer:
             raise ServerStartError(f"spanrag server {failed}\ncommand: {' '.join(self.command())}\n"
                                    f"output (tail):\n{output}")
         return self
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None:
-            stop_process(process)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def output(self, tail_chars: int = 4000) -> str:
-        """The last ``tail_chars`` of what the server wrote (stdout and stderr)."""
-        if self._log is None:
-            return ""
-        self._log.flush()
-        self._log.seek(0)
-        return self._log.read().decode("utf-8", "replace")[-tail_chars:]
-
-    def __enter__(self) -> SpanragServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from app.server_process import answers_json, free_port, stop_process, wait_until_ready
+from app.server_process import ChildServer, answers_json, free_port, wait_until_ready
 
 __all__ = ["LlamaServer", "LlamaServerError", "free_port", "gemma_model_path"]
 
@@ -38,7 +38,7 @@ def gemma_model_path() -> Path:
 
 
 @dataclass
-class LlamaServer:
+class LlamaServer(ChildServer):
     model_path: Path
     alias: str = "gemma-3-270m"  # the model id the server lists and answers to
     host: str = "127.0.0.1"
@@ -88,28 +88,6 @@ class LlamaServer:
             self._fail(f"{failed} (GET {self.base_url}/models)")
         self.started_s = time.monotonic() - began
         return self
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None:
-            stop_process(process)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def output(self, tail_chars: int = 4000) -> str:
-        """The last ``tail_chars`` of what the server wrote (stdout and stderr)."""
-        if self._log is None:
-            return ""
-        self._log.flush()
-        self._log.seek(0)
-        return self._log.read().decode("utf-8", "replace")[-tail_chars:]
-
-    def __enter__(self) -> LlamaServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def _models_answer(self) -> bool:
         return "data" in (answers_json(f"{self.base_url}/models") or {})
