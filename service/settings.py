@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SPANRAG_", env_file=".env", extra="ignore")
 
     data_dir: Path = Field(Path(".spanrag"), description="where SQLite, FAISS and BM25 files live")
+    dense_index: Literal["flat", "hnsw", "ivf"] = Field(
+        "flat", description="FAISS index of the span vectors: 'flat' (exact), 'hnsw' or 'ivf' (approximate, one per granularity)"
+    )
     embedding_model: str = Field(
         "all-MiniLM-L6-v2", description="sentence-transformers model: the bundled name, a path, or a cached name"
     )

@@ -7,6 +7,7 @@ point leaves the previous committed state readable, and an index that is behind 
 process wrote, or a crash) is rebuilt on first use.
 
     >>> store = SqliteFaissStore(Path("/tmp/spanrag-data"))   # doctest: +SKIP
+    >>> store = SqliteFaissStore(Path("/tmp/spanrag-data"), dense_index="hnsw")  # doctest: +SKIP
     >>> store.create_collection("docs", model="all-MiniLM-L6-v2", dim=384)  # doctest: +SKIP
 """
 
@@ -17,13 +18,14 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 from indexing.spans import GRANULARITIES, Document, Granularity, Span
+from indexing.store.dense_index import DenseIndex, DenseIndexKind, DenseIndexSpec
 from indexing.store.files import staging_for, swap_in
 from indexing.store.token_matrix import PackedTokens, TokenHits, TokenMatrix
 from indexing.token_codecs import EncodedTokens
@@ -66,7 +68,6 @@ CREATE TABLE IF NOT EXISTS token_vectors (
 """
 
 SPAN_COLUMNS = 'id, doc_id, parent_id, granularity, start, "end", text, heading_path, n_tokens, header, ord'
-DENSE_CODEC = "fp16"  # of the derived FAISS file; an index saved with another is rebuilt
 _CHUNK = 900  # stay under SQLite's bound-parameter limit on old builds
 
 
@@ -96,15 +97,20 @@ class _LoadedIndexes:
     """Search structures of one collection, valid for exactly one generation."""
 
     generation: int
-    dense: faiss.Index
+    dense: DenseIndex
     span_id_of_row: dict[int, str]
     rows_by_granularity: dict[str, np.ndarray]
     bm25: dict[str, Bm25Index] = field(default_factory=dict)
+    build_seconds: dict[str, float] = field(default_factory=dict)  # empty when loaded from disk
 
 
 class SqliteFaissStore(SpanStore):
-    def __init__(self, data_dir: Path):
+    """``dense_index``: ``flat`` (exact, the default), ``hnsw`` or ``ivf`` (approximate), or a
+    :class:`DenseIndexSpec` with its knobs; an index saved as another kind is rebuilt."""
+
+    def __init__(self, data_dir: Path, dense_index: DenseIndexKind | DenseIndexSpec = "flat"):
         self.data_dir = Path(data_dir)
+        self.dense_spec = dense_index if isinstance(dense_index, DenseIndexSpec) else DenseIndexSpec(dense_index)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(
             self.data_dir / "spanrag.sqlite3", check_same_thread=False, isolation_level=None
@@ -503,7 +509,8 @@ class SqliteFaissStore(SpanStore):
             files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
             return sum(p.stat().st_size for p in files)
 
-        footprint = {"dense": size(directory / "dense.faiss"), "bm25": size(directory / "bm25")}
+        dense = sum(size(p) for p in directory.glob("dense*.faiss"))
+        footprint = {"dense": dense, "bm25": size(directory / "bm25")}
         tokens = directory.with_name(collection + ".tokens")
         if tokens.exists():
             signs = sum(p.stat().st_size for p in tokens.glob("signs.*.faissbin"))
@@ -571,9 +578,11 @@ class SqliteFaissStore(SpanStore):
         meta = directory / "meta.json"
         try:
             saved = json.loads(meta.read_text())
-            if saved["generation"] != generation or saved.get("dense_codec") != DENSE_CODEC:
+            if saved["generation"] != generation or saved.get("dense_codec") != self.dense_spec.signature:
                 return None
-            dense = faiss.read_index(str(directory / "dense.faiss"))
+            dense = DenseIndex.load(self.dense_spec, directory)
+            if dense is None:
+                return None
             bm25 = {g: Bm25Index.load(directory / "bm25" / g) for g in GRANULARITIES}
         except (OSError, ValueError, KeyError, RuntimeError):
             return None
@@ -581,18 +590,22 @@ class SqliteFaissStore(SpanStore):
         return _LoadedIndexes(generation, dense, span_id_of_row, by_granularity, bm25)
 
     def _rebuild(self, collection: str, dim: int, generation: int) -> _LoadedIndexes:
+        seconds: dict[str, float] = {}
+        started = time.perf_counter()
         rows = self._query(
             "SELECT row_id, granularity, header, text, vector FROM spans "
             "WHERE collection = ? ORDER BY row_id",
             (collection,),
         )
-        # fp16 codes: exhaustive search is memory-bound, so half the bytes to read
-        dense = faiss.IndexIDMap2(
-            faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+        vectors = np.frombuffer(b"".join(r[4] for r in rows), dtype=np.float32).reshape(-1, dim)
+        seconds["read"] = time.perf_counter() - started
+        started = time.perf_counter()
+        dense = DenseIndex.build(
+            self.dense_spec, dim, np.array([r[0] for r in rows], dtype=np.int64), [r[1] for r in rows], vectors
         )
-        if rows:
-            vectors = np.frombuffer(b"".join(r[4] for r in rows), dtype=np.float32).reshape(-1, dim)
-            dense.add_with_ids(vectors, np.array([r[0] for r in rows], dtype=np.int64))
+        del vectors
+        seconds["dense"] = time.perf_counter() - started
+        started = time.perf_counter()
         bm25 = {}
         for g in GRANULARITIES:
             part = [r for r in rows if r[1] == g]
@@ -600,17 +613,28 @@ class SqliteFaissStore(SpanStore):
                 np.array([r[0] for r in part], dtype=np.int64),
                 [f"{r[2]}\n{r[3]}" if r[2] else r[3] for r in part],
             )
+        del rows
+        seconds["bm25"] = time.perf_counter() - started
+        started = time.perf_counter()
         self._save(collection, generation, dense, bm25)
+        seconds["save"] = time.perf_counter() - started
         span_id_of_row, by_granularity = self._span_directory(collection)
-        return _LoadedIndexes(generation, dense, span_id_of_row, by_granularity, bm25)
+        return _LoadedIndexes(generation, dense, span_id_of_row, by_granularity, bm25, seconds)
 
-    def _save(self, collection: str, generation: int, dense: faiss.Index, bm25: dict) -> None:
+    def index_build_seconds(self, collection: str) -> dict[str, float]:
+        """Seconds of each part of the last index build of ``collection`` in this process
+        (``read`` from SQLite, ``dense``, ``bm25``, ``save``); {} when loaded from disk."""
+        return dict(self._indexes(collection).build_seconds)
+
+    def _save(self, collection: str, generation: int, dense: DenseIndex, bm25: dict) -> None:
         directory = self._index_dir(collection)
         staging = staging_for(directory)
-        faiss.write_index(dense, str(staging / "dense.faiss"))
+        dense.save(staging)
         for g, index in bm25.items():
             index.save(staging / "bm25" / g)
-        (staging / "meta.json").write_text(json.dumps({"generation": generation, "dense_codec": DENSE_CODEC}))
+        (staging / "meta.json").write_text(
+            json.dumps({"generation": generation, "dense_codec": self.dense_spec.signature})
+        )
         swap_in(staging, directory)
 
     def dense_search(
@@ -621,23 +645,8 @@ class SqliteFaissStore(SpanStore):
         granularities: list[Granularity] | None = None,
     ) -> list[ScoredSpanId]:
         idx = self._indexes(collection)
-        q = np.ascontiguousarray(query.reshape(1, -1), dtype=np.float32)
-        params = None
-        if granularities is not None and set(granularities) != set(GRANULARITIES):
-            allowed = np.concatenate([idx.rows_by_granularity[g] for g in granularities])
-            if len(allowed) == 0:
-                return []
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
-            k = min(k, len(allowed))
-        k = min(k, idx.dense.ntotal)
-        if k <= 0:
-            return []
-        scores, rows = idx.dense.search(q, k, params=params)
-        return [
-            ScoredSpanId(idx.span_id_of_row[int(r)], float(s))
-            for r, s in zip(rows[0], scores[0])
-            if r >= 0
-        ]
+        hits = idx.dense.search(query, k, granularities, idx.rows_by_granularity)
+        return [ScoredSpanId(idx.span_id_of_row[r], s) for r, s in hits]
 
     def lexical_search(
         self, collection: str, query: str, k: int, granularity: Granularity

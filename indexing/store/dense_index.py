@@ -1,0 +1,208 @@
+"""The dense span index in FAISS: exact (``flat``, the default) or approximate (``hnsw``,
+``ivf``), chosen by :class:`DenseIndexSpec` (``SPANRAG_DENSE_INDEX``). All three keep fp16
+codes of the span vectors and rank by inner product (the vectors are unit length).
+
+* ``flat``: one exhaustive index over every span; a granularity filter is an ID selector on
+  the same scan, so every search is exact.
+* ``hnsw``: an HNSW graph (``M`` links per node) over the fp16 codes, one per granularity.
+* ``ivf``: inverted lists (k-means, about 2·√n lists), fp16 codes, one index per granularity
+  (a granularity too small for two lists gets an exact scan).
+
+The approximate kinds keep one index per granularity because graph and list search lose
+recall under a selective filter (the ``dense`` pipeline searches document spans only, ~10%
+of them; the graph build searches paragraphs): searching several granularities searches
+each index and merges the hits by score. SQLite keeps the float32 vectors, so an index is
+always rebuilt from them, never converted.
+
+    >>> import numpy as np
+    >>> vectors = np.eye(4, dtype=np.float32)
+    >>> index = DenseIndex.build(DenseIndexSpec("hnsw"), 4, np.array([10, 11, 12, 13]),
+    ...                          ["document", "sentence", "sentence", "sentence"], vectors)
+    >>> index.search(vectors[2], k=1, granularities=["sentence"])
+    [(12, 1.0)]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import faiss
+import numpy as np
+
+from indexing.spans import GRANULARITIES, Granularity
+
+DenseIndexKind = Literal["flat", "hnsw", "ivf"]
+DENSE_INDEX_KINDS: tuple[DenseIndexKind, ...] = ("flat", "hnsw", "ivf")
+ALL = "*"  # the part name of flat's single index over every granularity
+
+
+@dataclass(frozen=True)
+class DenseIndexSpec:
+    """Which dense index to build and how to search it.
+
+    ``hnsw_ef_search`` and ``ivf_nprobe`` are search-time knobs (a deeper ``k`` widens them:
+    HNSW searches with ``max(ef_search, k)`` candidates, IVF probes enough lists to hold
+    about ``2k`` vectors); the others shape the built index and are part of
+    :attr:`signature`, so changing them rebuilds it.
+
+        >>> DenseIndexSpec().signature, DenseIndexSpec("hnsw").signature
+        ('fp16', 'hnsw-fp16-m32-efc80')
+    """
+
+    kind: DenseIndexKind = "flat"
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 64
+    ivf_nprobe: int = 32
+
+    def __post_init__(self) -> None:
+        if self.kind not in DENSE_INDEX_KINDS:
+            raise ValueError(f"unknown dense index {self.kind!r}; known: {', '.join(DENSE_INDEX_KINDS)}")
+
+    @property
+    def signature(self) -> str:
+        """What the saved index was built as; a saved index with another one is rebuilt
+        (``fp16`` for flat, as before the approximate kinds existed)."""
+        if self.kind == "hnsw":
+            return f"hnsw-fp16-m{self.hnsw_m}-efc{self.hnsw_ef_construction}"
+        return "fp16" if self.kind == "flat" else "ivf-fp16"
+
+
+def ivf_lists(n: int) -> int:
+    """Inverted lists for ``n`` vectors: about 2·√n, with at least 39 training vectors each."""
+    return max(1, min(round(2 * math.sqrt(n)), n // 39))
+
+
+def _build_part(spec: DenseIndexSpec, dim: int, row_ids: np.ndarray, vectors: np.ndarray) -> faiss.Index:
+    ip, fp16 = faiss.METRIC_INNER_PRODUCT, faiss.ScalarQuantizer.QT_fp16
+    if spec.kind == "flat" or (spec.kind == "ivf" and ivf_lists(len(row_ids)) == 1):
+        # fp16: the exhaustive scan is memory-bound, half the bytes to read (and one
+        # inverted list would be the same scan)
+        inner = faiss.IndexScalarQuantizer(dim, fp16, ip)
+    elif spec.kind == "hnsw":
+        inner = faiss.IndexHNSWSQ(dim, fp16, spec.hnsw_m, ip)
+        inner.hnsw.efConstruction = spec.hnsw_ef_construction
+    else:
+        nlist = ivf_lists(len(row_ids))
+        inner = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, nlist, fp16, ip)
+        sample = np.random.default_rng(0).permutation(len(vectors))[: 64 * nlist]
+        inner.train(vectors[np.sort(sample)])
+    index = faiss.IndexIDMap2(inner)
+    if len(row_ids):
+        index.add_with_ids(vectors, row_ids)
+    return index
+
+
+@dataclass
+class DenseIndex:
+    """Span vectors by span row id, in one index (``flat``) or one per granularity."""
+
+    spec: DenseIndexSpec
+    parts: dict[str, faiss.Index] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        spec: DenseIndexSpec,
+        dim: int,
+        row_ids: np.ndarray,
+        granularities: Sequence[str],
+        vectors: np.ndarray,
+    ) -> DenseIndex:
+        """Index ``vectors`` (float32, unit length; row ``i`` is span row ``row_ids[i]`` of
+        granularity ``granularities[i]``)."""
+        row_ids = np.asarray(row_ids, dtype=np.int64)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(row_ids), dim)
+        if spec.kind == "flat":
+            return cls(spec, {ALL: _build_part(spec, dim, row_ids, vectors)})
+        granularities = np.asarray(granularities)
+        parts = {}
+        for g in GRANULARITIES:
+            mask = granularities == g
+            if mask.any():
+                parts[g] = _build_part(spec, dim, row_ids[mask], vectors[mask])
+        return cls(spec, parts)
+
+    @property
+    def ntotal(self) -> int:
+        return sum(p.ntotal for p in self.parts.values())
+
+    def search(
+        self,
+        query: np.ndarray,
+        k: int,
+        granularities: Sequence[Granularity] | None = None,
+        rows_by_granularity: dict[str, np.ndarray] | None = None,
+    ) -> list[tuple[int, float]]:
+        """The ``k`` best ``(row_id, score)``, best first, over ``granularities`` (None: all).
+        ``rows_by_granularity`` (row ids per granularity) is what flat filters with."""
+        q = np.ascontiguousarray(np.asarray(query, dtype=np.float32).reshape(1, -1))
+        if ALL in self.parts:
+            return self._search_flat(q, k, granularities, rows_by_granularity or {})
+        hits: list[tuple[int, float]] = []
+        for g in GRANULARITIES if granularities is None else dict.fromkeys(granularities):
+            part = self.parts.get(g)
+            if part is None or part.ntotal == 0 or k <= 0:
+                continue
+            depth = min(k, part.ntotal)
+            scores, rows = part.search(q, depth, params=self._params(part, depth))
+            hits.extend((int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0)
+        hits.sort(key=lambda hit: (-hit[1], hit[0]))
+        return hits[:k]
+
+    def _search_flat(self, q, k, granularities, rows_by_granularity) -> list[tuple[int, float]]:
+        index = self.parts[ALL]
+        params = None
+        if granularities is not None and set(granularities) != set(GRANULARITIES):
+            allowed = np.concatenate([rows_by_granularity.get(g, np.zeros(0, np.int64)) for g in granularities])
+            if len(allowed) == 0:
+                return []
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+            k = min(k, len(allowed))
+        k = min(k, index.ntotal)
+        if k <= 0:
+            return []
+        scores, rows = index.search(q, k, params=params)
+        return [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
+
+    def _params(self, part: faiss.Index, k: int) -> faiss.SearchParameters | None:
+        inner = faiss.downcast_index(part.index)
+        if isinstance(inner, faiss.IndexHNSW):
+            return faiss.SearchParametersHNSW(efSearch=max(self.spec.hnsw_ef_search, k))
+        if isinstance(inner, faiss.IndexIVF):
+            wanted = math.ceil(2 * k * inner.nlist / part.ntotal)  # lists that hold ~2k vectors
+            return faiss.SearchParametersIVF(nprobe=min(inner.nlist, max(self.spec.ivf_nprobe, wanted)))
+        return None  # a part too small for lists: exact
+
+    # -- files -------------------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        """``dense.faiss`` (flat) or ``dense.<granularity>.faiss``, and ``dense.json``."""
+        for name, part in self.parts.items():
+            faiss.write_index(part, str(directory / _file_name(name)))
+        (directory / "dense.json").write_text(
+            json.dumps({"signature": self.spec.signature, "parts": list(self.parts)})
+        )
+
+    @classmethod
+    def load(cls, spec: DenseIndexSpec, directory: Path) -> DenseIndex | None:
+        """The index saved in ``directory`` if it was built as ``spec`` says, else None.
+        (A flat index saved before ``dense.json`` existed is its one ``dense.faiss``.)"""
+        try:
+            saved = json.loads((directory / "dense.json").read_text())
+        except FileNotFoundError:
+            saved = {"signature": "fp16", "parts": [ALL]}
+        if saved["signature"] != spec.signature:
+            return None
+        return cls(spec, {name: faiss.read_index(str(directory / _file_name(name))) for name in saved["parts"]})
+
+
+def _file_name(part: str) -> str:
+    return "dense.faiss" if part == ALL else f"dense.{part}.faiss"
+
+
+__all__ = ["DENSE_INDEX_KINDS", "DenseIndex", "DenseIndexKind", "DenseIndexSpec", "ivf_lists"]
