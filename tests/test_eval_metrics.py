@@ -9,6 +9,8 @@ import pytest
 
 from eval import metrics as M
 from eval.datasets import load_dataset, tatqa_document
+from eval.harness import query_metrics
+from indexing.parsers.jsonl import parse_record
 
 
 # -- ranking (ir-measures) ------------------------------------------------------------------------
@@ -154,3 +156,28 @@ def test_tatqa_document_and_gold(tmp_path):
     assert u2.context_answers is None and u2.answers == ["2"]
     assert [(u.start, u.end, u.label) for u in u2.evidence] == [(*table_range, "table")]
     assert ds.qrels["u2"] == {"T1": 1}
+
+
+def test_beir_evidence_sentences_become_character_ranges_of_the_ingested_document(tmp_path):
+    """SciFact's rationale sentences (indices into ``metadata.sentences``) are located in the
+    document text the ingest builds (title, blank line, text); one that is not there verbatim
+    is left out and counted in the dataset's notes."""
+    sentences = ["Aspirin lowers fever.", "It also thins the blood.", "Dose matters."]
+    record = {"_id": "d1", "title": "Aspirin", "text": " ".join(sentences),
+              "metadata": {"sentences": sentences}}
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text(json.dumps(record) + "\n")
+    (tmp_path / "queries.train.jsonl").write_text(json.dumps({"_id": "q1", "text": "Does aspirin thin blood?"}) + "\n")
+    (tmp_path / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    (tmp_path / "qrels" / "train.evidence.jsonl").write_text(json.dumps(
+        {"query-id": "q1", "evidence": [{"doc": "d1", "label": "SUPPORT", "sentences": [1, 7]}]}) + "\n")
+    dataset = load_dataset("beir", tmp_path, "train")
+    (query,) = dataset.queries
+    (unit,) = query.evidence_sentences
+    text = parse_record(record).text
+    assert text[unit.start:unit.end] == "It also thins the blood."
+    assert dataset.notes and "1 evidence sentence" in dataset.notes[0]
+    gold = query.gold(dataset.qrels["q1"])
+    spans = [{"doc_id": "d1", "start": unit.start, "end": unit.end}]
+    assert query_metrics({"context": [], "answer": ""}, gold)["sentence_evidence_recall"] == 0.0
+    assert query_metrics({"context": [{**spans[0], "text": ""}], "answer": ""}, gold)["sentence_evidence_recall"] == 1.0
