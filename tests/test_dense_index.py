@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from indexing.spans import Document, Span
-from indexing.store.dense_index import DenseIndex, DenseIndexSpec
+from indexing.store.dense_index import ALL, DenseIndex, DenseIndexSpec, TorchFlatSearch
 from indexing.store.sqlite_faiss import SqliteFaissStore
 from service.settings import Settings
 
@@ -178,3 +178,22 @@ def test_hnsw_and_ivf_keep_one_index_per_granularity():
         assert sorted(index.parts) == ["document", "sentence"] and index.ntotal == 200
     flat = DenseIndex.build(DenseIndexSpec("flat"), DIM, np.arange(200), granularities, vectors)
     assert list(flat.parts) == ["*"]
+
+
+def test_the_gpu_flat_path_finds_what_faiss_flat_finds_with_and_without_a_filter():
+    """TorchFlatSearch (the CUDA path of the flat index, run here on torch's CPU device)
+    returns FAISS flat's hits: same rows, same scores, the granularity filter honoured."""
+    vectors = unit_vectors(300, seed=5)
+    row_ids = np.arange(1000, 1300)
+    granularities = ["document" if i % 10 == 0 else "sentence" for i in range(300)]
+    index = DenseIndex.build(DenseIndexSpec("flat"), vectors.shape[1], row_ids, granularities, vectors)
+    on_torch = TorchFlatSearch.from_faiss(index.parts[ALL], "cpu")
+    documents = row_ids[::10]
+    for query in unit_vectors(5, seed=6):
+        expected = index.search(query, 10)
+        got = on_torch.search(query, 10)
+        assert [r for r, _ in got] == [r for r, _ in expected]
+        np.testing.assert_allclose([s for _, s in got], [s for _, s in expected], atol=1e-5)
+        filtered = index.search(query, 10, ["document"], {"document": documents})
+        assert [r for r, _ in on_torch.search(query, 10, documents)] == [r for r, _ in filtered]
+    assert on_torch.search(vectors[0], 5, np.zeros(0, np.int64)) == []

@@ -55,6 +55,7 @@ class DenseIndexSpec:
     """
 
     kind: DenseIndexKind = "flat"
+    device: str = "cpu"  # "cuda": flat searches as a torch fp16 product, IVF on FAISS GPU (not in the signature)
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
     hnsw_ef_search: int = 64
@@ -98,12 +99,66 @@ def _build_part(spec: DenseIndexSpec, dim: int, row_ids: np.ndarray, vectors: np
     return index
 
 
+class TorchFlatSearch:
+    """Exact inner-product top-k as one fp16 (fp32 on a CPU) matrix product and ``topk`` on a
+    torch device: the GPU path for the flat index. On an H100 a torch fp16 product beat FAISS
+    GPU's flat index (about 105,000 against 45,000 QPS at 1M × 384, 4,096-query batches, as
+    the issue measured), and FAISS GPU has no flat scalar-quantizer index to clone ours to.
+
+        >>> import numpy as np
+        >>> search = TorchFlatSearch(np.array([7, 8, 9]), np.eye(3, dtype=np.float32), "cpu")
+        >>> search.search(np.array([0.0, 1.0, 0.0], dtype=np.float32), k=2, allowed=np.array([8, 9]))
+        [(8, 1.0), (9, 0.0)]
+    """
+
+    def __init__(self, row_ids: np.ndarray, vectors: np.ndarray, device: str):
+        import torch
+
+        self.device = device
+        self.row_ids = np.asarray(row_ids, dtype=np.int64)
+        dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
+        self.matrix = torch.as_tensor(np.ascontiguousarray(vectors, dtype=np.float32), device=device).to(dtype)
+
+    @classmethod
+    def from_faiss(cls, index: faiss.Index, device: str) -> TorchFlatSearch:
+        """The vectors and ids of a flat ``IndexIDMap2`` (decoded from its fp16 codes)."""
+        row_ids = faiss.vector_to_array(index.id_map).astype(np.int64)
+        return cls(row_ids, index.index.reconstruct_n(0, index.ntotal), device)
+
+    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        import torch
+
+        q = torch.as_tensor(np.asarray(query, dtype=np.float32).reshape(-1), device=self.device).to(self.matrix.dtype)
+        scores = (self.matrix @ q).float()
+        if allowed is not None:
+            keep = torch.as_tensor(np.isin(self.row_ids, allowed), device=self.device)
+            scores = torch.where(keep, scores, torch.full_like(scores, float("-inf")))
+        k = min(k, int(torch.isfinite(scores).sum()))
+        if k <= 0:
+            return []
+        top = torch.topk(scores, k)
+        return [(int(self.row_ids[i]), float(s)) for s, i in zip(top.values.cpu().numpy(), top.indices.cpu().numpy())]
+
+
 @dataclass
 class DenseIndex:
-    """Span vectors by span row id, in one index (``flat``) or one per granularity."""
+    """Span vectors by span row id, in one index (``flat``) or one per granularity.
+
+    With ``spec.device`` on CUDA, searches run on the GPU: flat through
+    :class:`TorchFlatSearch`, IVF parts cloned to FAISS GPU when the ``faiss`` module sees
+    GPUs (the ``gpu`` extra); HNSW stays on the CPU (FAISS has no GPU HNSW)."""
 
     spec: DenseIndexSpec
     parts: dict[str, faiss.Index] = field(default_factory=dict)
+    _torch_flat: TorchFlatSearch | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.spec.device.startswith("cuda"):
+            return
+        if ALL in self.parts:
+            self._torch_flat = TorchFlatSearch.from_faiss(self.parts[ALL], self.spec.device)
+        elif self.spec.kind == "ivf" and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0:
+            self.parts = {g: faiss.index_cpu_to_all_gpus(part) for g, part in self.parts.items()}
 
     @classmethod
     def build(
@@ -158,12 +213,15 @@ class DenseIndex:
     def _search_flat(self, q, k, granularities, rows_by_granularity) -> list[tuple[int, float]]:
         index = self.parts[ALL]
         params = None
+        allowed = None
         if granularities is not None and set(granularities) != set(GRANULARITIES):
             allowed = np.concatenate([rows_by_granularity.get(g, np.zeros(0, np.int64)) for g in granularities])
             if len(allowed) == 0:
                 return []
             params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
             k = min(k, len(allowed))
+        if self._torch_flat is not None:
+            return self._torch_flat.search(q, k, allowed)
         k = min(k, index.ntotal)
         if k <= 0:
             return []
@@ -182,7 +240,7 @@ class DenseIndex:
     # -- files -------------------------------------------------------------------------------
     def save(self, directory: Path) -> None:
         """``dense.faiss`` (flat) or ``dense.<granularity>.faiss``, and ``dense.json``."""
-        for name, part in self.parts.items():
+        for name, part in self.cpu_parts().items():
             faiss.write_index(part, str(directory / _file_name(name)))
         (directory / "dense.json").write_text(
             json.dumps({"signature": self.spec.signature, "parts": list(self.parts)})
@@ -200,9 +258,14 @@ class DenseIndex:
             return None
         return cls(spec, {name: faiss.read_index(str(directory / _file_name(name))) for name in saved["parts"]})
 
+    def cpu_parts(self) -> dict[str, faiss.Index]:
+        """The parts as CPU indexes (GPU clones are copied back for writing)."""
+        return {name: faiss.index_gpu_to_cpu(part) if "Gpu" in type(part).__name__ else part
+                for name, part in self.parts.items()}
+
 
 def _file_name(part: str) -> str:
     return "dense.faiss" if part == ALL else f"dense.{part}.faiss"
 
 
-__all__ = ["DENSE_INDEX_KINDS", "DenseIndex", "DenseIndexKind", "DenseIndexSpec", "ivf_lists"]
+__all__ = ["DENSE_INDEX_KINDS", "DenseIndex", "DenseIndexKind", "DenseIndexSpec", "TorchFlatSearch", "ivf_lists"]
