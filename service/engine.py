@@ -27,6 +27,7 @@ from indexing.ingest import IngestProgress, IngestReport, Ingestor, delete_docum
 from indexing.parsers import parse_text
 from indexing.sentences import SentenceSplitter
 from indexing.store.base import CollectionNotFound, SpanStore
+from indexing.store.dense_index import DenseIndexSpec
 from indexing.store.sqlite_faiss import SqliteFaissStore
 from retrieval.pipeline import Retriever
 from retrieval.types import ContextSpan, RetrievalResult
@@ -45,7 +46,9 @@ class RagService:
     # Heavy parts load on first use, so `spanrag --help` and health checks stay instant.
     @cached_property
     def store(self) -> SpanStore:
-        return SqliteFaissStore(self.settings.data_dir, dense_index=self.settings.dense_index)
+        return SqliteFaissStore(
+            self.settings.data_dir, dense_index=DenseIndexSpec(self.settings.dense_index, device=self.settings.device)
+        )
 
     @cached_property
     def encoder(self) -> Encoder:

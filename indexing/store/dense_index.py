@@ -55,7 +55,7 @@ class DenseIndexSpec:
     """
 
     kind: DenseIndexKind = "flat"
-    device: str = "cpu"  # "cuda": flat searches as a torch fp16 product, IVF on FAISS GPU (not in the signature)
+    device: str = "cpu"  # "cuda" (or "auto" with CUDA present): searches on the GPU; not in the signature
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
     hnsw_ef_search: int = 64
@@ -153,10 +153,15 @@ class DenseIndex:
     _torch_flat: TorchFlatSearch | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not self.spec.device.startswith("cuda"):
+        device = self.spec.device
+        if device == "auto":  # resolved here, when an index is loaded, so store-only commands skip torch
+            from indexing.embed import pick_device
+
+            device = pick_device(device)
+        if not device.startswith("cuda"):
             return
         if ALL in self.parts:
-            self._torch_flat = TorchFlatSearch.from_faiss(self.parts[ALL], self.spec.device)
+            self._torch_flat = TorchFlatSearch.from_faiss(self.parts[ALL], device)
         elif self.spec.kind == "ivf" and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0:
             self.parts = {g: faiss.index_cpu_to_all_gpus(part) for g, part in self.parts.items()}
 
