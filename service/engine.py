@@ -46,6 +46,15 @@ class RagService:
     # Heavy parts load on first use, so `spanrag --help` and health checks stay instant.
     @cached_property
     def store(self) -> SpanStore:
+        if self.settings.store == "qdrant":
+            from indexing.store.qdrant import QdrantStore
+
+            return QdrantStore(
+                url=self.settings.qdrant_url,
+                path=None if self.settings.qdrant_url else (self.settings.qdrant_path or self.settings.data_dir / "qdrant"),
+                api_key=self.settings.qdrant_api_key, shards=self.settings.qdrant_shards,
+                replication=self.settings.qdrant_replication,
+            )
         return SqliteFaissStore(
             self.settings.data_dir, dense_index=DenseIndexSpec(self.settings.dense_index, device=self.settings.device)
         )

@@ -23,6 +23,14 @@ class Settings(BaseSettings):
     dense_index: Literal["flat", "hnsw", "ivf"] = Field(
         "flat", description="FAISS index of the span vectors: 'flat' (exact), 'hnsw' or 'ivf' (approximate, one per granularity)"
     )
+    store: Literal["sqlite_faiss", "qdrant"] = Field(
+        "sqlite_faiss", description="span store: SQLite + FAISS in data_dir, or Qdrant (a server/cluster, or local mode)"
+    )
+    qdrant_url: str | None = Field(None, description="Qdrant server or cluster, e.g. http://qdrant-1:6333")
+    qdrant_path: Path | None = Field(None, description="Qdrant local mode folder (default: data_dir/qdrant when no URL)")
+    qdrant_api_key: str | None = Field(None, description="Qdrant API key")
+    qdrant_shards: int = Field(1, ge=1, description="shards of each new collection (a cluster spreads them over nodes)")
+    qdrant_replication: int = Field(1, ge=1, description="copies of each shard (2: a node may die without losing data)")
     embedding_model: str = Field(
         "all-MiniLM-L6-v2", description="sentence-transformers model: the bundled name, a path, or a cached name"
     )

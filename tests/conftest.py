@@ -78,10 +78,14 @@ def make_rag(encoder) -> Iterator[Callable[..., object]]:
         rag.close()
 
 
-@pytest.fixture
-def rag(make_rag, tmp_path):
-    """A fresh, empty service on its own data directory under ``tmp_path``."""
-    service = make_rag(tmp_path / "data")
+STORES = ("sqlite_faiss", "qdrant")
+
+
+@pytest.fixture(params=STORES)
+def rag(make_rag, tmp_path, request):
+    """A fresh, empty service on its own data directory under ``tmp_path``, once on each
+    store backend (SQLite + FAISS, and Qdrant in qdrant-client's local mode)."""
+    service = make_rag(tmp_path / "data", store=request.param)
     yield service
     service.close()
 

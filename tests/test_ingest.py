@@ -332,6 +332,9 @@ def crash_before_commit(rag, monkeypatch):
 def test_an_interrupted_write_leaves_the_previous_version_readable(
     rag, samples_dir, ingested, monkeypatch, crash
 ):
+    if rag.settings.store == "qdrant":
+        pytest.skip("Qdrant has no multi-point transactions: its store validates before writing and"
+                    " writes the document record last instead (see indexing/store/qdrant.py)")
     tea = doc_id_of(ingested.doc_ids, "tea-notes.txt")
     old_doc = rag.store.get_document(C, tea)
     old_spans = [(s.id, s.text) for s in rag.store.document_spans(C, tea)]

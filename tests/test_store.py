@@ -1,5 +1,6 @@
-"""SqliteFaissStore on its own: hand-made documents and spans with small random unit
-vectors (dim 8), no embedding model involved."""
+"""The store seam on both backends (SQLite + FAISS, and Qdrant in qdrant-client's local
+mode): hand-made documents and spans with small random unit vectors (dim 8), no embedding
+model involved. Tests about FAISS's derived index files use ``faiss_store`` only."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from indexing.spans import Document, Span
 from indexing.store.base import CollectionNotFound, InvalidCollectionName, SourceRecord, StoreMismatch
+from indexing.store.qdrant import QdrantStore
 from indexing.store.sqlite_faiss import SqliteFaissStore
 
 DIM = 8
@@ -47,8 +49,32 @@ BETA = make_doc("beta", ["Copper conducts electricity well.", "Iron rusts in wet
 ALPHA_V2 = make_doc("alpha", ["Penguins cannot fly."], seed=3)
 
 
+BACKENDS = ("sqlite_faiss", "qdrant")
+
+
+def open_store(backend: str, tmp_path: Path):
+    """The backend's store on ``tmp_path / "data"`` (Qdrant: local mode in a folder there)."""
+    if backend == "qdrant":
+        return QdrantStore(path=tmp_path / "data" / "qdrant")
+    return SqliteFaissStore(tmp_path / "data")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
 @pytest.fixture
-def store(tmp_path) -> SqliteFaissStore:
+def store(backend, tmp_path):
+    s = open_store(backend, tmp_path)
+    s.create_collection(C, MODEL, DIM)
+    s.replace_documents(C, [ALPHA, BETA])
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def faiss_store(tmp_path) -> SqliteFaissStore:
     s = SqliteFaissStore(tmp_path / "data")
     s.create_collection(C, MODEL, DIM)
     s.replace_documents(C, [ALPHA, BETA])
@@ -202,12 +228,12 @@ def test_children_and_descendants_follow_the_span_tree(store):
 
 # -- durability ------------------------------------------------------------------------------
 
-def test_everything_persists_across_reopen(store, tmp_path):
+def test_everything_persists_across_reopen(store, backend, tmp_path):
     query = ALPHA[2][1]
     before = [(h.span_id, round(h.score, 5)) for h in store.dense_search(C, query, k=100)]
     lexical = store.lexical_search(C, "stripes", 5, "sentence")
     store.close()
-    reopened = SqliteFaissStore(tmp_path / "data")
+    reopened = open_store(backend, tmp_path)
     try:
         assert reopened.list_collections() == [C]
         assert reopened.get_document(C, "beta").text == BETA[0].text
@@ -218,12 +244,12 @@ def test_everything_persists_across_reopen(store, tmp_path):
         reopened.close()
 
 
-def test_missing_index_files_are_rebuilt_from_sqlite(store, tmp_path):
+def test_missing_index_files_are_rebuilt_from_sqlite(faiss_store, tmp_path):
     data = tmp_path / "data"
     query = BETA[2][2]
-    before = [h.span_id for h in store.dense_search(C, query, k=100)]
+    before = [h.span_id for h in faiss_store.dense_search(C, query, k=100)]
     assert (data / "indexes" / C).is_dir()
-    store.close()
+    faiss_store.close()
     shutil.rmtree(data / "indexes")
     reopened = SqliteFaissStore(data)
     try:
@@ -234,10 +260,10 @@ def test_missing_index_files_are_rebuilt_from_sqlite(store, tmp_path):
         reopened.close()
 
 
-def test_corrupt_index_files_are_rebuilt_from_sqlite(store, tmp_path):
+def test_corrupt_index_files_are_rebuilt_from_sqlite(faiss_store, tmp_path):
     data = tmp_path / "data"
-    store.refresh(C)
-    store.close()
+    faiss_store.refresh(C)
+    faiss_store.close()
     (data / "indexes" / C / "dense.faiss").write_bytes(b"garbage")
     reopened = SqliteFaissStore(data)
     try:
@@ -246,8 +272,8 @@ def test_corrupt_index_files_are_rebuilt_from_sqlite(store, tmp_path):
         reopened.close()
 
 
-def test_an_index_behind_another_writer_is_rebuilt_on_next_use(store, tmp_path):
-    store.refresh(C)
+def test_an_index_behind_another_writer_is_rebuilt_on_next_use(faiss_store, tmp_path):
+    faiss_store.refresh(C)
     other = SqliteFaissStore(tmp_path / "data")  # e.g. the CLI writing while a server runs
     try:
         gamma = make_doc("gamma", ["Gamma rays are energetic."], seed=4)
@@ -255,11 +281,11 @@ def test_an_index_behind_another_writer_is_rebuilt_on_next_use(store, tmp_path):
         other.delete_documents(C, ["beta"])
     finally:
         other.close()
-    hits = {h.span_id for h in store.dense_search(C, gamma[2][1], k=100)}
+    hits = {h.span_id for h in faiss_store.dense_search(C, gamma[2][1], k=100)}
     assert "gamma#1" in hits and not any(h.startswith("beta") for h in hits)
-    assert [h.span_id for h in store.lexical_search(C, "gamma", 5, "sentence")] == ["gamma#1"]
+    assert [h.span_id for h in faiss_store.lexical_search(C, "gamma", 5, "sentence")] == ["gamma#1"]
     meta = json.loads((Path(tmp_path) / "data" / "indexes" / C / "meta.json").read_text())
-    assert meta["generation"] == generation(store)
+    assert meta["generation"] == generation(faiss_store)
 
 
 # -- collections -----------------------------------------------------------------------------
@@ -319,3 +345,36 @@ def test_a_collection_name_that_is_not_a_safe_file_name_is_refused(tmp_path, nam
         store.create_collection(name, "m", 8)
     assert store.list_collections() == []
     assert not (tmp_path / "escape").exists()
+
+
+# -- token vectors and the Qdrant layout -------------------------------------------------------
+
+@pytest.mark.parametrize("codec", ["fp16", "int8", "binary"])
+def test_token_vectors_round_trip_exactly_and_die_with_their_span(store, codec):
+    from indexing.token_codecs import encode_tokens
+
+    tokens = unit_vectors(5, seed=9)
+    assert store.put_token_vectors(C, [("alpha#1", encode_tokens(tokens, codec)), ("ghost#1", encode_tokens(tokens, codec))], "tok") == 1
+    (got,) = store.get_token_vectors(C, ["alpha#1"]).values()
+    expected = encode_tokens(tokens, codec)
+    assert got.codec == codec and np.array_equal(got.data, expected.data)
+    assert (got.scales is None) == (expected.scales is None)
+    assert store.token_model(C) == "tok"
+    assert store.token_vector_stats(C)[codec]["spans"] == 1
+    assert "alpha#1" not in {s.id for s in store.spans_missing_token_vectors(C, ["sentence"])}
+    assert list(store.document_token_vectors(C, ["alpha"])) == ["alpha"]
+    store.replace_documents(C, [ALPHA_V2])  # a new version of the document drops them
+    assert store.get_token_vectors(C, ["alpha#1"]) == {}
+
+
+def test_a_qdrant_collection_has_dense_and_maxsim_multivector_spaces(tmp_path):
+    from qdrant_client import models
+
+    store = QdrantStore(path=tmp_path / "qdrant")
+    try:
+        store.create_collection(C, MODEL, DIM)
+        vectors = store.client.get_collection(f"spanrag__{C}").config.params.vectors
+        assert vectors["dense"].size == DIM and vectors["dense"].distance == models.Distance.COSINE
+        assert vectors["tokens"].multivector_config.comparator == models.MultiVectorComparator.MAX_SIM
+    finally:
+        store.close()

@@ -1,0 +1,520 @@
+"""The scale-out backend: every span, document and source record in Qdrant, behind the same
+:class:`~indexing.store.base.SpanStore` seam as SQLite + FAISS.
+
+    >>> store = QdrantStore(path=Path(".spanrag/qdrant"))              # local mode (embedded)  # doctest: +SKIP
+    >>> store = QdrantStore(url="http://qdrant-1:6333", shards=6, replication=2)  # a cluster  # doctest: +SKIP
+
+Layout (``prefix`` defaults to ``spanrag``):
+
+* ``<prefix>__<collection>``: one point per span (id: ``uuid5`` of the span id), with the
+  named vector ``dense`` (cosine; span vectors are unit length, so cosine is the inner
+  product the FAISS store ranks by) and, for spans that have token vectors, the multivector
+  ``tokens`` with the MaxSim comparator (decoded token vectors; a Qdrant-side late
+  interaction query can use it). The payload holds the span fields, a ``row`` number in
+  write order (BM25 breaks ties by it, as the FAISS store does by SQLite row id) and, for
+  token-bearing spans, the stored codes themselves (``token_codec``, ``token_codes``, base64),
+  so :meth:`get_token_vectors` returns exactly the ``EncodedTokens`` that were put. Payload
+  indexes on ``span_id``, ``doc_id``, ``parent_id`` and ``granularity`` serve every filter.
+  Sharding and replication are set when the collection is created (``shards``,
+  ``replication``).
+* ``<prefix>__meta``: collection, document and source records as vector-less points, so a
+  spanrag service holds no state of its own and several replicas can share one cluster.
+
+BM25 is not Qdrant's: each service builds the same bm25s index as the FAISS store from the
+spans it scrolls, cached per collection write generation. That keeps lexical scores
+identical across backends (parity in ``spanrag eval``); Qdrant's sparse vectors with an IDF
+modifier would score differently.
+
+Writes are not transactional (Qdrant has no multi-point transactions): ``replace_documents``
+validates every input before writing, removes the old version, writes the spans, and
+writes the document record last, so after a crash a document either has its record (and
+all its spans) or is missing from :meth:`document_hashes` and is rewritten by the next
+ingest. XTR's token index (``token_search``) is not implemented here.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from indexing.spans import GRANULARITIES, Document, Granularity, Span
+from indexing.store.base import (
+    CollectionNotFound,
+    ScoredSpanId,
+    SourceRecord,
+    SpanStore,
+    StoreMismatch,
+    check_collection_name,
+)
+from indexing.store.bm25 import Bm25Index
+from indexing.token_codecs import EncodedTokens, decode_tokens
+
+NAMESPACE = uuid.UUID("6f1c1f8e-2f4e-4f5e-9d1a-6a1b5c0e7d21")
+SPAN_INDEXES = ("span_id", "doc_id", "parent_id", "granularity")
+BATCH = 256
+
+
+def point_id(*parts: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, "\x1f".join(parts)))
+
+
+@dataclass
+class _Lexical:
+    generation: int
+    bm25: dict[str, Bm25Index]
+    span_id_of_row: dict[int, str]
+
+
+class QdrantStore(SpanStore):
+    def __init__(
+        self,
+        url: str | None = None,
+        path: Path | None = None,
+        api_key: str | None = None,
+        shards: int = 1,
+        replication: int = 1,
+        prefix: str = "spanrag",
+    ):
+        from qdrant_client import QdrantClient
+
+        if url is None and path is None:
+            raise ValueError("QdrantStore needs a url (server or cluster) or a path (local mode)")
+        if url is None:
+            Path(path).mkdir(parents=True, exist_ok=True)
+        self.client = QdrantClient(url=url, api_key=api_key) if url else QdrantClient(path=str(path))
+        self.local = url is None  # local mode: brute force, payload indexes do nothing there
+        self.shards, self.replication, self.prefix = shards, replication, prefix
+        self._meta = f"{prefix}__meta"
+        self._lock = threading.RLock()
+        self._lexical: dict[str, _Lexical] = {}
+        self._ensure_meta()
+
+    # -- plumbing ------------------------------------------------------------------------
+    @staticmethod
+    def _models():
+        from qdrant_client import models
+
+        return models
+
+    def _spans(self, collection: str) -> str:
+        return f"{self.prefix}__{collection}"
+
+    def _ensure_meta(self) -> None:
+        m = self._models()
+        if not self.client.collection_exists(self._meta):
+            self.client.create_collection(self._meta, vectors_config={})
+            self._index_payload(self._meta, ("kind", "collection", "key"))
+
+    def _index_payload(self, name: str, keys: tuple[str, ...]) -> None:
+        if self.local:
+            return
+        m = self._models()
+        for key in keys:
+            self.client.create_payload_index(name, key, m.PayloadSchemaType.KEYWORD)
+
+    def _match(self, **conditions) -> object:
+        m = self._models()
+        must = []
+        for key, value in conditions.items():
+            if isinstance(value, (list, tuple)):
+                must.append(m.FieldCondition(key=key, match=m.MatchAny(any=list(value))))
+            else:
+                must.append(m.FieldCondition(key=key, match=m.MatchValue(value=value)))
+        return m.Filter(must=must)
+
+    def _scroll(self, name: str, query_filter=None, with_vectors=False) -> Iterator:
+        offset = None
+        while True:
+            points, offset = self.client.scroll(
+                name, scroll_filter=query_filter, limit=BATCH, offset=offset,
+                with_payload=True, with_vectors=with_vectors,
+            )
+            yield from points
+            if offset is None:
+                return
+
+    def _meta_record(self, kind: str, collection: str, key: str) -> dict | None:
+        found = self.client.retrieve(self._meta, [point_id(kind, collection, key)], with_payload=True)
+        return found[0].payload if found else None
+
+    def _put_meta(self, kind: str, collection: str, key: str, payload: dict) -> None:
+        m = self._models()
+        self.client.upsert(self._meta, [m.PointStruct(
+            id=point_id(kind, collection, key), vector={},
+            payload={"kind": kind, "collection": collection, "key": key, **payload},
+        )], wait=True)
+
+    def _delete_meta(self, kind: str, collection: str, keys: list[str]) -> None:
+        m = self._models()
+        if keys:
+            self.client.delete(self._meta, m.PointIdsList(points=[point_id(kind, collection, k) for k in keys]), wait=True)
+
+    def _require(self, collection: str) -> dict:
+        record = self._meta_record("collection", collection, collection)
+        if record is None:
+            raise CollectionNotFound(collection)
+        return record
+
+    def _bump(self, collection: str, rows_used: int = 0) -> None:
+        record = self._require(collection)
+        record["generation"] = record.get("generation", 0) + 1
+        record["next_row"] = record.get("next_row", 0) + rows_used
+        self._put_meta("collection", collection, collection, {k: v for k, v in record.items()
+                                                               if k not in ("kind", "collection", "key")})
+
+    # -- collections -----------------------------------------------------------------------
+    def create_collection(self, name: str, model: str, dim: int) -> None:
+        check_collection_name(name)
+        m = self._models()
+        with self._lock:
+            record = self._meta_record("collection", name, name)
+            if record is not None:
+                if (record["model"], record["dim"]) != (model, dim):
+                    raise StoreMismatch(
+                        f"collection {name!r} was built with model {record['model']!r} "
+                        f"(dim {record['dim']}), not {model!r} (dim {dim}); use another collection"
+                    )
+                return
+            spans = self._spans(name)
+            if not self.client.collection_exists(spans):
+                self.client.create_collection(
+                    spans,
+                    vectors_config={
+                        "dense": m.VectorParams(size=dim, distance=m.Distance.COSINE),
+                        "tokens": m.VectorParams(
+                            size=dim, distance=m.Distance.COSINE,
+                            multivector_config=m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM),
+                        ),
+                    },
+                    shard_number=self.shards, replication_factor=self.replication,
+                )
+                self._index_payload(spans, SPAN_INDEXES)
+            self._put_meta("collection", name, name, {
+                "name": name, "model": model, "dim": dim, "generation": 0, "next_row": 0, "token_model": None,
+            })
+
+    def has_collection(self, name: str) -> bool:
+        return self._meta_record("collection", name, name) is not None
+
+    def list_collections(self) -> list[str]:
+        return sorted(p.payload["name"] for p in self._scroll(self._meta, self._match(kind="collection")))
+
+    def collection_model(self, name: str) -> str:
+        return self._require(name)["model"]
+
+    def collection_stats(self, name: str) -> dict:
+        record = self._require(name)
+        n_docs = self.client.count(self._meta, count_filter=self._match(kind="document", collection=name)).count
+        by_granularity = {}
+        for g in GRANULARITIES:
+            n = self.client.count(self._spans(name), count_filter=self._match(granularity=g)).count
+            if n:
+                by_granularity[g] = n
+        return {
+            "name": name, "model": record["model"], "dim": record["dim"], "generation": record["generation"],
+            "documents": n_docs, "spans": sum(by_granularity.values()), "spans_by_granularity": by_granularity,
+        }
+
+    # -- writes ----------------------------------------------------------------------------------
+    def replace_documents(self, collection: str, items: list[tuple[Document, list[Span], np.ndarray]]) -> None:
+        m = self._models()
+        with self._lock:
+            record = self._require(collection)
+            dim = record["dim"]
+            for doc, spans, vectors in items:  # validate everything before writing anything
+                if vectors.shape != (len(spans), dim):
+                    raise ValueError(
+                        f"document {doc.id!r}: {vectors.shape} vectors for {len(spans)} spans of dim {dim}"
+                    )
+            self._delete_in_order(collection, [doc.id for doc, _, _ in items])
+            row = record.get("next_row", 0)
+            points = []
+            for doc, spans, vectors in items:
+                for span, vector in zip(spans, np.asarray(vectors, dtype=np.float32)):
+                    points.append(m.PointStruct(
+                        id=point_id(span.id), vector={"dense": vector.tolist()},
+                        payload={**_span_payload(span), "row": row},
+                    ))
+                    row += 1
+            for start in range(0, len(points), BATCH):
+                self.client.upsert(self._spans(collection), points[start : start + BATCH], wait=True)
+            for doc, _, _ in items:
+                self._put_meta("document", collection, doc.id, {
+                    "doc_id": doc.id, "title": doc.title, "source": doc.source,
+                    "content_hash": doc.content_hash, "text": doc.text, "metadata": doc.metadata,
+                })
+            self._bump(collection, row - record.get("next_row", 0))
+
+    def _delete_in_order(self, collection: str, doc_ids: list[str]) -> int:
+        """Document records first, then their spans (a crash leaves spans without a record,
+        which the next ingest rewrites)."""
+        m = self._models()
+        existing = [d for d in doc_ids if self._meta_record("document", collection, d) is not None]
+        self._delete_meta("document", collection, doc_ids)
+        if doc_ids:
+            self.client.delete(self._spans(collection), m.FilterSelector(filter=self._match(doc_id=doc_ids)), wait=True)
+        return len(existing)
+
+    def delete_documents(self, collection: str, doc_ids: list[str]) -> int:
+        with self._lock:
+            self._require(collection)
+            existed = self._delete_in_order(collection, list(dict.fromkeys(doc_ids)))
+            if existed:
+                self._bump(collection)
+            return existed
+
+    def get_source(self, collection: str, path: str) -> SourceRecord | None:
+        record = self._meta_record("source", collection, path)
+        return None if record is None else SourceRecord(record["path"], record["content_hash"], list(record["doc_ids"]))
+
+    def put_source(self, collection: str, record: SourceRecord) -> None:
+        self._put_meta("source", collection, record.path, {
+            "path": record.path, "content_hash": record.content_hash, "doc_ids": list(record.doc_ids),
+        })
+
+    def delete_source(self, collection: str, path: str) -> None:
+        self._delete_meta("source", collection, [path])
+
+    def list_sources(self, collection: str, under: str | None = None) -> list[SourceRecord]:
+        import os
+
+        prefix = None if under is None else under.rstrip(os.sep) + os.sep
+        out = []
+        for p in self._scroll(self._meta, self._match(kind="source", collection=collection)):
+            if prefix is None or p.payload["path"].startswith(prefix):
+                out.append(SourceRecord(p.payload["path"], p.payload["content_hash"], list(p.payload["doc_ids"])))
+        return out
+
+    # -- reads -----------------------------------------------------------------------------------
+    def get_document(self, collection: str, doc_id: str) -> Document | None:
+        r = self._meta_record("document", collection, doc_id)
+        if r is None:
+            return None
+        return Document(r["doc_id"], collection, r["title"], r["source"], r["content_hash"], r["text"], r["metadata"])
+
+    def document_hashes(self, collection: str, doc_ids: list[str] | None = None) -> dict[str, str]:
+        conditions = {"kind": "document", "collection": collection}
+        if doc_ids is not None:
+            if not doc_ids:
+                return {}
+            conditions["key"] = list(doc_ids)
+        found = {p.payload["doc_id"]: p.payload["content_hash"] for p in self._scroll(self._meta, self._match(**conditions))}
+        return dict(sorted(found.items()))
+
+    def count_spans(self, collection: str, doc_id: str) -> int:
+        return self.client.count(self._spans(collection), count_filter=self._match(doc_id=doc_id)).count
+
+    def _span_points(self, collection: str, span_ids: list[str], vectors=False) -> dict[str, object]:
+        out = {}
+        ids = list(dict.fromkeys(span_ids))
+        for start in range(0, len(ids), BATCH):
+            for p in self.client.retrieve(self._spans(collection), [point_id(s) for s in ids[start : start + BATCH]],
+                                          with_payload=True, with_vectors=vectors):
+                out[p.payload["span_id"]] = p
+        return out
+
+    def get_spans(self, collection: str, span_ids: list[str]) -> list[Span]:
+        self._require(collection)
+        found = self._span_points(collection, span_ids)
+        return [_payload_span(found[s].payload) for s in span_ids if s in found]
+
+    def document_spans(self, collection: str, doc_id: str) -> list[Span]:
+        spans = [_payload_span(p.payload) for p in self._scroll(self._spans(collection), self._match(doc_id=doc_id))]
+        return sorted(spans, key=lambda s: s.order)
+
+    def children(self, collection: str, span_id: str) -> list[Span]:
+        spans = [_payload_span(p.payload) for p in self._scroll(self._spans(collection), self._match(parent_id=span_id))]
+        return sorted(spans, key=lambda s: s.order)
+
+    def descendants(self, collection: str, span_id: str, granularity: Granularity) -> list[Span]:
+        (parent,) = self.get_spans(collection, [span_id]) or [None]
+        return [] if parent is None else self.spans_within(collection, parent, [granularity])
+
+    def spans_within(self, collection: str, span: Span, granularities: list[Granularity]) -> list[Span]:
+        if not granularities:
+            return []
+        found = [
+            _payload_span(p.payload)
+            for p in self._scroll(self._spans(collection), self._match(doc_id=span.doc_id, granularity=list(granularities)))
+        ]
+        inside = [s for s in found if s.start >= span.start and s.end <= span.end]
+        return sorted(inside, key=lambda s: (s.start, s.order))
+
+    def get_vectors(self, collection: str, span_ids: list[str]) -> np.ndarray:
+        dim = self._require(collection)["dim"]
+        found = self._span_points(collection, span_ids, vectors=["dense"])
+        missing = [s for s in span_ids if s not in found]
+        if missing:
+            raise KeyError(f"no vectors for spans {missing[:3]}")
+        if not span_ids:
+            return np.zeros((0, dim), np.float32)
+        return np.stack([np.asarray(found[s].vector["dense"], dtype=np.float32) for s in span_ids])
+
+    # -- token vectors -----------------------------------------------------------------------------
+    def _with_tokens(self):
+        m = self._models()
+        return m.Filter(must_not=[m.IsEmptyCondition(is_empty=m.PayloadField(key="token_codec"))])
+
+    def spans_missing_token_vectors(self, collection: str, granularities: list[Granularity]) -> list[Span]:
+        self._require(collection)
+        if not granularities:
+            return []
+        m = self._models()
+        query = m.Filter(
+            must=[m.FieldCondition(key="granularity", match=m.MatchAny(any=list(granularities))),
+                  m.IsEmptyCondition(is_empty=m.PayloadField(key="token_codec"))],
+        )
+        points = sorted(self._scroll(self._spans(collection), query), key=lambda p: p.payload["row"])
+        return [_payload_span(p.payload) for p in points]
+
+    def put_token_vectors(self, collection: str, items: list[tuple[str, EncodedTokens]], model: str) -> int:
+        m = self._models()
+        with self._lock:
+            record = self._require(collection)
+            present = self._span_points(collection, [s for s, _ in items])
+            written = 0
+            for span_id, encoded in items:
+                if span_id not in present or len(encoded) == 0:
+                    continue
+                pid = point_id(span_id)
+                self.client.update_vectors(self._spans(collection), [m.PointVectors(
+                    id=pid, vector={"tokens": decode_tokens(encoded).tolist()})], wait=True)
+                self.client.set_payload(self._spans(collection), _token_payload(encoded), points=[pid], wait=True)
+                written += 1
+            if record.get("token_model") != model:  # token writes leave the span generation alone
+                record["token_model"] = model
+                self._put_meta("collection", collection, collection, {k: v for k, v in record.items()
+                                                                       if k not in ("kind", "collection", "key")})
+            return written
+
+    def token_model(self, collection: str) -> str | None:
+        return self._require(collection).get("token_model")
+
+    def delete_token_vectors(self, collection: str) -> int:
+        m = self._models()
+        with self._lock:
+            self._require(collection)
+            ids = [p.id for p in self._scroll(self._spans(collection), self._with_tokens())]
+            if ids:
+                self.client.delete_vectors(self._spans(collection), ["tokens"], m.PointIdsList(points=ids), wait=True)
+                self.client.delete_payload(self._spans(collection), list(_token_payload_keys()),
+                                           m.PointIdsList(points=ids), wait=True)
+            return len(ids)
+
+    def get_token_vectors(self, collection: str, span_ids: list[str]) -> dict[str, EncodedTokens]:
+        found = self._span_points(collection, span_ids)
+        return {s: _payload_tokens(p.payload) for s, p in found.items() if p.payload.get("token_codec")}
+
+    def document_token_vectors(self, collection: str, doc_ids: list[str]) -> dict[str, list[tuple[str, EncodedTokens]]]:
+        if not doc_ids:
+            return {}
+        m = self._models()
+        query = m.Filter(
+            must=[m.FieldCondition(key="doc_id", match=m.MatchAny(any=list(doc_ids)))],
+            must_not=[m.IsEmptyCondition(is_empty=m.PayloadField(key="token_codec"))],
+        )
+        out: dict[str, list[tuple[int, str, EncodedTokens]]] = {}
+        for p in self._scroll(self._spans(collection), query):
+            out.setdefault(p.payload["doc_id"], []).append((p.payload["order"], p.payload["span_id"], _payload_tokens(p.payload)))
+        return {d: [(s, e) for _, s, e in sorted(rows, key=lambda r: r[0])] for d, rows in out.items()}
+
+    def token_vector_stats(self, collection: str) -> dict[str, dict[str, int]]:
+        stats: dict[str, dict[str, int]] = {}
+        for p in self._scroll(self._spans(collection), self._with_tokens()):
+            encoded = _payload_tokens(p.payload)
+            entry = stats.setdefault(encoded.codec, {"tokens": 0, "bytes": 0, "spans": 0})
+            entry["tokens"] += len(encoded)
+            entry["bytes"] += encoded.nbytes
+            entry["spans"] += 1
+        return stats
+
+    # -- search ------------------------------------------------------------------------------------
+    def refresh(self, collection: str) -> None:
+        """Drop this process's BM25 cache if another write happened since it was built."""
+        cached = self._lexical.get(collection)
+        if cached is not None and cached.generation != self._require(collection)["generation"]:
+            del self._lexical[collection]
+
+    def _bm25(self, collection: str) -> _Lexical:
+        generation = self._require(collection)["generation"]
+        cached = self._lexical.get(collection)
+        if cached is not None and cached.generation == generation:
+            return cached
+        rows: dict[str, list[tuple[int, str]]] = {g: [] for g in GRANULARITIES}
+        span_id_of_row = {}
+        for p in self._scroll(self._spans(collection)):
+            pl = p.payload
+            rows[pl["granularity"]].append((pl["row"], f"{pl['header']}\n{pl['text']}" if pl.get("header") else pl["text"]))
+            span_id_of_row[pl["row"]] = pl["span_id"]
+        bm25 = {}
+        for g, part in rows.items():
+            part.sort()
+            bm25[g] = Bm25Index.build(np.array([r for r, _ in part], dtype=np.int64), [t for _, t in part])
+        cached = _Lexical(generation, bm25, span_id_of_row)
+        self._lexical[collection] = cached
+        return cached
+
+    def dense_search(self, collection: str, query: np.ndarray, k: int, granularities: list[Granularity] | None = None) -> list[ScoredSpanId]:
+        self._require(collection)
+        if k <= 0 or (granularities is not None and not granularities):
+            return []
+        query_filter = None if granularities is None else self._match(granularity=list(granularities))
+        hits = self.client.query_points(
+            self._spans(collection), query=np.asarray(query, dtype=np.float32).tolist(), using="dense",
+            query_filter=query_filter, limit=k, with_payload=["span_id"],
+        ).points
+        return [ScoredSpanId(h.payload["span_id"], float(h.score)) for h in hits]
+
+    def lexical_search(self, collection: str, query: str, k: int, granularity: Granularity) -> list[ScoredSpanId]:
+        lexical = self._bm25(collection)
+        return [ScoredSpanId(lexical.span_id_of_row[r], s) for r, s in lexical.bm25[granularity].search(query, k)]
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# -- payloads ---------------------------------------------------------------------------------------
+def _span_payload(span: Span) -> dict:
+    return {
+        "span_id": span.id, "doc_id": span.doc_id, "parent_id": span.parent_id, "granularity": span.granularity,
+        "start": span.start, "end": span.end, "text": span.text, "heading_path": list(span.heading_path),
+        "n_tokens": span.n_tokens, "header": span.header, "order": span.order,
+    }
+
+
+def _payload_span(p: dict) -> Span:
+    return Span(
+        id=p["span_id"], doc_id=p["doc_id"], parent_id=p["parent_id"], granularity=p["granularity"],
+        start=p["start"], end=p["end"], text=p["text"], heading_path=list(p["heading_path"]),
+        n_tokens=p["n_tokens"], header=p["header"], order=p["order"],
+    )
+
+
+def _token_payload_keys() -> tuple[str, ...]:
+    return ("token_codec", "token_dim", "token_n", "token_codes", "token_scales")
+
+
+def _token_payload(encoded: EncodedTokens) -> dict:
+    return {
+        "token_codec": encoded.codec, "token_dim": encoded.dim, "token_n": len(encoded),
+        "token_codes": base64.b64encode(np.ascontiguousarray(encoded.data).tobytes()).decode("ascii"),
+        "token_scales": None if encoded.scales is None
+        else base64.b64encode(np.ascontiguousarray(encoded.scales, dtype=np.float32).tobytes()).decode("ascii"),
+    }
+
+
+def _payload_tokens(p: dict) -> EncodedTokens:
+    codec, dim, n = p["token_codec"], p["token_dim"], p["token_n"]
+    dtype, width = {"fp16": (np.float16, dim), "int8": (np.int8, dim), "binary": (np.uint8, (dim + 7) // 8)}[codec]
+    data = np.frombuffer(base64.b64decode(p["token_codes"]), dtype=dtype).reshape(n, width)
+    scales = None if p.get("token_scales") is None else np.frombuffer(base64.b64decode(p["token_scales"]), dtype=np.float32)
+    return EncodedTokens(codec, dim, data, scales)
+
+
+__all__ = ["QdrantStore", "point_id"]
