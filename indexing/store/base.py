@@ -42,6 +42,13 @@ def check_collection_name(name: str) -> str:
 class StoreMismatch(ValueError):
     """Raised when a collection was built with another embedding model than the one asked for."""
 
+    @classmethod
+    def for_model(cls, name: str, stored: tuple[str, int], asked: tuple[str, int]) -> StoreMismatch:
+        return cls(
+            f"collection {name!r} was built with model {stored[0]!r} (dim {stored[1]}), "
+            f"not {asked[0]!r} (dim {asked[1]}); use another collection"
+        )
+
 
 @dataclass
 class SourceRecord:

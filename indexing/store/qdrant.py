@@ -176,10 +176,7 @@ class QdrantStore(SpanStore):
             record = self._meta_record("collection", name, name)
             if record is not None:
                 if (record["model"], record["dim"]) != (model, dim):
-                    raise StoreMismatch(
-                        f"collection {name!r} was built with model {record['model']!r} "
-                        f"(dim {record['dim']}), not {model!r} (dim {dim}); use another collection"
-                    )
+                    raise StoreMismatch.for_model(name, (record["model"], record["dim"]), (model, dim))
                 return
             spans = self._spans(name)
             if not self.client.collection_exists(spans):

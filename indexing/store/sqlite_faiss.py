@@ -149,10 +149,7 @@ class SqliteFaissStore(SpanStore):
             rows = self._query("SELECT model, dim FROM collections WHERE name = ?", (name,))
             if rows:
                 if tuple(rows[0]) != (model, dim):
-                    raise StoreMismatch(
-                        f"collection {name!r} was built with model {rows[0][0]!r} "
-                        f"(dim {rows[0][1]}), not {model!r} (dim {dim}); use another collection"
-                    )
+                    raise StoreMismatch.for_model(name, tuple(rows[0]), (model, dim))
                 return
             self._db.execute(
                 "INSERT INTO collections (name, model, dim) VALUES (?, ?, ?)", (name, model, dim)
