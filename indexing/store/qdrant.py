@@ -9,8 +9,8 @@ Layout (``prefix`` defaults to ``spanrag``):
 * ``<prefix>__<collection>``: one point per span (id: ``uuid5`` of the span id), with the
   named vector ``dense`` (cosine; span vectors are unit length, so cosine is the inner
   product the FAISS store ranks by) and, for spans that have token vectors, the multivector
-  ``tokens`` with the MaxSim comparator (decoded token vectors; a Qdrant-side late
-  interaction query can use it). The payload holds the span fields, a ``row`` number in
+  ``tokens`` with the MaxSim comparator over dot products of the decoded codes (what
+  spanrag's own MaxSim computes; a Qdrant-side late interaction query can use it). The payload holds the span fields, a ``row`` number in
   write order (BM25 breaks ties by it, as the FAISS store does by SQLite row id) and, for
   token-bearing spans, the stored codes themselves (``token_codec``, ``token_codes``, base64),
   so :meth:`get_token_vectors` returns exactly the ``EncodedTokens`` that were put. Payload
@@ -185,7 +185,7 @@ class QdrantStore(SpanStore):
                     vectors_config={
                         "dense": m.VectorParams(size=dim, distance=m.Distance.COSINE),
                         "tokens": m.VectorParams(
-                            size=dim, distance=m.Distance.COSINE,
+                            size=dim, distance=m.Distance.DOT,  # spanrag's MaxSim is a dot product of decoded codes
                             multivector_config=m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM),
                         ),
                     },
@@ -241,22 +241,29 @@ class QdrantStore(SpanStore):
                     row += 1
             for start in range(0, len(points), BATCH):
                 self.client.upsert(self._spans(collection), points[start : start + BATCH], wait=True)
-            for doc, _, _ in items:
+            for doc, spans, _ in items:
                 self._put_meta("document", collection, doc.id, {
                     "doc_id": doc.id, "title": doc.title, "source": doc.source,
                     "content_hash": doc.content_hash, "text": doc.text, "metadata": doc.metadata,
+                    "span_ids": [span.id for span in spans],  # per-document reads by point id, not by filter
                 })
             self._bump(collection, row - record.get("next_row", 0))
+
+    def _document_records(self, collection: str, doc_ids: list[str]) -> dict[str, dict]:
+        ids = [point_id("document", collection, d) for d in doc_ids]
+        found = self.client.retrieve(self._meta, ids, with_payload=True) if ids else []
+        return {p.payload["doc_id"]: p.payload for p in found}
 
     def _delete_in_order(self, collection: str, doc_ids: list[str]) -> int:
         """Document records first, then their spans (a crash leaves spans without a record,
         which the next ingest rewrites)."""
         m = self._models()
-        existing = [d for d in doc_ids if self._meta_record("document", collection, d) is not None]
-        self._delete_meta("document", collection, doc_ids)
-        if doc_ids:
-            self.client.delete(self._spans(collection), m.FilterSelector(filter=self._match(doc_id=doc_ids)), wait=True)
-        return len(existing)
+        records = self._document_records(collection, doc_ids)
+        self._delete_meta("document", collection, list(records))
+        span_points = [point_id(s) for r in records.values() for s in r.get("span_ids", [])]
+        for start in range(0, len(span_points), BATCH):
+            self.client.delete(self._spans(collection), m.PointIdsList(points=span_points[start : start + BATCH]), wait=True)
+        return len(records)
 
     def delete_documents(self, collection: str, doc_ids: list[str]) -> int:
         with self._lock:
@@ -305,7 +312,8 @@ class QdrantStore(SpanStore):
         return dict(sorted(found.items()))
 
     def count_spans(self, collection: str, doc_id: str) -> int:
-        return self.client.count(self._spans(collection), count_filter=self._match(doc_id=doc_id)).count
+        record = self._document_records(collection, [doc_id]).get(doc_id)
+        return 0 if record is None else len(record.get("span_ids", []))
 
     def _span_points(self, collection: str, span_ids: list[str], vectors=False) -> dict[str, object]:
         out = {}
@@ -322,12 +330,15 @@ class QdrantStore(SpanStore):
         return [_payload_span(found[s].payload) for s in span_ids if s in found]
 
     def document_spans(self, collection: str, doc_id: str) -> list[Span]:
-        spans = [_payload_span(p.payload) for p in self._scroll(self._spans(collection), self._match(doc_id=doc_id))]
-        return sorted(spans, key=lambda s: s.order)
+        record = self._document_records(collection, [doc_id]).get(doc_id)
+        if record is None:
+            return []
+        found = self._span_points(collection, record.get("span_ids", []))
+        return sorted((_payload_span(p.payload) for p in found.values()), key=lambda s: s.order)
 
     def children(self, collection: str, span_id: str) -> list[Span]:
-        spans = [_payload_span(p.payload) for p in self._scroll(self._spans(collection), self._match(parent_id=span_id))]
-        return sorted(spans, key=lambda s: s.order)
+        doc_id = span_id.rsplit("#", 1)[0]  # span ids are <doc_id>#<order>
+        return [s for s in self.document_spans(collection, doc_id) if s.parent_id == span_id]
 
     def descendants(self, collection: str, span_id: str, granularity: Granularity) -> list[Span]:
         (parent,) = self.get_spans(collection, [span_id]) or [None]
@@ -336,11 +347,10 @@ class QdrantStore(SpanStore):
     def spans_within(self, collection: str, span: Span, granularities: list[Granularity]) -> list[Span]:
         if not granularities:
             return []
-        found = [
-            _payload_span(p.payload)
-            for p in self._scroll(self._spans(collection), self._match(doc_id=span.doc_id, granularity=list(granularities)))
+        inside = [
+            s for s in self.document_spans(collection, span.doc_id)
+            if s.granularity in granularities and s.start >= span.start and s.end <= span.end
         ]
-        inside = [s for s in found if s.start >= span.start and s.end <= span.end]
         return sorted(inside, key=lambda s: (s.start, s.order))
 
     def get_vectors(self, collection: str, span_ids: list[str]) -> np.ndarray:
@@ -375,15 +385,17 @@ class QdrantStore(SpanStore):
         with self._lock:
             record = self._require(collection)
             present = self._span_points(collection, [s for s, _ in items])
-            written = 0
-            for span_id, encoded in items:
-                if span_id not in present or len(encoded) == 0:
-                    continue
-                pid = point_id(span_id)
-                self.client.update_vectors(self._spans(collection), [m.PointVectors(
-                    id=pid, vector={"tokens": decode_tokens(encoded).tolist()})], wait=True)
-                self.client.set_payload(self._spans(collection), _token_payload(encoded), points=[pid], wait=True)
-                written += 1
+            kept = [(point_id(s), e) for s, e in items if s in present and len(e)]
+            for start in range(0, len(kept), BATCH):
+                batch = kept[start : start + BATCH]
+                self.client.update_vectors(self._spans(collection), [
+                    m.PointVectors(id=pid, vector={"tokens": decode_tokens(e).tolist()}) for pid, e in batch
+                ], wait=True)
+                self.client.batch_update_points(self._spans(collection), [
+                    m.SetPayloadOperation(set_payload=m.SetPayload(payload=_token_payload(e), points=[pid]))
+                    for pid, e in batch
+                ], wait=True)
+            written = len(kept)
             if record.get("token_model") != model:  # token writes leave the span generation alone
                 record["token_model"] = model
                 self._put_meta("collection", collection, collection, {k: v for k, v in record.items()
@@ -461,7 +473,8 @@ class QdrantStore(SpanStore):
         self._require(collection)
         if k <= 0 or (granularities is not None and not granularities):
             return []
-        query_filter = None if granularities is None else self._match(granularity=list(granularities))
+        every = granularities is None or set(GRANULARITIES) <= set(granularities)
+        query_filter = None if every else self._match(granularity=list(granularities))
         hits = self.client.query_points(
             self._spans(collection), query=np.asarray(query, dtype=np.float32).tolist(), using="dense",
             query_filter=query_filter, limit=k, with_payload=["span_id"],
