@@ -1,7 +1,17 @@
 """The graph index as the service keeps it: built at ingest, updated and deleted per
 document, surviving a restart, and used by the bubble to reach bridge documents."""
 
+import pytest
+
 C = "wiki"
+
+
+@pytest.fixture(params=["sqlite_faiss", "qdrant"])
+def backend(request) -> str:
+    """Every graph test runs on both store backends (the graph file is the same for both)."""
+    return request.param
+
+
 FILM = ("Big Stone Gap is a 2014 American romantic comedy film directed by Adriana Trigiani. "
         "It was filmed in Virginia.")
 AUTHOR = ("Adriana Trigiani is an American author and film director. "
@@ -36,21 +46,23 @@ def nodes_of(rag, doc_id):
     return {n for n in graph if n == f"doc:{doc_id}" or n.startswith(f"span:{doc_id}#")}
 
 
-def test_ingest_builds_the_graph_and_a_restart_reads_it_back(make_rag, tmp_path):
+def test_ingest_builds_the_graph_and_a_restart_reads_it_back(make_rag, tmp_path, backend):
     folder = corpus(tmp_path)
-    rag = make_rag(tmp_path / "data")
+    rag = make_rag(tmp_path / "data", store=backend)
     rag.ingest_paths(C, [folder])
     stats = rag.graph.stats(C)
     assert stats["documents"] == 3 and stats["edges"]["mentions"] > 0 and stats["edges"]["parent"] > 0
     assert "adriana trigiani" in rag.graph.entities_of(C, paragraph_of(rag, doc(rag, "film")))
-    again = make_rag(tmp_path / "data")  # a new process on the same data directory
+    edges = sorted(rag.graph.graph(C).edges(keys=False))
+    rag.close()  # the process ends (Qdrant's local mode holds its folder until then)
+    again = make_rag(tmp_path / "data", store=backend)  # a new process on the same data directory
     assert again.graph.stats(C) == stats
-    assert sorted(again.graph.graph(C).edges(keys=False)) == sorted(rag.graph.graph(C).edges(keys=False))
+    assert sorted(again.graph.graph(C).edges(keys=False)) == edges
 
 
-def test_updating_a_document_leaves_nothing_of_its_old_version(make_rag, tmp_path):
+def test_updating_a_document_leaves_nothing_of_its_old_version(make_rag, tmp_path, backend):
     folder = corpus(tmp_path)
-    rag = make_rag(tmp_path / "data")
+    rag = make_rag(tmp_path / "data", store=backend)
     rag.ingest_paths(C, [folder])
     lake = "span:" + paragraph_of(rag, doc(rag, "lake"))
     before_other = sorted(rag.graph.graph(C).edges(lake, keys=True, data=True))
@@ -64,9 +76,9 @@ def test_updating_a_document_leaves_nothing_of_its_old_version(make_rag, tmp_pat
     assert sorted(graph.edges(lake, keys=True, data=True)) == before_other  # untouched documents keep theirs
 
 
-def test_deleting_a_document_removes_its_nodes_edges_and_orphaned_entities(make_rag, tmp_path):
+def test_deleting_a_document_removes_its_nodes_edges_and_orphaned_entities(make_rag, tmp_path, backend):
     folder = corpus(tmp_path)
-    rag = make_rag(tmp_path / "data")
+    rag = make_rag(tmp_path / "data", store=backend)
     rag.ingest_paths(C, [folder])
     doc_id_author = doc(rag, "author")
     assert rag.delete_document(C, doc_id_author)
@@ -78,9 +90,9 @@ def test_deleting_a_document_removes_its_nodes_edges_and_orphaned_entities(make_
     assert "ent:adriana trigiani" in graph  # the film still mentions her
 
 
-def test_a_graph_left_behind_by_a_crash_is_repaired_on_the_next_ingest(make_rag, tmp_path):
+def test_a_graph_left_behind_by_a_crash_is_repaired_on_the_next_ingest(make_rag, tmp_path, backend):
     folder = corpus(tmp_path)
-    rag = make_rag(tmp_path / "data")
+    rag = make_rag(tmp_path / "data", store=backend)
     rag.ingest_paths(C, [folder])
     rag.graph.delete_document(C, doc(rag, "film"))  # as if the process died before the graph write
     assert not nodes_of(rag, doc(rag, "film"))
@@ -88,9 +100,9 @@ def test_a_graph_left_behind_by_a_crash_is_repaired_on_the_next_ingest(make_rag,
     assert nodes_of(rag, doc(rag, "film"))
 
 
-def test_the_bubble_reaches_the_document_an_anchor_names(make_rag, tmp_path):
+def test_the_bubble_reaches_the_document_an_anchor_names(make_rag, tmp_path, backend):
     folder = corpus(tmp_path)
-    rag = make_rag(tmp_path / "data")
+    rag = make_rag(tmp_path / "data", store=backend)
     rag.ingest_paths(C, [folder])
     question = "Where is the director of the romantic comedy Big Stone Gap based?"
     result = rag.retrieve(C, question, pipeline="bubble", overrides={"bubble_anchor_docs": 1})
