@@ -9,7 +9,9 @@ embedding throughput; their vectors, tiled with small deterministic noise up to
 for MaxSim. Paths:
 
 * embedding: sentence-transformers ``encode`` as shipped (fp32, batch 32) against spanrag's
-  ``Encoder`` (fp16 and batch 256 on CUDA, as ``Encoder.load`` sets it);
+  ``Encoder``: on the CPU with and without its pre-tokenized path; on CUDA in fp16 through
+  sentence-transformers' ``encode`` (batch 256) and through the pre-tokenized path (batches
+  of 256 and 1,024; the default on CUDA);
 * dense search (top 10, ``--query-batch`` queries per call): FAISS flat inner product on the
   CPU, FAISS GPU flat when the ``faiss`` module sees GPUs, and a torch fp16 matmul + topk
   on the GPU;
@@ -62,16 +64,25 @@ def embedding_rates(texts: list[str], cuda: bool) -> dict[str, float]:
 
     out: dict[str, float] = {}
     plain = SentenceTransformer(resolve_model("all-MiniLM-L6-v2"), device="cpu")
+    plain.encode(texts[:32])
     out["cpu_sentence_transformers"] = len(texts) / timed(lambda: plain.encode(texts, batch_size=32))
-    cpu = Encoder.load("all-MiniLM-L6-v2", device="cpu")
-    out["cpu_spanrag"] = len(texts) / timed(lambda: cpu.encode(texts))
+    cpu = Encoder.load("all-MiniLM-L6-v2", device="cpu", pretokenized=False)
+    cpu.encode(texts[:32])  # loads the model, which Encoder.load defers
+    out["cpu_spanrag_encode"] = len(texts) / timed(lambda: cpu.encode(texts))
+    cpu_pretokenized = Encoder.load("all-MiniLM-L6-v2", device="cpu", pretokenized=True)
+    cpu_pretokenized.encode(texts[:32])
+    out["cpu_spanrag_pretokenized"] = len(texts) / timed(lambda: cpu_pretokenized.encode(texts))
     if cuda:
         plain_gpu = SentenceTransformer(resolve_model("all-MiniLM-L6-v2"), device="cuda")
         plain_gpu.encode(texts[:256])
         out["gpu_sentence_transformers"] = len(texts) / timed(lambda: plain_gpu.encode(texts, batch_size=32))
-        gpu = Encoder.load("all-MiniLM-L6-v2", device="cuda")
-        gpu.encode(texts[:256])
-        out["gpu_spanrag"] = len(texts) / timed(lambda: gpu.encode(texts))
+        gpu_encode = Encoder.load("all-MiniLM-L6-v2", device="cuda", pretokenized=False)
+        gpu_encode.encode(texts[:256])
+        out["gpu_spanrag_fp16_encode"] = len(texts) / timed(lambda: gpu_encode.encode(texts))
+        for batch in (256, 1024):
+            gpu = Encoder.load("all-MiniLM-L6-v2", device="cuda", batch_size=batch)
+            gpu.encode(texts[:256])
+            out[f"gpu_spanrag_pretokenized_b{batch}"] = len(texts) / timed(lambda: gpu.encode(texts), repeat=2)
     return {k: round(v, 1) for k, v in out.items()}
 
 
