@@ -19,8 +19,10 @@ must be the user's and is the question that retrieval searches with; earlier ``u
 ignored: the generator's own rules (``generation.prompt.SYSTEM_PROMPT``: sources are data, answer
 only from them, cite them) stay the only instructions, so a client cannot loosen them. Content
 is a string or a list of ``{"type": "text", "text"}`` parts. Sampling parameters
-(``temperature``, ``top_p``, ``max_tokens``, ``stop``, ``seed``, ...) are accepted and ignored:
-the server's settings drive the generator (``SPANRAG_LLM_*``); ``n`` must be 1. spanrag's own
+(``temperature``, ``top_p``, ``max_tokens`` or ``max_completion_tokens``, ``stop``, ``seed``,
+``presence_penalty``, ``frequency_penalty``) go to an LLM generator (``SPANRAG_GENERATOR=openai``)
+in place of the server's defaults, except that ``max_tokens`` can only lower
+``SPANRAG_LLM_MAX_TOKENS``; the extractive generator ignores them; ``n`` must be 1. spanrag's own
 options ride along in the body (``extra_body=`` with the openai client): ``pipeline``,
 ``top_k``, ``budget_tokens``, ``compression``, ``compress_budget_tokens``, ``compress_ratio``,
 ``trace`` (see ``app.options.RetrievalOptions``).
@@ -65,6 +67,7 @@ from pydantic import BaseModel, Field, field_validator
 from app import sse
 from app.options import RetrievalOptions
 from generation.openai_compatible import GeneratorUnavailable
+from generation.types import Sampling
 from indexing.store.base import CollectionNotFound, StoreMismatch
 from retrieval.pipeline import UnknownPipeline
 from service.engine import RagService
@@ -113,19 +116,37 @@ class ChatCompletionRequest(RetrievalOptions):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1, description="one answer per request")
-    # accepted for compatibility, ignored: the server's settings drive the generator
-    temperature: float | None = None
-    top_p: float | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    stop: str | list[str] | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    # sampling, for an LLM generator (see ``sampling``)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = Field(None, description="up to 4 stop sequences")
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
     seed: int | None = None
-    user: str | None = None
+    user: str | None = None  # accepted for compatibility, ignored
     # spanrag's own options
     pipeline: str | None = Field(None, description="retrieval pipeline (default: the server's)")
     trace: bool = Field(False, description="add every candidate's scores and fate to the spanrag object")
+
+    @field_validator("stop")
+    @classmethod
+    def _at_most_four_stop_sequences(cls, stop: str | list[str] | None) -> str | list[str] | None:
+        sequences = [stop] if isinstance(stop, str) else stop or []
+        if len(sequences) > 4 or any(not s for s in sequences):
+            raise ValueError("at most 4 non-empty stop sequences")
+        return stop
+
+    def sampling(self) -> Sampling:
+        """The request's sampling parameters for the generator (``max_completion_tokens``,
+        OpenAI's newer name, wins over ``max_tokens``)."""
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        return Sampling(
+            temperature=self.temperature, top_p=self.top_p,
+            max_tokens=self.max_completion_tokens or self.max_tokens, stop=stop, seed=self.seed,
+            presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
+        )
 
     def question_and_history(self) -> tuple[str, list[dict[str, str]]]:
         """The last (user) message's text, and the user/assistant turns before it."""
@@ -308,11 +329,12 @@ def openai_router(rag: RagService) -> APIRouter:
         reply = Completion(model_id(collection))
         if body.stream:
             # retrieval and the first delta happen here, so failures still get a status
-            events = rag.query_stream(collection, question, body.pipeline, body.overrides(), body.trace, history)
+            events = rag.query_stream(collection, question, body.pipeline, body.overrides(), body.trace, history,
+                                      body.sampling())
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return StreamingResponse(reply.chunks(rag, question, events, include_usage),
                                      media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
-        out = rag.query(collection, question, body.pipeline, body.overrides(), body.trace, history)
+        out = rag.query(collection, question, body.pipeline, body.overrides(), body.trace, history, body.sampling())
         return reply.message(out, token_usage(rag, question, out["answer"], out["usage"]["context_tokens"]))
 
     return router

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from generation.types import Answer, Citation, History
+from generation.types import Answer, Citation, History, Sampling
 from indexing.spans import Span
 from retrieval.types import Context
 
@@ -33,15 +33,26 @@ class ExtractiveGenerator:
         self.options = options or ExtractiveOptions()
 
     def generate(
-        self, question: str, query_vector: np.ndarray, context: Context, history: History | None = None
+        self,
+        question: str,
+        query_vector: np.ndarray,
+        context: Context,
+        history: History | None = None,
+        sampling: Sampling | None = None,
     ) -> Answer:
-        """The context's best sentences, each cited. ``history`` is accepted (the shared
-        ``Generator`` interface) and ignored: the answer only quotes the context."""
+        """The context's best sentences, each cited. ``history`` and ``sampling`` are
+        accepted (the shared ``Generator`` interface) and ignored: the answer only quotes the
+        context."""
         parts, citations = self._cited_parts(query_vector, context)
         return Answer(" ".join(parts) if parts else NO_ANSWER, citations, self.name)
 
     def stream(
-        self, question: str, query_vector: np.ndarray, context: Context, history: History | None = None
+        self,
+        question: str,
+        query_vector: np.ndarray,
+        context: Context,
+        history: History | None = None,
+        sampling: Sampling | None = None,
     ) -> Iterator[str | Answer]:
         """One delta per cited sentence (``"... [1]"``, then ``" ... [2]"``), then the final
         ``Answer``; the deltas joined are ``answer.text``, as ``generate`` writes it.

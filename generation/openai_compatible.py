@@ -24,6 +24,10 @@ backoff sleeps. What still fails, and every other error status, raises
 ``GeneratorUnavailable`` (an HTTP layer answers it with 503). A stream that breaks after
 its first delta is not retried (the text is already out): it raises ``GeneratorUnavailable``.
 
+Sampling: a request's ``Sampling`` (temperature, top_p, stop, seed, penalties) goes to the
+endpoint in place of the options' defaults; its ``max_tokens`` is capped at the options'
+``max_tokens``.
+
 The ``openai`` client is imported only when a generator is built (the ``llm`` extra), so
 ``GeneratorUnavailable`` can be imported and handled without it.
 """
@@ -39,7 +43,7 @@ import numpy as np
 
 from generation.extractive import NO_ANSWER
 from generation.prompt import Prompt, build_prompt, parse_citations
-from generation.types import Answer, History
+from generation.types import Answer, History, Sampling
 from retrieval.types import Context
 
 T = TypeVar("T")
@@ -97,7 +101,12 @@ class OpenAICompatibleGenerator:
 
     # -- the Generator protocol ------------------------------------------------------------
     def generate(
-        self, question: str, query_vector: np.ndarray, context: Context, history: History | None = None
+        self,
+        question: str,
+        query_vector: np.ndarray,
+        context: Context,
+        history: History | None = None,
+        sampling: Sampling | None = None,
     ) -> Answer:
         """The model's answer to ``question`` from ``context``, its ``[n]`` markers resolved
         to context spans. ``history``: earlier ``{"role", "content"}`` turns of the
@@ -106,12 +115,17 @@ class OpenAICompatibleGenerator:
             return Answer(NO_ANSWER, [], self.name)
         prompt = build_prompt(question, context, history, self.options.system_role)
         reply = self._with_retries(lambda: self._client.chat.completions.create(
-            **self._request(prompt), stream=False))
+            **self._request(prompt, sampling), stream=False))
         content = reply.choices[0].message.content if reply.choices else None
         return self._answer(content or "", prompt)
 
     def stream(
-        self, question: str, query_vector: np.ndarray, context: Context, history: History | None = None
+        self,
+        question: str,
+        query_vector: np.ndarray,
+        context: Context,
+        history: History | None = None,
+        sampling: Sampling | None = None,
     ) -> Iterator[str | Answer]:
         """Text deltas as the model writes them, then the final ``Answer`` as the last item.
 
@@ -122,7 +136,7 @@ class OpenAICompatibleGenerator:
             yield Answer(NO_ANSWER, [], self.name)
             return
         prompt = build_prompt(question, context, history, self.options.system_role)
-        chunks = self._with_retries(lambda: self._open_stream(prompt))
+        chunks = self._with_retries(lambda: self._open_stream(prompt, sampling))
         raw, pending, started = [], "", False
         try:
             for delta in chunks:
@@ -142,14 +156,22 @@ class OpenAICompatibleGenerator:
         yield self._answer("".join(raw), prompt)
 
     # -- internals ---------------------------------------------------------------------------
-    def _request(self, prompt: Prompt) -> dict[str, Any]:
-        return {"model": self.options.model, "messages": prompt.messages,
-                "temperature": self.options.temperature, "max_tokens": self.options.max_tokens}
+    def _request(self, prompt: Prompt, sampling: Sampling | None = None) -> dict[str, Any]:
+        sampling = sampling or Sampling()
+        request: dict[str, Any] = {
+            "model": self.options.model,
+            "messages": prompt.messages,
+            "temperature": self.options.temperature if sampling.temperature is None else sampling.temperature,
+            "max_tokens": min(self.options.max_tokens, sampling.max_tokens or self.options.max_tokens),
+        }
+        optional = {"top_p": sampling.top_p, "seed": sampling.seed, "stop": list(sampling.stop) or None,
+                    "presence_penalty": sampling.presence_penalty, "frequency_penalty": sampling.frequency_penalty}
+        return request | {name: value for name, value in optional.items() if value is not None}
 
-    def _open_stream(self, prompt: Prompt) -> Iterator[str]:
+    def _open_stream(self, prompt: Prompt, sampling: Sampling | None = None) -> Iterator[str]:
         """Send the request and wait for the first delta, so that failures before any text
         (connect, status, a first token that never comes) are retried like ``generate``'s."""
-        response = self._client.chat.completions.create(**self._request(prompt), stream=True)
+        response = self._client.chat.completions.create(**self._request(prompt, sampling), stream=True)
         deltas = _deltas(response)
         try:
             first = next(deltas, None)

@@ -1,5 +1,6 @@
-"""What a generator returns: the answer text and the spans its ``[n]`` markers cite; and
-the earlier conversation turns it may be given (``History``)."""
+"""What a generator returns: the answer text and the spans its ``[n]`` markers cite; the
+earlier conversation turns it may be given (``History``); and a request's sampling wishes
+(``Sampling``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 History = Sequence[Mapping[str, str]]  # earlier {"role": "user" | "assistant", "content": str} turns
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling parameters a request asks for (the OpenAI names). ``None`` keeps the
+    generator's own setting; ``max_tokens`` can only lower the generator's cap, so a client
+    cannot buy longer answers than the server allows. A generator without a model (the
+    extractive one) ignores them."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
 
 
 @dataclass

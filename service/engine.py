@@ -19,7 +19,7 @@ from pathlib import Path
 
 from generation.base import Generator
 from generation.extractive import ExtractiveGenerator, ExtractiveOptions
-from generation.types import Answer, History
+from generation.types import Answer, History, Sampling
 from indexing.colbert import ColbertTokenEncoder
 from indexing.embed import Encoder, TokenEncoder
 from indexing.graph import GraphIndex
@@ -192,14 +192,19 @@ class RagService:
         merged = {**self.settings.retrieval_overrides(), **(overrides or {})}
         return self.retriever.retrieve(collection, question, pipeline or self.settings.pipeline, merged)
 
-    def answer(self, result: RetrievalResult, history: History | None = None) -> tuple[Answer, float]:
+    def answer(
+        self, result: RetrievalResult, history: History | None = None, sampling: Sampling | None = None
+    ) -> tuple[Answer, float]:
         """The generator's answer to the retrieved context, and the milliseconds it took.
-        ``history``: the conversation's earlier ``{"role", "content"}`` turns."""
+        ``history``: the conversation's earlier ``{"role", "content"}`` turns; ``sampling``:
+        the request's sampling parameters (model-backed generators only)."""
         started = time.perf_counter()
-        answer = self.generator.generate(result.question, result.query_vector, result.context, history)
+        answer = self.generator.generate(result.question, result.query_vector, result.context, history, sampling)
         return answer, _ms_since(started)
 
-    def stream_answer(self, result: RetrievalResult, history: History | None = None) -> Iterator[str | Answer]:
+    def stream_answer(
+        self, result: RetrievalResult, history: History | None = None, sampling: Sampling | None = None
+    ) -> Iterator[str | Answer]:
         """The answer as the generator writes it: text deltas, then the final ``Answer``
         (whose ``text`` is the deltas joined).
 
@@ -209,7 +214,7 @@ class RagService:
 
             >>> *deltas, answer = rag.stream_answer(rag.retrieve("docs", "Why spans?"))  # doctest: +SKIP
         """
-        events = self.generator.stream(result.question, result.query_vector, result.context, history)
+        events = self.generator.stream(result.question, result.query_vector, result.context, history, sampling)
         first = next(events)
 
         def resumed() -> Iterator[str | Answer]:
@@ -226,11 +231,12 @@ class RagService:
         overrides: dict | None = None,
         trace: bool = False,
         history: History | None = None,
+        sampling: Sampling | None = None,
     ) -> dict:
         """The answer object the HTTP endpoint and ``spanrag query --json`` return."""
         started = time.perf_counter()
         result = self.retrieve(collection, question, pipeline, overrides)
-        answer, generation_ms = self.answer(result, history)
+        answer, generation_ms = self.answer(result, history, sampling)
         timings = {**result.timings_ms, "generation_ms": generation_ms, "total_ms": _ms_since(started)}
         return {**answer_payload(answer, timings), **sources_payload(result, trace)}
 
@@ -242,6 +248,7 @@ class RagService:
         overrides: dict | None = None,
         trace: bool = False,
         history: History | None = None,
+        sampling: Sampling | None = None,
     ) -> Iterator[tuple[str, dict]]:
         """``query`` as it happens: ``("context", sources_payload)``, then ``("delta",
         {"text"})`` for each piece of the answer, then ``("answer", answer_payload)``, whose
@@ -253,7 +260,7 @@ class RagService:
         started = time.perf_counter()
         result = self.retrieve(collection, question, pipeline, overrides)
         generation_started = time.perf_counter()
-        answer_events = self.stream_answer(result, history)
+        answer_events = self.stream_answer(result, history, sampling)
         first_delta_ms = _ms_since(started)
 
         def events() -> Iterator[tuple[str, dict]]:

@@ -283,9 +283,12 @@ def test_a_streamed_chat_ends_with_done(http):
     ({"model": MODEL, "messages": [user(MERCURY)], "n": 2}, "n", "less than or equal to 1"),
     ({"model": MODEL, "messages": [user(MERCURY)], "top_k": 0}, "top_k", "greater than"),
     ({"model": MODEL, "messages": [user(MERCURY)], "pipeline": "nope"}, "pipeline", "unknown pipeline"),
+    ({"model": MODEL, "messages": [user(MERCURY)], "temperature": 3}, "temperature", "less than or equal to 2"),
+    ({"model": MODEL, "messages": [user(MERCURY)], "max_tokens": 0}, "max_tokens", "greater than or equal to 1"),
+    ({"model": MODEL, "messages": [user(MERCURY)], "stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
 ], ids=["no-messages", "messages-missing", "model-missing", "last-from-assistant", "blank-question",
         "empty-parts", "no-content", "too-long", "bare-string-part", "tool-role", "unknown-role", "image-part", "content-not-text",
-        "messages-not-a-list", "n-2", "top_k-0", "unknown-pipeline"])
+        "messages-not-a-list", "n-2", "top_k-0", "unknown-pipeline", "temperature-3", "max_tokens-0", "five-stops"])
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 def test_a_malformed_chat_request_is_400_with_its_reason_in_openai_shape(http, body, param, reason, stream):
     error = assert_openai_error(http.post("/v1/chat/completions", json={**body, "stream": stream}), 400, reason)
@@ -464,3 +467,12 @@ def test_chat_streamed_from_a_real_llm_adds_up_and_cites_only_context_spans(llam
     assert context_ids
     for c in citations:  # whatever the small model chose to cite resolves to its numbered source
         assert c["span_id"] == context_ids[c["id"] - 1] and f"[{c['id']}]" in final["answer"]
+
+
+def test_a_chat_requests_max_tokens_bounds_the_real_llms_answer(llama_server):
+    with openai.OpenAI(base_url=f"{llama_server}/v1", api_key="unused", max_retries=0, timeout=120) as client:
+        reply = client.chat.completions.create(model=MODEL, messages=[user(MERCURY)], max_tokens=3, temperature=0,
+                                               extra_body={"budget_tokens": 150})
+
+    answer = reply.choices[0].message.content
+    assert answer.strip() and len(answer.split()) <= 3  # three model tokens start at most three words

@@ -22,7 +22,7 @@ from generation.openai_compatible import (
     OpenAICompatibleOptions,
 )
 from generation.prompt import SYSTEM_PROMPT, build_prompt, history_messages, parse_citations
-from generation.types import Answer, Citation
+from generation.types import Answer, Citation, Sampling
 from indexing.spans import Span
 from llm_server import free_port
 from retrieval.types import Context, ContextSpan
@@ -191,6 +191,33 @@ def test_streaming_yields_deltas_that_add_up_to_the_final_answer(generator):
     assert "".join(deltas) == answer.text and answer.text.strip()
     context_ids = {item.span.id for item in planets_context().spans}
     assert all(c.span_id in context_ids for c in answer.citations)
+
+
+def test_a_requests_max_tokens_shortens_the_answer(generator):
+    answer = generator.generate(QUESTION, NO_VECTOR, planets_context(), sampling=Sampling(max_tokens=2))
+
+    assert answer.text and len(answer.text.split()) <= 2
+
+
+def test_a_request_cannot_raise_the_servers_token_cap(llm_server):
+    options = OpenAICompatibleOptions(base_url=llm_server.base_url, model=llm_server.model, timeout_s=60,
+                                      max_retries=1, max_tokens=2, system_role=False)
+    with OpenAICompatibleGenerator(options) as capped:
+        *deltas, answer = capped.stream(QUESTION, NO_VECTOR, planets_context(), sampling=Sampling(max_tokens=400))
+
+    assert answer.text and len(answer.text.split()) <= 2 and "".join(deltas) == answer.text
+
+
+def test_sampling_replaces_the_generators_defaults_in_the_request():
+    generator = offline(temperature=0.0, max_tokens=64)
+    prompt = build_prompt(QUESTION, planets_context())
+
+    assert generator._request(prompt) == {"model": "none", "messages": prompt.messages,
+                                          "temperature": 0.0, "max_tokens": 64}
+    sampled = generator._request(prompt, Sampling(temperature=0.7, top_p=0.9, max_tokens=16, stop=("\n\n",),
+                                                  seed=7, presence_penalty=0.5, frequency_penalty=-0.5))
+    assert sampled == {"model": "none", "messages": prompt.messages, "temperature": 0.7, "max_tokens": 16,
+                       "top_p": 0.9, "stop": ["\n\n"], "seed": 7, "presence_penalty": 0.5, "frequency_penalty": -0.5}
 
 
 def test_an_error_status_is_not_retried_and_names_the_endpoint(llm_server):
