@@ -13,8 +13,10 @@ Endpoints:
     POST /v1/chat/completions     chat completion (``stream: true``: server-sent chunks)
 
 Request: ``model`` is ``spanrag:<collection>`` or the bare collection name. The last message
-must be the user's and is the question that retrieval searches with; earlier ``user`` and
-``assistant`` turns go to the generator as history (their ``[n]`` markers removed, see
+must be the user's and is the question that retrieval searches with; a follow-up ("how long
+should it steep?") is searched together with the user's earlier turns
+(``retrieval.conversation``; ``spanrag.retrieval_question`` says what was searched). Earlier
+``user`` and ``assistant`` turns go to the generator as history (their ``[n]`` markers removed, see
 ``generation.prompt.history_messages``). ``system`` and ``developer`` messages are accepted and
 ignored: the generator's own rules (``generation.prompt.SYSTEM_PROMPT``: sources are data, answer
 only from them, cite them) stay the only instructions, so a client cannot loosen them. Content

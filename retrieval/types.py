@@ -126,3 +126,4 @@ class RetrievalResult:
     context: Context
     timings_ms: dict[str, float]
     compression: CompressionReport | None = None  # None: the pipeline has no compression stage
+    retrieval_question: str | None = None  # what was searched, when not ``question`` (a chat follow-up)

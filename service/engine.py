@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from indexing.sentences import SentenceSplitter
 from indexing.store.base import CollectionNotFound, SpanStore
 from indexing.store.dense_index import DenseIndexSpec
 from indexing.store.sqlite_faiss import SqliteFaissStore
+from retrieval.conversation import retrieval_question
 from retrieval.pipeline import Retriever
 from retrieval.types import ContextSpan, RetrievalResult
 from service.settings import Settings
@@ -233,12 +234,30 @@ class RagService:
         history: History | None = None,
         sampling: Sampling | None = None,
     ) -> dict:
-        """The answer object the HTTP endpoint and ``spanrag query --json`` return."""
+        """The answer object the HTTP endpoint and ``spanrag query --json`` return.
+
+        With ``history`` (a chat), a follow-up question is searched together with the user's
+        earlier turns (``retrieval.conversation``; ``retrieval_question`` in the object says
+        what was searched), and the generator still answers the question as asked."""
         started = time.perf_counter()
-        result = self.retrieve(collection, question, pipeline, overrides)
+        result = self.retrieve_turn(collection, question, history, pipeline, overrides)
         answer, generation_ms = self.answer(result, history, sampling)
         timings = {**result.timings_ms, "generation_ms": generation_ms, "total_ms": _ms_since(started)}
         return {**answer_payload(answer, timings), **sources_payload(result, trace)}
+
+    def retrieve_turn(
+        self,
+        collection: str,
+        question: str,
+        history: History | None,
+        pipeline: str | None = None,
+        overrides: dict | None = None,
+    ) -> RetrievalResult:
+        """``retrieve`` for a chat turn: what it searches with may add earlier user turns
+        (``retrieval_question``), and the result carries the question as asked."""
+        searched = retrieval_question(question, history, self.settings.chat_follow_up_turns)
+        result = self.retrieve(collection, searched, pipeline, overrides)
+        return replace(result, question=question, retrieval_question=searched)
 
     def query_stream(
         self,
@@ -258,7 +277,7 @@ class RagService:
         ``stream_answer``): an unknown collection or pipeline, or a generator that cannot
         answer, raise here; only a failure in mid-answer comes from the iterator."""
         started = time.perf_counter()
-        result = self.retrieve(collection, question, pipeline, overrides)
+        result = self.retrieve_turn(collection, question, history, pipeline, overrides)
         generation_started = time.perf_counter()
         answer_events = self.stream_answer(result, history, sampling)
         first_delta_ms = _ms_since(started)
@@ -300,6 +319,8 @@ def sources_payload(result: RetrievalResult, trace: bool = False) -> dict:
     """The retrieval half of ``query``'s object: the context the answer is written from,
     its token usage, the pipeline (and the trace when asked)."""
     out = {"context": context_payload(result), "usage": usage_payload(result), "pipeline": result.pipeline}
+    if result.retrieval_question not in (None, result.question):
+        out["retrieval_question"] = result.retrieval_question
     if trace:
         out["trace"] = trace_payload(result)
     return out

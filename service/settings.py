@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     llm_max_tokens: int = Field(512, ge=1, description="most tokens the model may write per answer")
     llm_system_role: bool = Field(True, description="false for chat formats without a system role (Gemma on llama.cpp)")
     answer_sentences: int = Field(3, ge=1, description="sentences the extractive generator cites")
+    chat_follow_up_turns: int = Field(
+        2, ge=0, description="a chat follow-up ('how many moons does it have?') is searched with this many earlier user turns; 0: the last turn alone"
+    )
     host: str = "127.0.0.1"
     port: int = 8000
 
