@@ -378,3 +378,31 @@ def test_a_qdrant_collection_has_dense_and_maxsim_multivector_spaces(tmp_path):
         assert vectors["tokens"].multivector_config.comparator == models.MultiVectorComparator.MAX_SIM
     finally:
         store.close()
+
+
+def test_two_qdrant_writers_racing_still_invalidate_every_replicas_lexical_cache(tmp_path, monkeypatch):
+    """Two spanrag processes in front of one Qdrant (simulated: three stores sharing one
+    client). Writer A reads the collection record, writer B commits, then A commits from
+    its stale read: the generation counter and the next row number are handed out twice,
+    yet a replica that cached BM25 in between still sees A's document."""
+    writer_a = QdrantStore(path=tmp_path / "qdrant")
+    writer_b, replica = QdrantStore(path=tmp_path / "b"), QdrantStore(path=tmp_path / "r")
+    writer_b.client = replica.client = writer_a.client
+    try:
+        writer_a.create_collection(C, MODEL, DIM)
+        writer_a.replace_documents(C, [ALPHA])
+        stale = writer_a._require(C)
+        writer_b.replace_documents(C, [BETA])
+        assert [h.span_id for h in replica.lexical_search(C, "copper", 10, "sentence")] == ["beta#1"]
+
+        monkeypatch.setattr(writer_a, "_require", lambda collection: dict(stale))
+        gamma = make_doc("gamma", ["Walruses have tusks."], seed=4)
+        writer_a.replace_documents(C, [gamma])
+        monkeypatch.undo()
+
+        assert writer_a.collection_stats(C)["generation"] == stale["generation"] + 1  # the lost bump
+        replica.refresh(C)
+        assert [h.span_id for h in replica.lexical_search(C, "walruses", 10, "sentence")] == ["gamma#1"]
+        assert [h.span_id for h in replica.lexical_search(C, "copper", 10, "sentence")] == ["beta#1"]
+    finally:
+        writer_a.close()

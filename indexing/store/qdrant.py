@@ -66,7 +66,7 @@ def point_id(*parts: str) -> str:
 
 @dataclass
 class _Lexical:
-    generation: int
+    version: tuple[int, str]  # the collection's (generation, write token) it was built at
     bm25: dict[str, Bm25Index]
     span_id_of_row: dict[int, str]
 
@@ -161,9 +161,16 @@ class QdrantStore(SpanStore):
             raise CollectionNotFound(collection)
         return record
 
+    @staticmethod
+    def _version(record: dict) -> tuple[int, str]:
+        return record.get("generation", 0), record.get("write_token", "")
+
     def _bump(self, collection: str, rows_used: int = 0) -> None:
         record = self._require(collection)
         record["generation"] = record.get("generation", 0) + 1
+        # Two processes writing at once can both read generation g and both write g + 1; a
+        # fresh token per write still tells every reader's cache that something changed.
+        record["write_token"] = uuid.uuid4().hex
         record["next_row"] = record.get("next_row", 0) + rows_used
         self._put_meta("collection", collection, collection, {k: v for k, v in record.items()
                                                                if k not in ("kind", "collection", "key")})
@@ -447,25 +454,27 @@ class QdrantStore(SpanStore):
     def refresh(self, collection: str) -> None:
         """Drop this process's BM25 cache if another write happened since it was built."""
         cached = self._lexical.get(collection)
-        if cached is not None and cached.generation != self._require(collection)["generation"]:
+        if cached is not None and cached.version != self._version(self._require(collection)):
             del self._lexical[collection]
 
     def _bm25(self, collection: str) -> _Lexical:
-        generation = self._require(collection)["generation"]
+        version = self._version(self._require(collection))
         cached = self._lexical.get(collection)
-        if cached is not None and cached.generation == generation:
+        if cached is not None and cached.version == version:
             return cached
+        # Spans in write order; the BM25 ids are positions in that order, not the stored row
+        # numbers, which two concurrent writers could have handed out twice.
+        payloads = sorted((p.payload for p in self._scroll(self._spans(collection))),
+                          key=lambda pl: (pl["row"], pl["span_id"]))
         rows: dict[str, list[tuple[int, str]]] = {g: [] for g in GRANULARITIES}
         span_id_of_row = {}
-        for p in self._scroll(self._spans(collection)):
-            pl = p.payload
-            rows[pl["granularity"]].append((pl["row"], f"{pl['header']}\n{pl['text']}" if pl.get("header") else pl["text"]))
-            span_id_of_row[pl["row"]] = pl["span_id"]
+        for position, pl in enumerate(payloads):
+            rows[pl["granularity"]].append((position, f"{pl['header']}\n{pl['text']}" if pl.get("header") else pl["text"]))
+            span_id_of_row[position] = pl["span_id"]
         bm25 = {}
         for g, part in rows.items():
-            part.sort()
             bm25[g] = Bm25Index.build(np.array([r for r, _ in part], dtype=np.int64), [t for _, t in part])
-        cached = _Lexical(generation, bm25, span_id_of_row)
+        cached = _Lexical(version, bm25, span_id_of_row)
         self._lexical[collection] = cached
         return cached
 
