@@ -67,6 +67,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
+from eval.metrics import percentile  # noqa: E402
 from indexing.spans import Document, Span  # noqa: E402
 from indexing.store.dense_index import DenseIndexSpec  # noqa: E402
 from indexing.store.sqlite_faiss import SqliteFaissStore  # noqa: E402
@@ -94,7 +95,7 @@ class BenchConfig:
     work_dir: Path = Path("/tmp/spanrag-cost-growth")
     cache_dir: Path = Path("runs/bench/cost_growth")
     out: Path = Path("runs/bench/cost_growth.json")
-    docs_dir: Path = Path("docs/results")
+    docs_dir: Path | None = Path("docs/results")  # None: no copy of the JSON, no plot
     keep_data: bool = False
     merge: bool = False
 
@@ -337,7 +338,7 @@ def corpus_batches(pool: Pool, size: int, noise: float, seed: int) -> Iterator[B
 
 # -- measurements (each in its own process) --------------------------------------------------------
 def _pct(values: list[float], q: float) -> float:
-    return round(float(np.percentile(values, q)), 2) if values else 0.0
+    return round(percentile(values, q), 2)
 
 
 def _rss(field: str = "VmRSS") -> int:
@@ -720,21 +721,22 @@ def plot(results: dict, path: Path) -> None:
 
 
 def parse_args(argv: list[str] | None):
+    d = BenchConfig()  # the defaults live there, once
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000], help="corpus sizes in spans")
-    ap.add_argument("--real-spans", type=int, default=50_000, help="spans of real documents embedded for the pool")
-    ap.add_argument("--queries", type=int, default=100, help="queries timed per size and index (after --warmup)")
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--noise", type=float, default=0.5, help="perturbation of copied vectors (norm of the noise)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--approx", nargs="*", default=["hnsw", "ivf"], choices=["hnsw", "ivf"], help="approximate dense indexes to measure")
-    ap.add_argument("--pipeline", action="append", help="pipelines to time (default: dense, hybrid, default)")
-    ap.add_argument("--datasets", type=Path, default=DATASETS)
-    ap.add_argument("--work-dir", type=Path, default=Path("/tmp/spanrag-cost-growth"), help="data directories (removed after each size)")
-    ap.add_argument("--cache-dir", type=Path, default=Path("runs/bench/cost_growth"), help="embedded pool, queries, phase results")
+    ap.add_argument("--sizes", type=int, nargs="+", default=list(d.sizes), help="corpus sizes in spans")
+    ap.add_argument("--real-spans", type=int, default=d.real_spans, help="spans of real documents embedded for the pool")
+    ap.add_argument("--queries", type=int, default=d.queries, help="queries timed per size and index (after --warmup)")
+    ap.add_argument("--warmup", type=int, default=d.warmup)
+    ap.add_argument("--noise", type=float, default=d.noise, help="perturbation of copied vectors (norm of the noise)")
+    ap.add_argument("--seed", type=int, default=d.seed)
+    ap.add_argument("--approx", nargs="*", default=list(d.approx), choices=["hnsw", "ivf"], help="approximate dense indexes to measure")
+    ap.add_argument("--pipeline", action="append", help=f"pipelines to time (default: {', '.join(d.pipelines)})")
+    ap.add_argument("--datasets", type=Path, default=d.datasets)
+    ap.add_argument("--work-dir", type=Path, default=d.work_dir, help="data directories (removed after each size)")
+    ap.add_argument("--cache-dir", type=Path, default=d.cache_dir, help="embedded pool, queries, phase results")
     ap.add_argument("--keep-data", action="store_true", help="keep each size's data directory")
-    ap.add_argument("--out", type=Path, default=Path("runs/bench/cost_growth.json"))
-    ap.add_argument("--docs-dir", type=Path, default=Path("docs/results"), help="where the plot and a copy of the JSON go ('' for nowhere)")
+    ap.add_argument("--out", type=Path, default=d.out)
+    ap.add_argument("--docs-dir", default=str(d.docs_dir), help="where the plot and a copy of the JSON go ('' for nowhere)")
     ap.add_argument("--merge", action="store_true", help="keep sizes already in --out that this run does not measure")
     ap.add_argument("--plot-only", action="store_true", help="redraw the plot and table from --out")
     ap.add_argument("--prepare-only", action="store_true", help="build (or load) the embedded pool and queries, then stop")
@@ -746,9 +748,9 @@ def parse_args(argv: list[str] | None):
     cfg = BenchConfig(
         sizes=tuple(args.sizes), real_spans=args.real_spans, queries=args.queries, warmup=args.warmup,
         noise=args.noise, seed=args.seed, approx=tuple(args.approx),
-        pipelines=tuple(args.pipeline or ("dense", "hybrid", "default")), datasets=args.datasets,
+        pipelines=tuple(args.pipeline or d.pipelines), datasets=args.datasets,
         work_dir=args.work_dir, cache_dir=args.cache_dir, out=args.out,
-        docs_dir=Path(args.docs_dir) if str(args.docs_dir) else None, keep_data=args.keep_data,
+        docs_dir=Path(args.docs_dir) if args.docs_dir else None, keep_data=args.keep_data,
         merge=args.merge,
     )
     return args, cfg

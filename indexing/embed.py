@@ -12,7 +12,8 @@ or by name when it is already in the user's Hugging Face cache.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
@@ -158,7 +159,7 @@ class Encoder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         unique = list(dict.fromkeys(texts))
-        if self.pretokenized and _mean_or_cls_pooling(self._model):
+        if self.pretokenized and self._pretokenized_reproduces_encode:
             vectors = self._encode_pretokenized(unique)
         else:
             vectors = self._model.encode(
@@ -171,23 +172,25 @@ class Encoder:
         row_of = {t: i for i, t in enumerate(unique)}
         return vectors[[row_of[t] for t in texts]]
 
+    @cached_property
+    def _pretokenized_reproduces_encode(self) -> bool:
+        return _mean_or_cls_pooling(self._model)
+
     def _encode_pretokenized(self, texts: list[str]) -> np.ndarray:
         """The same vectors as sentence-transformers' ``encode``, computed the way a GPU needs:
         every text tokenized in one call of the Rust tokenizer (parallel across cores, no
-        padding), batches cut from the length-sorted ids and padded with numpy, the pooled
-        vectors left on the device until the end. ``encode`` tokenizes and collates each
-        batch in Python between forward passes, which on a GPU leaves it idle most of the time
-        (and costs a CPU about a quarter of the time on sentences; ``bench.gpu_paths``).
+        padding), then run through :meth:`_hidden_states`, the pooled vectors left on the
+        device until the end. ``encode`` tokenizes and collates each batch in Python between
+        forward passes, which on a GPU leaves it idle most of the time (on a CPU this path
+        encodes 1.37x the sentences per second: ``bench.gpu_paths``).
         """
         import torch
 
-        model = self._model
-        transformer, pooling = model[0], model[1]
-        tokenizer = transformer.tokenizer
+        transformer, pooling = self._model[0], self._model[1]
         stripped = [text.strip() for text in texts]
         if getattr(transformer, "do_lower_case", False):
             stripped = [text.lower() for text in stripped]
-        ids = tokenizer(
+        ids = transformer.tokenizer(
             stripped,
             add_special_tokens=True,
             truncation=True,
@@ -195,25 +198,10 @@ class Encoder:
             return_attention_mask=False,
             return_token_type_ids=False,
         )["input_ids"]
-        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-        order = np.argsort(-lengths, kind="stable")
-        auto_model = transformer.auto_model
-        device = next(auto_model.parameters()).device
-        on_cuda = device.type == "cuda"
+        device = self._device
         pooled = torch.empty((len(texts), self.dim), dtype=torch.float32, device=device)
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                rows = order[start : start + self.batch_size]
-                width = int(lengths[rows[0]])
-                batch = np.full((len(rows), width), tokenizer.pad_token_id or 0, dtype=np.int64)
-                for r, i in enumerate(rows):
-                    batch[r, : lengths[i]] = ids[i]
-                mask = (np.arange(width)[None, :] < lengths[rows][:, None]).astype(np.int64)
-                input_ids, attention = torch.from_numpy(batch), torch.from_numpy(mask)
-                if on_cuda:
-                    input_ids = input_ids.pin_memory().to(device, non_blocking=True)
-                    attention = attention.pin_memory().to(device, non_blocking=True)
-                hidden = auto_model(input_ids=input_ids, attention_mask=attention).last_hidden_state.float()
+            for rows, hidden, attention in self._hidden_states(ids):
                 if pooling.pooling_mode == "cls":
                     vectors = hidden[:, 0]
                 else:
@@ -221,6 +209,37 @@ class Encoder:
                     vectors = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1e-9)
                 pooled[torch.from_numpy(rows).to(device)] = torch.nn.functional.normalize(vectors, dim=-1)
         return pooled.cpu().numpy()
+
+    @property
+    def _device(self):
+        return next(self._model[0].auto_model.parameters()).device
+
+    def _hidden_states(self, ids: list[list[int]]) -> Iterator[tuple[np.ndarray, object, object]]:
+        """The transformer's last hidden states for token id lists that hold their special
+        tokens, in batches of similar length (less padding): yields each batch's positions in
+        ``ids``, its float32 hidden states [b, width, dim] and its attention mask [b, width],
+        on the model's device. Batches are collated with numpy and, on CUDA, copied from
+        pinned memory, so the host keeps up with a GPU. Call it under ``torch.inference_mode``.
+        """
+        import torch
+
+        auto_model = self._model[0].auto_model
+        pad = self._model.tokenizer.pad_token_id or 0
+        device = self._device
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        order = np.argsort(-lengths, kind="stable")
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            width = int(lengths[rows[0]])
+            batch = np.full((len(rows), width), pad, dtype=np.int64)
+            for r, i in enumerate(rows):
+                batch[r, : lengths[i]] = ids[i]
+            mask = (np.arange(width)[None, :] < lengths[rows][:, None]).astype(np.int64)
+            input_ids, attention = torch.from_numpy(batch), torch.from_numpy(mask)
+            if device.type == "cuda":
+                input_ids = input_ids.pin_memory().to(device, non_blocking=True)
+                attention = attention.pin_memory().to(device, non_blocking=True)
+            yield rows, auto_model(input_ids=input_ids, attention_mask=attention).last_hidden_state.float(), attention
 
     def encode_tokens(self, texts: list[str]) -> list[np.ndarray]:
         """Unit-length vectors of every word piece of each text (special tokens dropped),
@@ -231,9 +250,7 @@ class Encoder:
         """
         import torch
 
-        model = self._model
-        tokenizer = model.tokenizer
-        transformer = model[0].auto_model
+        tokenizer = self._model.tokenizer
         window = self.max_tokens - 2
         pieces = tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
         windows: list[list[int]] = []
@@ -243,17 +260,10 @@ class Encoder:
                 windows.append([tokenizer.cls_token_id, *ids[start : start + window], tokenizer.sep_token_id])
                 owner.append(i)
         parts: list[list[tuple[int, np.ndarray]]] = [[] for _ in texts]
-        order = sorted(range(len(windows)), key=lambda w: len(windows[w]))  # less padding
-        device = next(transformer.parameters()).device
         with torch.inference_mode():
-            for b in range(0, len(order), self.batch_size):
-                batch = [windows[w] for w in order[b : b + self.batch_size]]
-                width = max(len(w) for w in batch)
-                ids = torch.tensor([w + [tokenizer.pad_token_id] * (width - len(w)) for w in batch], device=device)
-                mask = torch.tensor([[1] * len(w) + [0] * (width - len(w)) for w in batch], device=device)
-                hidden = transformer(input_ids=ids, attention_mask=mask).last_hidden_state
-                hidden = torch.nn.functional.normalize(hidden.float(), dim=-1).cpu().numpy()
-                for row, w in enumerate(order[b : b + self.batch_size]):
+            for rows, hidden, _ in self._hidden_states(windows):
+                hidden = torch.nn.functional.normalize(hidden, dim=-1).cpu().numpy()
+                for row, w in enumerate(rows):
                     parts[owner[w]].append((w, hidden[row, 1 : len(windows[w]) - 1]))
         return [
             np.concatenate([v for _, v in sorted(chunks, key=lambda c: c[0])]).astype(np.float32)

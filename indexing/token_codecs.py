@@ -58,6 +58,15 @@ def encode_tokens(vectors: np.ndarray, codec: Codec) -> EncodedTokens:
     raise ValueError(f"unknown token codec {codec!r}; known: {', '.join(CODECS)}")
 
 
+def encoded_from_bytes(codec: str, dim: int, n: int, data: bytes, scales: bytes | None) -> EncodedTokens:
+    """The ``EncodedTokens`` whose ``data`` (and int8 ``scales``) were stored as raw bytes."""
+    if codec == "binary":
+        array = np.frombuffer(data, dtype=np.uint8).reshape(n, (dim + 7) // 8)
+    else:
+        array = np.frombuffer(data, dtype=np.float16 if codec == "fp16" else np.int8).reshape(n, dim)
+    return EncodedTokens(codec, dim, array, None if scales is None else np.frombuffer(scales, np.float32))
+
+
 def decode_tokens(encoded: EncodedTokens) -> np.ndarray:
     """float32 [n, dim] the scorer compares the query with (signs / sqrt(dim) for binary)."""
     if encoded.codec == "fp16":

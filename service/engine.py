@@ -256,6 +256,8 @@ class RagService:
         """``retrieve`` for a chat turn: what it searches with may add earlier user turns
         (``retrieval_question``), and the result carries the question as asked."""
         searched = retrieval_question(question, history, self.settings.chat_follow_up_turns)
+        if searched == question:
+            return self.retrieve(collection, question, pipeline, overrides)
         result = self.retrieve(collection, searched, pipeline, overrides)
         return replace(result, question=question, retrieval_question=searched)
 
@@ -319,7 +321,7 @@ def sources_payload(result: RetrievalResult, trace: bool = False) -> dict:
     """The retrieval half of ``query``'s object: the context the answer is written from,
     its token usage, the pipeline (and the trace when asked)."""
     out = {"context": context_payload(result), "usage": usage_payload(result), "pipeline": result.pipeline}
-    if result.retrieval_question not in (None, result.question):
+    if result.retrieval_question is not None:
         out["retrieval_question"] = result.retrieval_question
     if trace:
         out["trace"] = trace_payload(result)

@@ -53,7 +53,7 @@ from indexing.store.base import (
     check_collection_name,
 )
 from indexing.store.bm25 import Bm25Index
-from indexing.token_codecs import EncodedTokens, decode_tokens
+from indexing.token_codecs import EncodedTokens, decode_tokens, encoded_from_bytes
 
 NAMESPACE = uuid.UUID("6f1c1f8e-2f4e-4f5e-9d1a-6a1b5c0e7d21")
 SPAN_INDEXES = ("span_id", "doc_id", "parent_id", "granularity")
@@ -106,7 +106,6 @@ class QdrantStore(SpanStore):
         return f"{self.prefix}__{collection}"
 
     def _ensure_meta(self) -> None:
-        m = self._models()
         if not self.client.collection_exists(self._meta):
             self.client.create_collection(self._meta, vectors_config={})
             self._index_payload(self._meta, ("kind", "collection", "key"))
@@ -165,6 +164,10 @@ class QdrantStore(SpanStore):
     def _version(record: dict) -> tuple[int, str]:
         return record.get("generation", 0), record.get("write_token", "")
 
+    def _put_collection_record(self, collection: str, record: dict) -> None:
+        self._put_meta("collection", collection, collection,
+                       {k: v for k, v in record.items() if k not in ("kind", "collection", "key")})
+
     def _bump(self, collection: str, rows_used: int = 0) -> None:
         record = self._require(collection)
         record["generation"] = record.get("generation", 0) + 1
@@ -172,8 +175,7 @@ class QdrantStore(SpanStore):
         # fresh token per write still tells every reader's cache that something changed.
         record["write_token"] = uuid.uuid4().hex
         record["next_row"] = record.get("next_row", 0) + rows_used
-        self._put_meta("collection", collection, collection, {k: v for k, v in record.items()
-                                                               if k not in ("kind", "collection", "key")})
+        self._put_collection_record(collection, record)
 
     # -- collections -----------------------------------------------------------------------
     def create_collection(self, name: str, model: str, dim: int) -> None:
@@ -371,19 +373,22 @@ class QdrantStore(SpanStore):
         return np.stack([np.asarray(found[s].vector["dense"], dtype=np.float32) for s in span_ids])
 
     # -- token vectors -----------------------------------------------------------------------------
-    def _with_tokens(self):
+    def _token_filter(self, has_tokens: bool, **must) -> object:
+        """Spans with (or without) token vectors, matching ``must`` as :meth:`_match` does."""
         m = self._models()
-        return m.Filter(must_not=[m.IsEmptyCondition(is_empty=m.PayloadField(key="token_codec"))])
+        no_tokens = m.IsEmptyCondition(is_empty=m.PayloadField(key="token_codec"))
+        query = self._match(**must)
+        if has_tokens:
+            query.must_not = [no_tokens]
+        else:
+            query.must.append(no_tokens)
+        return query
 
     def spans_missing_token_vectors(self, collection: str, granularities: list[Granularity]) -> list[Span]:
         self._require(collection)
         if not granularities:
             return []
-        m = self._models()
-        query = m.Filter(
-            must=[m.FieldCondition(key="granularity", match=m.MatchAny(any=list(granularities))),
-                  m.IsEmptyCondition(is_empty=m.PayloadField(key="token_codec"))],
-        )
+        query = self._token_filter(False, granularity=list(granularities))
         points = sorted(self._scroll(self._spans(collection), query), key=lambda p: p.payload["row"])
         return [_payload_span(p.payload) for p in points]
 
@@ -405,8 +410,7 @@ class QdrantStore(SpanStore):
             written = len(kept)
             if record.get("token_model") != model:  # token writes leave the span generation alone
                 record["token_model"] = model
-                self._put_meta("collection", collection, collection, {k: v for k, v in record.items()
-                                                                       if k not in ("kind", "collection", "key")})
+                self._put_collection_record(collection, record)
             return written
 
     def token_model(self, collection: str) -> str | None:
@@ -416,7 +420,7 @@ class QdrantStore(SpanStore):
         m = self._models()
         with self._lock:
             self._require(collection)
-            ids = [p.id for p in self._scroll(self._spans(collection), self._with_tokens())]
+            ids = [p.id for p in self._scroll(self._spans(collection), self._token_filter(True))]
             if ids:
                 self.client.delete_vectors(self._spans(collection), ["tokens"], m.PointIdsList(points=ids), wait=True)
                 self.client.delete_payload(self._spans(collection), list(_token_payload_keys()),
@@ -430,11 +434,7 @@ class QdrantStore(SpanStore):
     def document_token_vectors(self, collection: str, doc_ids: list[str]) -> dict[str, list[tuple[str, EncodedTokens]]]:
         if not doc_ids:
             return {}
-        m = self._models()
-        query = m.Filter(
-            must=[m.FieldCondition(key="doc_id", match=m.MatchAny(any=list(doc_ids)))],
-            must_not=[m.IsEmptyCondition(is_empty=m.PayloadField(key="token_codec"))],
-        )
+        query = self._token_filter(True, doc_id=list(doc_ids))
         out: dict[str, list[tuple[int, str, EncodedTokens]]] = {}
         for p in self._scroll(self._spans(collection), query):
             out.setdefault(p.payload["doc_id"], []).append((p.payload["order"], p.payload["span_id"], _payload_tokens(p.payload)))
@@ -442,7 +442,7 @@ class QdrantStore(SpanStore):
 
     def token_vector_stats(self, collection: str) -> dict[str, dict[str, int]]:
         stats: dict[str, dict[str, int]] = {}
-        for p in self._scroll(self._spans(collection), self._with_tokens()):
+        for p in self._scroll(self._spans(collection), self._token_filter(True)):
             encoded = _payload_tokens(p.payload)
             entry = stats.setdefault(encoded.codec, {"tokens": 0, "bytes": 0, "spans": 0})
             entry["tokens"] += len(encoded)
@@ -529,11 +529,9 @@ def _token_payload(encoded: EncodedTokens) -> dict:
 
 
 def _payload_tokens(p: dict) -> EncodedTokens:
-    codec, dim, n = p["token_codec"], p["token_dim"], p["token_n"]
-    dtype, width = {"fp16": (np.float16, dim), "int8": (np.int8, dim), "binary": (np.uint8, (dim + 7) // 8)}[codec]
-    data = np.frombuffer(base64.b64decode(p["token_codes"]), dtype=dtype).reshape(n, width)
-    scales = None if p.get("token_scales") is None else np.frombuffer(base64.b64decode(p["token_scales"]), dtype=np.float32)
-    return EncodedTokens(codec, dim, data, scales)
+    scales = p.get("token_scales")
+    return encoded_from_bytes(p["token_codec"], p["token_dim"], p["token_n"], base64.b64decode(p["token_codes"]),
+                              None if scales is None else base64.b64decode(scales))
 
 
 __all__ = ["QdrantStore", "point_id"]

@@ -28,7 +28,7 @@ from indexing.spans import GRANULARITIES, Document, Granularity, Span
 from indexing.store.dense_index import DenseIndex, DenseIndexKind, DenseIndexSpec
 from indexing.store.files import staging_for, swap_in
 from indexing.store.token_matrix import PackedTokens, TokenHits, TokenMatrix
-from indexing.token_codecs import EncodedTokens
+from indexing.token_codecs import EncodedTokens, encoded_from_bytes
 from indexing.store.base import (
     CollectionNotFound,
     ScoredSpanId,
@@ -82,14 +82,6 @@ def _row_to_span(row: tuple) -> Span:
         end=row[5], text=row[6], heading_path=json.loads(row[7]), n_tokens=row[8],
         header=row[9], order=row[10],
     )
-
-
-def _encoded_from_row(codec: str, dim: int, n: int, data: bytes, scales: bytes | None) -> EncodedTokens:
-    if codec == "binary":
-        array = np.frombuffer(data, dtype=np.uint8).reshape(n, (dim + 7) // 8)
-    else:
-        array = np.frombuffer(data, dtype=np.float16 if codec == "fp16" else np.int8).reshape(n, dim)
-    return EncodedTokens(codec, dim, array, None if scales is None else np.frombuffer(scales, np.float32))
 
 
 @dataclass
@@ -446,7 +438,7 @@ class SqliteFaissStore(SpanStore):
                 f"WHERE s.collection = ? AND s.{column} IN ({marks}) ORDER BY s.row_id",
                 [collection, *chunk],
             ):
-                yield doc_id, span_id, _encoded_from_row(codec, dim, n, data, scales)
+                yield doc_id, span_id, encoded_from_bytes(codec, dim, n, data, scales)
 
     def get_token_vectors(self, collection: str, span_ids: list[str]) -> dict[str, EncodedTokens]:
         return {span_id: encoded for _, span_id, encoded in self._token_rows(collection, "id", span_ids)}
@@ -488,7 +480,7 @@ class SqliteFaissStore(SpanStore):
                     (collection,),
                 )
                 matrix = TokenMatrix.build(
-                    ((r[0], r[1], _encoded_from_row(*r[2:])) for r in rows), stamp
+                    ((r[0], r[1], encoded_from_bytes(*r[2:])) for r in rows), stamp
                 )
                 matrix.save(directory)
                 matrix = TokenMatrix.load(directory, stamp) or matrix
