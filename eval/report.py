@@ -107,6 +107,8 @@ def write_report(
     if collection:
         lines.append(f"Collection `{collection}`.")
     extra = dict(extra or {})
+    if extra.get("ingest_seconds") is not None:
+        lines.append(f"Ingest (or the check that nothing changed): {extra['ingest_seconds']} s.")
     if extra.get("wall_seconds"):
         lines.append("Wall time per pipeline (s): " + ", ".join(f"{k} {v}" for k, v in extra["wall_seconds"].items()) + ".")
     for note in extra.get("notes") or []:
