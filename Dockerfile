@@ -14,4 +14,6 @@ COPY samples samples
 RUN pip install --no-cache-dir ".[llm]"
 ENV HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2
 EXPOSE 8000
-CMD ["spanrag", "serve", "--host", "0.0.0.0", "--port", "8000"]
+# with API keys always: the first start writes an admin key to /data/admin.key (README: Security)
+ENV SPANRAG_DATA_DIR=/data
+CMD ["sh", "-c", "spanrag keys create --collection '*' --scope admin --name bootstrap --if-none --out /data/admin.key && exec spanrag serve --host 0.0.0.0 --port 8000"]

@@ -7,10 +7,19 @@ Endpoints:
     POST   /v1/collections/{collection}/documents      JSON {id, text, title?, metadata?} or multipart file
     GET    /v1/collections/{collection}/documents/{doc_id}
     DELETE /v1/collections/{collection}/documents/{doc_id}
-    GET    /v1/collections                             collections with their sizes
-    GET    /healthz
+    GET    /v1/collections                             collections with their sizes (those the key sees)
+    DELETE /v1/collections/{collection}                the collection and everything in it (admin)
+    GET    /healthz                                    liveness: the process answers
+    GET    /readyz                                     readiness: models and indexes loaded (503 until then)
+    GET    /metrics                                    Prometheus metrics (an admin key for '*' once keys exist)
     GET    /v1/models                                  OpenAI-compatible: each collection as "spanrag:<collection>"
     POST   /v1/chat/completions                        OpenAI-compatible chat, streamed or not (see app.openai_api)
+
+Access (README: Security): once a key exists in the data directory every endpoint but
+``/healthz`` and ``/readyz`` needs ``Authorization: Bearer KEY``; 401 without or with a wrong
+key, 403 for a scope the key lacks, 404 for a collection it may not see. Limits answer 413
+(body, upload, document size), 422 (invalid input; never echoed back) and 429 (rate, with
+``Retry-After``). Every response carries ``X-Request-ID``.
 
 Streaming a query: ``{"question": ..., "stream": true}`` answers ``text/event-stream``
 (server-sent events, each ``event: NAME`` + ``data: JSON``), in this order:
@@ -36,34 +45,73 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Iterator
+from contextlib import asynccontextmanager
 from typing import Any, Literal
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from app import sse
+from app.keys import KeyStore
+from app.observability import install_observability
 from app.openai_api import openai_router
+from app.options import RetrievalOptions, Text, encodable_text
+from app.security import (
+    AccessControl,
+    AccessDenied,
+    GuardRules,
+    Principal,
+    RateLimited,
+    RateLimiter,
+    RequestGuard,
+    default_allowed_hosts,
+)
 from generation.openai_compatible import GeneratorUnavailable
 from indexing.parsers.base import ParseError
+from indexing.parsers.limits import DocumentTooLarge
 from indexing.store.base import (
     CollectionNotFound,
     InvalidCollectionName,
     StoreMismatch,
 )
-from app.options import RetrievalOptions
 from retrieval.pipeline import UnknownPipeline
-from service.engine import RagService, ranked_payload, trace_payload, usage_payload
+from service.engine import DocumentConflict, RagService, ranked_payload, trace_payload, usage_payload
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
+class ErrorBody(BaseModel):
+    detail: str | list[dict[str, Any]]
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": why} for status, why in {
+        400: "unknown pipeline, malformed request",
+        401: "no API key, or not a valid one",
+        403: "the key lacks the scope, or a cross-site write",
+        404: "no such collection (or one the key may not see), or document",
+        409: "the collection was built with another model, or the document belongs to a file",
+        413: "request body, upload or parsed document over a limit",
+        415: "unsupported content type",
+        422: "invalid input (the reason, never the input itself)",
+        429: "too many requests for this key (see Retry-After)",
+        503: "the generator cannot answer now (see Retry-After)",
+    }.items()
+}
+
+
 class QueryRequest(RetrievalOptions):
-    question: str = Field(..., min_length=1, max_length=4000)
-    pipeline: str | None = None
+    question: Text = Field(..., min_length=1, max_length=100_000, pattern=r"\S",
+                           description="not blank; at most SPANRAG_MAX_QUESTION_CHARS characters")
+    pipeline: Text | None = Field(None, max_length=100)
     trace: bool = False
     stream: bool = Field(False, description="/query answers as server-sent events; /retrieve ignores it")
 
@@ -92,62 +140,186 @@ def query_events_sse(events: Iterator[tuple[str, dict]]) -> Iterator[str]:
 
 
 class DocumentIn(BaseModel):
-    id: str = Field(..., min_length=1, max_length=512)
-    text: str = Field(..., min_length=1)
-    title: str = ""
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    id: Text = Field(..., min_length=1, max_length=512)
+    text: Text = Field(..., min_length=1)
+    title: Text = Field("", max_length=2000)
     format: Literal["text", "markdown", "html"] = Field("text", description="how to parse `text`")
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict, description="JSON object; size and depth are limited")
+
+
+def validation_errors(errors: list[dict], limit: int = 10) -> list[dict]:
+    """Validation errors without the input they refer to (a 20 MB field must not come back)
+    and with reasons cut short."""
+    out = []
+    for error in errors[:limit]:
+        loc = [part if isinstance(part, int) else str(part)[:100] for part in error.get("loc", ())][:20]
+        out.append({"loc": loc, "msg": str(error.get("msg", ""))[:300], "type": str(error.get("type", ""))[:50]})
+    return out
+
+
+def reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """Strict JSON: UTF-8, no NaN or Infinity; a ``ValueError`` says what is wrong."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"the body is not UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text, parse_constant=reject_constant)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise ValueError("the body is nested too deeply") from None
+
+
+class Readiness:
+    """Loads the service in a background thread at start; ``/readyz`` reports it."""
+
+    def __init__(self, rag: RagService):
+        self.rag = rag
+        self.ready = threading.Event()
+        self.error: str | None = None
+
+    def load(self) -> None:
+        try:
+            self.rag.warm_up()
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"[:500]
+            log.exception("warm-up failed")
+        else:
+            self.ready.set()
+
+    def start(self) -> None:
+        threading.Thread(target=self.load, name="spanrag-warm-up", daemon=True).start()
 
 
 def create_app(settings: Settings | None = None, service: RagService | None = None) -> FastAPI:
     rag = service or RagService(settings or Settings())
-    app = FastAPI(title="spanrag", version="0.1.0", description="Span-level retrieval-augmented generation")
+    settings = rag.settings
+    rag.generator  # a generator that cannot be built stops the start with its reason
+    readiness = Readiness(rag)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        readiness.start()
+        yield
+
+    app = FastAPI(title="spanrag", version="0.1.0", description="Span-level retrieval-augmented generation",
+                  lifespan=lifespan)
     app.state.rag = rag
-    app.include_router(openai_router(rag))
+    app.state.readiness = readiness
+    keys = KeyStore(settings.data_dir)
+    access = AccessControl(keys, RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst))
+    app.state.keys = keys
+    app.include_router(openai_router(rag, access, ERROR_RESPONSES))
+
+    # the middleware added last runs first: the host check, then CORS, then body and write rules
+    app.add_middleware(RequestGuard, rules=GuardRules(
+        settings.max_request_bytes, settings.max_upload_bytes, tuple(settings.cors_origins)))
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
+                           allow_methods=["GET", "POST", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "X-Request-ID", "X-Requested-With"],
+                           expose_headers=["X-Request-ID", "Retry-After"])
+    app.add_middleware(TrustedHostMiddleware,
+                       allowed_hosts=settings.allowed_hosts or default_allowed_hosts(settings.host))
+    install_observability(app, rag, access)  # outermost: request ids and metrics cover every answer
+
+    def error(status: int, detail: Any, headers: dict | None = None) -> JSONResponse:
+        return JSONResponse(status_code=status, content={"detail": detail}, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError):
+        return error(422, validation_errors(list(exc.errors())))
+
+    @app.exception_handler(AccessDenied)
+    async def _denied(_: Request, exc: AccessDenied):
+        return error(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(RateLimited)
+    async def _rate(_: Request, exc: RateLimited):
+        return error(429, str(exc), exc.headers)
 
     @app.exception_handler(CollectionNotFound)
     async def _missing_collection(_: Request, exc: CollectionNotFound):
-        return JSONResponse(status_code=404, content={"detail": f"collection {exc.args[0]!r} not found"})
+        return error(404, f"collection {str(exc.args[0])[:200]!r} not found")
 
     @app.exception_handler(UnknownPipeline)
     async def _unknown_pipeline(_: Request, exc: UnknownPipeline):
-        return JSONResponse(status_code=400, content={"detail": exc.args[0]})
+        return error(400, exc.args[0])
 
     @app.exception_handler(GeneratorUnavailable)
     async def _generator_down(_: Request, exc: GeneratorUnavailable):
         # the answer cannot be written now, the request itself was fine: try again later
-        return JSONResponse(status_code=503, content={"detail": str(exc)}, headers={"Retry-After": "5"})
+        return error(503, exc.reason, {"Retry-After": "5"})
 
     @app.exception_handler(StoreMismatch)
     async def _mismatch(_: Request, exc: StoreMismatch):
-        return JSONResponse(status_code=409, content={"detail": str(exc)})
+        return error(409, str(exc))
+
+    @app.exception_handler(DocumentConflict)
+    async def _conflict(_: Request, exc: DocumentConflict):
+        return error(409, str(exc))
 
     @app.exception_handler(ParseError)
     async def _parse_error(_: Request, exc: ParseError):
-        return JSONResponse(status_code=422, content={"detail": f"cannot ingest: {exc}"})
+        status = 413 if isinstance(exc, DocumentTooLarge) else 422
+        return error(status, f"cannot ingest: {str(exc)[:1000]}")
 
     @app.exception_handler(InvalidCollectionName)
     async def _invalid_name(_: Request, exc: InvalidCollectionName):
-        return JSONResponse(status_code=422, content={"detail": str(exc)})
+        return error(422, str(exc)[:500])
+
+    def checked_question(body: QueryRequest) -> str:
+        if len(body.question) > settings.max_question_chars:
+            raise HTTPException(422, f"the question has {len(body.question)} characters; the limit is"
+                                     f" {settings.max_question_chars} (SPANRAG_MAX_QUESTION_CHARS)")
+        return body.question
 
     @app.get("/healthz")
     def healthz() -> dict:
+        """Liveness: the process answers (models may still be loading: see /readyz)."""
         return {"status": "ok"}
 
-    @app.get("/v1/collections")
-    def list_collections() -> dict:
-        return {"collections": [rag.store.collection_stats(c) for c in rag.store.list_collections()]}
+    @app.get("/readyz", responses={503: {"model": ErrorBody, "description": "still loading, or loading failed"}})
+    def readyz() -> Response:
+        """Readiness: the store, the models and the indexes are loaded; 503 until then."""
+        if readiness.ready.is_set():
+            return JSONResponse({"status": "ready"})
+        if readiness.error is not None:
+            return JSONResponse({"status": "failed", "detail": readiness.error}, status_code=503)
+        return JSONResponse({"status": "loading"}, status_code=503, headers={"Retry-After": "2"})
 
-    @app.post("/v1/collections/{collection}/query", response_model=None)
-    def query(collection: str, body: QueryRequest) -> dict | StreamingResponse:
+    @app.get("/v1/collections", responses=ERROR_RESPONSES)
+    def list_collections(principal: Principal = Depends(access)) -> dict:
+        names = [c for c in rag.store.list_collections() if principal.sees(c)]
+        return {"collections": [rag.store.collection_stats(c) for c in names]}
+
+    @app.delete("/v1/collections/{collection}", responses=ERROR_RESPONSES)
+    def delete_collection(collection: str, principal: Principal = Depends(access)) -> dict:
+        """The collection, its documents, spans, vectors, indexes and graph (admin scope)."""
+        principal.require(collection, "admin")
+        rag.delete_collection(collection)
+        return {"deleted": collection}
+
+    @app.post("/v1/collections/{collection}/query", response_model=None, responses=ERROR_RESPONSES)
+    def query(collection: str, body: QueryRequest, principal: Principal = Depends(access)) -> dict | StreamingResponse:
+        principal.require(collection, "read")
+        question = checked_question(body)
         if body.stream:
-            events = rag.query_stream(collection, body.question, body.pipeline, body.overrides(), body.trace)
+            events = rag.query_stream(collection, question, body.pipeline, body.overrides(), body.trace)
             return StreamingResponse(query_events_sse(events), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
-        return rag.query(collection, body.question, body.pipeline, body.overrides(), trace=body.trace)
+        return rag.query(collection, question, body.pipeline, body.overrides(), trace=body.trace)
 
-    @app.post("/v1/collections/{collection}/retrieve")
-    def retrieve(collection: str, body: QueryRequest) -> dict:
-        result = rag.retrieve(collection, body.question, body.pipeline, body.overrides())
+    @app.post("/v1/collections/{collection}/retrieve", responses=ERROR_RESPONSES)
+    def retrieve(collection: str, body: QueryRequest, principal: Principal = Depends(access)) -> dict:
+        principal.require(collection, "read")
+        result = rag.retrieve(collection, checked_question(body), body.pipeline, body.overrides())
         out = {
             "spans": ranked_payload(result),
             "usage": usage_payload(result),
@@ -158,26 +330,41 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
             out["trace"] = trace_payload(result)
         return out
 
-    @app.post("/v1/collections/{collection}/documents", status_code=201)
-    async def add_document(collection: str, request: Request) -> dict:
+    @app.post("/v1/collections/{collection}/documents", status_code=201, responses=ERROR_RESPONSES)
+    async def add_document(collection: str, request: Request, principal: Principal = Depends(access)) -> dict:
+        """Add or replace a document: JSON ``{id, text, title?, format?, metadata?}`` or a
+        multipart ``file`` (with an optional ``doc_id`` field). A document ingested from a
+        file by ``spanrag ingest`` cannot be replaced this way (409)."""
+        principal.require(collection, "write")
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("multipart/form-data"):
-            form = await request.form()
+            form = await request.form(max_files=1, max_fields=10)
             upload = form.get("file")
             if upload is None or isinstance(upload, str):
                 raise HTTPException(422, "multipart upload needs a 'file' field")
             data = await upload.read()
+            if len(data) > settings.max_upload_bytes:
+                raise HTTPException(413, f"the upload is {len(data)} bytes; the limit is {settings.max_upload_bytes}"
+                                         " (SPANRAG_MAX_UPLOAD_BYTES)")
             doc_id = form.get("doc_id") or None
+            names = [upload.filename or "upload.txt", *([doc_id] if isinstance(doc_id, str) else [])]
+            try:
+                for name in names:
+                    encodable_text(name)
+            except ValueError as exc:
+                raise HTTPException(422, f"file name or doc_id {exc}") from None
+            if isinstance(doc_id, str) and len(doc_id) > 512:
+                raise HTTPException(422, "doc_id: at most 512 characters")
             report = await run_in_threadpool(
                 rag.ingest_upload, collection, data, upload.filename or "upload.txt", doc_id
             )
-        elif content_type.startswith("application/json"):
+        elif content_type.split(";")[0].strip().lower() in ("application/json",) or content_type.endswith("+json"):
             try:
-                doc = DocumentIn.model_validate(json.loads(await request.body()))
-            except json.JSONDecodeError as exc:
-                raise HTTPException(422, f"body is not valid JSON: {exc}") from None
+                doc = DocumentIn.model_validate(parse_json_body(await request.body()))
             except ValidationError as exc:
-                raise HTTPException(422, exc.errors(include_url=False, include_context=False)) from None
+                raise HTTPException(422, validation_errors(exc.errors(include_url=False, include_context=False))) from None
+            except ValueError as exc:
+                raise HTTPException(422, str(exc)) from None
             report = await run_in_threadpool(
                 rag.ingest_text, collection, doc.id, doc.text, doc.title, doc.metadata, doc.format
             )
@@ -185,17 +372,19 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
             raise HTTPException(415, "send JSON {id, text, title?, metadata?} or a multipart 'file'")
         return report.as_dict()
 
-    @app.get("/v1/collections/{collection}/documents/{doc_id:path}")
-    def get_document(collection: str, doc_id: str) -> dict:
+    @app.get("/v1/collections/{collection}/documents/{doc_id:path}", responses=ERROR_RESPONSES)
+    def get_document(collection: str, doc_id: str, principal: Principal = Depends(access)) -> Response:
+        principal.require(collection, "read")
         doc = rag.get_document(collection, doc_id)
         if doc is None:
-            raise HTTPException(404, f"document {doc_id!r} not found in {collection!r}")
-        return doc
+            raise HTTPException(404, f"document {doc_id[:200]!r} not found in {collection!r}")
+        return JSONResponse(doc)
 
-    @app.delete("/v1/collections/{collection}/documents/{doc_id:path}")
-    def delete_document(collection: str, doc_id: str) -> dict:
+    @app.delete("/v1/collections/{collection}/documents/{doc_id:path}", responses=ERROR_RESPONSES)
+    def delete_document(collection: str, doc_id: str, principal: Principal = Depends(access)) -> dict:
+        principal.require(collection, "write")
         if not rag.delete_document(collection, doc_id):
-            raise HTTPException(404, f"document {doc_id!r} not found in {collection!r}")
+            raise HTTPException(404, f"document {doc_id[:200]!r} not found in {collection!r}")
         return {"deleted": doc_id}
 
     return app

@@ -156,13 +156,110 @@ def query(
     )
 
 
-@cli.command()
-def collections(data_dir: Optional[Path] = DataDir) -> None:
+collections_cli = typer.Typer(no_args_is_help=False, invoke_without_command=True,
+                              help="List collections (no subcommand), or delete one.")
+cli.add_typer(collections_cli, name="collections")
+
+
+@collections_cli.callback()
+def collections(ctx: typer.Context, data_dir: Optional[Path] = DataDir) -> None:
     """List collections with their document and span counts."""
+    if ctx.invoked_subcommand is not None:
+        return
     rag = make_service(data_dir)
     for name in rag.store.list_collections():
         stats = rag.store.collection_stats(name)
         Console().print(f"{name}\t{stats['documents']} documents\t{stats['spans']} spans\t{stats['model']}")
+
+
+@collections_cli.command("delete")
+def collections_delete(
+    name: str = typer.Argument(..., help="the collection to delete, with all its documents"),
+    data_dir: Optional[Path] = DataDir,
+    yes: bool = typer.Option(False, "--yes", "-y", help="do not ask"),
+) -> None:
+    """Delete a collection: documents, spans, vectors, indexes and graph."""
+    rag = make_service(data_dir)
+    if not rag.store.has_collection(name):
+        fail(f"collection {name!r} does not exist")
+    if not yes and not typer.confirm(f"delete collection {name!r} and everything in it?", err=True):
+        fail("nothing deleted")
+    rag.delete_collection(name)
+    Console().print(f"deleted collection {name}")
+
+
+keys_cli = typer.Typer(no_args_is_help=True, help="API keys: who may read, write or administer which collection.")
+cli.add_typer(keys_cli, name="keys")
+
+
+@keys_cli.command("create")
+def keys_create(
+    collection: str = typer.Option(..., "--collection", "-c", help="the collection the key opens, or '*' for all"),
+    scope: str = typer.Option(..., "--scope", help="read | write | admin"),
+    name: str = typer.Option("", "--name", help="a label for `keys list`"),
+    data_dir: Optional[Path] = DataDir,
+    if_none: bool = typer.Option(False, "--if-none", help="only when no active key exists (container start-up)"),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="write the key to this file (mode 600) instead of printing it"),
+) -> None:
+    """Make a key and print it once (only its hash is kept). The server needs keys from then on."""
+    import os
+
+    from app.keys import KeyRequestError, KeyStore
+
+    keys = KeyStore(Settings(**_data_dir_values(data_dir)).data_dir)
+    if if_none and keys.has_active_keys():
+        console.print("an active key exists: none made")
+        return
+    try:
+        made = keys.create(collection, scope, name)
+    except (KeyRequestError, InvalidCollectionName) as exc:
+        fail(str(exc))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(made.secret + "\n")
+        console.print(f"key {made.key.key_id}: {made.key.scope} on {made.key.collection!r}, written to {out}")
+        return
+    console.print(f"key {made.key.key_id}: {made.key.scope} on {made.key.collection!r}; shown once, keep it now:")
+    print(made.secret)
+
+
+@keys_cli.command("list")
+def keys_list(
+    data_dir: Optional[Path] = DataDir,
+    all_keys: bool = typer.Option(False, "--all", help="include revoked keys"),
+) -> None:
+    """The keys (ids, collections, scopes; never the keys themselves)."""
+    import datetime
+
+    from app.keys import KeyStore
+
+    table = Table("id", "collection", "scope", "name", "created", "revoked")
+    for key in KeyStore(Settings(**_data_dir_values(data_dir)).data_dir).list(include_revoked=all_keys):
+        when = lambda t: "" if t is None else datetime.datetime.fromtimestamp(t).isoformat(timespec="seconds")  # noqa: E731
+        table.add_row(key.key_id, key.collection, key.scope, key.name, when(key.created), when(key.revoked))
+    Console().print(table)
+
+
+@keys_cli.command("revoke")
+def keys_revoke(
+    key_id: str = typer.Argument(..., help="the key's id (keys list) or the key itself"),
+    data_dir: Optional[Path] = DataDir,
+) -> None:
+    """Revoke a key; a running server refuses it from its next request on."""
+    from app.keys import KeyRequestError, KeyStore
+
+    try:
+        key = KeyStore(Settings(**_data_dir_values(data_dir)).data_dir).revoke(key_id)
+    except KeyRequestError as exc:
+        fail(str(exc))
+    Console().print(f"revoked {key.key_id} ({key.scope} on {key.collection!r})")
+
+
+def _data_dir_values(data_dir: Optional[Path]) -> dict:
+    return {} if data_dir is None else {"data_dir": data_dir}
 
 
 @cli.command()
@@ -170,14 +267,37 @@ def serve(
     host: Optional[str] = typer.Option(None, help="bind address (default 127.0.0.1)"),
     port: Optional[int] = typer.Option(None, help="port (default 8000)"),
     data_dir: Optional[Path] = DataDir,
+    allow_open: bool = typer.Option(
+        False, "--allow-open", help="serve without API keys on a non-loopback address (anyone may read and write)"),
 ) -> None:
-    """Start the HTTP service (OpenAPI docs at /docs)."""
+    """Start the HTTP service (OpenAPI docs at /docs). Without API keys it serves loopback only."""
     import uvicorn
 
     from app.api import create_app
+    from app.keys import KeyStore
+    from app.observability import configure_logging
+    from app.security import is_loopback
+    from service.engine import UnknownGenerator
 
-    rag = make_service(data_dir, host=host, port=port)
-    uvicorn.run(create_app(service=rag), host=rag.settings.host, port=rag.settings.port, log_level="info")
+    rag = make_service(data_dir, host=host, port=port, allow_open=allow_open or None)
+    settings = rag.settings
+    n_keys = len(KeyStore(settings.data_dir).list()) if (settings.data_dir / KeyStore.FILE_NAME).exists() else 0
+    if n_keys:
+        console.print(f"{n_keys} API key(s): every request needs one (spanrag keys list)")
+    elif is_loopback(settings.host):
+        console.print("[yellow]no API keys: serving OPEN on loopback only[/] (spanrag keys create makes one)")
+    elif settings.allow_open:
+        console.print(f"[bold red]no API keys: serving OPEN on {settings.host}[/]: anyone who reaches the port"
+                      " may read, replace and delete documents")
+    else:
+        fail(f"refusing to serve on {settings.host} without API keys: create one (spanrag keys create"
+             " --collection '*' --scope admin) or pass --allow-open")
+    configure_logging(json_logs=settings.json_logs)
+    try:
+        app = create_app(service=rag)
+    except UnknownGenerator as exc:
+        fail(str(exc))
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
 
 
 cli.command("eval")(eval_command)
@@ -188,3 +308,7 @@ def main() -> None:  # console-script entry point
         cli()
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

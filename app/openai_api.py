@@ -58,25 +58,28 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field, field_validator
+from starlette.exceptions import HTTPException
 
 from app import sse
-from app.options import RetrievalOptions
+from app.options import RetrievalOptions, Text, encodable_text
+from app.security import AccessControl, AccessDenied, Principal, RateLimited
 from generation.openai_compatible import GeneratorUnavailable
 from generation.types import Sampling
+from indexing.parsers.base import ParseError
 from indexing.store.base import CollectionNotFound, StoreMismatch
 from retrieval.pipeline import UnknownPipeline
 from service.engine import RagService
 
 log = logging.getLogger(__name__)
 MODEL_PREFIX = "spanrag:"
-MAX_QUESTION_CHARS = 4000  # as the native query endpoint's question
 
 
 # -- request ---------------------------------------------------------------------------------
@@ -84,7 +87,7 @@ MAX_QUESTION_CHARS = 4000  # as the native query endpoint's question
 class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant"] = Field(
         ..., description="'tool' and 'function' turns are refused: spanrag offers no tools")
-    content: str | list[dict[str, Any]] | None = Field(
+    content: Text | list[dict[str, Any]] | None = Field(
         None, description="a string or a list of {'type': 'text', 'text': ...} parts")
 
     @field_validator("content", mode="before")
@@ -98,7 +101,9 @@ class ChatMessage(BaseModel):
         for part in value:
             if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise ValueError(f"only text content parts {{'type': 'text', 'text': '...'}} are supported, got {kind!r}")
+                raise ValueError(f"only text content parts {{'type': 'text', 'text': '...'}} are supported,"
+                                 f" got {str(kind)[:50]!r}")
+            encodable_text(part["text"])
         return value
 
     @property
@@ -108,12 +113,19 @@ class ChatMessage(BaseModel):
         return self.content or ""
 
 
+@dataclass(frozen=True)
+class ChatLimits:
+    max_question_chars: int
+    max_total_chars: int
+    max_messages: int
+
+
 class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
 class ChatCompletionRequest(RetrievalOptions):
-    model: str = Field(..., description="spanrag:<collection> (or the bare collection name)")
+    model: Text = Field(..., description="spanrag:<collection> (or the bare collection name)")
     messages: list[ChatMessage] = Field(..., min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -123,13 +135,13 @@ class ChatCompletionRequest(RetrievalOptions):
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    stop: str | list[str] | None = Field(None, description="up to 4 stop sequences")
+    stop: Text | list[Text] | None = Field(None, description="up to 4 stop sequences")
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     seed: int | None = None
-    user: str | None = None  # accepted for compatibility, ignored
+    user: str | None = Field(None, max_length=256)  # accepted for compatibility, ignored
     # spanrag's own options
-    pipeline: str | None = Field(None, description="retrieval pipeline (default: the server's)")
+    pipeline: Text | None = Field(None, description="retrieval pipeline (default: the server's)")
     trace: bool = Field(False, description="add every candidate's scores and fate to the spanrag object")
 
     @field_validator("stop")
@@ -150,8 +162,17 @@ class ChatCompletionRequest(RetrievalOptions):
             presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
         )
 
-    def question_and_history(self) -> tuple[str, list[dict[str, str]]]:
-        """The last (user) message's text, and the user/assistant turns before it."""
+    def question_and_history(self, limits: ChatLimits) -> tuple[str, list[dict[str, str]]]:
+        """The last (user) message's text, and the user/assistant turns before it; every turn
+        counts towards ``limits`` (an earlier turn may be searched with the question)."""
+        if len(self.messages) > limits.max_messages:
+            raise OpenAIError(400, f"{len(self.messages)} messages; at most {limits.max_messages}"
+                                   " (SPANRAG_MAX_CHAT_MESSAGES)", param="messages", code="too_many_messages")
+        total = sum(len(m.text) for m in self.messages)
+        if total > limits.max_total_chars:
+            raise OpenAIError(400, f"the messages have {total} characters together; at most"
+                                   f" {limits.max_total_chars} (SPANRAG_MAX_CHAT_CHARS)", param="messages",
+                              code="context_length_exceeded")
         *earlier, last = self.messages
         if last.role != "user":
             raise OpenAIError(400, f"the last message must be the user's question (role 'user'), got {last.role!r}",
@@ -159,9 +180,10 @@ class ChatCompletionRequest(RetrievalOptions):
         question = last.text
         if not question.strip():
             raise OpenAIError(400, "the last user message has no text", param="messages")
-        if len(question) > MAX_QUESTION_CHARS:
-            raise OpenAIError(400, f"the last user message is the question: at most {MAX_QUESTION_CHARS} characters,"
-                                   f" got {len(question)}", param="messages")
+        if len(question) > limits.max_question_chars:
+            raise OpenAIError(400, f"the last user message is the question: at most {limits.max_question_chars}"
+                                   f" characters (SPANRAG_MAX_QUESTION_CHARS), got {len(question)}", param="messages",
+                              code="context_length_exceeded")
         history = [{"role": m.role, "content": m.text} for m in earlier if m.role in ("user", "assistant")]
         return question, history
 
@@ -193,14 +215,28 @@ def as_openai_error(exc: Exception) -> OpenAIError | None:
         first = errors[0] if errors else {}
         if first.get("type") == "json_invalid":
             reason = (first.get("ctx") or {}).get("error", "")
-            return OpenAIError(400, f"the request body is not valid JSON: {reason}".rstrip(": "), code="json_invalid")
-        where = [str(part) for part in first.get("loc", ()) if part != "body"]
-        reasons = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}: {e.get('msg')}"
-                            for e in errors[:3])
+            return OpenAIError(400, f"the request body is not valid JSON: {str(reason)[:200]}".rstrip(": "),
+                               code="json_invalid")
+        where = [str(part)[:100] for part in first.get("loc", ()) if part != "body"]
+        reasons = "; ".join(
+            f"{'.'.join(str(p)[:100] for p in e.get('loc', ()) if p != 'body') or 'body'}: {str(e.get('msg'))[:300]}"
+            for e in errors[:3])
         return OpenAIError(400, f"invalid request: {reasons}", param=".".join(where) or None,
                            code=first.get("type"))
+    if isinstance(exc, AccessDenied):
+        kind = "authentication_error" if exc.status == 401 else "permission_error"
+        return OpenAIError(exc.status, exc.message, error_type=kind, code=exc.code, headers=exc.headers)
+    if isinstance(exc, RateLimited):
+        return OpenAIError(429, str(exc), error_type="rate_limit_error", code="rate_limit_exceeded",
+                           headers=exc.headers)
+    if isinstance(exc, HTTPException):  # a body FastAPI cannot read (not UTF-8), the size guard's 413
+        detail = "the request body is not valid UTF-8 JSON" if exc.status_code == 400 else str(exc.detail)[:500]
+        return OpenAIError(exc.status_code, detail, headers=exc.headers)
+    if isinstance(exc, ParseError):
+        return OpenAIError(422, str(exc)[:500])
     if isinstance(exc, CollectionNotFound):
-        return OpenAIError(404, f"collection {exc.args[0]!r} not found", code="model_not_found", param="model")
+        return OpenAIError(404, f"model {MODEL_PREFIX}{str(exc.args[0])[:200]} not found", code="model_not_found",
+                           param="model")
     if isinstance(exc, UnknownPipeline):
         return OpenAIError(400, exc.args[0], param="pipeline")
     if isinstance(exc, StoreMismatch):
@@ -236,12 +272,14 @@ def model_id(collection: str) -> str:
     return f"{MODEL_PREFIX}{collection}"
 
 
-def collection_of(rag: RagService, model: str) -> str:
-    """The collection a model name stands for; 404 when there is none."""
+def collection_of(rag: RagService, model: str, principal: Principal) -> str:
+    """The collection a model name stands for; 404 when there is none or the caller may not
+    see it (the same answer, so that names do not leak)."""
     collection = model.removeprefix(MODEL_PREFIX)
-    if not collection or not rag.store.has_collection(collection):
-        raise OpenAIError(404, f"model {model!r} not found: there is no collection {collection!r}"
+    if not collection or not principal.sees(collection) or not rag.store.has_collection(collection):
+        raise OpenAIError(404, f"model {model[:200]!r} not found: there is no collection {collection[:200]!r}"
                                " (GET /v1/models lists them)", param="model", code="model_not_found")
+    principal.require(collection, "read")
     return collection
 
 
@@ -312,22 +350,25 @@ class Completion:
 
 # -- routes ----------------------------------------------------------------------------------
 
-def openai_router(rag: RagService) -> APIRouter:
-    """``/v1/models`` and ``/v1/chat/completions`` over ``rag`` (``create_app`` includes it)."""
-    router = APIRouter(route_class=OpenAIErrorRoute, tags=["OpenAI-compatible"])
+def openai_router(rag: RagService, access: AccessControl, responses: dict | None = None) -> APIRouter:
+    """``/v1/models`` and ``/v1/chat/completions`` over ``rag`` (``create_app`` includes it);
+    ``access`` names the caller (``app.security``)."""
+    router = APIRouter(route_class=OpenAIErrorRoute, tags=["OpenAI-compatible"], responses=responses or {})
+    limits = ChatLimits(rag.settings.max_question_chars, rag.settings.max_chat_chars, rag.settings.max_chat_messages)
 
     @router.get("/v1/models")
-    def list_models() -> dict:
+    def list_models(principal: Principal = Depends(access)) -> dict:
         """Every collection as a model (spanrag keeps no creation time: ``created`` is 0)."""
         return {"object": "list", "data": [
             {"id": model_id(c), "object": "model", "created": 0, "owned_by": "spanrag"}
-            for c in rag.store.list_collections()
+            for c in rag.store.list_collections() if principal.sees(c)
         ]}
 
     @router.post("/v1/chat/completions", response_model=None)
-    def chat_completions(body: ChatCompletionRequest) -> dict | StreamingResponse:
-        collection = collection_of(rag, body.model)
-        question, history = body.question_and_history()
+    def chat_completions(body: ChatCompletionRequest,
+                         principal: Principal = Depends(access)) -> dict | StreamingResponse:
+        collection = collection_of(rag, body.model, principal)
+        question, history = body.question_and_history(limits)
         reply = Completion(model_id(collection))
         if body.stream:
             # retrieval and the first delta happen here, so failures still get a status

@@ -7,7 +7,7 @@ that must talk to it over real HTTP.
 
 ``start()`` runs ``uvicorn app.api:create_app --factory`` with ``SPANRAG_DATA_DIR`` and the
 given ``SPANRAG_*`` variables (and one torch thread unless the environment says otherwise),
-and returns once ``GET /healthz`` answers; if the process exits first or does not answer in
+and returns once ``GET /readyz`` answers (models and indexes loaded); if the process exits first or does not answer in
 time it raises ``ServerStartError`` with the command and the tail of its output.
 
 ``wait_until_ready`` is the polling loop itself, shared with other child servers (the
@@ -143,7 +143,7 @@ class SpanragServer(ChildServer):
         self._log = tempfile.TemporaryFile()
         self._process = subprocess.Popen(self.command(), cwd=self.cwd, env=env, stdin=subprocess.DEVNULL,
                                          stdout=self._log, stderr=subprocess.STDOUT)
-        failed = wait_until_ready(self._process, lambda: answers_json(f"{self.base_url}/healthz") is not None,
+        failed = wait_until_ready(self._process, lambda: answers_json(f"{self.base_url}/readyz") is not None,
                                   self.startup_timeout_s)
         if failed:
             output = self.output()

@@ -107,8 +107,8 @@ class ContextCompressor:
         report = CompressionReport(
             params.compression, False, target, before, before, len(pieces), len(pieces)
         )
-        if params.compression == "off" or target is None or before <= target:
-            return context, report
+        if params.compression == "off" or target is None or before <= target or not pieces:
+            return context, report  # no pieces: nothing stored to choose from
 
         self._score(pieces, inputs)
         self._costs(pieces, inputs)

@@ -34,6 +34,7 @@ The ``openai`` client is imported only when a generator is built (the ``llm`` ex
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -209,11 +210,26 @@ class OpenAICompatibleGenerator:
     def _unavailable(self, exc: BaseException, what: str) -> GeneratorUnavailable:
         status = getattr(exc, "status_code", None)
         detail = f"HTTP {status}: {_message(exc)}" if status else f"{type(exc).__name__}: {_message(exc)}"
+        base_url = redact_credentials(self.options.base_url)
         return GeneratorUnavailable(
-            f"LLM endpoint {self.options.base_url} (model {self.options.model!r}) is unavailable:"
-            f" {what}; last error: {detail}",
-            self.options.base_url, status,
+            redact_credentials(f"LLM endpoint {base_url} (model {self.options.model!r}) is unavailable:"
+                               f" {what}; last error: {detail}")[:2000],
+            base_url, status,
         )
+
+
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
+_SECRET_QUERY = re.compile(r"(?i)([?&](?:api[_-]?key|key|token|access_token|password|secret)=)[^&\s#]+")
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with the user and password of every URL in it, and secret-looking query
+    parameters, replaced by ``***``: error messages reach clients and logs.
+
+        >>> redact_credentials("http://bob:hunter2@llm:8080/v1?api_key=abc")
+        'http://***@llm:8080/v1?api_key=***'
+    """
+    return _SECRET_QUERY.sub(r"\1***", _URL_USERINFO.sub(r"\1***@", text))
 
 
 def _deltas(response: Iterator[Any]) -> Iterator[str]:

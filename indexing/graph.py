@@ -531,7 +531,22 @@ class GraphIndex:
     # -- reads -----------------------------------------------------------------------------------
     def graph(self, collection: str) -> nx.MultiDiGraph:
         """The collection's graph (nodes carry ``kind``: doc/span/entity; edges ``kind`` and
-        ``weight``), rebuilt from SQLite when its write counter moved. Shared: do not modify."""
+        ``weight``), rebuilt from SQLite when its write counter moved. Shared: do not modify.
+
+        Queries read it while writes go on: a built graph is never changed (a write makes
+        the next call build a new one), and its counter, documents and edges are read in one
+        read transaction, so it is one committed state even when another process writes.
+        It may still name documents the span store has lost since; readers skip those."""
+        with self._lock:
+            if self._db.in_transaction:
+                return self._graph(collection)
+            self._db.execute("BEGIN")
+            try:
+                return self._graph(collection)
+            finally:
+                self._db.execute("COMMIT")
+
+    def _graph(self, collection: str) -> nx.MultiDiGraph:
         with self._lock:
             generation = self.generation(collection)
             cached = self._graphs.get(collection)

@@ -5,6 +5,12 @@ skipped before parsing; inside a changed multi-document file (JSONL) only the do
 whose content changed are re-embedded. Documents from a source that disappeared (a file
 deleted from an ingested folder, a record removed from a JSONL file) are removed.
 
+Every parse is held to the ingestor's :class:`ParseLimits`. In a batch of files
+(:meth:`Ingestor.ingest_paths`) a file that cannot be parsed -- over a limit, malformed,
+or any error while parsing it or building its span trees -- is reported in
+``report.failed`` with the reason, and the batch goes on. A file is all or nothing: every
+one of its documents' span trees is built and checked before the first is written.
+
     >>> ingestor = Ingestor(store, encoder, SentenceSplitter())          # doctest: +SKIP
     >>> report = ingestor.ingest_paths("docs", [Path("samples/")])       # doctest: +SKIP
     >>> report.added, report.unchanged, report.failed                     # doctest: +SKIP
@@ -25,9 +31,10 @@ from indexing.embed import Encoder, TokenEncoder
 from indexing.graph import GraphIndex
 from indexing.parsers import SUPPORTED_SUFFIXES, parse_bytes, parse_path
 from indexing.parsers.base import ParsedDocument, ParseError
+from indexing.parsers.limits import ParseLimits, check_bytes, check_chars, check_metadata, check_text
 from indexing.sentences import SentenceSplitter
-from indexing.span_tree import build_span_tree
-from indexing.spans import Document, Granularity
+from indexing.span_tree import Splitter, build_span_tree
+from indexing.spans import Document, Granularity, Span
 from indexing.store.base import SourceRecord, SpanStore
 from indexing.token_codecs import Codec, encode_tokens
 
@@ -122,12 +129,14 @@ class Ingestor:
         splitter: SentenceSplitter,
         batch_docs: int = 32,
         token_encoder: TokenEncoder | None = None,
+        limits: ParseLimits | None = None,
     ):
         self.store = store
         self.encoder = encoder
         self.splitter = splitter
         self.batch_docs = batch_docs
         self.token_encoder: TokenEncoder = token_encoder or encoder
+        self.limits = limits or ParseLimits()
 
     def ensure_collection(self, collection: str) -> None:
         if self.store.has_collection(collection) and self.store.collection_model(collection) == self.encoder.name:
@@ -163,11 +172,12 @@ class Ingestor:
     def ingest_upload(
         self, collection: str, data: bytes, filename: str, doc_id: str | None = None
     ) -> IngestReport:
-        """One uploaded file (HTTP multipart); raises ParseError for a bad file."""
+        """One uploaded file (HTTP multipart); raises ParseError (DocumentTooLarge over a
+        limit) for a bad file, with nothing written."""
         started = time.perf_counter()
         self.ensure_collection(collection)
         report = IngestReport()
-        parsed_docs = parse_bytes(data, filename)
+        parsed_docs = parse_bytes(data, filename, self.limits)
         if len(parsed_docs) == 1 and (doc_id is not None or parsed_docs[0].doc_id is None):
             parsed_docs[0].doc_id = doc_id or filename
         # One source per uploaded document: two uploads that share a file name but not an id
@@ -180,8 +190,15 @@ class Ingestor:
     def ingest_parsed(
         self, collection: str, source: str, parsed_docs: list[ParsedDocument]
     ) -> IngestReport:
-        """Documents already parsed (JSON uploads, evaluation corpora), ids set by the caller."""
+        """Documents already parsed (JSON uploads, evaluation corpora), ids set by the caller.
+        Their ids, titles and metadata are checked here (the parsers check the text)."""
         started = time.perf_counter()
+        for parsed in parsed_docs:
+            where = f"document {parsed.doc_id!r}" if isinstance(parsed.doc_id, str) else "document"
+            if isinstance(parsed.doc_id, str):
+                check_text(parsed.doc_id, "document id")
+            check_text(parsed.title, f"{where} title")
+            check_metadata(parsed.metadata, self.limits, f"{where} metadata")
         self.ensure_collection(collection)
         report = IngestReport()
         self._ingest_parsed(collection, source, parsed_docs, report)
@@ -265,11 +282,18 @@ class Ingestor:
     def _ingest_file(
         self, collection: str, file: Path, report: IngestReport, progress: IngestProgress | None
     ) -> None:
+        """One file of a batch: any failure to read, parse or build the spans of this file
+        is reported in ``report.failed`` and the batch goes on. Store and encoder errors
+        are not the file's fault and propagate."""
         source = str(file.resolve())
         try:
+            check_bytes(file.stat().st_size, self.limits)  # before reading it into memory
             data = file.read_bytes()
         except OSError as exc:
             report.failed.append(FailedSource(str(file), f"cannot read: {exc.strerror or exc}"))
+            return
+        except ParseError as exc:
+            report.failed.append(FailedSource(str(file), str(exc)))
             return
         digest = content_hash(data)
         previous = self.store.get_source(collection, source)
@@ -277,15 +301,15 @@ class Ingestor:
             report.unchanged += len(previous.doc_ids)
             return
         try:
-            parsed_docs = parse_path(file)
-        except ParseError as exc:
-            report.failed.append(FailedSource(str(file), str(exc)))
+            parsed_docs = parse_path(file, self.limits)
+        except Exception as exc:  # parse_path wraps parser errors in ParseError; this is the backstop
+            report.failed.append(FailedSource(str(file), _reason(exc)))
             return
         if len(parsed_docs) == 1 and parsed_docs[0].doc_id is None:
             parsed_docs[0].doc_id = default_doc_id(file)
         try:
             self._ingest_parsed(collection, source, parsed_docs, report, digest, progress)
-        except ParseError as exc:  # e.g. duplicate ids in a JSONL file: skip the file, keep going
+        except ParseError as exc:  # e.g. duplicate ids, a document over a limit: skip the file
             report.failed.append(FailedSource(str(file), str(exc)))
 
     def _ingest_parsed(
@@ -297,6 +321,8 @@ class Ingestor:
         source_hash: str = "",
         progress: IngestProgress | None = None,
     ) -> None:
+        """Write ``parsed_docs`` as the documents of ``source``. Every ParseError (a
+        document over a limit included) is raised before anything is written."""
         for parsed in parsed_docs:
             if not parsed.doc_id:
                 raise ParseError("a document has no id")
@@ -312,8 +338,28 @@ class Ingestor:
                 report.unchanged += 1
             else:
                 pending.append((parsed, digest, parsed.doc_id in stored))
+        # Every tree is built (and checked) before the first write. Only the first batch's
+        # trees are kept; later batches' are rebuilt when written, so that memory holds one
+        # batch of trees, replaying the sentence splits recorded here (the costly part).
+        first_trees: list[list[Span]] = []
+        splits: list[list[list[tuple[int, int]]] | None] = []
+        for n, (parsed, _, _) in enumerate(pending):
+            if n < self.batch_docs:
+                first_trees.append(self._span_tree(parsed, self.splitter))
+            else:
+                recorder = _RecordingSplitter(self.splitter)
+                self._span_tree(parsed, recorder, count_tokens=False)
+                splits.append(recorder.results)
         for i in range(0, len(pending), self.batch_docs):
-            self._write_batch(collection, source, pending[i : i + self.batch_docs], report)
+            batch = pending[i : i + self.batch_docs]
+            if i == 0:
+                trees = first_trees
+            else:
+                trees = []
+                for n, (parsed, _, _) in enumerate(batch, start=i - self.batch_docs):
+                    trees.append(self._span_tree(parsed, _ReplayedSplitter(splits[n] or [])))
+                    splits[n] = None
+            self._write_batch(collection, source, batch, trees, report)
             if progress and len(pending) > self.batch_docs:
                 progress.documents(min(i + self.batch_docs, len(pending)), len(pending))
         previous = self.store.get_source(collection, source)
@@ -324,20 +370,32 @@ class Ingestor:
         self.store.put_source(collection, SourceRecord(source, source_hash, ids))
         report.doc_ids.extend(ids)
 
+    def _span_tree(self, parsed: ParsedDocument, splitter: Splitter,
+                   count_tokens: bool = True) -> list[Span]:
+        """``parsed``'s span tree, within the limits; any error building it is a ParseError.
+        Without ``count_tokens`` the tree is only being checked: token counts are left 0."""
+        counter = self.encoder.count_tokens if count_tokens else _no_token_counts
+        try:
+            check_chars(parsed.text, self.limits, f"document {parsed.doc_id!r}")
+            return build_span_tree(parsed.doc_id, parsed, counter, splitter, self.limits.max_spans)
+        except ParseError:
+            raise
+        except Exception as exc:  # RecursionError, MemoryError, a library's error...
+            raise ParseError(
+                f"cannot build the spans of document {parsed.doc_id!r}: {_reason(exc)}") from exc
+
     def _write_batch(
         self,
         collection: str,
         source: str,
         batch: list[tuple[ParsedDocument, str, bool]],
+        trees: list[list[Span]],
         report: IngestReport,
     ) -> None:
-        trees = [
-            build_span_tree(p.doc_id, p, self.encoder.count_tokens, self.splitter) for p, _, _ in batch
-        ]
         texts = [s.context_text for spans in trees for s in spans]
         vectors = self.encoder.encode(texts)
         items, offset = [], 0
-        for (parsed, digest, existed), spans in zip(batch, trees):
+        for (parsed, digest, existed), spans in zip(batch, trees, strict=True):
             doc = Document(
                 id=parsed.doc_id, collection=collection, title=parsed.title, source=source,
                 content_hash=digest, text=parsed.text, metadata=parsed.metadata,
@@ -352,3 +410,39 @@ class Ingestor:
         self.store.replace_documents(collection, items)
 
 
+class _RecordingSplitter:
+    """Splits with ``splitter`` and keeps every result, in call order."""
+
+    def __init__(self, splitter: SentenceSplitter) -> None:
+        self.splitter = splitter
+        self.results: list[list[tuple[int, int]]] = []
+
+    def split(self, text: str) -> list[tuple[int, int]]:
+        result = self.splitter.split(text)
+        self.results.append(result)
+        return result
+
+
+class _ReplayedSplitter:
+    """Hands back recorded splits: building the same tree again asks for them in order."""
+
+    def __init__(self, results: list[list[tuple[int, int]]]) -> None:
+        self._results = iter(results)
+
+    def split(self, text: str) -> list[tuple[int, int]]:
+        return next(self._results)
+
+
+def _no_token_counts(texts: list[str]) -> list[int]:
+    return [0] * len(texts)
+
+
+def _reason(exc: BaseException) -> str:
+    """What to tell the user about a file that failed with ``exc``."""
+    if isinstance(exc, ParseError):
+        return str(exc)
+    if isinstance(exc, RecursionError):
+        return f"cannot parse: nested too deeply ({exc})"
+    if isinstance(exc, MemoryError):
+        return "cannot parse: out of memory"
+    return f"cannot parse: {type(exc).__name__}: {exc}"

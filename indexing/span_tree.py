@@ -14,16 +14,27 @@ level) that runs to the end of its last block; a paragraph gives a ``paragraph``
 one ``sentence`` child per sentence; a table gives a ``table`` with one ``row`` child per
 data row, each row carrying the table's header line. ``heading_path`` lists the titles
 of the enclosing headings, outermost first. Span ``order`` is its index in the list.
+
+With ``max_spans`` set, a document whose tree would have more spans raises
+:class:`~indexing.parsers.limits.DocumentTooLarge` as soon as the count passes it, before
+any tokens are counted.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from indexing.parsers.base import Block, ParsedDocument
-from indexing.sentences import SentenceSplitter
+from indexing.parsers.limits import DocumentTooLarge
 from indexing.spans import Granularity, Span, span_id
+
+
+class Splitter(Protocol):
+    """What splits a paragraph into sentences (:class:`SentenceSplitter`)."""
+
+    def split(self, text: str) -> list[tuple[int, int]]: ...
 
 
 @dataclass
@@ -38,10 +49,15 @@ class _Builder:
     doc_id: str
     text: str
     spans: list[Span] = field(default_factory=list)
+    max_spans: int | None = None
 
     def add(self, granularity: Granularity, start: int, end: int, parent: Span | None,
             heading_path: list[str], header: str = "") -> Span:
         order = len(self.spans)
+        if self.max_spans is not None and order >= self.max_spans:
+            raise DocumentTooLarge("max_spans", self.max_spans,
+                                   f"document {self.doc_id!r} has more than {self.max_spans} spans",
+                                   order + 1)
         span = Span(id=span_id(self.doc_id, order), doc_id=self.doc_id,
                     parent_id=parent.id if parent else None, granularity=granularity,
                     start=start, end=end, text=self.text[start:end],
@@ -52,10 +68,10 @@ class _Builder:
 
 def build_span_tree(doc_id: str, parsed: ParsedDocument,
                     count_tokens: Callable[[list[str]], list[int]],
-                    splitter: SentenceSplitter) -> list[Span]:
+                    splitter: Splitter, max_spans: int | None = None) -> list[Span]:
     """Build the span list of ``parsed`` in pre-order; ``count_tokens`` is called once."""
     text = parsed.text
-    b = _Builder(doc_id, text)
+    b = _Builder(doc_id, text, max_spans=max_spans)
     document = b.add("document", 0, len(text), None, [])
     stack: list[_OpenSection] = []
 

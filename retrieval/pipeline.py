@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
 
 from compression.pruning import CompressionInputs, ContextCompressor
 from indexing.embed import Encoder, TokenEncoder
@@ -29,7 +30,7 @@ from retrieval.first_stage import (
 )
 from retrieval.params import RetrievalParams
 from retrieval.selection import SELECTORS, SelectionInputs
-from retrieval.types import PIECE_GRANULARITIES, Candidate, Context, RetrievalResult
+from retrieval.types import PIECE_GRANULARITIES, Candidate, Context, ContextSpan, RetrievalResult
 
 
 @dataclass(frozen=True)
@@ -270,20 +271,61 @@ class Retriever:
 
     def _attach_pieces(self, collection: str, context: Context) -> None:
         """Give each selected span its citable pieces (its sentences and table rows) and
-        their stored vectors, fetched in one call for the whole context."""
+        their stored vectors, fetched in one call for the whole context.
+
+        Queries run alongside writes (see ``indexing/store/base.py``): a piece whose vector
+        is gone by now is left out, and a selected span left without pieces (its document
+        was deleted or replaced since selection read it) leaves the context, traced as
+        ``vanished``."""
         for item in context.spans:
             item.pieces = self._pieces(collection, item.span)
-        piece_ids = [p.id for item in context.spans for p in item.pieces]
-        vectors = self.store.get_vectors(collection, piece_ids)
-        offset = 0
+        found = self.store.find_vectors(collection, [p.id for item in context.spans for p in item.pieces])
+        kept: list[ContextSpan] = []
         for item in context.spans:
-            item.piece_vectors = vectors[offset : offset + len(item.pieces)]
-            offset += len(item.pieces)
+            item.pieces = [p for p in item.pieces if p.id in found]
+            if item.pieces:
+                item.piece_vectors = np.stack([found[p.id] for p in item.pieces])
+                kept.append(item)
+        if len(kept) < len(context.spans):
+            _drop_vanished(context, kept)
 
     def _pieces(self, collection: str, span: Span) -> list[Span]:
+        """The span itself when it is a piece, else the pieces inside it; a piece whose text
+        is not the span's own at its offsets belongs to another version of the document (a
+        concurrent replace) and is left out."""
         if span.granularity in PIECE_GRANULARITIES:
             return [span]
-        return self.store.spans_within(collection, span, list(PIECE_GRANULARITIES)) or [span]
+        inside = self.store.spans_within(collection, span, list(PIECE_GRANULARITIES))
+        if not inside:
+            return [span]
+        return [p for p in inside if _within_text(span, p)]
+
+
+def _within_text(span: Span, piece: Span) -> bool:
+    """``piece`` is the text of ``span`` at its offsets (offsets index the document's
+    normalized text, so pieces of one version of a document always pass)."""
+    return piece.doc_id == span.doc_id and span.text[piece.start - span.start : piece.end - span.start] == piece.text
+
+
+def _drop_vanished(context: Context, kept: list[ContextSpan]) -> None:
+    """Leave out the context's spans that are not in ``kept``: their trace entries say
+    ``vanished``, a table's first remaining row shows the header again, and the token count
+    follows."""
+    gone = {item.span.id for item in context.spans} - {item.span.id for item in kept}
+    for entry in context.trace:
+        if entry.span_id in gone and entry.decision == "taken":
+            entry.decision, entry.reason = "dropped", "vanished"
+    shown: set[str] = set()
+    for item in kept:
+        span = item.span
+        if span.granularity == "row" and span.header:
+            region = span.parent_id or span.doc_id
+            if region not in shown and not item.show_header:
+                item.show_header = True
+                item.n_tokens = span.n_tokens
+            shown.add(region)
+    context.spans = kept
+    context.n_tokens = sum(item.n_tokens for item in kept)
 
 
 __all__ = ["PIPELINES", "PipelineSpec", "Retriever", "get_pipeline", "UnknownPipeline"]

@@ -51,6 +51,7 @@ class RankedDocument:
 DropReason = Literal[
     "budget", "overlap", "k_reached", "below_cut", "cluster_duplicate", "redundant",
     "section_cap", "doc_cap", "low_gain",
+    "vanished",  # deleted or replaced by a concurrent write after the first stage found it
 ]
 
 

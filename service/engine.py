@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
 from functools import cached_property
 from pathlib import Path
@@ -24,7 +24,8 @@ from indexing.colbert import ColbertTokenEncoder
 from indexing.embed import Encoder, TokenEncoder
 from indexing.graph import GraphIndex
 from indexing.ingest import IngestProgress, IngestReport, Ingestor, delete_document
-from indexing.parsers import parse_text
+from indexing.parsers import parse_bytes, parse_text
+from indexing.parsers.limits import ParseLimits, check_metadata
 from indexing.sentences import SentenceSplitter
 from indexing.store.base import CollectionNotFound, SpanStore
 from indexing.store.dense_index import DenseIndexSpec
@@ -39,10 +40,36 @@ class UnknownGenerator(ValueError):
     pass
 
 
+class DocumentConflict(ValueError):
+    """An HTTP write would replace a document that another source (a file of ``spanrag
+    ingest``) owns: the next CLI ingest would not see the change, so it is refused."""
+
+
+HTTP_SOURCE_PREFIXES = ("api:", "upload:")
+
+
+def public_source(source: str) -> str:
+    """What a client is told of a document's source: its kind, never a server path."""
+    if source.startswith(HTTP_SOURCE_PREFIXES):
+        return source.split(":", 1)[0]
+    return "file" if source.startswith("/") or ":\\" in source[:3] else source.split(":", 1)[0]
+
+
+ServiceListener = Callable[[str, str, dict], None]
+"""Told of what the service did: ``listener(event, collection, data)`` with event
+``"retrieve"`` (data: ``{"timings_ms": {...}, "pipeline": name}``), ``"ingest"`` (data:
+``{"report": IngestReport}``) or ``"delete"`` (data: ``{"doc_id": id}``). Metrics subscribe here."""
+
+
 class RagService:
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or Settings()
         self._write_lock = threading.Lock()
+        self.listeners: list[ServiceListener] = []
+
+    def _tell(self, event: str, collection: str, data: dict) -> None:
+        for listener in self.listeners:
+            listener(event, collection, data)
 
     # Heavy parts load on first use, so `spanrag --help` and health checks stay instant.
     @cached_property
@@ -75,10 +102,20 @@ class RagService:
         )
 
     @cached_property
+    def parse_limits(self) -> ParseLimits:
+        s = self.settings
+        return ParseLimits(
+            max_bytes=s.max_document_bytes, max_chars=s.max_document_chars, max_spans=s.max_document_spans,
+            max_table_cells=s.max_table_cells, max_table_columns=s.max_table_columns,
+            max_nesting_depth=s.max_nesting_depth, max_metadata_bytes=s.max_metadata_bytes,
+            max_metadata_depth=s.max_metadata_depth,
+        )
+
+    @cached_property
     def ingestor(self) -> Ingestor:
         return Ingestor(
             self.store, self.encoder, SentenceSplitter(), self.settings.ingest_batch_docs,
-            token_encoder=self.token_encoder,
+            token_encoder=self.token_encoder, limits=self.parse_limits,
         )
 
     @cached_property
@@ -97,6 +134,8 @@ class RagService:
 
     @cached_property
     def generator(self) -> Generator:
+        """The answer generator; raises ``UnknownGenerator`` with what to fix when it cannot
+        be built (the HTTP app builds it at start, so a misconfiguration fails there)."""
         if self.settings.generator == "extractive":
             return ExtractiveGenerator(ExtractiveOptions(max_sentences=self.settings.answer_sentences))
         if self.settings.generator == "openai":
@@ -104,6 +143,11 @@ class RagService:
 
             if not self.settings.llm_model:
                 raise UnknownGenerator("the openai generator needs SPANRAG_LLM_MODEL (and SPANRAG_LLM_BASE_URL)")
+            try:
+                import openai  # noqa: F401  (the `llm` extra)
+            except ImportError:
+                raise UnknownGenerator("SPANRAG_GENERATOR=openai needs the openai package:"
+                                       " pip install 'spanrag[llm]'") from None
             return OpenAICompatibleGenerator(OpenAICompatibleOptions(
                 base_url=self.settings.llm_base_url, model=self.settings.llm_model,
                 api_key=self.settings.llm_api_key, timeout_s=self.settings.llm_timeout_s,
@@ -111,6 +155,17 @@ class RagService:
                 max_tokens=self.settings.llm_max_tokens,
             ))
         raise UnknownGenerator(f"unknown generator {self.settings.generator!r}; known: extractive, openai")
+
+    def warm_up(self) -> None:
+        """Load everything a first query needs (store, models, indexes, generator), so that
+        the first request does not pay for it; ``/readyz`` turns green after this."""
+        self.generator
+        self.encoder.encode(["warm-up"])
+        if self.settings.token_model is not None:
+            self.token_encoder
+        self.retriever
+        for collection in self.store.list_collections():
+            self.store.refresh(collection)
 
     # -- collections and documents ---------------------------------------------------------
     def require_collection(self, collection: str) -> None:
@@ -133,6 +188,7 @@ class RagService:
             started = time.perf_counter()
             self.ingestor.sync_graph(collection, self.graph, progress=progress)
             report.seconds += time.perf_counter() - started
+        self._tell("ingest", collection, {"report": report})
         return report
 
     def ingest_paths(
@@ -149,9 +205,32 @@ class RagService:
             return self._after_ingest(collection, report)
 
     def ingest_upload(self, collection: str, data: bytes, filename: str, doc_id: str | None = None) -> IngestReport:
+        """One uploaded file (HTTP multipart). It is parsed before anything is written, so a
+        bad file (``ParseError``) leaves no trace, not even a new collection."""
+        parsed_docs = parse_bytes(data, filename, self.parse_limits)
+        if len(parsed_docs) == 1 and (doc_id is not None or parsed_docs[0].doc_id is None):
+            parsed_docs[0].doc_id = doc_id or filename
+        # One source per uploaded document: two uploads that share a file name but not an id
+        # must not replace each other.
+        source = f"upload:{parsed_docs[0].doc_id}" if len(parsed_docs) == 1 else f"upload:{filename}"
+        return self._ingest_http(collection, source, parsed_docs)
+
+    def _ingest_http(self, collection: str, source: str, parsed_docs: list) -> IngestReport:
         with self._write_lock:
-            report = self.ingestor.ingest_upload(collection, data, filename, doc_id)
+            self._refuse_replacing_files(collection, [p.doc_id for p in parsed_docs if p.doc_id])
+            report = self.ingestor.ingest_parsed(collection, source, parsed_docs)
             return self._after_ingest(collection, report)
+
+    def _refuse_replacing_files(self, collection: str, doc_ids: list[str]) -> None:
+        if not self.store.has_collection(collection):
+            return
+        for doc_id in doc_ids:
+            doc = self.store.get_document(collection, doc_id)
+            if doc is not None and not doc.source.startswith(HTTP_SOURCE_PREFIXES):
+                raise DocumentConflict(
+                    f"document {doc_id!r} was ingested from a file (spanrag ingest); an HTTP write cannot"
+                    " replace it, or the next ingest of that folder would keep the HTTP text. Delete it"
+                    " first or choose another id")
 
     def ingest_text(
         self,
@@ -162,10 +241,11 @@ class RagService:
         metadata: dict | None = None,
         fmt: str = "text",
     ) -> IngestReport:
-        parsed = parse_text(text, title=title, fmt=fmt)
+        check_metadata(metadata or {}, self.parse_limits)
+        parsed = parse_text(text, title=title, fmt=fmt, limits=self.parse_limits)
         parsed.doc_id = doc_id
         parsed.metadata = dict(metadata or {})
-        return self.ingest_parsed(collection, f"api:{doc_id}", [parsed])
+        return self._ingest_http(collection, f"api:{doc_id}", [parsed])
 
     def delete_document(self, collection: str, doc_id: str) -> bool:
         self.require_collection(collection)
@@ -174,7 +254,21 @@ class RagService:
             self.store.refresh(collection)
             if self.graph is not None:
                 self.graph.delete_document(collection, doc_id)
+        if removed:
+            self._tell("delete", collection, {"doc_id": doc_id})
         return removed
+
+    def delete_collection(self, collection: str) -> None:
+        """The collection and everything derived from it: documents, spans, vectors, token
+        vectors, search indexes, file records and graph."""
+        self.require_collection(collection)
+        with self._write_lock:
+            doc_ids = list(self.store.document_hashes(collection))
+            if self.graph is not None:
+                for doc_id in doc_ids:
+                    self.graph.delete_document(collection, doc_id)
+            self.store.drop_collection(collection)
+        self._tell("drop", collection, {"documents": len(doc_ids)})
 
     def get_document(self, collection: str, doc_id: str) -> dict | None:
         self.require_collection(collection)
@@ -182,6 +276,7 @@ class RagService:
         if doc is None:
             return None
         out = asdict(doc)
+        out["source"] = public_source(doc.source)
         out["n_spans"] = self.store.count_spans(collection, doc_id)
         return out
 
@@ -191,7 +286,9 @@ class RagService:
     ) -> RetrievalResult:
         self.require_collection(collection)
         merged = {**self.settings.retrieval_overrides(), **(overrides or {})}
-        return self.retriever.retrieve(collection, question, pipeline or self.settings.pipeline, merged)
+        result = self.retriever.retrieve(collection, question, pipeline or self.settings.pipeline, merged)
+        self._tell("retrieve", collection, {"timings_ms": result.timings_ms, "pipeline": result.pipeline})
+        return result
 
     def answer(
         self, result: RetrievalResult, history: History | None = None, sampling: Sampling | None = None

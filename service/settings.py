@@ -72,6 +72,32 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = 8000
+    # -- exposure: keys, browsers, limits (README: Security) --------------------------------
+    allow_open: bool = Field(
+        False, description="serve without API keys on a non-loopback address (anyone who reaches the port may read and write)"
+    )
+    allowed_hosts: list[str] | None = Field(
+        None, description="Host header values accepted (DNS-rebinding guard); None: the loopback names when bound to loopback, any otherwise"
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="web origins allowed to call the API from a browser (CORS); empty: none"
+    )
+    rate_limit_per_minute: int = Field(600, ge=0, description="requests a minute per API key (per client address when open); 0: no limit")
+    rate_limit_burst: int = Field(60, ge=1, description="requests a key may send at once before the rate applies")
+    max_request_bytes: int = Field(1_000_000, ge=1024, description="largest request body, except document uploads")
+    max_upload_bytes: int = Field(20_000_000, ge=1024, description="largest document upload (multipart file or JSON document)")
+    max_document_bytes: int = Field(50_000_000, ge=1, description="largest file a parser reads (CLI ingest included)")
+    max_document_chars: int = Field(5_000_000, ge=1, description="most characters of a parsed document")
+    max_document_spans: int = Field(200_000, ge=1, description="most spans of one document")
+    max_table_cells: int = Field(1_000_000, ge=1, description="most cells of one table or CSV file")
+    max_table_columns: int = Field(1_000, ge=1, description="most columns of one table or CSV file")
+    max_nesting_depth: int = Field(256, ge=1, description="deepest element nesting of an HTML document")
+    max_metadata_bytes: int = Field(65_536, ge=2, description="largest document metadata, as JSON")
+    max_metadata_depth: int = Field(16, ge=1, description="deepest nesting of document metadata")
+    max_question_chars: int = Field(4000, ge=1, description="longest question")
+    max_chat_chars: int = Field(32_000, ge=1, description="most characters of all chat messages of one request together")
+    max_chat_messages: int = Field(64, ge=1, description="most messages of one chat request")
+    json_logs: bool = Field(True, description="log one JSON object per line (with the request id) from `spanrag serve`")
 
     @field_validator("token_codec", mode="before")
     @classmethod

@@ -39,7 +39,9 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(server):
-    with httpx.Client(base_url=server, timeout=120) as c:
+    """An open (keyless) loopback server: multipart uploads carry ``X-Requested-With``, as
+    every non-browser client may (a cross-site form cannot; see tests/test_security.py)."""
+    with httpx.Client(base_url=server, timeout=120, headers={"X-Requested-With": "spanrag-tests"}) as c:
         yield c
 
 

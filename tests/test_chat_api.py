@@ -432,7 +432,7 @@ def breaking_app(make_rag, data_dir):
     rag = make_rag(data_dir, generator="openai", llm_base_url=endpoint.base_url, llm_model="broken",
                    llm_timeout_s=5, llm_max_retries=0)
     try:
-        with TestClient(create_app(service=rag)) as test_client:
+        with TestClient(create_app(service=rag), base_url="http://127.0.0.1") as test_client:
             yield test_client
     finally:
         endpoint.shutdown()

@@ -53,6 +53,17 @@ def test_spanrag_uses_the_cluster_with_sharded_replicated_collections(compose):
     assert (ROOT / spanrag["build"] / "Dockerfile").is_file()
 
 
+def test_spanrag_runs_with_keys_and_publishes_on_loopback_unless_told(compose):
+    spanrag = compose["services"]["spanrag"]
+    command = " ".join(spanrag["command"])
+    assert "spanrag keys create" in command and "--if-none" in command and "--out /data/admin.key" in command
+    assert "--allow-open" not in command
+    (port,) = spanrag["ports"]
+    assert port.startswith("${SPANRAG_PUBLISH:-127.0.0.1}:")
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "spanrag keys create" in dockerfile and "--allow-open" not in dockerfile
+
+
 @pytest.mark.skipif(
     shutil.which("docker") is None
     or subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0,

@@ -287,7 +287,7 @@ def test_the_service_answers_503_with_the_reason_when_its_llm_endpoint_is_down(m
     rag = make_rag(tmp_path / "data", generator="openai", llm_base_url=f"http://127.0.0.1:{port}/v1",
                    llm_model="any", llm_timeout_s=1.0, llm_max_retries=1)
     rag.ingest_paths("docs", [samples_dir])
-    with TestClient(create_app(service=rag)) as client:
+    with TestClient(create_app(service=rag), base_url="http://127.0.0.1") as client:
         started = time.monotonic()
         response = client.post("/v1/collections/docs/query", json={"question": "How long is a year on Mercury?"})
         assert response.status_code == 503

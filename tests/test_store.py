@@ -161,6 +161,22 @@ def test_delete_removes_document_spans_vectors_and_search_hits(store):
     assert store.get_document(C, "alpha") is not None
 
 
+def test_dropping_a_collection_removes_everything_in_it_and_no_other(store):
+    other = "other"
+    store.create_collection(other, MODEL, DIM)
+    store.replace_documents(other, [ALPHA])
+    store.lexical_search(C, "copper", 10, "sentence")  # search indexes are built and cached
+    store.drop_collection(C)
+    assert not store.has_collection(C) and C not in store.list_collections()
+    with pytest.raises(CollectionNotFound):
+        store.drop_collection(C)
+    store.create_collection(C, MODEL, DIM)  # the name is free again, and empty
+    assert store.collection_stats(C)["documents"] == 0 and store.get_document(C, "alpha") is None
+    assert store.dense_search(C, ALPHA[2][1], k=10) == [] and store.list_sources(C) == []
+    assert store.get_document(other, "alpha") is not None
+    assert {h.span_id for h in store.dense_search(other, ALPHA[2][1], k=100)} >= {"alpha#1"}
+
+
 def test_deleting_unknown_documents_is_a_no_op(store):
     before = generation(store)
     assert store.delete_documents(C, ["nope"]) == 0

@@ -18,10 +18,20 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
 from indexing.parsers.base import Block, ParsedDocument, TableRow
+from indexing.parsers.limits import DocumentTooLarge, ParseLimits, check_chars, resolve
 from indexing.parsers.text import decode_text, normalize_newlines
 
 _PARAGRAPH_TOKENS = {"paragraph_open", "blockquote_open", "fence", "code_block", "html_block"}
 _LIST_TOKENS = {"bullet_list_open", "ordered_list_open"}
+# Only block structure is used: inline parsing (emphasis, links...) would build a token per
+# inline element for nothing, so it is off. Block nesting is capped by markdown-it's own
+# maxNesting.
+_MARKDOWN = MarkdownIt("commonmark").enable("table").disable("inline")
+# A GFM table's delimiter row: pipes, dashes, colons and spaces only (``|---|:--:|``).
+_DELIMITER_ROW = re.compile(r"^[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)+\|?[ \t]*$"
+                            r"|^[ \t]*\|[ \t]*:?-+:?[ \t]*\|?[ \t]*$", re.MULTILINE)
+_BLANK_LINE = re.compile(r"\n[ \t]*(?:\n|$)")
+_DASHES = re.compile("-+")
 
 
 class _Lines:
@@ -40,10 +50,13 @@ class _Lines:
         return start, start + len(segment.strip())
 
 
-def parse_markdown(text: str, fallback_title: str = "") -> ParsedDocument:
+def parse_markdown(text: str, fallback_title: str = "", limits: ParseLimits | None = None) -> ParsedDocument:
     """Parse Markdown source; title is the first H1, else ``fallback_title``."""
     text = normalize_newlines(text)
-    tokens = MarkdownIt("commonmark").enable("table").parse(text)
+    limits = resolve(limits)
+    check_chars(text, limits)
+    _check_tables(text, limits)
+    tokens = _MARKDOWN.parse(text)
     lines = _Lines(text)
     blocks: list[Block] = []
     title = ""
@@ -62,6 +75,26 @@ def parse_markdown(text: str, fallback_title: str = "") -> ParsedDocument:
         elif token.type == "table_open" and token.level == 0:
             blocks.append(_table(token, tokens[i + 1:], lines))
     return ParsedDocument(text=text, title=title or fallback_title, blocks=blocks)
+
+
+def _check_tables(text: str, limits: ParseLimits) -> None:
+    """Refuse a pipe table over the column or cell limit before markdown-it builds a token
+    per cell. Its delimiter row gives the column count; its body runs at most to the next
+    blank line, which bounds its rows."""
+    for match in _DELIMITER_ROW.finditer(text):
+        row = match.group()
+        if "|" not in row:
+            continue
+        columns = len(_DASHES.findall(row))
+        if columns > limits.max_table_columns:
+            raise DocumentTooLarge("max_table_columns", limits.max_table_columns,
+                                   f"table has {columns} columns", columns)
+        blank = _BLANK_LINE.search(text, match.end())
+        rows = text.count("\n", match.end(), blank.start() if blank else len(text)) + 1
+        if columns * rows > limits.max_table_cells:
+            raise DocumentTooLarge("max_table_cells", limits.max_table_cells,
+                                   f"table has up to {columns * rows} cells "
+                                   f"({columns} columns, {rows} rows)", columns * rows)
 
 
 def _heading(token: Token, inline: Token, lines: _Lines) -> Block:
@@ -93,6 +126,6 @@ def _table(token: Token, rest: list[Token], lines: _Lines) -> Block:
     return Block("table", start, end, header=header, rows=rows)
 
 
-def parse_markdown_bytes(data: bytes, title: str) -> list[ParsedDocument]:
+def parse_markdown_bytes(data: bytes, title: str, limits: ParseLimits | None = None) -> list[ParsedDocument]:
     """Registry entry point: decode and parse a ``.md`` file."""
-    return [parse_markdown(decode_text(data), title)]
+    return [parse_markdown(decode_text(data), title, limits)]

@@ -21,14 +21,19 @@ from dataclasses import dataclass
 from pypdf import PageObject, PdfReader
 
 from indexing.parsers.base import Block, ParsedDocument, ParseError
+from indexing.parsers.limits import ParseLimits, check_bytes, check_chars, resolve
 
 _SENTENCE_END = tuple('.!?:"”)')
 _SHORT_LINE_RATIO = 0.75
 _GAP_RATIO = 1.5
 
 
-def parse_pdf(data: bytes, fallback_title: str = "") -> ParsedDocument:
-    """Parse PDF bytes; raises :class:`ParseError` if malformed, encrypted or textless."""
+def parse_pdf(data: bytes, fallback_title: str = "", limits: ParseLimits | None = None) -> ParsedDocument:
+    """Parse PDF bytes; raises :class:`ParseError` if malformed, encrypted or textless,
+    :class:`~indexing.parsers.limits.DocumentTooLarge` as soon as the text passes
+    ``limits.max_chars``."""
+    limits = resolve(limits)
+    check_bytes(len(data), limits)
     reader = _open(data)
     pieces: list[str] = []
     blocks: list[Block] = []
@@ -48,6 +53,7 @@ def parse_pdf(data: bytes, fallback_title: str = "") -> ParsedDocument:
             blocks.append(Block("paragraph", pos, pos + len(paragraph)))
             pieces.append(paragraph)
             pos += len(paragraph)
+        check_chars(pos, limits)  # stop reading pages once the text is over the limit
         pages.append((pos if page_start is None else page_start, pos))
     text = "".join(pieces)
     if not text.strip():
@@ -156,6 +162,6 @@ def _join(lines: list[str]) -> str:
     return out
 
 
-def parse_pdf_bytes(data: bytes, title: str) -> list[ParsedDocument]:
+def parse_pdf_bytes(data: bytes, title: str, limits: ParseLimits | None = None) -> list[ParsedDocument]:
     """Registry entry point for ``.pdf`` files."""
-    return [parse_pdf(data, title)]
+    return [parse_pdf(data, title, limits)]

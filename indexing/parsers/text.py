@@ -17,6 +17,7 @@ import re
 import unicodedata
 
 from indexing.parsers.base import Block, ParsedDocument, ParseError
+from indexing.parsers.limits import ParseLimits, check_chars, resolve
 
 MAX_HEADING_CHARS = 80
 _BLANK_LINES = re.compile(r"\n[ \t]*\n\s*")
@@ -74,9 +75,10 @@ def _reject_control_chars(text: str) -> None:
         raise ParseError(f"binary content: {controls / len(sample):.0%} control characters")
 
 
-def parse_plain_text(text: str, title: str = "") -> ParsedDocument:
+def parse_plain_text(text: str, title: str = "", limits: ParseLimits | None = None) -> ParsedDocument:
     """Parse already-decoded plain text into heading and paragraph blocks."""
     text = normalize_newlines(text)
+    check_chars(text, resolve(limits))
     chunks = _chunks(text)
     blocks: list[Block] = []
     for i, (start, end) in enumerate(chunks):
@@ -130,6 +132,6 @@ def _trimmed(text: str, blocks: list[Block]) -> list[Block]:
     return out
 
 
-def parse_text_bytes(data: bytes, title: str) -> list[ParsedDocument]:
+def parse_text_bytes(data: bytes, title: str, limits: ParseLimits | None = None) -> list[ParsedDocument]:
     """Registry entry point: decode and parse a ``.txt`` file."""
-    return [parse_plain_text(decode_text(data), title)]
+    return [parse_plain_text(decode_text(data), title, limits)]

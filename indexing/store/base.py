@@ -4,6 +4,19 @@ Retrieval and the service talk only to :class:`SpanStore`; the embedded default 
 :class:`indexing.store.sqlite_faiss.SqliteFaissStore` (SQLite for documents and spans,
 FAISS for span vectors, bm25s for lexical search, all under one data directory).
 A second backend (Qdrant) implements the same methods.
+
+**Reads race with writes, and vanished spans are dropped.** Queries take no lock: they run
+in parallel with ingests and deletes (writes are serialized among themselves, not against
+reads), and the store offers no snapshot across calls. Between a query's first stage and its
+last read, a concurrent delete or replace may remove spans the first stage returned (or,
+for a replace, give their ids to the new version's spans). So every read the query path
+makes returns what exists *now* and leaves out what is gone: :meth:`SpanStore.get_spans`,
+:meth:`~SpanStore.document_spans`, :meth:`~SpanStore.spans_within`,
+:meth:`~SpanStore.find_vectors`, :meth:`~SpanStore.get_token_vectors`,
+:meth:`~SpanStore.document_token_vectors` and :meth:`~SpanStore.document_tokens` skip unknown
+ids and documents, and retrieval drops the candidates, units and pieces it can no longer read
+(see ``retrieval/pipeline.py``). The strict :meth:`~SpanStore.get_vectors`, which raises
+``KeyError`` for a missing span, is for callers that hold the write lock (ingest).
 """
 
 from __future__ import annotations
@@ -97,6 +110,11 @@ class SpanStore(ABC):
         """Remove documents, their spans and vectors everywhere; returns how many existed."""
 
     @abstractmethod
+    def drop_collection(self, name: str) -> None:
+        """Remove the collection and everything in it (documents, spans, vectors, token
+        vectors, file records, search indexes); ``CollectionNotFound`` when there is none."""
+
+    @abstractmethod
     def get_source(self, collection: str, path: str) -> SourceRecord | None: ...
 
     @abstractmethod
@@ -124,6 +142,10 @@ class SpanStore(ABC):
         """Spans in the order asked for; unknown ids are skipped."""
 
     @abstractmethod
+    def document_spans(self, collection: str, doc_id: str) -> list[Span]:
+        """Every span of one document in document order ([] for an unknown document)."""
+
+    @abstractmethod
     def children(self, collection: str, span_id: str) -> list[Span]: ...
 
     @abstractmethod
@@ -136,7 +158,14 @@ class SpanStore(ABC):
 
     @abstractmethod
     def get_vectors(self, collection: str, span_ids: list[str]) -> np.ndarray:
-        """Dense vectors of the given spans, rows in the order asked for."""
+        """Dense vectors of the given spans, rows in the order asked for; ``KeyError`` when
+        one is missing. Strict: the query path reads with :meth:`find_vectors` instead."""
+
+    @abstractmethod
+    def find_vectors(self, collection: str, span_ids: list[str]) -> dict[str, np.ndarray]:
+        """``{span_id: vector}`` of those of ``span_ids`` that exist now, in the order asked
+        (each id once); spans deleted or replaced away since the caller saw them are left
+        out, not an error. What every read of vectors on the query path uses."""
 
     # -- token vectors (late interaction) --------------------------------------------------
     @abstractmethod

@@ -71,6 +71,29 @@ class _Lexical:
     span_id_of_row: dict[int, str]
 
 
+class _OneCallAtATime:
+    """A local-mode client whose calls run one at a time. qdrant-client's local mode keeps a
+    collection in Python lists and numpy arrays that a write grows in place, and takes no
+    lock: a search or scroll running while an upsert appends can fail (arrays of different
+    lengths, a dict changing size while iterated). A query waits for at most one call of a
+    write (a batch of ``BATCH`` points), never for a whole ingest. A server needs none of this."""
+
+    def __init__(self, client):
+        self._client = client
+        self._lock = threading.RLock()
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return call
+
+
 class QdrantStore(SpanStore):
     def __init__(
         self,
@@ -87,8 +110,9 @@ class QdrantStore(SpanStore):
             raise ValueError("QdrantStore needs a url (server or cluster) or a path (local mode)")
         if url is None:
             Path(path).mkdir(parents=True, exist_ok=True)
-        self.client = QdrantClient(url=url, api_key=api_key) if url else QdrantClient(path=str(path))
         self.local = url is None  # local mode: brute force, payload indexes do nothing there
+        client = QdrantClient(url=url, api_key=api_key) if url else QdrantClient(path=str(path))
+        self.client = _OneCallAtATime(client) if self.local else client
         self.shards, self.replication, self.prefix = shards, replication, prefix
         self._meta = f"{prefix}__meta"
         self._lock = threading.RLock()
@@ -372,6 +396,14 @@ class QdrantStore(SpanStore):
             return np.zeros((0, dim), np.float32)
         return np.stack([np.asarray(found[s].vector["dense"], dtype=np.float32) for s in span_ids])
 
+    def find_vectors(self, collection: str, span_ids: list[str]) -> dict[str, np.ndarray]:
+        self._require(collection)
+        found = self._span_points(collection, span_ids, vectors=["dense"])
+        return {
+            s: np.asarray(found[s].vector["dense"], dtype=np.float32)
+            for s in dict.fromkeys(span_ids) if s in found
+        }
+
     # -- token vectors -----------------------------------------------------------------------------
     def _token_filter(self, has_tokens: bool, **must) -> object:
         """Spans with (or without) token vectors, matching ``must`` as :meth:`_match` does."""
@@ -493,6 +525,16 @@ class QdrantStore(SpanStore):
     def lexical_search(self, collection: str, query: str, k: int, granularity: Granularity) -> list[ScoredSpanId]:
         lexical = self._bm25(collection)
         return [ScoredSpanId(lexical.span_id_of_row[r], s) for r, s in lexical.bm25[granularity].search(query, k)]
+
+    def drop_collection(self, name: str) -> None:
+        with self._lock:
+            self._require(name)  # CollectionNotFound when there is none
+            # the collection record goes first: from then on the name is unknown to readers
+            self._delete_meta("collection", name, [name])
+            if self.client.collection_exists(self._spans(name)):
+                self.client.delete_collection(self._spans(name))
+            self.client.delete(self._meta, self._match(collection=name), wait=True)
+            self._lexical.pop(name, None)
 
     def close(self) -> None:
         self.client.close()

@@ -16,9 +16,12 @@ from __future__ import annotations
 import gc
 import json
 import os
+import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,6 +125,21 @@ class SqliteFaissStore(SpanStore):
     def _query(self, sql: str, params: tuple | list = ()) -> list[tuple]:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
+
+    @contextmanager
+    def _read_transaction(self) -> Iterator[None]:
+        """Several reads that must see one committed state: under the lock (so no write of
+        this store commits in between) and in one SQLite read transaction (so neither does
+        another process's). Re-entrant: inside a transaction it adds nothing."""
+        with self._lock:
+            if self._db.in_transaction:
+                yield
+                return
+            self._db.execute("BEGIN")
+            try:
+                yield
+            finally:
+                self._db.execute("COMMIT")
 
     def _require(self, collection: str) -> tuple[str, int, int]:
         rows = self._query(
@@ -243,6 +261,25 @@ class SqliteFaissStore(SpanStore):
                 raise
         return existed
 
+    def drop_collection(self, name: str) -> None:
+        self._require(name)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "DELETE FROM token_vectors WHERE row_id IN (SELECT row_id FROM spans WHERE collection = ?)", (name,))
+                for table in ("spans", "documents", "sources"):
+                    self._db.execute(f"DELETE FROM {table} WHERE collection = ?", (name,))
+                self._db.execute("DELETE FROM collections WHERE name = ?", (name,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._loaded.pop(name, None)
+            self._token_matrices.pop(name, None)
+            # derived files only: the rows above are gone whatever happens to them
+            shutil.rmtree(self._index_dir(name), ignore_errors=True)
+
     def get_source(self, collection: str, path: str) -> SourceRecord | None:
         rows = self._query(
             "SELECT path, content_hash, doc_ids FROM sources WHERE collection = ? AND path = ?",
@@ -343,20 +380,29 @@ class SqliteFaissStore(SpanStore):
         )
         return [_row_to_span(r) for r in rows]
 
-    def get_vectors(self, collection: str, span_ids: list[str]) -> np.ndarray:
-        _, dim, _ = self._require(collection)
+    def _vector_rows(self, collection: str, span_ids: list[str]) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}
-        for chunk in _chunks(span_ids):
+        for chunk in _chunks(list(dict.fromkeys(span_ids))):
             marks = ",".join("?" * len(chunk))
             for sid, blob in self._query(
                 f"SELECT id, vector FROM spans WHERE collection = ? AND id IN ({marks})",
                 [collection, *chunk],
             ):
                 found[sid] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def get_vectors(self, collection: str, span_ids: list[str]) -> np.ndarray:
+        _, dim, _ = self._require(collection)
+        found = self._vector_rows(collection, span_ids)
         missing = [s for s in span_ids if s not in found]
         if missing:
             raise KeyError(f"no vectors for spans {missing[:3]}")
         return np.stack([found[s] for s in span_ids]) if span_ids else np.zeros((0, dim), np.float32)
+
+    def find_vectors(self, collection: str, span_ids: list[str]) -> dict[str, np.ndarray]:
+        self._require(collection)
+        found = self._vector_rows(collection, span_ids)
+        return {s: found[s] for s in dict.fromkeys(span_ids) if s in found}
 
     # -- token vectors (late interaction) -------------------------------------------------------
     def spans_missing_token_vectors(self, collection: str, granularities: list[Granularity]) -> list[Span]:
@@ -461,12 +507,12 @@ class SqliteFaissStore(SpanStore):
 
     def _token_matrix(self, collection: str) -> TokenMatrix:
         self._require(collection)
-        stamp = tuple(
-            self._query(
-                "SELECT generation, token_generation FROM collections WHERE name = ?", (collection,)
-            )[0]
-        )
-        with self._lock:
+        with self._read_transaction():  # the rows read below are exactly the stamp's
+            stamp = tuple(
+                self._query(
+                    "SELECT generation, token_generation FROM collections WHERE name = ?", (collection,)
+                )[0]
+            )
             matrix = self._token_matrices.get(collection)
             if matrix is not None and matrix.stamp == stamp:
                 return matrix
@@ -535,8 +581,10 @@ class SqliteFaissStore(SpanStore):
             self._token_matrix(collection)
 
     def _indexes(self, collection: str) -> _LoadedIndexes:
-        _, dim, generation = self._require(collection)
-        with self._lock:
+        with self._read_transaction():
+            # one committed state for the generation and the span directory loaded below: a
+            # delete committing in between would leave index rows without span ids
+            _, dim, generation = self._require(collection)
             loaded = self._loaded.get(collection)
             if loaded is not None and loaded.generation == generation:
                 return loaded

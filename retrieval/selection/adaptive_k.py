@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from retrieval.params import RetrievalParams
-from retrieval.selection.base import SelectionInputs, allowed_candidates, pack_in_order
+from retrieval.selection.base import SelectionInputs, allowed_candidates, pack_in_order, split_vanished
 from retrieval.types import Candidate, Context
 
 
@@ -57,16 +57,18 @@ class AdaptiveKSelector:
     vectors), cut at the largest gap, then packed under the token budget in that order."""
 
     def select(self, candidates: list[Candidate], params: RetrievalParams, inputs: SelectionInputs) -> Context:
-        allowed = allowed_candidates(candidates, params)
-        relevance = inputs.relevance([c.span_id for c in allowed])
-        for c, r in zip(allowed, relevance):
+        live, vanished = split_vanished(allowed_candidates(candidates, params), inputs)
+        relevance = inputs.relevance([c.span_id for c in live])
+        for c, r in zip(live, relevance):
             c.scores["relevance"] = float(r)
-        ordered = sorted(allowed, key=lambda c: (-c.scores["relevance"], c.span_id))
+        ordered = sorted(live, key=lambda c: (-c.scores["relevance"], c.span_id))
         k = adaptive_cut(
             [c.scores["relevance"] for c in ordered], params.adaptive_head_fraction,
             params.adaptive_ignore_below_median, params.adaptive_buffer,
         )
+        gone = [c for c in candidates if c.span_id in vanished]
         return pack_in_order(
-            ordered, params, limit=min(k, params.top_k),
+            ordered + gone, params, limit=min(k, params.top_k),
             cut_reason="below_cut", cut_note=f"adaptive-k cut after {k} of {len(ordered)}",
+            pre_dropped=vanished,
         )

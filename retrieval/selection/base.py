@@ -33,7 +33,11 @@ def reading_order(selected: list[ContextSpan]) -> list[ContextSpan]:
 
 @dataclass
 class SelectionInputs:
-    """Query-side facts a selector may need, loaded lazily and once per query."""
+    """Query-side facts a selector may need, loaded lazily and once per query.
+
+    Spans can vanish under a running query (a concurrent delete or replace; see
+    ``indexing/store/base.py``): :meth:`present` says which of some spans can still be read,
+    and a selector scores only those, tracing the others as ``vanished``."""
 
     collection: str
     question: str
@@ -42,15 +46,27 @@ class SelectionInputs:
     count_tokens: Callable[[list[str]], list[int]]
     graph: object | None = None  # indexing.graph.GraphIndex when the collection has one
     _vectors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _vanished: set[str] = field(default_factory=set, repr=False)
+
+    def present(self, span_ids: list[str]) -> list[str]:
+        """Those of ``span_ids`` whose vectors are stored, in the order given (one store call
+        for the ones not yet seen); a span found gone stays gone for the rest of the query."""
+        unseen = [s for s in dict.fromkeys(span_ids) if s not in self._vectors and s not in self._vanished]
+        if unseen:
+            found = self.store.find_vectors(self.collection, unseen)
+            self._vectors.update(found)
+            self._vanished.update(s for s in unseen if s not in found)
+        return [s for s in span_ids if s in self._vectors]
 
     def vectors(self, span_ids: list[str]) -> np.ndarray:
-        """Stored dense vectors of these spans (one store call for the ones not yet seen)."""
-        missing = [s for s in dict.fromkeys(span_ids) if s not in self._vectors]
-        if missing:
-            for span_id, vector in zip(missing, self.store.get_vectors(self.collection, missing)):
-                self._vectors[span_id] = vector
+        """Stored dense vectors of these spans (one store call for the ones not yet seen).
+        ``KeyError`` for a span that vanished: ask :meth:`present` first."""
+        self.present(span_ids)
         if not span_ids:
             return np.zeros((0, len(self.query_vector)), dtype=np.float32)
+        gone = [s for s in span_ids if s not in self._vectors]
+        if gone:
+            raise KeyError(f"spans vanished under the query (filter with present()): {gone[:3]}")
         return np.stack([self._vectors[s] for s in span_ids])
 
     def relevance(self, span_ids: list[str]) -> np.ndarray:
@@ -103,6 +119,14 @@ def pack_in_order(
     return Context(spans=reading_order(taken), n_tokens=total, trace=trace)
 
 
+def split_vanished(candidates: list[Candidate], inputs: SelectionInputs) -> tuple[list[Candidate], dict[str, str]]:
+    """The candidates whose vectors can still be read, and ``{span_id: "vanished"}`` for
+    the others (deleted or replaced since the first stage), for ``pack_in_order``."""
+    present = set(inputs.present([c.span_id for c in candidates]))
+    live = [c for c in candidates if c.span_id in present]
+    return live, {c.span_id: "vanished" for c in candidates if c.span_id not in present}
+
+
 def allowed_candidates(candidates: list[Candidate], params: RetrievalParams) -> list[Candidate]:
     if not params.context_granularities:
         return list(candidates)
@@ -111,5 +135,5 @@ def allowed_candidates(candidates: list[Candidate], params: RetrievalParams) -> 
 
 __all__ = [
     "SelectionInputs", "Selector", "allowed_candidates", "overlaps", "pack_in_order",
-    "reading_order", "trace_entry",
+    "reading_order", "split_vanished", "trace_entry",
 ]

@@ -137,9 +137,13 @@ class ContextBubble:
             if c.span.granularity in PIECE_GRANULARITIES and c.span_id not in units:
                 units[c.span_id] = Unit(c.span, "first_stage")
 
+        # units whose spans a concurrent delete or replace removed since they were read
+        present = set(inputs.present(list(units)))
+        vanished = [u for u in units.values() if u.span.id not in present]
+        units = {span_id: u for span_id, u in units.items() if span_id in present}
         ordered = sorted(units.values(), key=lambda u: (u.span.doc_id, u.span.start, u.span.id))
         if not ordered:
-            return Context(spans=[], n_tokens=0, trace=[])
+            return Context(spans=[], n_tokens=0, trace=_vanished_trace(vanished, 1))
         vectors = inputs.vectors([u.span.id for u in ordered])
         relevance = vectors @ inputs.query_vector
         question_terms = terms(inputs.question)
@@ -259,9 +263,12 @@ class ContextBubble:
                 n_tokens=unit.span.n_tokens, decision="taken" if reason == "" else "dropped",
                 reason=f"taken ({unit.source})" if reason == "" else reason, source=unit.source,
             ))
+        trace.extend(_vanished_trace(vanished, next_rank))
+        next_rank += len(vanished)
+        vanished_ids = {u.span.id for u in vanished}
         unit_docs = {u.span.doc_id for u in units.values()}
         for c in candidates:
-            if c.span_id not in units:
+            if c.span_id not in units and c.span_id not in vanished_ids:
                 trace.append(TraceEntry(
                     span_id=c.span_id, rank=next_rank, scores=dict(c.scores), n_tokens=c.span.n_tokens,
                     decision="dropped",
@@ -275,6 +282,14 @@ class ContextBubble:
         header_tokens = {ordered[i].region: ordered[i].header_tokens for i in taken}
         selected = share_table_headers(reading_order(selected), header_tokens)
         return Context(spans=selected, n_tokens=sum(c.n_tokens for c in selected), trace=trace)
+
+
+def _vanished_trace(units: list[Unit], first_rank: int) -> list[TraceEntry]:
+    return [
+        TraceEntry(span_id=u.span.id, rank=first_rank + n, scores=dict(u.scores), n_tokens=u.span.n_tokens,
+                   decision="dropped", reason="vanished", source=u.source)
+        for n, u in enumerate(sorted(units, key=lambda u: u.span.id))
+    ]
 
 
 def share_table_headers(items: list[ContextSpan], header_tokens: dict[str, int]) -> list[ContextSpan]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from retrieval.params import RetrievalParams
-from retrieval.selection.base import SelectionInputs, allowed_candidates, pack_in_order
+from retrieval.selection.base import SelectionInputs, allowed_candidates, pack_in_order, split_vanished
 from retrieval.types import Candidate, Context
 
 
@@ -34,10 +34,10 @@ class ClusteredSelector:
 
     def select(self, candidates: list[Candidate], params: RetrievalParams, inputs: SelectionInputs) -> Context:
         allowed = allowed_candidates(candidates, params)
-        labels = cluster_labels(inputs.vectors([c.span_id for c in allowed]), params.cluster_similarity)
+        live, dropped = split_vanished(allowed, inputs)
+        labels = cluster_labels(inputs.vectors([c.span_id for c in live]), params.cluster_similarity)
         kept_per_cluster: dict[int, int] = {}
-        dropped: dict[str, str] = {}
-        for candidate, label in zip(allowed, labels):  # fused order: the first are the best
+        for candidate, label in zip(live, labels):  # fused order: the first are the best
             candidate.scores["cluster"] = float(label)
             if kept_per_cluster.get(int(label), 0) >= params.cluster_keep:
                 dropped[candidate.span_id] = "cluster_duplicate"
