@@ -56,7 +56,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.routing import Match
 
 from app import sse
 from app.keys import KeyStore
@@ -274,6 +277,19 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
     @app.exception_handler(InvalidCollectionName)
     async def _invalid_name(_: Request, exc: InvalidCollectionName):
         return error(422, str(exc)[:500])
+
+    @app.exception_handler(405)
+    async def _method_not_allowed(request: Request, exc: StarletteHTTPException):
+        # Starlette names the methods of the first route that matched the path only; GET and
+        # DELETE of a document are two routes, so the Allow header lists every route's methods.
+        allowed: set[str] = set()
+        for route in app.router.routes:
+            match, _ = route.matches({**request.scope, "method": "GET"}) if isinstance(route, APIRoute) \
+                else (Match.NONE, None)
+            if match != Match.NONE:
+                allowed |= set(route.methods or ())
+        allow = ", ".join(sorted(allowed | ({"HEAD"} if "GET" in allowed else set())))
+        return error(405, f"method {request.method} not allowed here; allowed: {allow}", {"Allow": allow})
 
     def checked_question(body: QueryRequest) -> str:
         if len(body.question) > settings.max_question_chars:

@@ -18,11 +18,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from eval.cli import eval_command
-from indexing.embed import ModelNotFound
-from indexing.store.base import CollectionNotFound, InvalidCollectionName, StoreMismatch
-from retrieval.pipeline import UnknownPipeline
-from service.engine import RagService
-from service.settings import Settings
+
+# Commands import what they use when they run: `spanrag collections`, `keys` and `--help`
+# start without loading torch, FAISS or the retrieval stack.
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help="spanrag: span-level RAG service")
 console = Console(stderr=True)
@@ -31,11 +29,22 @@ DataDir = typer.Option(None, "--data-dir", help="data directory (default: $SPANR
 CollectionOpt = typer.Option(..., "--collection", "-c", help="collection name")
 
 
-def make_service(data_dir: Optional[Path], **overrides) -> RagService:
+def settings_for(data_dir: Optional[Path], **overrides):
+    from service.settings import Settings
+
     values = {k: v for k, v in overrides.items() if v is not None}
     if data_dir is not None:
         values["data_dir"] = data_dir
-    return RagService(Settings(**values))
+    return Settings(**values)
+
+
+def make_service(data_dir: Optional[Path], **overrides):
+    from service.engine import RagService
+
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    return RagService(settings_for(None, **values))
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -70,7 +79,12 @@ def ingest(
     data_dir: Optional[Path] = DataDir,
     json_out: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
-    """Ingest files and folders; unchanged files are skipped, changed ones replaced."""
+    """Ingest files and folders; unchanged files are skipped, changed ones replaced. A file's
+    document id is its path relative to the working directory, or, outside it, relative to
+    the parent of the path named here (``../notes`` gives ``notes/a.md``)."""
+    from indexing.embed import ModelNotFound
+    from indexing.store.base import InvalidCollectionName, StoreMismatch
+
     rag = make_service(data_dir)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
@@ -89,7 +103,7 @@ def ingest(
         if report.token_spans:
             table.add_row("token vectors", f"{report.token_spans} spans")
         table.add_row("seconds", f"{report.seconds:.2f}")
-        Console().print(table)
+        stdout_console().print(table)
         for failure in report.failed:
             console.print(f"[red]failed[/] {failure.source}: {failure.reason}")
     if report.failed:
@@ -103,6 +117,8 @@ def delete(
     data_dir: Optional[Path] = DataDir,
 ) -> None:
     """Remove a document, its spans and vectors everywhere."""
+    from indexing.store.base import CollectionNotFound
+
     rag = make_service(data_dir)
     try:
         removed = rag.delete_document(collection, doc_id)
@@ -110,7 +126,7 @@ def delete(
         fail(f"collection {collection!r} does not exist")
     if not removed:
         fail(f"document {doc_id!r} not found in {collection!r}")
-    Console().print(f"deleted {doc_id}")
+    stdout_console().print(f"deleted {doc_id}")
 
 
 @cli.command()
@@ -123,10 +139,13 @@ def query(
     budget_tokens: Optional[int] = typer.Option(None, "--budget-tokens", min=1, help="context token budget"),
     compress_tokens: Optional[int] = typer.Option(
         None, "--compress-tokens", min=1, help="prune the selected context to this many tokens (sentence level)"),
-    trace: bool = typer.Option(False, help="include the selection trace (with --json)"),
+    trace: bool = typer.Option(False, help="show every candidate's scores and fate (a table, or in --json)"),
     json_out: bool = typer.Option(False, "--json", help="print the same object as the HTTP endpoint"),
 ) -> None:
     """Answer a question with numbered citations."""
+    from indexing.store.base import CollectionNotFound
+    from retrieval.pipeline import UnknownPipeline
+
     if not question.strip():
         fail("the question is empty")
     rag = make_service(data_dir)
@@ -144,7 +163,7 @@ def query(
     if json_out:
         print(json.dumps(out, indent=2, ensure_ascii=False))
         return
-    stdout = Console()
+    stdout = stdout_console()
     stdout.print(out["answer"], markup=False, highlight=False)
     stdout.print()
     for c in out["citations"]:
@@ -154,6 +173,52 @@ def query(
         f"\n{out['usage']['context_tokens']} context tokens, {out['timings_ms']['total_ms']:.0f} ms",
         style="dim",
     )
+    if trace:
+        stdout.print(trace_table(out["trace"]))
+
+
+def stdout_console() -> Console:
+    """Standard output: wrapped to the terminal on a terminal, and never wrapped when piped."""
+    return Console(soft_wrap=not sys.stdout.isatty())
+
+
+def trace_table(trace: list[dict]) -> Table:
+    """The selection trace, one candidate a row, best first."""
+    table = Table(title="trace")
+    for column in ("rank", "span", "via", "tokens", "scores", "decision", "why"):
+        table.add_column(column, overflow="fold")
+    for entry in sorted(trace, key=lambda e: e["rank"]):
+        scores = " ".join(f"{name}={value:.3f}" for name, value in entry["scores"].items())
+        table.add_row(str(entry["rank"]), entry["span_id"], entry["source"], str(entry["n_tokens"]), scores,
+                      entry["decision"], entry["reason"])
+    return table
+
+
+@cli.command()
+def documents(
+    collection: str = CollectionOpt,
+    data_dir: Optional[Path] = DataDir,
+    json_out: bool = typer.Option(False, "--json", help="print the list as JSON"),
+) -> None:
+    """List a collection's documents: id, source kind, spans, title."""
+    from service.engine import public_source
+
+    rag = make_service(data_dir)
+    if not rag.store.has_collection(collection):
+        fail(f"collection {collection!r} does not exist")
+    rows = []
+    for doc_id in sorted(rag.store.document_hashes(collection)):
+        doc = rag.store.get_document(collection, doc_id)
+        if doc is not None:
+            rows.append({"id": doc_id, "source": public_source(doc.source), "title": doc.title,
+                         "spans": rag.store.count_spans(collection, doc_id)})
+    if json_out:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    table = Table("id", "source", "spans", "title", title=f"{len(rows)} documents in {collection!r}")
+    for row in rows:
+        table.add_row(row["id"], row["source"], str(row["spans"]), row["title"])
+    stdout_console().print(table)
 
 
 collections_cli = typer.Typer(no_args_is_help=False, invoke_without_command=True,
@@ -169,7 +234,8 @@ def collections(ctx: typer.Context, data_dir: Optional[Path] = DataDir) -> None:
     rag = make_service(data_dir)
     for name in rag.store.list_collections():
         stats = rag.store.collection_stats(name)
-        Console().print(f"{name}\t{stats['documents']} documents\t{stats['spans']} spans\t{stats['model']}")
+        stdout_console().print(f"{name}\t{stats['documents']} documents\t{stats['spans']} spans\t{stats['model']}",
+                               markup=False, highlight=False)
 
 
 @collections_cli.command("delete")
@@ -185,7 +251,7 @@ def collections_delete(
     if not yes and not typer.confirm(f"delete collection {name!r} and everything in it?", err=True):
         fail("nothing deleted")
     rag.delete_collection(name)
-    Console().print(f"deleted collection {name}")
+    stdout_console().print(f"deleted collection {name}")
 
 
 keys_cli = typer.Typer(no_args_is_help=True, help="API keys: who may read, write or administer which collection.")
@@ -206,8 +272,9 @@ def keys_create(
     import os
 
     from app.keys import KeyRequestError, KeyStore
+    from indexing.store.base import InvalidCollectionName
 
-    keys = KeyStore(Settings(**_data_dir_values(data_dir)).data_dir)
+    keys = KeyStore(settings_for(data_dir).data_dir)
     if if_none and keys.has_active_keys():
         console.print("an active key exists: none made")
         return
@@ -237,10 +304,10 @@ def keys_list(
     from app.keys import KeyStore
 
     table = Table("id", "collection", "scope", "name", "created", "revoked")
-    for key in KeyStore(Settings(**_data_dir_values(data_dir)).data_dir).list(include_revoked=all_keys):
+    for key in KeyStore(settings_for(data_dir).data_dir).list(include_revoked=all_keys):
         when = lambda t: "" if t is None else datetime.datetime.fromtimestamp(t).isoformat(timespec="seconds")  # noqa: E731
         table.add_row(key.key_id, key.collection, key.scope, key.name, when(key.created), when(key.revoked))
-    Console().print(table)
+    stdout_console().print(table)
 
 
 @keys_cli.command("revoke")
@@ -252,14 +319,10 @@ def keys_revoke(
     from app.keys import KeyRequestError, KeyStore
 
     try:
-        key = KeyStore(Settings(**_data_dir_values(data_dir)).data_dir).revoke(key_id)
+        key = KeyStore(settings_for(data_dir).data_dir).revoke(key_id)
     except KeyRequestError as exc:
         fail(str(exc))
-    Console().print(f"revoked {key.key_id} ({key.scope} on {key.collection!r})")
-
-
-def _data_dir_values(data_dir: Optional[Path]) -> dict:
-    return {} if data_dir is None else {"data_dir": data_dir}
+    stdout_console().print(f"revoked {key.key_id} ({key.scope} on {key.collection!r})")
 
 
 @cli.command()

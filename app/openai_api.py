@@ -65,7 +65,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException
 
 from app import sse
@@ -125,11 +125,15 @@ class StreamOptions(BaseModel):
 
 
 class ChatCompletionRequest(RetrievalOptions):
+    # fields no one declared are ignored (pydantic's default, stated here as the decision it
+    # is; see the module doc): what would change the reply's form is declared and refused
+    model_config = ConfigDict(extra="ignore")
+
     model: Text = Field(..., description="spanrag:<collection> (or the bare collection name)")
     messages: list[ChatMessage] = Field(..., min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int = Field(1, ge=1, le=1, description="one answer per request")
+    n: int | None = Field(None, ge=1, description="must be 1: one answer per request")
     # sampling, for an LLM generator (see ``sampling``)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
@@ -140,6 +144,19 @@ class ChatCompletionRequest(RetrievalOptions):
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     seed: int | None = None
     user: str | None = Field(None, max_length=256)  # accepted for compatibility, ignored
+    # OpenAI features spanrag does not offer: declared so that asking for one is a 400 naming
+    # it (``unsupported``), never a plain-text answer as if it had been honoured
+    tools: list[dict[str, Any]] | None = Field(None, description="refused unless empty: spanrag calls no tools")
+    functions: list[dict[str, Any]] | None = Field(None, description="refused unless empty (the older tools)")
+    tool_choice: str | dict[str, Any] | None = Field(None, description="only 'none'")
+    function_call: str | dict[str, Any] | None = Field(None, description="only 'none'")
+    response_format: dict[str, Any] | None = Field(None, description="only {'type': 'text'}")
+    logprobs: bool | None = Field(None, description="only false: no token log probabilities")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="only 0")
+    logit_bias: dict[str, float] | None = Field(None, description="refused unless empty")
+    audio: dict[str, Any] | None = Field(None, description="refused: text only")
+    modalities: list[str] | None = Field(None, description="only ['text']")
+    web_search_options: dict[str, Any] | None = Field(None, description="refused: spanrag searches its collection")
     # spanrag's own options
     pipeline: Text | None = Field(None, description="retrieval pipeline (default: the server's)")
     trace: bool = Field(False, description="add every candidate's scores and fate to the spanrag object")
@@ -151,6 +168,20 @@ class ChatCompletionRequest(RetrievalOptions):
         if len(sequences) > 4 or any(not s for s in sequences):
             raise ValueError("at most 4 non-empty stop sequences")
         return stop
+
+    def unsupported(self) -> OpenAIError | None:
+        """The 400 for the first OpenAI feature this request asks for that spanrag does not
+        offer (see ``UNSUPPORTED``); None when it asks for none."""
+        for name, accepted, code, reason in UNSUPPORTED:
+            value = getattr(self, name)
+            if value is not None and not accepted(value):
+                if code == "unsupported_parameter":
+                    message = f"Unsupported parameter: {name!r}: {reason}"
+                else:
+                    shown = {"type": value.get("type")} if name == "response_format" else value
+                    message = f"Unsupported value: {name!r} {str(shown)[:100]}: {reason}"
+                return OpenAIError(400, message, param=name, code=code)
+        return None
 
     def sampling(self) -> Sampling:
         """The request's sampling parameters for the generator (``max_completion_tokens``,
@@ -186,6 +217,33 @@ class ChatCompletionRequest(RetrievalOptions):
                               code="context_length_exceeded")
         history = [{"role": m.role, "content": m.text} for m in earlier if m.role in ("user", "assistant")]
         return question, history
+
+
+NO_TOOLS = ("spanrag answers from the collection's documents and calls no tools, so tool calling, and"
+            " structured output by function calling, cannot be served")
+UNSUPPORTED: tuple[tuple[str, Callable[[Any], bool], str, str], ...] = (
+    # (parameter, which values are accepted, code, why); checked in this order: the first refused
+    # one is named, the tools before the choices that go with them
+    ("tools", lambda v: not v, "unsupported_parameter", f"{NO_TOOLS}; send no tools"),
+    ("functions", lambda v: not v, "unsupported_parameter", f"{NO_TOOLS}; send no functions"),
+    ("tool_choice", lambda v: v == "none", "unsupported_value", f"{NO_TOOLS}; only 'none' is accepted"),
+    ("function_call", lambda v: v == "none", "unsupported_value", f"{NO_TOOLS}; only 'none' is accepted"),
+    ("response_format", lambda v: v == {"type": "text"}, "unsupported_value",
+     "spanrag answers in prose with [n] citation markers, never in JSON, so JSON mode and structured"
+     " output cannot be served; only {'type': 'text'} is accepted"),
+    ("logprobs", lambda v: v is False, "unsupported_value",
+     "spanrag returns no token log probabilities; only false is accepted"),
+    ("top_logprobs", lambda v: v == 0, "unsupported_value",
+     "spanrag returns no token log probabilities; only 0 is accepted"),
+    ("n", lambda v: v == 1, "unsupported_value", "spanrag gives one answer per request; n must be 1"),
+    ("logit_bias", lambda v: not v, "unsupported_parameter",
+     "token ids mean nothing to spanrag's generator; send none or {}"),
+    ("audio", lambda v: False, "unsupported_parameter", "spanrag answers in text only"),
+    ("modalities", lambda v: v == ["text"], "unsupported_value",
+     "spanrag answers in text only; only ['text'] is accepted"),
+    ("web_search_options", lambda v: False, "unsupported_parameter",
+     "spanrag searches its collection, not the web"),
+)
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -290,6 +348,14 @@ def token_usage(rag: RagService, question: str, answer: str, context_tokens: int
     return {"prompt_tokens": prompt, "completion_tokens": answer_tokens, "total_tokens": prompt + answer_tokens}
 
 
+def citing(citations: list[dict]) -> dict:
+    """The choice's ``logprobs``, as the carrier of the citations: of a choice, clients that
+    keep only OpenAI's fields (LangChain's ChatOpenAI: ``response_metadata["logprobs"]``, streamed
+    or not) keep ``logprobs`` whole. ``content`` and ``refusal`` are None: no token log
+    probabilities (see module doc)."""
+    return {"content": None, "refusal": None, "citations": citations}
+
+
 class Completion:
     """One reply's identity, shared by its chunks: ``chatcmpl-<hex>``, creation time, model."""
 
@@ -305,7 +371,7 @@ class Completion:
             "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
             "system_fingerprint": None,
             "choices": [{
-                "index": 0, "finish_reason": "stop", "logprobs": None,
+                "index": 0, "finish_reason": "stop", "logprobs": citing(query["citations"]),
                 "message": {"role": "assistant", "content": query["answer"], "refusal": None,
                             "citations": query["citations"]},
             }],
@@ -313,11 +379,12 @@ class Completion:
             "spanrag": spanrag,
         }
 
-    def chunk(self, delta: dict, finish_reason: str | None = None, **extra: Any) -> dict:
+    def chunk(self, delta: dict, finish_reason: str | None = None, logprobs: dict | None = None,
+              **extra: Any) -> dict:
         return {
             "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
             "system_fingerprint": None,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs}],
             **extra,
         }
 
@@ -335,7 +402,7 @@ class Completion:
                 else:  # the final answer
                     usage = token_usage(rag, question, payload["answer"], context_tokens)
                     yield sse.data(self.chunk({"citations": payload["citations"]}, "stop",
-                                              spanrag={**payload, "token_usage": usage}))
+                                              citing(payload["citations"]), spanrag={**payload, "token_usage": usage}))
                     if include_usage:
                         yield sse.data({**self.chunk({}), "choices": [], "usage": usage})
         except Exception as exc:  # the status line is out: the error goes into the stream
@@ -367,6 +434,8 @@ def openai_router(rag: RagService, access: AccessControl, responses: dict | None
     @router.post("/v1/chat/completions", response_model=None)
     def chat_completions(body: ChatCompletionRequest,
                          principal: Principal = Depends(access)) -> dict | StreamingResponse:
+        if refused := body.unsupported():
+            raise refused
         collection = collection_of(rag, body.model, principal)
         question, history = body.question_and_history(limits)
         reply = Completion(model_id(collection))

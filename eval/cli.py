@@ -18,7 +18,6 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from retrieval.pipeline import PIPELINES
 
 console = Console(stderr=True)
 
@@ -47,6 +46,8 @@ def eval_command(
 ) -> None:
     """Evaluate retrieval pipelines on BEIR, HotpotQA or TAT-QA and write a report."""
     if list_pipelines:
+        from retrieval.pipeline import PIPELINES
+
         for spec in PIPELINES.values():
             print(f"{spec.name}\t{spec.description}")
         return

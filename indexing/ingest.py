@@ -86,13 +86,27 @@ def document_hash(parsed: ParsedDocument) -> str:
     return content_hash(f"{parsed.title}\0{parsed.text}".encode())
 
 
-def default_doc_id(path: Path) -> str:
-    """A file's document id: its path relative to the working directory, else absolute."""
+def default_doc_id(path: Path, root: Path | None = None) -> str:
+    """A file's document id: its path as the user named it, made relative.
+
+    Inside the working directory, the path relative to it (``spanrag ingest docs`` gives
+    ``docs/a.md``); elsewhere, relative to the parent of ``root``, the file or folder named on
+    the command line (``spanrag ingest ../notes`` or ``/srv/notes`` give ``notes/a.md``). An
+    id never holds a server path the user did not type.
+
+        >>> default_doc_id(Path("/srv/notes/a/b.md"), Path("/srv/notes"))
+        'notes/a/b.md'
+    """
     resolved = path.resolve()
     try:
         return resolved.relative_to(Path.cwd().resolve()).as_posix()
     except ValueError:
-        return resolved.as_posix()
+        pass
+    base = (root or path).resolve().parent
+    try:
+        return resolved.relative_to(base).as_posix()
+    except ValueError:
+        return resolved.name
 
 
 def delete_document(store: SpanStore, collection: str, doc_id: str) -> bool:
@@ -150,15 +164,15 @@ class Ingestor:
         started = time.perf_counter()
         self.ensure_collection(collection)
         report = IngestReport()
-        files: list[Path] = []
+        files: list[tuple[Path, Path]] = []  # (file, the path named that holds it)
         for path in paths:
             if not path.exists():
                 report.failed.append(FailedSource(str(path), "no such file or directory"))
             else:
-                files.extend(iter_files(path))
-        seen_sources = {str(f.resolve()) for f in files}
-        for done, file in enumerate(files, start=1):
-            self._ingest_file(collection, file, report, progress)
+                files.extend((file, path) for file in iter_files(path))
+        seen_sources = {str(f.resolve()) for f, _ in files}
+        for done, (file, root) in enumerate(files, start=1):
+            self._ingest_file(collection, file, report, progress, root)
             if progress:
                 progress.files(done, len(files))
         for folder in (p for p in paths if p.is_dir()):
@@ -280,7 +294,8 @@ class Ingestor:
 
     # -- internals ------------------------------------------------------------------------
     def _ingest_file(
-        self, collection: str, file: Path, report: IngestReport, progress: IngestProgress | None
+        self, collection: str, file: Path, report: IngestReport, progress: IngestProgress | None,
+        root: Path | None = None,
     ) -> None:
         """One file of a batch: any failure to read, parse or build the spans of this file
         is reported in ``report.failed`` and the batch goes on. Store and encoder errors
@@ -306,11 +321,26 @@ class Ingestor:
             report.failed.append(FailedSource(str(file), _reason(exc)))
             return
         if len(parsed_docs) == 1 and parsed_docs[0].doc_id is None:
-            parsed_docs[0].doc_id = default_doc_id(file)
+            parsed_docs[0].doc_id = default_doc_id(file, root)
+        taken = self._ids_of_other_sources(collection, source, [p.doc_id for p in parsed_docs if p.doc_id])
+        if taken:
+            report.failed.append(FailedSource(str(file), f"document id {taken[0]!r} belongs to another"
+                                                         " source; ingest it from one place, or delete it first"))
+            return
         try:
             self._ingest_parsed(collection, source, parsed_docs, report, digest, progress)
         except ParseError as exc:  # e.g. duplicate ids, a document over a limit: skip the file
             report.failed.append(FailedSource(str(file), str(exc)))
+
+    def _ids_of_other_sources(self, collection: str, source: str, doc_ids: list[str]) -> list[str]:
+        """Of ``doc_ids``, those a document of another source holds (two folders with the same
+        name ingested from different places; an HTTP upload)."""
+        taken = []
+        for doc_id in doc_ids[:1000]:
+            doc = self.store.get_document(collection, doc_id)
+            if doc is not None and doc.source != source:
+                taken.append(doc_id)
+        return taken
 
     def _ingest_parsed(
         self,

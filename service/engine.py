@@ -17,23 +17,20 @@ from dataclasses import asdict, replace
 from functools import cached_property
 from pathlib import Path
 
-from generation.base import Generator
-from generation.extractive import ExtractiveGenerator, ExtractiveOptions
+from typing import TYPE_CHECKING
+
 from generation.types import Answer, History, Sampling
-from indexing.colbert import ColbertTokenEncoder
-from indexing.embed import Encoder, TokenEncoder
-from indexing.graph import GraphIndex
-from indexing.ingest import IngestProgress, IngestReport, Ingestor, delete_document
-from indexing.parsers import parse_bytes, parse_text
-from indexing.parsers.limits import ParseLimits, check_metadata
-from indexing.sentences import SentenceSplitter
 from indexing.store.base import CollectionNotFound, SpanStore
-from indexing.store.dense_index import DenseIndexSpec
-from indexing.store.sqlite_faiss import SqliteFaissStore
-from retrieval.conversation import retrieval_question
-from retrieval.pipeline import Retriever
-from retrieval.types import ContextSpan, RetrievalResult
 from service.settings import Settings
+
+if TYPE_CHECKING:  # the heavy parts (torch, FAISS, networkx, the parsers) load on first use
+    from generation.base import Generator
+    from indexing.embed import Encoder, TokenEncoder
+    from indexing.graph import GraphIndex
+    from indexing.ingest import IngestProgress, IngestReport, Ingestor
+    from indexing.parsers.limits import ParseLimits
+    from retrieval.pipeline import Retriever
+    from retrieval.types import ContextSpan, RetrievalResult
 
 
 class UnknownGenerator(ValueError):
@@ -83,12 +80,17 @@ class RagService:
                 api_key=self.settings.qdrant_api_key, shards=self.settings.qdrant_shards,
                 replication=self.settings.qdrant_replication,
             )
+        from indexing.store.dense_index import DenseIndexSpec
+        from indexing.store.sqlite_faiss import SqliteFaissStore
+
         return SqliteFaissStore(
             self.settings.data_dir, dense_index=DenseIndexSpec(self.settings.dense_index, device=self.settings.device)
         )
 
     @cached_property
     def encoder(self) -> Encoder:
+        from indexing.embed import Encoder
+
         return Encoder.load(
             self.settings.embedding_model, self.settings.device, self.settings.embed_batch_size
         )
@@ -97,12 +99,16 @@ class RagService:
     def token_encoder(self) -> TokenEncoder:
         if self.settings.token_model is None:
             return self.encoder
+        from indexing.colbert import ColbertTokenEncoder
+
         return ColbertTokenEncoder(
             self.settings.token_model, self.settings.device, self.settings.embed_batch_size
         )
 
     @cached_property
     def parse_limits(self) -> ParseLimits:
+        from indexing.parsers.limits import ParseLimits
+
         s = self.settings
         return ParseLimits(
             max_bytes=s.max_document_bytes, max_chars=s.max_document_chars, max_spans=s.max_document_spans,
@@ -113,6 +119,9 @@ class RagService:
 
     @cached_property
     def ingestor(self) -> Ingestor:
+        from indexing.ingest import Ingestor
+        from indexing.sentences import SentenceSplitter
+
         return Ingestor(
             self.store, self.encoder, SentenceSplitter(), self.settings.ingest_batch_docs,
             token_encoder=self.token_encoder, limits=self.parse_limits,
@@ -122,12 +131,15 @@ class RagService:
     def graph(self) -> GraphIndex | None:
         if not self.settings.graph:
             return None
+        from indexing.graph import GraphIndex
+
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         return GraphIndex(self.settings.data_dir / "graph.sqlite3")
 
     @cached_property
     def retriever(self) -> Retriever:
         from indexing.embed import pick_device
+        from retrieval.pipeline import Retriever
 
         return Retriever(self.store, self.encoder, self.token_encoder, self.graph,
                          scoring_device=pick_device(self.settings.device))
@@ -137,6 +149,8 @@ class RagService:
         """The answer generator; raises ``UnknownGenerator`` with what to fix when it cannot
         be built (the HTTP app builds it at start, so a misconfiguration fails there)."""
         if self.settings.generator == "extractive":
+            from generation.extractive import ExtractiveGenerator, ExtractiveOptions
+
             return ExtractiveGenerator(ExtractiveOptions(max_sentences=self.settings.answer_sentences))
         if self.settings.generator == "openai":
             from generation.openai_compatible import OpenAICompatibleGenerator, OpenAICompatibleOptions
@@ -207,6 +221,8 @@ class RagService:
     def ingest_upload(self, collection: str, data: bytes, filename: str, doc_id: str | None = None) -> IngestReport:
         """One uploaded file (HTTP multipart). It is parsed before anything is written, so a
         bad file (``ParseError``) leaves no trace, not even a new collection."""
+        from indexing.parsers import parse_bytes
+
         parsed_docs = parse_bytes(data, filename, self.parse_limits)
         if len(parsed_docs) == 1 and (doc_id is not None or parsed_docs[0].doc_id is None):
             parsed_docs[0].doc_id = doc_id or filename
@@ -241,6 +257,8 @@ class RagService:
         metadata: dict | None = None,
         fmt: str = "text",
     ) -> IngestReport:
+        from indexing.parsers import check_metadata, parse_text
+
         check_metadata(metadata or {}, self.parse_limits)
         parsed = parse_text(text, title=title, fmt=fmt, limits=self.parse_limits)
         parsed.doc_id = doc_id
@@ -249,6 +267,8 @@ class RagService:
 
     def delete_document(self, collection: str, doc_id: str) -> bool:
         self.require_collection(collection)
+        from indexing.ingest import delete_document
+
         with self._write_lock:
             removed = delete_document(self.store, collection, doc_id)
             self.store.refresh(collection)
@@ -352,6 +372,8 @@ class RagService:
     ) -> RetrievalResult:
         """``retrieve`` for a chat turn: what it searches with may add earlier user turns
         (``retrieval_question``), and the result carries the question as asked."""
+        from retrieval.conversation import retrieval_question
+
         searched = retrieval_question(question, history, self.settings.chat_follow_up_turns)
         if searched == question:
             return self.retrieve(collection, question, pipeline, overrides)

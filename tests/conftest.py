@@ -99,10 +99,19 @@ def samples_dir(tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def llm_server():
-    """One real llama.cpp server with Gemma 3 270M for the whole session (see llm_server.py),
-    shared by every module that needs a model behind the OpenAI-compatible generator."""
+def llm_server_process():
+    """One real llama.cpp server with Gemma 3 270M for the whole session (see llm_server.py)."""
     from llm_server import LlamaServer, gemma_model_path
 
     with LlamaServer(gemma_model_path(), n_ctx=2048) as server:
         yield server
+
+
+@pytest.fixture
+def llm_server(llm_server_process):
+    """The session's llama.cpp server, shared by every test that needs a model behind the
+    OpenAI-compatible generator; checked before and after each test, so a server that died
+    fails loudly with its exit status and log tail instead of 'Connection refused'."""
+    llm_server_process.check_alive()
+    yield llm_server_process
+    llm_server_process.check_alive()

@@ -89,6 +89,14 @@ class LlamaServer(ChildServer):
         self.started_s = time.monotonic() - began
         return self
 
+    def check_alive(self) -> None:
+        """Raise ``LlamaServerError`` with the exit status and the output tail when the server
+        has died (a crash in mid-session otherwise shows only as 'Connection refused')."""
+        if self._process is not None and self._process.poll() is not None:
+            code = self._process.returncode
+            signal_note = f" (killed by signal {-code})" if code < 0 else ""
+            self._fail(f"died with exit status {code}{signal_note}")
+
     def _models_answer(self) -> bool:
         return "data" in (answers_json(f"{self.base_url}/models") or {})
 

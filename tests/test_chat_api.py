@@ -86,8 +86,9 @@ def down_server(data_dir) -> Iterator[SpanragServer]:
 
 
 @pytest.fixture(scope="module")
-def llama_server(data_dir, llm_server) -> Iterator[str]:
+def llama_server(data_dir, llm_server_process) -> Iterator[str]:
     """spanrag answering with Gemma 3 270M on the session's llama.cpp server."""
+    llm_server = llm_server_process
     env = {"SPANRAG_GENERATOR": "openai", "SPANRAG_LLM_BASE_URL": llm_server.base_url,
            "SPANRAG_LLM_MODEL": llm_server.model, "SPANRAG_LLM_SYSTEM_ROLE": "false",  # Gemma: no system role
            "SPANRAG_LLM_MAX_TOKENS": "32", "SPANRAG_LLM_TIMEOUT_S": "60", "SPANRAG_LLM_MAX_RETRIES": "0"}

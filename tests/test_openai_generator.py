@@ -51,7 +51,8 @@ def planets_context() -> Context:
 
 
 @pytest.fixture(scope="session")
-def generator(llm_server) -> Iterator[OpenAICompatibleGenerator]:
+def generator(llm_server_process) -> Iterator[OpenAICompatibleGenerator]:
+    llm_server = llm_server_process
     # the server's "gemma" chat format drops system messages: the rules go in the first user turn
     options = OpenAICompatibleOptions(base_url=llm_server.base_url, model=llm_server.model,
                                       timeout_s=60, max_retries=1, max_tokens=48, system_role=False)

@@ -38,6 +38,7 @@ ENV_NAMES = {
     "max_table_columns": "SPANRAG_MAX_TABLE_COLUMNS",
     "max_nesting_depth": "SPANRAG_MAX_NESTING_DEPTH",
     "max_metadata_bytes": "SPANRAG_MAX_METADATA_BYTES",
+    "max_metadata_depth": "SPANRAG_MAX_METADATA_DEPTH",
 }
 GOOD_MD = b"# Bees\n\nBees make honey. They live in hives.\n"
 GOOD_TXT = b"Tea notes\n\nGreen tea is brewed at 80 degrees.\n"
@@ -69,7 +70,7 @@ def test_limits_have_documented_defaults_and_refuse_non_positive_values():
     limits = ParseLimits()
     assert (limits.max_bytes, limits.max_chars, limits.max_spans) == (50_000_000, 5_000_000, 200_000)
     assert (limits.max_table_cells, limits.max_table_columns) == (1_000_000, 1_000)
-    assert (limits.max_nesting_depth, limits.max_metadata_bytes) == (256, 65_536)
+    assert (limits.max_nesting_depth, limits.max_metadata_bytes, limits.max_metadata_depth) == (256, 65_536, 16)
     for name, env in ENV_NAMES.items():
         for bad in (0, -1, 2.5, True, "10"):
             with pytest.raises(ValueError, match=env):

@@ -243,6 +243,22 @@ def test_keys_create_if_none_writes_one_key_file_for_containers(tmp_path):
     assert out.read_text().strip() == first and len(KeyStore(data).list()) == 1
 
 
+def test_collections_delete_removes_one_collection(tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.md").write_text("# A\n\nThe red kite nests in tall oaks.\n")
+    data = str(tmp_path / "data")
+    for name in ("keep", "drop"):
+        assert run_cli("ingest", "notes", "--collection", name, "--data-dir", data, cwd=tmp_path).returncode == 0
+    assert run_cli("collections", "delete", "missing", "--yes", "--data-dir", data, cwd=tmp_path).returncode == 1
+    r = run_cli("collections", "delete", "drop", "--yes", "--data-dir", data, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    listed = run_cli("collections", "--data-dir", data, cwd=tmp_path).stdout
+    assert "keep" in listed and "drop" not in listed
+    again = run_cli("ingest", "notes", "--collection", "drop", "--data-dir", data, "--json", cwd=tmp_path)
+    assert json.loads(again.stdout)["added"] == 1  # nothing of the old collection was left behind
+
+
 def test_serve_refuses_a_public_address_without_keys(tmp_path):
     r = run_cli("serve", "--host", "0.0.0.0", "--port", str(free_port()), "--data-dir", str(tmp_path / "d"),
                 cwd=tmp_path)
@@ -448,6 +464,21 @@ def test_the_openapi_document_lists_the_error_answers(open_server):
     answers = paths["/v1/collections/{collection}/documents"]["post"]["responses"]
     assert {"401", "403", "404", "409", "413", "415", "422", "429"} <= set(answers)
     assert "delete" in paths["/v1/collections/{collection}/documents/{doc_id}"]
+
+
+def test_405_names_every_method_of_the_path(open_server):
+    _, http = open_server
+    r = http.put("/v1/collections/docs/documents/alpha-notes", json={})
+    assert r.status_code == 405
+    assert {"GET", "DELETE"} <= {m.strip() for m in r.headers["allow"].split(",")}
+
+
+def test_every_response_carries_a_request_id(open_server):
+    _, http = open_server
+    for r in (http.get("/v1/collections"), http.get("/v1/collections", headers={"Host": "attacker.example"}),
+              http.post("/v1/collections/docs/query", json={"question": "q" * 200_000})):
+        assert len(r.headers["x-request-id"]) >= 16
+    assert http.get("/healthz", headers={"X-Request-ID": "trace-42"}).headers["x-request-id"] == "trace-42"
 
 
 # -- provenance ----------------------------------------------------------------------------
