@@ -41,10 +41,7 @@ def settings_for(data_dir: Optional[Path], **overrides):
 def make_service(data_dir: Optional[Path], **overrides):
     from service.engine import RagService
 
-    values = {k: v for k, v in overrides.items() if v is not None}
-    if data_dir is not None:
-        values["data_dir"] = data_dir
-    return RagService(settings_for(None, **values))
+    return RagService(settings_for(data_dir, **overrides))
 
 
 def fail(message: str, code: int = 1) -> None:

@@ -8,6 +8,10 @@ a spanrag collection, streamed or not.
     >>> reply.choices[0].message.content           # the answer, with [n] markers   # doctest: +SKIP
     >>> reply.model_extra["spanrag"]["citations"]  # what each [n] cites           # doctest: +SKIP
 
+    >>> from langchain_openai import ChatOpenAI                                     # doctest: +SKIP
+    >>> llm = ChatOpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused", model="spanrag:docs")  # doctest: +SKIP
+    >>> llm.invoke("How long is a year on Mercury?").response_metadata["logprobs"]["citations"]  # doctest: +SKIP
+
 Endpoints:
     GET  /v1/models               every collection as a model ``spanrag:<collection>``
     POST /v1/chat/completions     chat completion (``stream: true``: server-sent chunks)
@@ -24,15 +28,38 @@ is a string or a list of ``{"type": "text", "text"}`` parts. Sampling parameters
 (``temperature``, ``top_p``, ``max_tokens`` or ``max_completion_tokens``, ``stop``, ``seed``,
 ``presence_penalty``, ``frequency_penalty``) go to an LLM generator (``SPANRAG_GENERATOR=openai``)
 in place of the server's defaults, except that ``max_tokens`` can only lower
-``SPANRAG_LLM_MAX_TOKENS``; the extractive generator ignores them; ``n`` must be 1. spanrag's own
+``SPANRAG_LLM_MAX_TOKENS``; the extractive generator ignores them. spanrag's own
 options ride along in the body (``extra_body=`` with the openai client): ``pipeline``,
 ``top_k``, ``budget_tokens``, ``compression``, ``compress_budget_tokens``, ``compress_ratio``,
 ``trace`` (see ``app.options.RetrievalOptions``).
+
+OpenAI features spanrag does not offer are refused with a 400 naming the parameter
+(``UNSUPPORTED``), never answered in plain text as if honoured (a structured-output or
+tool-calling client would then fail later, on its side, confusingly): ``tools`` and
+``functions`` unless empty, ``tool_choice`` and ``function_call`` other than ``"none"``,
+``response_format`` other than ``{"type": "text"}``, ``logprobs: true``, ``top_logprobs``
+above 0, ``n`` above 1, ``logit_bias`` unless empty, ``audio``, ``modalities`` other than
+``["text"]``, ``web_search_options``. ``code`` is ``unsupported_value`` where the parameter
+has an accepted value, else ``unsupported_parameter``. What does not change the reply's form
+is accepted and ignored: ``stream_options`` (its ``include_usage`` is honoured), ``user``,
+``metadata``, ``store``, ``service_tier``, ``prediction``, ``reasoning_effort``,
+``verbosity``, ``prompt_cache_key``, ``safety_identifier``, ``parallel_tool_calls`` (nothing
+without tools). Fields that neither OpenAI nor spanrag defines are ignored as well, not
+refused (``extra="ignore"``, deliberately): clients and gateways add their own (vLLM's
+``chat_template_kwargs``, tracing ids), refusing them would break those clients for nothing,
+and every OpenAI parameter that would change the reply is declared and checked.
 
 Response: a ``chat.completion``; ``choices[0].message.content`` is the answer with its
 ``[n]`` markers, ``choices[0].message.citations`` what they cite, and a top-level ``spanrag``
 object carries the citations, the context spans, the usage (with the compression report),
 the pipeline, the generator and the timings, shaped as in ``/v1/collections/{c}/query``.
+The citations are in ``choices[0].logprobs.citations`` too (``content`` and ``refusal`` None:
+there are no token log probabilities): clients that keep only OpenAI's fields drop
+``message.citations`` and ``spanrag``, but keep ``logprobs`` whole, streamed or not; with
+LangChain's ``ChatOpenAI`` that is ``AIMessage.response_metadata["logprobs"]["citations"]``
+(``invoke``, and the chunks of ``stream`` added up). No other field survives there both
+ways: ``ChatOpenAI`` carries a message's or a delta's own extra fields nowhere, and response
+headers (``include_response_headers``) are sent before a streamed answer exists.
 ``usage`` is an estimate in the embedding model's word pieces (the unit of ``context_tokens``),
 not the generator's tokenizer: ``prompt_tokens`` = context tokens + question tokens (the
 rules and history are not counted), ``completion_tokens`` = the answer's word pieces.
@@ -40,20 +67,22 @@ rules and history are not counted), ``completion_tokens`` = the answer's word pi
 Streaming (``stream: true``): ``data: {chat.completion.chunk}`` events, then ``data: [DONE]``.
 The first chunk has ``delta.role = "assistant"`` and ``spanrag`` = {context, usage, pipeline};
 then one chunk per piece of the answer (``delta.content``); the last has ``finish_reason:
-"stop"``, ``delta.citations`` and ``spanrag`` = {answer (the deltas joined), citations,
-timings_ms, generator, token_usage}; with ``stream_options.include_usage`` a chunk with empty ``choices`` and the
-``usage`` follows it, as OpenAI does.
+"stop"``, ``delta.citations``, ``logprobs.citations`` and ``spanrag`` = {answer (the deltas
+joined), citations, timings_ms, generator, token_usage}; with ``stream_options.include_usage``
+a chunk with empty ``choices`` and the ``usage`` follows it, as OpenAI does.
 
 Errors have OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``: 400
 ``invalid_request_error`` (not JSON, schema, roles, last message not from the user, blank
-question, unknown pipeline), 404 ``model_not_found``, 409 (the collection was built with
-another model), 503 ``service_unavailable`` (the generator cannot answer; checked before a
-stream starts). A failure in mid-stream is sent as ``data: {"error": {...}}`` and the
-stream ends without ``[DONE]`` (the openai client raises ``APIError``).
+question, unknown pipeline, an unsupported feature: checked before the model is looked up),
+404 ``model_not_found``, 409 (the collection was built with another model), 503
+``service_unavailable`` (the generator cannot answer; checked before a stream starts). A
+failure in mid-stream is sent as ``data: {"error": {...}}`` and the stream ends without
+``[DONE]`` (the openai client raises ``APIError``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -179,7 +208,7 @@ class ChatCompletionRequest(RetrievalOptions):
                     message = f"Unsupported parameter: {name!r}: {reason}"
                 else:
                     shown = {"type": value.get("type")} if name == "response_format" else value
-                    message = f"Unsupported value: {name!r} {str(shown)[:100]}: {reason}"
+                    message = f"Unsupported value: {name!r} = {json.dumps(shown)[:100]}: {reason}"
                 return OpenAIError(400, message, param=name, code=code)
         return None
 
@@ -219,8 +248,7 @@ class ChatCompletionRequest(RetrievalOptions):
         return question, history
 
 
-NO_TOOLS = ("spanrag answers from the collection's documents and calls no tools, so tool calling, and"
-            " structured output by function calling, cannot be served")
+NO_TOOLS = "spanrag calls no tools: it answers from the collection's documents, citing them"
 UNSUPPORTED: tuple[tuple[str, Callable[[Any], bool], str, str], ...] = (
     # (parameter, which values are accepted, code, why); checked in this order: the first refused
     # one is named, the tools before the choices that go with them

@@ -169,7 +169,7 @@ def test_a_chat_completion_answers_with_citations_to_stored_spans_in_its_context
     assert "88 days" in choice.message.content and "[1]" in choice.message.content
     spanrag = reply.model_extra["spanrag"]
     citations = choice.message.model_extra["citations"]
-    assert citations == spanrag["citations"]
+    assert citations == spanrag["citations"] == choice.logprobs.model_extra["citations"]
     assert_cites_stored_spans(http, choice.message.content, citations, spanrag["context"])
     assert spanrag["pipeline"] == "default" and spanrag["generator"] == "extractive"
     assert {"retrieval_ms", "generation_ms", "total_ms"} <= set(spanrag["timings_ms"])
@@ -257,6 +257,7 @@ def test_a_streamed_chat_sends_role_then_content_then_citations_then_done(client
 
     assert last.choices[0].finish_reason == "stop" and not last.choices[0].delta.content
     assert citations == whole.choices[0].message.model_extra["citations"]
+    assert last.choices[0].logprobs.model_extra["citations"] == citations  # where ChatOpenAI keeps them
     context = first.model_extra["spanrag"]["context"]
     assert context == whole.model_extra["spanrag"]["context"]
     assert_cites_stored_spans(http, "".join(deltas), citations, context)
@@ -297,7 +298,8 @@ def test_a_streamed_chat_ends_with_done(http):
         {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]}, "messages.0.content", "only text"),
     ({"model": MODEL, "messages": [{"role": "user", "content": 42}]}, "messages.0.content", "must be a string"),
     ({"model": MODEL, "messages": "hello"}, "messages", "list"),
-    ({"model": MODEL, "messages": [user(MERCURY)], "n": 2}, "n", "less than or equal to 1"),
+    ({"model": MODEL, "messages": [user(MERCURY)], "n": 2}, "n", "n must be 1"),
+    ({"model": MODEL, "messages": [user(MERCURY)], "n": 0}, "n", "greater than or equal to 1"),
     ({"model": MODEL, "messages": [user(MERCURY)], "top_k": 0}, "top_k", "greater than"),
     ({"model": MODEL, "messages": [user(MERCURY)], "pipeline": "nope"}, "pipeline", "unknown pipeline"),
     ({"model": MODEL, "messages": [user(MERCURY)], "temperature": 3}, "temperature", "less than or equal to 2"),
@@ -305,7 +307,7 @@ def test_a_streamed_chat_ends_with_done(http):
     ({"model": MODEL, "messages": [user(MERCURY)], "stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4"),
 ], ids=["no-messages", "messages-missing", "model-missing", "last-from-assistant", "blank-question",
         "empty-parts", "no-content", "too-long", "bare-string-part", "tool-role", "unknown-role", "image-part", "content-not-text",
-        "messages-not-a-list", "n-2", "top_k-0", "unknown-pipeline", "temperature-3", "max_tokens-0", "five-stops"])
+        "messages-not-a-list", "n-2", "n-0", "top_k-0", "unknown-pipeline", "temperature-3", "max_tokens-0", "five-stops"])
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 def test_a_malformed_chat_request_is_400_with_its_reason_in_openai_shape(http, body, param, reason, stream):
     error = assert_openai_error(http.post("/v1/chat/completions", json={**body, "stream": stream}), 400, reason)

@@ -86,6 +86,8 @@ def read_only_runs(first_ingest, spanrag):
         "reingest": spanrag("ingest", "samples", *data),
         "query-json": spanrag("query", MERCURY, *data, "--json"),
         "query": spanrag("query", MERCURY, *data, "--top-k", "3"),
+        "query-trace": spanrag("query", MERCURY, *data, "--trace"),
+        "documents": spanrag("documents", *data, "--json"),
     }
     return {name: run.result() for name, run in runs.items()}
 
@@ -209,5 +211,46 @@ def test_an_empty_question_fails_with_a_clear_message(spanrag):
 def test_help_lists_the_commands(spanrag):
     result = spanrag("--help").result()
     assert result.returncode == 0
-    for command in ("ingest", "query", "delete", "serve"):
+    for command in ("ingest", "query", "delete", "serve", "documents", "collections", "keys"):
         assert command in result.stdout
+
+
+def test_documents_lists_the_ids_with_their_source_and_spans(read_only_runs):
+    result = read_only_runs["documents"]
+    assert result.returncode == 0, result.stderr
+    listed = {row["id"]: row for row in json.loads(result.stdout)}
+    assert set(SAMPLE_IDS) <= set(listed)
+    assert all(row["source"] == "file" and row["spans"] > 0 for row in listed.values())
+
+
+def test_trace_prints_a_table_without_json_and_piped_output_is_not_wrapped(read_only_runs):
+    result = read_only_runs["query-trace"]
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "trace" in out and "taken" in out and "dropped" in out
+    answer = out.split("\n\n", 1)[0]
+    assert "\n" not in answer.strip() or len(max(answer.splitlines(), key=len)) > 80
+
+
+def test_files_outside_the_working_directory_get_ids_relative_to_the_named_path(spanrag, workspace, tmp_path):
+    outside = tmp_path / "elsewhere" / "notes"
+    outside.mkdir(parents=True)
+    (outside / "kites.md").write_text("# Kites\n\nThe red kite nests in tall oaks.\n")
+    data = ("--collection", "outside", "--data-dir", "data")
+    ingested = spanrag("ingest", str(outside), *data, "--json").result()
+    assert ingested.returncode == 0, ingested.stderr
+    assert json.loads(ingested.stdout)["added"] == 1
+    listed = json.loads(spanrag("documents", *data, "--json").result().stdout)
+    assert [row["id"] for row in listed] == ["notes/kites.md"]
+    assert spanrag("delete", "notes/kites.md", *data).result().returncode == 0
+
+
+def test_commands_without_a_model_start_fast(spanrag):
+    import time
+
+    for args in (("--help",), ("keys", "list", "--data-dir", "data"), ("collections", "--data-dir", "data")):
+        started = time.monotonic()
+        result = spanrag(*args).result()
+        assert result.returncode == 0, result.stderr
+        # generous: the machine runs other tests too; loading the model takes several seconds
+        assert time.monotonic() - started < 4, args

@@ -50,7 +50,7 @@ def keyed_server(tmp_path_factory):
         yield server.base_url, reader
 
 
-@pytest.mark.asyncio(loop_scope="function")
+@pytest.mark.anyio  # the one async standard test (ainvoke); anyio leaves the sync ones alone
 class TestInProcessStandard(RetrieversIntegrationTests):
     _service: Any = None
 
@@ -71,7 +71,7 @@ class TestInProcessStandard(RetrieversIntegrationTests):
         return MERCURY
 
 
-@pytest.mark.asyncio(loop_scope="function")
+@pytest.mark.anyio  # the one async standard test (ainvoke); anyio leaves the sync ones alone
 class TestRemoteStandard(RetrieversIntegrationTests):
     _server: tuple[str, str] | None = None
 

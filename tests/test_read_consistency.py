@@ -344,6 +344,7 @@ QUESTIONS = [
 PIPELINES = ["default", "hybrid", "adaptive-k", "clustered", "default-compressed", "bubble"]
 SECONDS = 4.0  # per backend
 MAX_WRITES, MAX_QUERIES = 150, 150  # per thread
+MIN_WRITES, MIN_QUERIES = 4, 4  # per thread, even on a slow machine (past SECONDS if need be)
 
 
 @pytest.mark.parametrize("backend", STORES)
@@ -368,8 +369,8 @@ def test_queries_under_concurrent_deletes_replaces_and_reingests_never_fail(make
         present = set(VICTIMS)
         version = {d: 0 for d in VICTIMS}
         try:
-            for _ in range(MAX_WRITES):
-                if stop.is_set() or time.monotonic() > deadline:
+            for n in range(MAX_WRITES):
+                if errors or (time.monotonic() > deadline and n >= MIN_WRITES):
                     break
                 doc_id = rng.choice(VICTIMS)
                 if doc_id in present and rng.random() < 0.5:
@@ -389,7 +390,7 @@ def test_queries_under_concurrent_deletes_replaces_and_reingests_never_fail(make
     def reader(seed: int) -> None:
         rng = random.Random(seed)
         for n in range(MAX_QUERIES):
-            if stop.is_set() or time.monotonic() > deadline:
+            if errors or (stop.is_set() and n >= MIN_QUERIES):
                 return
             question, pipeline = rng.choice(QUESTIONS), PIPELINES[(n + seed) % len(PIPELINES)]
             with lock:
@@ -400,7 +401,6 @@ def test_queries_under_concurrent_deletes_replaces_and_reingests_never_fail(make
                 check_answer(rag, result, answer)
             except Exception:
                 errors.append(f"{pipeline} {question!r}: " + traceback.format_exc())
-                stop.set()
                 return
             with lock:
                 before, during = events[:started], events[started:]
@@ -419,4 +419,4 @@ def test_queries_under_concurrent_deletes_replaces_and_reingests_never_fail(make
     assert not any(t.is_alive() for t in threads)
     assert not errors, "\n".join(errors[:3])
     writes = sum(1 for kind, _ in events if kind in ("deleted", "ingest"))
-    assert writes >= 3 and len(checked) >= 6, (writes, len(checked))
+    assert writes >= MIN_WRITES and len(checked) >= 2 * MIN_QUERIES, (writes, len(checked))
