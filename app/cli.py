@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from eval.cli import eval_command
+from eval.get_datasets import datasets_command
 
 # Commands import what they use when they run: `spanrag collections`, `keys` and `--help`
 # start without loading torch, FAISS or the retrieval stack.
@@ -361,6 +362,7 @@ def serve(
 
 
 cli.command("eval")(eval_command)
+cli.command("datasets")(datasets_command)
 
 
 def main() -> None:  # console-script entry point

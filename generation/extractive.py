@@ -4,6 +4,9 @@ It ranks the context's citable pieces (sentences and table rows) by cosine simil
 their stored vectors to the question, keeps the best few that clear a relative threshold,
 and writes them in reading order, each followed by its ``[n]`` marker. ``stream`` sends
 the same answer one cited sentence at a time.
+
+Abstention: when the context does not support an answer (``supports``: see ``Support``),
+the answer is ``NOT_FOUND`` with no citation and ``Answer.abstained`` set.
 """
 
 from __future__ import annotations
@@ -15,9 +18,43 @@ import numpy as np
 
 from generation.types import Answer, Citation, History, Sampling
 from indexing.spans import Span
+from retrieval.selection.bubble import terms
 from retrieval.types import Context
 
 NO_ANSWER = "No relevant passage was found in the collection."
+NOT_FOUND = "Not found in the collection."  # the context does not support an answer
+
+
+@dataclass(frozen=True)
+class Support:
+    """The question–context evidence the abstention rule reads.
+
+    ``best_cosine``: the best cosine of a context piece (sentence or table row) to the
+    question vector. ``coverage``: the share of the question's content terms (words of
+    three letters or more and numbers, stopwords left out; ``retrieval.selection.bubble.terms``)
+    that occur in the context's text; 1.0 for a question without content terms."""
+
+    best_cosine: float
+    coverage: float
+
+
+def support(question: str, query_vector: np.ndarray, context: Context) -> Support:
+    """The ``Support`` for ``question`` in ``context`` (an empty context: 0, 0)."""
+    best = -1.0
+    for item in context.spans:
+        if item.piece_vectors is not None and len(item.piece_vectors):
+            best = max(best, float(np.max(item.piece_vectors @ query_vector)))
+        elif item.pieces:
+            best = max(best, float(item.score))
+    if not context.spans:
+        return Support(0.0, 0.0)
+    wanted = terms(question)
+    if not wanted:
+        return Support(best, 1.0)
+    found = set()
+    for item in context.spans:
+        found |= terms(item.text)
+    return Support(best, len(wanted & found) / len(wanted))
 
 
 @dataclass

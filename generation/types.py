@@ -42,3 +42,4 @@ class Answer:
     text: str
     citations: list[Citation]
     generator: str
+    abstained: bool = False  # the generator found no support for an answer in the context (no citations)

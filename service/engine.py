@@ -427,10 +427,13 @@ def _ms_since(started: float) -> float:
 
 
 def answer_payload(answer: Answer, timings_ms: dict) -> dict:
-    """The answer half of ``query``'s object: text, citations, timings, generator."""
+    """The answer half of ``query``'s object: text, citations, timings, generator, and
+    ``abstained`` (True: the context does not support an answer; the text says so and
+    cites nothing)."""
     return {
         "answer": answer.text,
         "citations": [asdict(c) for c in answer.citations],
+        "abstained": answer.abstained,
         "timings_ms": timings_ms,
         "generator": answer.generator,
     }

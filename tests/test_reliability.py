@@ -7,16 +7,18 @@ of writes (the HTTP server with uploads in flight, the ``spanrag ingest`` CLI on
   every kind of request answered 2xx; the report (requests/s, p50/p95 per kind) is printed
   (``pytest -s``) and written to ``load.json`` in the test's temporary directory.
 * Crash, HTTP: uploads (JSON and multipart) from three threads, the server killed with
-  SIGKILL after a seeded random delay, restarted on the same data directory; three rounds.
+  SIGKILL (twice after a seeded random delay, once right after a write is committed in
+  SQLite, before its 201), restarted on the same data directory; three rounds.
   After each restart, before any further write to the collection: every acknowledged (201)
   document reads back exactly as a fresh ingest of the same payload does (text, title,
   metadata, span count) and is retrieved by its marker; a document whose upload was cut off
   is either absent or just as complete; nothing else is there; every paragraph has its
   token vectors and the graph holds every document at its stored version.
-* Crash, CLI: ``spanrag ingest`` of a generated folder killed with SIGKILL at points found
-  by watching the database (after some writes, during the token backfill, in the middle of
-  updates, during the graph sync), then rerun to completion: every file's document once,
-  its current text only, spans, token vectors, graph, source records and search indexes.
+* Crash, CLI: ``spanrag ingest`` of a generated folder (40 files) killed with SIGKILL at
+  points found by watching the database (after 8 writes; during the token backfill; then,
+  with five files changed and two deleted, during the graph sync), then rerun to completion:
+  every file's document once with its current text only, spans, token vectors, graph,
+  source records and search indexes.
 """
 
 from __future__ import annotations
