@@ -46,6 +46,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -189,6 +190,7 @@ class Readiness:
         self.error: str | None = None
 
     def load(self) -> None:
+        started = time.perf_counter()
         try:
             self.rag.warm_up()
         except Exception as exc:
@@ -196,6 +198,8 @@ class Readiness:
             log.exception("warm-up failed")
         else:
             self.ready.set()
+            log.info("ready: models and indexes loaded in %.1f s (GET /readyz is 200 from now on)",
+                     time.perf_counter() - started)
 
     def start(self) -> None:
         threading.Thread(target=self.load, name="spanrag-warm-up", daemon=True).start()
@@ -323,7 +327,9 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
         rag.delete_collection(collection)
         return {"deleted": collection}
 
-    @app.post("/v1/collections/{collection}/query", response_model=None, responses=ERROR_RESPONSES)
+    @app.post("/v1/collections/{collection}/query", response_model=None, responses={
+        **ERROR_RESPONSES, 200: {"description": "the answer object, or server-sent events with \"stream\": true",
+                                 "content": {"application/json": {}, sse.MEDIA_TYPE: {"schema": {"type": "string"}}}}})
     def query(collection: str, body: QueryRequest, principal: Principal = Depends(access)) -> dict | StreamingResponse:
         principal.require(collection, "read")
         question = checked_question(body)

@@ -459,7 +459,9 @@ def openai_router(rag: RagService, access: AccessControl, responses: dict | None
             for c in rag.store.list_collections() if principal.sees(c)
         ]}
 
-    @router.post("/v1/chat/completions", response_model=None)
+    @router.post("/v1/chat/completions", response_model=None, responses={200: {
+        "description": "a chat.completion; with stream: true, chat.completion.chunk events (see the module doc)",
+        "content": {"application/json": {}, sse.MEDIA_TYPE: {"schema": {"type": "string"}}}}})
     def chat_completions(body: ChatCompletionRequest,
                          principal: Principal = Depends(access)) -> dict | StreamingResponse:
         if refused := body.unsupported():

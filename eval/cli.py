@@ -41,6 +41,11 @@ def eval_command(
         None, "--data-dir", help="data directory holding the eval collections (default: $SPANRAG_DATA_DIR or ./.spanrag)"
     ),
     generator: Optional[str] = typer.Option(None, "--generator", help="answer generator (default: the configured one)"),
+    unanswerable_from: Optional[str] = typer.Option(
+        None, "--unanswerable-from",
+        help="KIND:PATH[@SPLIT] of another dataset: its questions are asked too, as ones this collection "
+             "cannot answer (abstention precision/recall)",
+    ),
     list_pipelines: bool = typer.Option(False, "--list-pipelines", help="list the pipelines and exit"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
 ) -> None:
@@ -70,6 +75,11 @@ def eval_command(
     try:
         kind, path = parse_spec(dataset)
         ds = load_dataset(kind, path, split)
+        other = None
+        if unanswerable_from:
+            spec, _, other_split = unanswerable_from.rpartition("@") if "@" in unanswerable_from \
+                else (unanswerable_from, "", "")
+            other = load_dataset(*parse_spec(spec), other_split or None)
     except DatasetError as exc:
         _fail(str(exc))
 
@@ -96,7 +106,7 @@ def eval_command(
     try:
         results = run_eval(
             rag, ds, pipelines, out, limit=limit, progress=not no_progress, command=command,
-            log=lambda m: console.print(m, highlight=False),
+            log=lambda m: console.print(m, highlight=False), unanswerable=other,
         )
     except (DatasetError, StoreMismatch, ModelNotFound) as exc:
         _fail(str(exc))

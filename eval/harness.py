@@ -13,6 +13,16 @@ Writes to ``out_dir``:
   metric from that file alone;
 * ``report.md`` and ``plots/`` (see :mod:`eval.report`).
 
+Abstention: with ``unanswerable`` (another dataset; ``spanrag eval --unanswerable-from``),
+that dataset's questions are also asked of this dataset's collection, as questions it
+cannot answer (qids ``unanswerable:<id>``, gold ``{"unanswerable": true}``). Every other
+metric counts the dataset's own (answerable) questions only; ``abstain_precision``,
+``abstain_recall``, ``abstained_answerable`` (:func:`eval.metrics.abstention_metrics`) and
+``answered_in_context`` (the answer is in the context *and* the generator did not abstain)
+count them all. Each record keeps ``abstained`` and the ``support`` the extractive
+generator's abstention rule reads (best piece cosine, term coverage), so a threshold can be
+refit from run files.
+
 Metric definitions live in :mod:`eval.metrics`. Per query: the context is the final
 context in reading order; its text is each span's shown text (a table row with its
 header line, as the generator reads it) joined by newlines; ``context_tokens`` counts that
@@ -41,10 +51,12 @@ ROUND = 6
 #: Metric order in results.json and the report.
 METRIC_ORDER = (
     "ndcg@10", "recall@10", "recall@100", "mrr@10", "evidence_recall", "sentence_evidence_recall",
-    "answer_in_context",
+    "answer_in_context", "answered_in_context",
     "answer_em", "answer_f1", "context_tokens_mean", "context_tokens_p95", "latency_ms_p50",
-    "latency_ms_p95", "n_queries",
+    "latency_ms_p95",
+    "abstain_precision", "abstain_recall", "abstained_answerable", "n_queries", "n_unanswerable",
 )
+UNANSWERABLE_PREFIX = "unanswerable:"
 
 
 # -- one query -----------------------------------------------------------------------------------
@@ -65,16 +77,19 @@ def context_records(result) -> list[dict]:
     return out
 
 
-def run_query(rag, collection: str, pipeline: str, query) -> dict:
+def run_query(rag, collection: str, pipeline: str, query, qid: str | None = None) -> dict:
+    from generation.extractive import support
+
     result = rag.retrieve(collection, query.text, pipeline)
     answer, generation_ms = rag.answer(result)
+    evidence = support(result.question, result.query_vector, result.context)
     spans = context_records(result)
     # n_tokens was counted at ingest by the embedding model's own tokenizer, over the text
     # the context shows (a table row with its header, unless an earlier row of the same
     # table already shows it); spans are distinct by offsets above.
     context_tokens = sum(s["n_tokens"] for s in spans)
     return {
-        "qid": query.id,
+        "qid": qid or query.id,
         "question": query.text,
         "ranked": [[d.doc_id, d.score] for d in result.ranked_documents[:TOP_DOCS]],
         "context": spans,
@@ -82,6 +97,8 @@ def run_query(rag, collection: str, pipeline: str, query) -> dict:
         "timings_ms": {**result.timings_ms, "generation_ms": generation_ms},
         "answer": answer.text,
         "citations": [asdict(c) for c in answer.citations],
+        "abstained": answer.abstained,
+        "support": {"best_cosine": round(evidence.best_cosine, ROUND), "coverage": round(evidence.coverage, ROUND)},
         # the selector's decisions, compact: [span_id, decision, reason, source, {score: value}]
         "trace": [
             [t.span_id, t.decision, t.reason, t.source, {k: round(v, 4) for k, v in t.scores.items()}]
@@ -99,11 +116,13 @@ def query_metrics(record: Mapping, gold: Mapping) -> dict[str, float | None]:
     context_answers = gold.get("context_answers")
     answers = gold.get("answers") or []
     prediction = M.strip_citations(record.get("answer", ""))
+    in_context = None if context_answers is None \
+        else M.answer_in_context(context_text, context_answers, bool(gold.get("require_all")))
     return {
         "evidence_recall": M.evidence_recall(evidence, spans),
         "sentence_evidence_recall": M.evidence_recall(sentences, spans),
-        "answer_in_context": None if context_answers is None
-        else M.answer_in_context(context_text, context_answers, bool(gold.get("require_all"))),
+        "answer_in_context": in_context,
+        "answered_in_context": None if in_context is None else in_context * (not record.get("abstained")),
         "answer_em": M.squad_em(prediction, answers) if answers else None,
         "answer_f1": M.squad_f1(prediction, answers) if answers else None,
     }
@@ -111,16 +130,25 @@ def query_metrics(record: Mapping, gold: Mapping) -> dict[str, float | None]:
 
 # -- aggregation ---------------------------------------------------------------------------------
 def aggregate(records: Sequence[Mapping], golds: Mapping[str, Mapping]) -> dict[str, float]:
-    """Every metric the dataset allows, from per-query records and gold data."""
+    """Every metric the dataset allows, from per-query records and gold data (abstention:
+    see the module doc)."""
     out: dict[str, float] = {}
+    if any(golds[r["qid"]].get("unanswerable") for r in records):
+        flags = [bool(golds[r["qid"]].get("unanswerable")) for r in records]
+        out.update(M.abstention_metrics([bool(r.get("abstained")) for r in records], flags))
+        unanswerable = sum(flags)
+        records = [r for r, flag in zip(records, flags) if not flag]
+    else:
+        unanswerable = 0
     qrels = {r["qid"]: golds[r["qid"]]["qrels"] for r in records if golds[r["qid"]].get("qrels")}
     if qrels:
         run = {r["qid"]: [d for d, _ in r["ranked"]] for r in records}
         out.update(M.ranking_metrics(run, qrels))
     per_query = [query_metrics(r, golds[r["qid"]]) for r in records]
-    for name in ("evidence_recall", "sentence_evidence_recall", "answer_in_context", "answer_em", "answer_f1"):
+    for name in ("evidence_recall", "sentence_evidence_recall", "answer_in_context", "answered_in_context",
+                 "answer_em", "answer_f1"):
         values = [m[name] for m in per_query if m[name] is not None]
-        if values:
+        if values and (name != "answered_in_context" or unanswerable):
             out[name] = M.mean(values)
     tokens = [r["context_tokens"] for r in records]
     latency = [r["timings_ms"]["retrieval_ms"] for r in records]
@@ -130,11 +158,16 @@ def aggregate(records: Sequence[Mapping], golds: Mapping[str, Mapping]) -> dict[
     out["latency_ms_p95"] = M.percentile(latency, 95)
     ordered = {k: round(float(out[k]), ROUND) for k in METRIC_ORDER if k in out}
     ordered["n_queries"] = len(records)
+    if unanswerable:
+        ordered["n_unanswerable"] = unanswerable
     return ordered
 
 
-def golds_of(dataset: EvalDataset) -> dict[str, dict]:
-    return {q.id: q.gold(dataset.qrels.get(q.id)) for q in dataset.queries}
+def golds_of(dataset: EvalDataset, unanswerable: EvalDataset | None = None) -> dict[str, dict]:
+    golds = {q.id: q.gold(dataset.qrels.get(q.id)) for q in dataset.queries}
+    for q in unanswerable.queries if unanswerable is not None else []:
+        golds[UNANSWERABLE_PREFIX + q.id] = {"unanswerable": True}
+    return golds
 
 
 def metrics_from_run(run_json: Mapping | str | Path, dataset: EvalDataset | None = None) -> dict:
@@ -145,6 +178,7 @@ def metrics_from_run(run_json: Mapping | str | Path, dataset: EvalDataset | None
     records = run_json["queries"]
     if dataset is not None:
         golds = golds_of(dataset)
+        golds |= {r["qid"]: r["gold"] for r in records if r["qid"].startswith(UNANSWERABLE_PREFIX)}
     else:
         golds = {r["qid"]: r["gold"] for r in records}
     return aggregate(records, golds)
@@ -152,13 +186,17 @@ def metrics_from_run(run_json: Mapping | str | Path, dataset: EvalDataset | None
 
 # -- the whole run -------------------------------------------------------------------------------
 def _running_summary(records: list[dict], golds: Mapping[str, Mapping], has_qrels: bool) -> str:
-    if not records:
-        return ""
     parts = []
+    declined = [bool(r.get("abstained")) for r in records if golds[r["qid"]].get("unanswerable")]
+    if declined:
+        parts.append(f"abst {M.mean(declined):.3f}")
+    records = [r for r in records if not golds[r["qid"]].get("unanswerable")]
+    if not records:
+        return " · ".join(parts)
     if has_qrels:
         run = {r["qid"]: [d for d, _ in r["ranked"]] for r in records}
         qrels = {r["qid"]: golds[r["qid"]]["qrels"] for r in records}
-        parts.append(f"nDCG@10 {M.ranking_metrics(run, qrels)['ndcg@10']:.3f}")
+        parts.insert(0, f"nDCG@10 {M.ranking_metrics(run, qrels)['ndcg@10']:.3f}")
     per_query = [query_metrics(r, golds[r["qid"]]) for r in records]
     for name, label in (("evidence_recall", "ev"), ("sentence_evidence_recall", "sent"),
                         ("answer_in_context", "aic"), ("answer_f1", "F1")):
@@ -215,13 +253,18 @@ def run_eval(
     progress: bool = True,
     command: str | None = None,
     log: Callable[[str], None] | None = None,
+    unanswerable: EvalDataset | None = None,
 ) -> dict:
     """Ingest (cached by content), run every query through each pipeline, score, write the
-    outputs; returns the results.json object."""
+    outputs; returns the results.json object. ``unanswerable``: another dataset whose
+    questions (its first ``limit``) are asked too, as ones this collection cannot answer."""
     from eval.report import write_report
 
     specs = [get_pipeline(p) for p in pipelines]  # fail on an unknown name before any work
     dataset = dataset.limited(limit)
+    unanswerable = unanswerable.limited(limit) if unanswerable is not None else None
+    asked = [(q, q.id) for q in dataset.queries]
+    asked += [(q, UNANSWERABLE_PREFIX + q.id) for q in (unanswerable.queries if unanswerable else [])]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log = log or (lambda message: None)
@@ -231,7 +274,7 @@ def run_eval(
     ingest_s = time.perf_counter() - started
     log(f"collection {collection}: {ingest_report['added']} added, {ingest_report['updated']} updated, "
         f"{ingest_report['unchanged']} unchanged ({ingest_s:.1f}s)")
-    golds = golds_of(dataset)
+    golds = golds_of(dataset, unanswerable)
     rag.encoder  # load the model before timing queries
     if dataset.queries:  # warm-up: first query pays lazy loads (indexes, tokenizer caches)
         rag.retrieve(collection, dataset.queries[0].text, specs[0].name)
@@ -240,18 +283,21 @@ def run_eval(
     results: dict[str, Any] = {
         "dataset": dataset.name, "split": dataset.split, "n_queries": len(dataset.queries), "pipelines": {},
     }
+    if unanswerable is not None:
+        results["unanswerable_from"] = {"dataset": unanswerable.name, "kind": unanswerable.kind,
+                                        "split": unanswerable.split, "n_queries": len(unanswerable.queries)}
     all_records: dict[str, list[dict]] = {}
     wall: dict[str, float] = {}
     costs: dict[str, dict[str, float]] = {}
     with make_progress(progress) as bar:
         for spec in specs:
-            task = bar.add_task(spec.name, total=len(dataset.queries), metrics="")
+            task = bar.add_task(spec.name, total=len(asked), metrics="")
             records: list[dict] = []
             t0 = time.perf_counter()
-            for i, query in enumerate(dataset.queries, start=1):
-                records.append(run_query(rag, collection, spec.name, query))
+            for i, (query, qid) in enumerate(asked, start=1):
+                records.append(run_query(rag, collection, spec.name, query, qid))
                 update = {"completed": i}
-                if i % 10 == 0 or i == len(dataset.queries):
+                if i % 10 == 0 or i == len(asked):
                     update["metrics"] = _running_summary(records, golds, dataset.has_qrels)
                 bar.update(task, **update)
             wall[spec.name] = time.perf_counter() - t0

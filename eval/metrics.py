@@ -193,6 +193,39 @@ def evidence_recall(units: Sequence[EvidenceUnit], spans: Sequence[Mapping]) -> 
     return sum(unit_found(u, spans) for u in units) / len(units)
 
 
+# -- abstention ---------------------------------------------------------------------------------
+def abstention_metrics(abstained: Sequence[bool], unanswerable: Sequence[bool]) -> dict[str, float]:
+    """How well a generator declines what the collection cannot answer, per query pair
+    (``abstained[i]``: it said the context does not hold the answer; ``unanswerable[i]``:
+    the question comes from another dataset than the collection).
+
+    * ``abstain_precision``: share of the abstentions that were on unanswerable questions;
+    * ``abstain_recall``: share of the unanswerable questions it abstained on;
+    * ``abstained_answerable``: share of the answerable questions it abstained on (what
+      abstention costs).
+
+    A rate with nothing to count over (no abstention, no question of a kind) is left out.
+
+        >>> abstention_metrics([True, True, False, False], [True, False, True, False])
+        {'abstain_precision': 0.5, 'abstain_recall': 0.5, 'abstained_answerable': 0.5}
+    """
+    if len(abstained) != len(unanswerable):
+        raise ValueError("abstained and unanswerable must have one entry per query")
+    pairs = list(zip(map(bool, abstained), map(bool, unanswerable)))
+    hits = sum(a and u for a, u in pairs)
+    n_abstained = sum(a for a, _ in pairs)
+    n_unanswerable = sum(u for _, u in pairs)
+    n_answerable = len(pairs) - n_unanswerable
+    out = {}
+    if n_abstained:
+        out["abstain_precision"] = hits / n_abstained
+    if n_unanswerable:
+        out["abstain_recall"] = hits / n_unanswerable
+    if n_answerable:
+        out["abstained_answerable"] = (n_abstained - hits) / n_answerable
+    return out
+
+
 # -- aggregation -------------------------------------------------------------------------------
 def mean(values: Iterable[float]) -> float:
     values = list(values)
@@ -210,7 +243,7 @@ def percentile(values: Iterable[float], q: float) -> float:
 
 
 __all__ = [
-    "RANKING_MEASURES", "EvidenceUnit", "answer_in_context", "evidence_recall", "mean",
+    "RANKING_MEASURES", "EvidenceUnit", "abstention_metrics", "answer_in_context", "evidence_recall", "mean",
     "normalize_answer", "per_query_ranking", "percentile", "rank_scores", "ranking_metrics",
     "squad_em", "squad_f1", "strip_citations", "unit_found",
 ]

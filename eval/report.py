@@ -15,11 +15,15 @@ COLUMNS = (
     ("ndcg@10", "nDCG@10", "{:.3f}"), ("recall@10", "R@10", "{:.3f}"), ("recall@100", "R@100", "{:.3f}"),
     ("mrr@10", "MRR@10", "{:.3f}"), ("evidence_recall", "evidence recall", "{:.3f}"),
     ("sentence_evidence_recall", "evidence sentences", "{:.3f}"),
-    ("answer_in_context", "answer in context", "{:.3f}"), ("answer_em", "EM", "{:.3f}"),
+    ("answer_in_context", "answer in context", "{:.3f}"),
+    ("answered_in_context", "answered in context", "{:.3f}"), ("answer_em", "EM", "{:.3f}"),
     ("answer_f1", "F1", "{:.3f}"), ("context_tokens_mean", "ctx tokens mean", "{:.0f}"),
     ("context_tokens_p95", "ctx tokens p95", "{:.0f}"), ("latency_ms_p50", "latency p50 ms", "{:.1f}"),
     ("latency_ms_p95", "latency p95 ms", "{:.1f}"), ("latency_p95_vs_dense", "p95 / dense", "{:.2f}x"),
-    ("index_mb", "index MB", "{:.1f}"), ("n_queries", "queries", "{:d}"),
+    ("index_mb", "index MB", "{:.1f}"),
+    ("abstain_precision", "abstain precision", "{:.3f}"), ("abstain_recall", "abstain recall", "{:.3f}"),
+    ("abstained_answerable", "answerable abstained", "{:.3f}"),
+    ("n_queries", "queries", "{:d}"), ("n_unanswerable", "unanswerable", "{:d}"),
 )
 
 
@@ -111,6 +115,11 @@ def write_report(
         lines.append(f"Ingest (or the check that nothing changed): {extra['ingest_seconds']} s.")
     if extra.get("wall_seconds"):
         lines.append("Wall time per pipeline (s): " + ", ".join(f"{k} {v}" for k, v in extra["wall_seconds"].items()) + ".")
+    other = results.get("unanswerable_from")
+    if other:
+        lines.append(f"Unanswerable: {other['n_queries']} questions of {other['dataset']} ({other['split']}) asked "
+                     "of this collection too; abstention columns count them, every other column only this "
+                     "dataset's questions.")
     for note in extra.get("notes") or []:
         lines.append(f"Note: {note}.")
     lines += [

@@ -61,6 +61,13 @@ def support(question: str, query_vector: np.ndarray, context: Context) -> Suppor
 class ExtractiveOptions:
     max_sentences: int = 3
     min_relative_score: float = 0.8  # keep pieces scoring at least this share of the best
+    # Abstention (see ``supports``): fit on SciFact train claims only (README, "Abstention").
+    min_cosine: float = 0.0
+    min_coverage: float = 0.0
+
+    def supports(self, evidence: Support) -> bool:
+        """Whether the context supports an answer."""
+        return evidence.best_cosine >= self.min_cosine and evidence.coverage >= self.min_coverage
 
 
 class ExtractiveGenerator:
@@ -80,8 +87,7 @@ class ExtractiveGenerator:
         """The context's best sentences, each cited. ``history`` and ``sampling`` are
         accepted (the shared ``Generator`` interface) and ignored: the answer only quotes the
         context."""
-        parts, citations = self._cited_parts(query_vector, context)
-        return Answer(" ".join(parts) if parts else NO_ANSWER, citations, self.name)
+        return self._answer(question, query_vector, context)[0]
 
     def stream(
         self,
@@ -96,14 +102,21 @@ class ExtractiveGenerator:
 
             >>> *deltas, answer = ExtractiveGenerator().stream(question, query_vector, context)  # doctest: +SKIP
         """
+        answer, parts = self._answer(question, query_vector, context)
+        for n, part in enumerate(parts or [answer.text]):
+            yield part if n == 0 else f" {part}"
+        yield answer
+
+    def _answer(self, question: str, query_vector: np.ndarray, context: Context) -> tuple[Answer, list[str]]:
+        """The answer and its cited parts (none when it abstains)."""
+        if not context.spans:
+            return Answer(NO_ANSWER, [], self.name, abstained=True), []
+        if not self.options.supports(support(question, query_vector, context)):
+            return Answer(NOT_FOUND, [], self.name, abstained=True), []
         parts, citations = self._cited_parts(query_vector, context)
         if not parts:
-            yield NO_ANSWER
-            yield Answer(NO_ANSWER, [], self.name)
-            return
-        for n, part in enumerate(parts):
-            yield part if n == 0 else f" {part}"
-        yield Answer(" ".join(parts), citations, self.name)
+            return Answer(NO_ANSWER, [], self.name, abstained=True), []
+        return Answer(" ".join(parts), citations, self.name), parts
 
     def _cited_parts(self, query_vector: np.ndarray, context: Context) -> tuple[list[str], list[Citation]]:
         """The kept pieces in reading order, each as ``"text [n]"``, and their citations."""

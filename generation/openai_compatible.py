@@ -1,7 +1,9 @@
 """A generator backed by any OpenAI-compatible chat endpoint (OpenAI, llama.cpp, vLLM, Ollama...).
 
 The model sees the context as numbered sources (see ``generation.prompt``) and cites them
-with ``[n]``; the reply's markers are resolved back to the context spans they number.
+with ``[n]``; the reply's markers are resolved back to the context spans they number. A
+reply that is the prompt's fixed sentence for "the sources do not hold the answer"
+(``NOT_IN_SOURCES``) is an abstention: ``Answer.abstained``, no citations.
 
     >>> gen = OpenAICompatibleGenerator(OpenAICompatibleOptions(
     ...     base_url="http://127.0.0.1:8080/v1", model="gemma-3-270m"))          # doctest: +SKIP
@@ -43,7 +45,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from generation.extractive import NO_ANSWER
-from generation.prompt import Prompt, build_prompt, parse_citations
+from generation.prompt import Prompt, abstains, build_prompt, parse_citations
 from generation.types import Answer, History, Sampling
 from retrieval.types import Context
 
@@ -113,7 +115,7 @@ class OpenAICompatibleGenerator:
         to context spans. ``history``: earlier ``{"role", "content"}`` turns of the
         conversation. An empty context answers ``NO_ANSWER`` without calling the model."""
         if not context.spans:
-            return Answer(NO_ANSWER, [], self.name)
+            return Answer(NO_ANSWER, [], self.name, abstained=True)
         prompt = build_prompt(question, context, history, self.options.system_role)
         reply = self._with_retries(lambda: self._client.chat.completions.create(
             **self._request(prompt, sampling), stream=False))
@@ -134,7 +136,7 @@ class OpenAICompatibleGenerator:
         held back, as ``generate`` strips them). The request is made when iteration starts."""
         if not context.spans:
             yield NO_ANSWER
-            yield Answer(NO_ANSWER, [], self.name)
+            yield Answer(NO_ANSWER, [], self.name, abstained=True)
             return
         prompt = build_prompt(question, context, history, self.options.system_role)
         chunks = self._with_retries(lambda: self._open_stream(prompt, sampling))
@@ -191,7 +193,12 @@ class OpenAICompatibleGenerator:
         return rest()
 
     def _answer(self, raw: str, prompt: Prompt) -> Answer:
+        """The reply as an ``Answer``: its markers resolved, or, when it is the prompt's
+        fixed "not in the sources" sentence (``generation.prompt.abstains``), no citations
+        and ``abstained``."""
         text = raw.strip()
+        if abstains(text):
+            return Answer(text, [], self.name, abstained=True)
         return Answer(text, parse_citations(text, prompt.numbering), self.name)
 
     def _with_retries(self, call: Callable[[], T]) -> T:

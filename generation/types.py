@@ -42,4 +42,6 @@ class Answer:
     text: str
     citations: list[Citation]
     generator: str
-    abstained: bool = False  # the generator found no support for an answer in the context (no citations)
+    # True: the context does not support an answer; the text says so and cites nothing.
+    # Not part of equality: it qualifies the text, which the comparison already covers.
+    abstained: bool = field(default=False, compare=False)
