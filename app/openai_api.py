@@ -445,10 +445,28 @@ class Completion:
 
 # -- routes ----------------------------------------------------------------------------------
 
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIErrorBody(BaseModel):
+    error: OpenAIErrorDetail
+
+
+def openai_error_responses(statuses: dict[int | str, dict]) -> dict[int | str, dict]:
+    """The native routes' error answers, in OpenAI's shape, for the OpenAPI document."""
+    return {status: {**answer, "model": OpenAIErrorBody} for status, answer in statuses.items()}
+
+
 def openai_router(rag: RagService, access: AccessControl, responses: dict | None = None) -> APIRouter:
     """``/v1/models`` and ``/v1/chat/completions`` over ``rag`` (``create_app`` includes it);
-    ``access`` names the caller (``app.security``)."""
-    router = APIRouter(route_class=OpenAIErrorRoute, tags=["OpenAI-compatible"], responses=responses or {})
+    ``access`` names the caller (``app.security``); ``responses``: the error answers to declare
+    (their bodies are declared in OpenAI's shape)."""
+    router = APIRouter(route_class=OpenAIErrorRoute, tags=["OpenAI-compatible"],
+                       responses=openai_error_responses(responses or {}))
     limits = ChatLimits(rag.settings.max_question_chars, rag.settings.max_chat_chars, rag.settings.max_chat_messages)
 
     @router.get("/v1/models")

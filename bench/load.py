@@ -45,9 +45,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import json
-import math
 import os
 import platform
 import random
@@ -63,6 +61,9 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
+
+from app.security import is_loopback
+from eval.metrics import percentile
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = REPO_ROOT / "samples"
@@ -86,24 +87,8 @@ FILLER = [
 ]
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolation percentile (numpy's default), ``q`` in [0, 100]; 0 if empty."""
-    xs = sorted(values)
-    if not xs:
-        return 0.0
-    pos = (len(xs) - 1) * q / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
 def is_loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(urlsplit(url).hostname or "")
 
 
 # -- bookkeeping -------------------------------------------------------------------------------

@@ -172,14 +172,25 @@ class RagService:
 
     def warm_up(self) -> None:
         """Load everything a first query needs (store, models, indexes, generator), so that
-        the first request does not pay for it; ``/readyz`` turns green after this."""
+        the first request does not pay for it, and finish what a crash interrupted (see
+        ``repair``); ``/readyz`` turns green after this."""
         self.generator
         self.encoder.encode(["warm-up"])
         if self.settings.token_model is not None:
             self.token_encoder
         self.retriever
         for collection in self.store.list_collections():
-            self.store.refresh(collection)
+            self.repair(collection)
+
+    def repair(self, collection: str) -> None:
+        """Bring a collection's derived data up to its committed documents: token vectors
+        and graph entries are written after a document's own commit, so a process killed in
+        between leaves documents without them until this runs (at start, before ready). Both
+        steps only do what is missing, so on an intact collection they cost a look-up."""
+        from indexing.ingest import IngestReport
+
+        with self._write_lock:
+            self._after_ingest(collection, IngestReport(), notify=False)
 
     # -- collections and documents ---------------------------------------------------------
     def require_collection(self, collection: str) -> None:
@@ -187,7 +198,7 @@ class RagService:
             raise CollectionNotFound(collection)
 
     def _after_ingest(
-        self, collection: str, report: IngestReport, progress: IngestProgress | None = None
+        self, collection: str, report: IngestReport, progress: IngestProgress | None = None, notify: bool = True
     ) -> IngestReport:
         """Bring token vectors and search indexes up to date after any write (every ingest
         entry point creates the collection first)."""
@@ -202,7 +213,8 @@ class RagService:
             started = time.perf_counter()
             self.ingestor.sync_graph(collection, self.graph, progress=progress)
             report.seconds += time.perf_counter() - started
-        self._tell("ingest", collection, {"report": report})
+        if notify:
+            self._tell("ingest", collection, {"report": report})
         return report
 
     def ingest_paths(

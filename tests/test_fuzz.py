@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections import Counter
 from datetime import timedelta
 
@@ -49,10 +50,14 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from app.keys import KeyStore
 from app.server_process import SpanragServer
 from bench.load import SAMPLES, upload_samples
+
+# hypothesis' caches (no example database is used) go to the temp dir, not into the repo
+set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "spanrag-fuzz-hypothesis"))
 
 C = "docs"
 PUBLIC_PATHS = {"/healthz", "/readyz"}
@@ -104,7 +109,6 @@ def app_openapi() -> dict:
     """The app's OpenAPI document, built in this process (no model is loaded for it): the
     schema must exist when pytest collects the tests, before any server runs. The fixture
     checks that the running server serves the same document."""
-    import tempfile
     from pathlib import Path
 
     from app.api import create_app

@@ -26,13 +26,11 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field

@@ -32,8 +32,11 @@ class Bm25Index:
         if len(texts) == 0:
             return cls(None, np.zeros(0, dtype=np.int64))
         stemmer = Stemmer.Stemmer("english")
+        tokens = _tokenize(texts, stemmer)
+        if not tokens.vocab:  # no text has a searchable word ("0", "the of"): nothing can match
+            return cls(None, np.asarray(row_ids, dtype=np.int64))
         retriever = bm25s.BM25()  # Lucene variant, k1=1.5, b=0.75
-        retriever.index(_tokenize(texts, stemmer), show_progress=False)
+        retriever.index(tokens, show_progress=False)
         return cls(retriever, np.asarray(row_ids, dtype=np.int64))
 
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
