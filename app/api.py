@@ -329,7 +329,10 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
 
     @app.post("/v1/collections/{collection}/query", response_model=None, responses={
         **ERROR_RESPONSES, 200: {"description": "the answer object, or server-sent events with \"stream\": true",
-                                 "content": {"application/json": {}, sse.MEDIA_TYPE: {"schema": {"type": "string"}}}}})
+                                 "content": {"application/json": {}, sse.MEDIA_TYPE: {"schema": {
+                                     "type": "object", "required": ["event", "data"], "properties": {
+                                         "event": {"enum": ["context", "delta", "answer", "done", "error"]},
+                                         "data": {"type": "string", "description": "a JSON object"}}}}}}})
     def query(collection: str, body: QueryRequest, principal: Principal = Depends(access)) -> dict | StreamingResponse:
         principal.require(collection, "read")
         question = checked_question(body)

@@ -56,13 +56,12 @@ def test_sample_questions_the_other_tests_ask_are_still_answered(rag, question):
     assert out["abstained"] is False and out["citations"]
 
 
-def test_the_rule_reads_the_best_cosine_and_the_term_coverage():
+def test_the_rule_is_one_calibrated_cosine_threshold():
     options = ExtractiveOptions()
-    assert options.supports(Support(best_cosine=0.9, coverage=1.0))
+    assert 0.2 < options.min_cosine < 0.5
+    assert options.supports(Support(best_cosine=options.min_cosine, coverage=0.0))
     assert not options.supports(Support(best_cosine=options.min_cosine - 0.01, coverage=1.0))
-    assert not options.supports(Support(best_cosine=0.0, coverage=0.0))
-    never = ExtractiveOptions(min_cosine=-1.0, min_coverage=0.0)
-    assert never.supports(Support(best_cosine=-0.5, coverage=0.0))
+    assert ExtractiveOptions(min_cosine=-1.0).supports(Support(best_cosine=-0.5, coverage=0.0))
 
 
 def test_an_empty_context_is_an_abstention():
