@@ -10,7 +10,7 @@ Three layers, each small:
   write; DNS rebinding is stopped by Starlette's ``TrustedHostMiddleware`` (see ``create_app``).
 - :class:`AccessControl` (a FastAPI dependency): the caller's :class:`Principal` from
   ``Authorization: Bearer KEY`` (401 without or with a wrong key once any key exists), and a
-  per-key request rate (429 with ``Retry-After``).
+  per-key request rate (429 with ``Retry-After``; an open server has no keys to rate).
 - :meth:`Principal.require` in each endpoint: 404 for a collection the key may not see
   (exactly as for one that does not exist, so names do not leak), 403 for one it sees
   without the scope.
@@ -145,22 +145,21 @@ class AccessControl:
         self.keys, self.limiter = keys, limiter
 
     def __call__(self, request: Request) -> Principal:
-        token = bearer_token(request)
         if not self.keys.has_active_keys():
-            principal = Principal(None)
-            caller = f"client:{request.client.host if request.client else '?'}"
-        else:
-            if token is None:
-                raise AccessDenied(401, "an API key is needed: send 'Authorization: Bearer KEY'"
-                                        " (spanrag keys create makes one)", "missing_api_key")
-            key = self.keys.authenticate(token)
-            if key is None:
-                raise AccessDenied(401, "the API key is not valid (unknown or revoked)", "invalid_api_key")
-            principal = Principal(key)
-            caller = f"key:{key.key_id}"
-        self.limiter.take(caller)
-        request.state.principal = principal
-        return principal
+            # open: one user on their own machine (loopback) or an admin's --allow-open; the
+            # rate is a per-key budget, and there are no keys to budget
+            request.state.principal = Principal(None)
+            return request.state.principal
+        token = bearer_token(request)
+        if token is None:
+            raise AccessDenied(401, "an API key is needed: send 'Authorization: Bearer KEY'"
+                                    " (spanrag keys create makes one)", "missing_api_key")
+        key = self.keys.authenticate(token)
+        if key is None:
+            raise AccessDenied(401, "the API key is not valid (unknown or revoked)", "invalid_api_key")
+        self.limiter.take(key.key_id)
+        request.state.principal = Principal(key)
+        return request.state.principal
 
 
 # -- the ASGI guard --------------------------------------------------------------------------

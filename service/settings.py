@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(
         default_factory=list, description="web origins allowed to call the API from a browser (CORS); empty: none"
     )
-    rate_limit_per_minute: int = Field(600, ge=0, description="requests a minute per API key (per client address when open); 0: no limit")
+    rate_limit_per_minute: int = Field(600, ge=0, description="requests a minute per API key; 0: no limit (an open server, without keys, has none)")
     rate_limit_burst: int = Field(60, ge=1, description="requests a key may send at once before the rate applies")
     max_request_bytes: int = Field(1_000_000, ge=1024, description="largest request body, except document uploads")
     max_upload_bytes: int = Field(20_000_000, ge=1024, description="largest document upload (multipart file or JSON document)")

@@ -25,7 +25,7 @@ C = "demo"
 MERCURY = "How many days does Mercury take to orbit the Sun?"
 SAMPLE_IDS = ["samples/coffee-prices.csv", "samples/solar-system.html",
               "samples/spanrag-guide.md", "samples/tea-notes.txt"]
-HTTP_QUERY_KEYS = {"answer", "citations", "context", "usage", "timings_ms", "pipeline", "generator"}
+HTTP_QUERY_KEYS = {"answer", "abstained", "citations", "context", "usage", "timings_ms", "pipeline", "generator"}
 
 
 def spanrag_executable() -> str:
