@@ -20,6 +20,7 @@ effect on the next request: every request reads its key's row (one indexed SQLit
 from __future__ import annotations
 
 import hashlib
+import os
 import hmac
 import secrets
 import sqlite3
@@ -86,6 +87,8 @@ class KeyStore:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():  # hashes only, yet nobody else needs to read them
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
             conn = sqlite3.connect(self.path, timeout=30)
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS api_keys (key_id TEXT PRIMARY KEY, digest TEXT NOT NULL,"

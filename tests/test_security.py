@@ -191,8 +191,9 @@ def test_only_admin_deletes_a_collection_and_it_is_gone_everywhere(keyed):
                      json={"question": "Which light is most energetic?"}).status_code == 404
 
 
-def test_keys_are_stored_hashed(keyed):
+def test_keys_are_stored_hashed_in_a_private_file(keyed):
     server, keys, _ = keyed
+    assert oct((server.data_dir / KeyStore.FILE_NAME).stat().st_mode & 0o777) == "0o600"
     raw = (server.data_dir / KeyStore.FILE_NAME).read_bytes()
     for key in keys.values():
         assert key.encode() not in raw

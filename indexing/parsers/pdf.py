@@ -17,8 +17,10 @@ from __future__ import annotations
 import io
 import statistics
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pypdf import PageObject, PdfReader
+if TYPE_CHECKING:  # pypdf loads when a PDF is parsed: commands that parse none start faster
+    from pypdf import PageObject, PdfReader
 
 from indexing.parsers.base import Block, ParsedDocument, ParseError
 from indexing.parsers.limits import ParseLimits, check_bytes, check_chars, resolve
@@ -68,6 +70,8 @@ def _open(data: bytes) -> PdfReader:
     if b"%PDF-" not in data[:1024]:  # the spec allows junk before the header
         raise ParseError("malformed PDF: missing %PDF header")
     try:
+        from pypdf import PdfReader
+
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
             raise ParseError("encrypted PDF: a password is required")

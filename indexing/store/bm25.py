@@ -5,13 +5,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import bm25s
 import numpy as np
-import Stemmer
 
 
-def _tokenize(texts: list[str], stemmer: Stemmer.Stemmer):
-    return bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False)
+def _bm25s():
+    """bm25s (and scipy under it) load on first use: commands that search nothing start faster."""
+    import bm25s
+
+    return bm25s
+
+
+def _stemmer():
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+def _tokenize(texts: list[str], stemmer):
+    return _bm25s().tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False)
 
 
 class Bm25Index:
@@ -22,20 +33,20 @@ class Bm25Index:
         7
     """
 
-    def __init__(self, retriever: bm25s.BM25 | None, row_ids: np.ndarray):
+    def __init__(self, retriever, row_ids: np.ndarray):  # retriever: a bm25s.BM25, None when empty
         self._retriever = retriever
         self.row_ids = row_ids
-        self._stemmer = Stemmer.Stemmer("english")
+        self._stemmer = _stemmer()
 
     @classmethod
     def build(cls, row_ids: np.ndarray, texts: list[str]) -> Bm25Index:
         if len(texts) == 0:
             return cls(None, np.zeros(0, dtype=np.int64))
-        stemmer = Stemmer.Stemmer("english")
+        stemmer = _stemmer()
         tokens = _tokenize(texts, stemmer)
         if not tokens.vocab:  # no text has a searchable word ("0", "the of"): nothing can match
             return cls(None, np.asarray(row_ids, dtype=np.int64))
-        retriever = bm25s.BM25()  # Lucene variant, k1=1.5, b=0.75
+        retriever = _bm25s().BM25()  # Lucene variant, k1=1.5, b=0.75
         retriever.index(tokens, show_progress=False)
         return cls(retriever, np.asarray(row_ids, dtype=np.int64))
 
@@ -72,4 +83,4 @@ class Bm25Index:
         row_ids = np.load(directory / "row_ids.npy")
         if built["empty"]:
             return cls(None, row_ids)
-        return cls(bm25s.BM25.load(str(directory), show_progress=False, verbosity=0), row_ids)
+        return cls(_bm25s().BM25.load(str(directory), show_progress=False, verbosity=0), row_ids)

@@ -26,12 +26,15 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import faiss
 import numpy as np
 
 from indexing.store.files import staging_for, swap_in
 from indexing.token_codecs import EncodedTokens, similarities
+
+if TYPE_CHECKING:
+    import faiss
 
 
 @dataclass
@@ -199,6 +202,8 @@ class TokenMatrix:
         """Sign bits of every token in FAISS: a flat Hamming scan for small collections,
         an inverted file (1,024 lists, 16 probed) past 200k tokens, built once per stamp and
         saved beside the codes."""
+        import faiss  # XTR only: loading it costs commands that never search tokens
+
         if self._binary_index is not None:
             return self._binary_index
         # named by stamp: a writer may have replaced the folder since this matrix was loaded
