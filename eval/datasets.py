@@ -30,15 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from eval.errors import DatasetError
 from eval.metrics import EvidenceUnit
 from indexing.parsers.base import Block, ParsedDocument, TableRow
 from indexing.parsers.jsonl import parse_record
 
 KINDS = ("beir", "hotpotqa", "tatqa")
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be loaded; the message is what the user sees."""
 
 
 @dataclass

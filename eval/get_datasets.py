@@ -69,7 +69,7 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 
-from eval.datasets import DatasetError
+from eval.errors import DatasetError
 
 console = Console(stderr=True, soft_wrap=True)  # long URLs and paths stay whole
 
