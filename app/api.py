@@ -220,9 +220,8 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
                   lifespan=lifespan)
     app.state.rag = rag
     app.state.readiness = readiness
-    keys = KeyStore(settings.data_dir)
-    access = AccessControl(keys, RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst))
-    app.state.keys = keys
+    access = AccessControl(KeyStore(settings.data_dir),
+                           RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst))
     app.include_router(openai_router(rag, access, ERROR_RESPONSES))
 
     # the middleware added last runs first: the host check, then CORS, then body and write rules

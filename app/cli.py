@@ -199,7 +199,7 @@ def documents(
     json_out: bool = typer.Option(False, "--json", help="print the list as JSON"),
 ) -> None:
     """List a collection's documents: id, source kind, spans, title."""
-    from service.engine import public_source
+    from indexing.ingest import source_kind
 
     rag = make_service(data_dir)
     if not rag.store.has_collection(collection):
@@ -208,7 +208,7 @@ def documents(
     for doc_id in sorted(rag.store.document_hashes(collection)):
         doc = rag.store.get_document(collection, doc_id)
         if doc is not None:
-            rows.append({"id": doc_id, "source": public_source(doc.source), "title": doc.title,
+            rows.append({"id": doc_id, "source": source_kind(doc.source), "title": doc.title,
                          "spans": rag.store.count_spans(collection, doc_id)})
     if json_out:
         print(json.dumps(rows, indent=2, ensure_ascii=False))

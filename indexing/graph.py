@@ -508,6 +508,22 @@ class GraphIndex:
                     matcher.remove(title)
         return written
 
+    def drop_collection(self, collection: str) -> None:
+        """Remove every document and edge of ``collection`` in one transaction. The write
+        counter goes on (not back to 0), so caches of the old contents never look current."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for table in ("edges", "documents"):
+                    self._db.execute(f"DELETE FROM {table} WHERE collection = ?", (collection,))
+                self._db.execute(
+                    "INSERT INTO collections (name, generation) VALUES (?, 1) "
+                    "ON CONFLICT (name) DO UPDATE SET generation = generation + 1", (collection,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
     def delete_document(self, collection: str, doc_id: str) -> None:
         """Remove ``doc_id``'s edges, every edge into its spans and its hash, in one transaction."""
         self._write(collection, doc_id, None, [], drop_incoming=True)

@@ -30,7 +30,7 @@ from typing import Protocol
 from indexing.embed import Encoder, TokenEncoder
 from indexing.graph import GraphIndex
 from indexing.parsers import SUPPORTED_SUFFIXES, parse_bytes, parse_path
-from indexing.parsers.base import ParsedDocument, ParseError
+from indexing.parsers.base import ParsedDocument, ParseError, as_parse_error
 from indexing.parsers.limits import ParseLimits, check_bytes, check_chars, check_metadata, check_text
 from indexing.sentences import SentenceSplitter
 from indexing.span_tree import Splitter, build_span_tree
@@ -107,6 +107,41 @@ def default_doc_id(path: Path, root: Path | None = None) -> str:
         return resolved.relative_to(base).as_posix()
     except ValueError:
         return resolved.name
+
+
+HTTP_SOURCE_PREFIXES = ("api:", "upload:")  # documents written over HTTP (JSON, multipart)
+
+
+def source_kind(source: str) -> str:
+    """What a client is told of a document's source: ``api``, ``upload``, ``file`` (a path
+    ``spanrag ingest`` read), or the prefix a caller chose (``beir:`` ...); never a path."""
+    kind, sep, _ = source.partition(":")
+    return kind if sep and not source.startswith("/") else "file"
+
+
+def may_replace(source: str, owner: str) -> bool:
+    """May a write from ``source`` replace a document that ``owner`` wrote? Its own, and
+    HTTP writes each other's; a file's documents belong to that file, or the next ingest of
+    its folder would see it unchanged and keep the other text."""
+    return source == owner or (source.startswith(HTTP_SOURCE_PREFIXES) and owner.startswith(HTTP_SOURCE_PREFIXES))
+
+
+def ids_owned_elsewhere(store: SpanStore, collection: str, source: str, doc_ids: list[str]) -> list[str]:
+    """Of ``doc_ids``, those held by a document that ``source`` may not replace. Ids the
+    source already owns (its record) are not looked up again, so re-ingesting a large JSONL
+    file reads only its new ids."""
+    if not doc_ids or not store.has_collection(collection):
+        return []
+    record = store.get_source(collection, source)
+    owned = set(record.doc_ids) if record is not None else set()
+    others = [d for d in doc_ids if d not in owned]
+    existing = store.document_hashes(collection, others) if others else {}
+    taken = []
+    for doc_id in existing:
+        doc = store.get_document(collection, doc_id)
+        if doc is not None and not may_replace(source, doc.source):
+            taken.append(doc_id)
+    return taken
 
 
 def delete_document(store: SpanStore, collection: str, doc_id: str) -> bool:
@@ -318,11 +353,11 @@ class Ingestor:
         try:
             parsed_docs = parse_path(file, self.limits)
         except Exception as exc:  # parse_path wraps parser errors in ParseError; this is the backstop
-            report.failed.append(FailedSource(str(file), _reason(exc)))
+            report.failed.append(FailedSource(str(file), str(as_parse_error(file.name, exc))))
             return
         if len(parsed_docs) == 1 and parsed_docs[0].doc_id is None:
             parsed_docs[0].doc_id = default_doc_id(file, root)
-        taken = self._ids_of_other_sources(collection, source, [p.doc_id for p in parsed_docs if p.doc_id])
+        taken = ids_owned_elsewhere(self.store, collection, source, [p.doc_id for p in parsed_docs if p.doc_id])
         if taken:
             report.failed.append(FailedSource(str(file), f"document id {taken[0]!r} belongs to another"
                                                          " source; ingest it from one place, or delete it first"))
@@ -331,16 +366,6 @@ class Ingestor:
             self._ingest_parsed(collection, source, parsed_docs, report, digest, progress)
         except ParseError as exc:  # e.g. duplicate ids, a document over a limit: skip the file
             report.failed.append(FailedSource(str(file), str(exc)))
-
-    def _ids_of_other_sources(self, collection: str, source: str, doc_ids: list[str]) -> list[str]:
-        """Of ``doc_ids``, those a document of another source holds (two folders with the same
-        name ingested from different places; an HTTP upload)."""
-        taken = []
-        for doc_id in doc_ids[:1000]:
-            doc = self.store.get_document(collection, doc_id)
-            if doc is not None and doc.source != source:
-                taken.append(doc_id)
-        return taken
 
     def _ingest_parsed(
         self,
@@ -408,11 +433,11 @@ class Ingestor:
         try:
             check_chars(parsed.text, self.limits, f"document {parsed.doc_id!r}")
             return build_span_tree(parsed.doc_id, parsed, counter, splitter, self.limits.max_spans)
-        except ParseError:
-            raise
         except Exception as exc:  # RecursionError, MemoryError, a library's error...
-            raise ParseError(
-                f"cannot build the spans of document {parsed.doc_id!r}: {_reason(exc)}") from exc
+            error = as_parse_error(f"the spans of document {parsed.doc_id!r}", exc, doing="build")
+            if error is exc:
+                raise
+            raise error from exc
 
     def _write_batch(
         self,
@@ -467,12 +492,3 @@ def _no_token_counts(texts: list[str]) -> list[int]:
     return [0] * len(texts)
 
 
-def _reason(exc: BaseException) -> str:
-    """What to tell the user about a file that failed with ``exc``."""
-    if isinstance(exc, ParseError):
-        return str(exc)
-    if isinstance(exc, RecursionError):
-        return f"cannot parse: nested too deeply ({exc})"
-    if isinstance(exc, MemoryError):
-        return "cannot parse: out of memory"
-    return f"cannot parse: {type(exc).__name__}: {exc}"

@@ -30,6 +30,7 @@ from retrieval.first_stage import (
 )
 from retrieval.params import RetrievalParams
 from retrieval.selection import SELECTORS, SelectionInputs
+from retrieval.selection.bubble import share_table_headers
 from retrieval.types import PIECE_GRANULARITIES, Candidate, Context, ContextSpan, RetrievalResult
 
 
@@ -315,15 +316,11 @@ def _drop_vanished(context: Context, kept: list[ContextSpan]) -> None:
     for entry in context.trace:
         if entry.span_id in gone and entry.decision == "taken":
             entry.decision, entry.reason = "dropped", "vanished"
-    shown: set[str] = set()
-    for item in kept:
-        span = item.span
-        if span.granularity == "row" and span.header:
-            region = span.parent_id or span.doc_id
-            if region not in shown and not item.show_header:
-                item.show_header = True
-                item.n_tokens = span.n_tokens
-            shown.add(region)
+    rows = [item for item in kept if item.span.granularity == "row" and item.span.header]
+    # what a row not showing its header saves is its header's tokens
+    header_tokens = {item.span.parent_id or item.span.doc_id: item.span.n_tokens - item.n_tokens
+                     for item in rows if not item.show_header}
+    share_table_headers(rows, header_tokens)
     context.spans = kept
     context.n_tokens = sum(item.n_tokens for item in kept)
 

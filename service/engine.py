@@ -42,16 +42,6 @@ class DocumentConflict(ValueError):
     ingest``) owns: the next CLI ingest would not see the change, so it is refused."""
 
 
-HTTP_SOURCE_PREFIXES = ("api:", "upload:")
-
-
-def public_source(source: str) -> str:
-    """What a client is told of a document's source: its kind, never a server path."""
-    if source.startswith(HTTP_SOURCE_PREFIXES):
-        return source.split(":", 1)[0]
-    return "file" if source.startswith("/") or ":\\" in source[:3] else source.split(":", 1)[0]
-
-
 ServiceListener = Callable[[str, str, dict], None]
 """Told of what the service did: ``listener(event, collection, data)`` with event
 ``"retrieve"`` (data: ``{"timings_ms": {...}, "pipeline": name}``), ``"ingest"`` (data:
@@ -245,20 +235,19 @@ class RagService:
 
     def _ingest_http(self, collection: str, source: str, parsed_docs: list) -> IngestReport:
         with self._write_lock:
-            self._refuse_replacing_files(collection, [p.doc_id for p in parsed_docs if p.doc_id])
+            self._refuse_replacing_files(collection, source, [p.doc_id for p in parsed_docs if p.doc_id])
             report = self.ingestor.ingest_parsed(collection, source, parsed_docs)
             return self._after_ingest(collection, report)
 
-    def _refuse_replacing_files(self, collection: str, doc_ids: list[str]) -> None:
-        if not self.store.has_collection(collection):
-            return
-        for doc_id in doc_ids:
-            doc = self.store.get_document(collection, doc_id)
-            if doc is not None and not doc.source.startswith(HTTP_SOURCE_PREFIXES):
-                raise DocumentConflict(
-                    f"document {doc_id!r} was ingested from a file (spanrag ingest); an HTTP write cannot"
-                    " replace it, or the next ingest of that folder would keep the HTTP text. Delete it"
-                    " first or choose another id")
+    def _refuse_replacing_files(self, collection: str, source: str, doc_ids: list[str]) -> None:
+        from indexing.ingest import ids_owned_elsewhere
+
+        taken = ids_owned_elsewhere(self.store, collection, source, doc_ids)
+        if taken:
+            raise DocumentConflict(
+                f"document {taken[0]!r} was ingested from a file (spanrag ingest); an HTTP write cannot"
+                " replace it, or the next ingest of that folder would keep the HTTP text. Delete it"
+                " first or choose another id")
 
     def ingest_text(
         self,
@@ -295,20 +284,19 @@ class RagService:
         vectors, search indexes, file records and graph."""
         self.require_collection(collection)
         with self._write_lock:
-            doc_ids = list(self.store.document_hashes(collection))
             if self.graph is not None:
-                for doc_id in doc_ids:
-                    self.graph.delete_document(collection, doc_id)
+                self.graph.drop_collection(collection)
             self.store.drop_collection(collection)
-        self._tell("drop", collection, {"documents": len(doc_ids)})
 
     def get_document(self, collection: str, doc_id: str) -> dict | None:
+        from indexing.ingest import source_kind
+
         self.require_collection(collection)
         doc = self.store.get_document(collection, doc_id)
         if doc is None:
             return None
         out = asdict(doc)
-        out["source"] = public_source(doc.source)
+        out["source"] = source_kind(doc.source)
         out["n_spans"] = self.store.count_spans(collection, doc_id)
         return out
 

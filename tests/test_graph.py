@@ -246,6 +246,15 @@ def test_deleting_a_document_leaves_no_stale_node_and_removes_incoming_similar_e
     assert index.document_hashes(C) == {"b": "b-v1"}
 
 
+def test_dropping_a_collection_empties_it_and_leaves_others(index):
+    index.update_document(C, *make_doc("a", "Alpha", [["Victor Hugo lived in Paris."]]))
+    index.update_document("other", *make_doc("b", "Beta", [["Victor Hugo wrote in Brussels."]]))
+    assert "ent:paris" in index.graph(C)  # cached before the drop
+    index.drop_collection(C)
+    assert index.document_hashes(C) == {} and index.graph(C).number_of_nodes() == 0
+    assert index.document_hashes("other") == {"b": "b-v1"} and "ent:brussels" in index.graph("other")
+
+
 def test_similar_edges_stay_between_documents_and_start_at_the_documents_own_spans(index):
     doc, spans = make_doc("a", "Alpha", [["One.", "Two."]])
     index.update_document(C, doc, spans, similar={"a#3": [("a#4", 0.99), ("z#7", 0.5)]})

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path, PurePath
 
-from indexing.parsers.base import Block, ParsedDocument, ParseError, TableRow
+from indexing.parsers.base import Block, ParsedDocument, ParseError, TableRow, as_parse_error
 from indexing.parsers.csv_table import parse_csv, parse_csv_bytes, parse_tsv_bytes
 from indexing.parsers.html import parse_html, parse_html_bytes
 from indexing.parsers.jsonl import parse_jsonl_bytes
@@ -113,14 +113,11 @@ def _guarded(what: str, parse: Callable):
     """Run ``parse``; anything but a ParseError becomes one naming ``what``."""
     try:
         return parse()
-    except ParseError:
-        raise
-    except RecursionError as exc:
-        raise ParseError(f"cannot parse {what}: nested too deeply ({exc})") from exc
-    except MemoryError as exc:
-        raise ParseError(f"cannot parse {what}: out of memory") from exc
-    except Exception as exc:  # a parsing library's own error, or a bug: one bad input only
-        raise ParseError(f"cannot parse {what}: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        error = as_parse_error(what, exc)
+        if error is exc:
+            raise
+        raise error from exc
 
 
 def _parser_for(filename: str) -> Callable[[bytes, str, ParseLimits], list[ParsedDocument]]:

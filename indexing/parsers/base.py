@@ -14,6 +14,23 @@ class ParseError(ValueError):
     """A file or record that cannot be parsed; the message is the reason shown to the user."""
 
 
+def as_parse_error(what: str, exc: BaseException, doing: str = "parse") -> ParseError:
+    """``exc``, raised while working on one input, as the ParseError to show the user:
+    a ParseError stays itself; anything else (a library's own error, a RecursionError, a
+    MemoryError) is about that one input only.
+
+        >>> str(as_parse_error("notes.md", RecursionError("depth")))
+        'cannot parse notes.md: nested too deeply (depth)'
+    """
+    if isinstance(exc, ParseError):
+        return exc
+    if isinstance(exc, RecursionError):
+        return ParseError(f"cannot {doing} {what}: nested too deeply ({exc})")
+    if isinstance(exc, MemoryError):
+        return ParseError(f"cannot {doing} {what}: out of memory")
+    return ParseError(f"cannot {doing} {what}: {type(exc).__name__}: {exc}")
+
+
 @dataclass
 class TableRow:
     start: int  # offsets of the row's line in ParsedDocument.text
