@@ -410,6 +410,12 @@ class GraphIndex:
             cached = self._titles[collection] = _Cached(generation, TitleMatcher.from_titles(titles))
         return cached.value
 
+    def _bump_generation(self, collection: str) -> None:
+        """Count one more write of ``collection`` (inside the caller's transaction)."""
+        self._db.execute(
+            "INSERT INTO collections (name, generation) VALUES (?, 1) "
+            "ON CONFLICT (name) DO UPDATE SET generation = generation + 1", (collection,))
+
     def _write(self, collection: str, doc_id: str, new: Document | None, edges: list[_Edge],
                drop_incoming: bool | None) -> None:
         """One transaction: drop ``doc_id``'s rows (and, when asked, edges into it), insert
@@ -438,9 +444,7 @@ class GraphIndex:
                         "INSERT INTO edges (collection, doc_id, src, dst, kind, weight, dst_doc_id) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
                         [(collection, doc_id, e.src, e.dst, e.kind, e.weight, e.dst_doc_id) for e in edges])
-                self._db.execute(
-                    "INSERT INTO collections (name, generation) VALUES (?, 1) "
-                    "ON CONFLICT (name) DO UPDATE SET generation = generation + 1", (collection,))
+                self._bump_generation(collection)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -516,9 +520,7 @@ class GraphIndex:
             try:
                 for table in ("edges", "documents"):
                     self._db.execute(f"DELETE FROM {table} WHERE collection = ?", (collection,))
-                self._db.execute(
-                    "INSERT INTO collections (name, generation) VALUES (?, 1) "
-                    "ON CONFLICT (name) DO UPDATE SET generation = generation + 1", (collection,))
+                self._bump_generation(collection)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
