@@ -49,18 +49,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import http.client
 import io
 import json
 import os
 import re
 import shutil
-import tarfile
 import tempfile
-import urllib.error
-import urllib.parse
-import urllib.request
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -154,6 +148,9 @@ class _Files:
         self.path = path
         if not path.exists():
             raise DatasetError(f"--from path does not exist: {path}")
+        import tarfile
+        import zipfile
+
         self._zip = self._tar = None
         if path.is_dir():
             names = [p.relative_to(path).as_posix() for p in sorted(path.rglob("*")) if p.is_file()]
@@ -583,6 +580,10 @@ def convert(name: str, sources: list[Path], to: Path, *, limit: int | None = DEF
 def download(url: str, dest: Path, log: Log = _quiet, timeout: float = 60.0) -> Path:
     """Fetch ``url`` to ``dest`` (kept and reused when present); a DatasetError, never a
     traceback, when the network is not there."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
     if dest.is_file() and dest.stat().st_size > 0:
         log(f"using {dest} (downloaded before)")
         return dest
@@ -627,6 +628,8 @@ def fetch(name: str, to: Path, *, downloads: Path | None = None, limit: int | No
     except DatasetError as exc:
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
+        import urllib.parse
+
         by_hand = " ".join(f"--from {PurePosixPath(urllib.parse.urlparse(s.url).path).name}" for s in sources)
         raise DatasetError(
             f"{exc}\nNo network here? Download {' and '.join(s.url for s in sources)} by hand (a browser, "

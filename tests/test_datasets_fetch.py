@@ -15,6 +15,7 @@ import shutil
 import socket
 import tarfile
 import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -344,7 +345,7 @@ def test_fetch_offline_fails_with_a_message_not_a_traceback(tmp_path, monkeypatc
     def no_network(url, *args, **kwargs):
         raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))
 
-    monkeypatch.setattr(gd.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
     result = run_cli("fetch", "scifact", "--to", tmp_path / "data")
     assert result.exit_code == 2
     assert "Traceback" not in result.output

@@ -29,12 +29,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import faiss
 import numpy as np
 
 from indexing.spans import GRANULARITIES, Granularity
+
+if TYPE_CHECKING:  # FAISS is imported where an index is built or read: store-only CLI commands start fast
+    import faiss
 
 DenseIndexKind = Literal["flat", "hnsw", "ivf"]
 DENSE_INDEX_KINDS: tuple[DenseIndexKind, ...] = ("flat", "hnsw", "ivf")
@@ -80,6 +82,7 @@ def ivf_lists(n: int) -> int:
 
 
 def _build_part(spec: DenseIndexSpec, dim: int, row_ids: np.ndarray, vectors: np.ndarray) -> faiss.Index:
+    import faiss
     ip, fp16 = faiss.METRIC_INNER_PRODUCT, faiss.ScalarQuantizer.QT_fp16
     if spec.kind == "flat" or (spec.kind == "ivf" and ivf_lists(len(row_ids)) == 1):
         # fp16: the exhaustive scan is memory-bound, half the bytes to read (and one
@@ -122,6 +125,7 @@ class TorchFlatSearch:
     @classmethod
     def from_faiss(cls, index: faiss.Index, device: str) -> TorchFlatSearch:
         """The vectors and ids of a flat ``IndexIDMap2`` (decoded from its fp16 codes)."""
+        import faiss
         row_ids = faiss.vector_to_array(index.id_map).astype(np.int64)
         return cls(row_ids, index.index.reconstruct_n(0, index.ntotal), device)
 
@@ -153,6 +157,7 @@ class DenseIndex:
     _torch_flat: TorchFlatSearch | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        import faiss
         device = self.spec.device
         if device == "auto":  # resolved here, when an index is loaded, so store-only commands skip torch
             from indexing.embed import pick_device
@@ -216,6 +221,7 @@ class DenseIndex:
         return hits[:k]
 
     def _search_flat(self, q, k, granularities, rows_by_granularity) -> list[tuple[int, float]]:
+        import faiss
         index = self.parts[ALL]
         params = None
         allowed = None
@@ -234,6 +240,7 @@ class DenseIndex:
         return [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
 
     def _params(self, part: faiss.Index, k: int) -> faiss.SearchParameters | None:
+        import faiss
         inner = faiss.downcast_index(part.index)
         if isinstance(inner, faiss.IndexHNSW):
             return faiss.SearchParametersHNSW(efSearch=max(self.spec.hnsw_ef_search, k))
@@ -245,6 +252,7 @@ class DenseIndex:
     # -- files -------------------------------------------------------------------------------
     def save(self, directory: Path) -> None:
         """``dense.faiss`` (flat) or ``dense.<granularity>.faiss``, and ``dense.json``."""
+        import faiss
         for name, part in self.cpu_parts().items():
             faiss.write_index(part, str(directory / _file_name(name)))
         (directory / "dense.json").write_text(
@@ -255,6 +263,7 @@ class DenseIndex:
     def load(cls, spec: DenseIndexSpec, directory: Path) -> DenseIndex | None:
         """The index saved in ``directory`` if it was built as ``spec`` says, else None.
         (A flat index saved before ``dense.json`` existed is its one ``dense.faiss``.)"""
+        import faiss
         try:
             saved = json.loads((directory / "dense.json").read_text())
         except FileNotFoundError:
@@ -265,6 +274,7 @@ class DenseIndex:
 
     def cpu_parts(self) -> dict[str, faiss.Index]:
         """The parts as CPU indexes (GPU clones are copied back for writing)."""
+        import faiss
         return {name: faiss.index_gpu_to_cpu(part) if "Gpu" in type(part).__name__ else part
                 for name, part in self.parts.items()}
 
