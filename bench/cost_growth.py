@@ -40,8 +40,8 @@ loaded from disk, then the queries). Peak RSS counts file pages mapped in too (t
 memory-mapped token codes, the model's weights), so serving also reports the resident memory
 its index load added and its heap (``RssAnon``) after the queries. Writes JSON (``--out``) after each size, copies it to
 ``docs/results/cost_growth.json`` and draws ``docs/results/cost_growth.png``; prints a
-Markdown table. ``--plot-only`` redraws from ``--out``; ``--merge`` keeps sizes already in
-``--out`` that this run does not measure.
+Markdown table (all three in :mod:`bench.cost_growth_report`). ``--plot-only`` redraws from
+``--out``; ``--merge`` keeps sizes already in ``--out`` that this run does not measure.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ import argparse
 import dataclasses
 import gc
 import hashlib
+import inspect
 import json
 import os
 import pickle
@@ -67,6 +68,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
+from bench.cost_growth_report import publish, write_json  # noqa: E402
 from eval.metrics import percentile  # noqa: E402
 from indexing.spans import Document, Span  # noqa: E402
 from indexing.store.dense_index import DenseIndexSpec  # noqa: E402
@@ -74,11 +76,24 @@ from indexing.store.sqlite_faiss import SqliteFaissStore  # noqa: E402
 from indexing.token_codecs import EncodedTokens  # noqa: E402
 
 COLLECTION = "bench"
-MODEL = "all-MiniLM-L6-v2"
-TOKEN_GRANULARITIES = ("paragraph", "row")  # the service default (SPANRAG_TOKEN_GRANULARITIES)
-INGEST_BATCH_DOCS = 32  # the service default (SPANRAG_INGEST_BATCH_DOCS)
-TOKEN_BATCH_SPANS = 64  # Ingestor.backfill_token_vectors
 DATASETS = Path("../shared/datasets")
+
+
+def service_default(name: str):
+    """The default of a ``service.settings.Settings`` field, not the environment's value (a
+    ``SPANRAG_*`` variable in the shell must not change what is measured). Imported only
+    when called: the phase processes get these values from their parent's command line, so
+    pydantic is not part of their peak RSS."""
+    from service.settings import Settings
+
+    return Settings.model_fields[name].get_default(call_default_factory=True)
+
+
+def ingest_token_batch_spans() -> int:
+    """Spans per token-vector batch during ingest (``Ingestor.backfill_token_vectors``)."""
+    from indexing.ingest import Ingestor
+
+    return inspect.signature(Ingestor.backfill_token_vectors).parameters["batch_spans"].default
 
 
 @dataclass(frozen=True)
@@ -98,10 +113,13 @@ class BenchConfig:
     docs_dir: Path | None = Path("docs/results")  # None: no copy of the JSON, no plot
     keep_data: bool = False
     merge: bool = False
+    # the service's defaults (Settings); no literal copies here
+    model: str = field(default_factory=lambda: service_default("embedding_model"))
+    ingest_batch_docs: int = field(default_factory=lambda: service_default("ingest_batch_docs"))
 
     @property
     def pool_dir(self) -> Path:
-        key = hashlib.sha256(f"{self.real_spans}-{self.seed}-{MODEL}-v1".encode()).hexdigest()[:8]
+        key = hashlib.sha256(f"{self.real_spans}-{self.seed}-{self.model}-v1".encode()).hexdigest()[:8]
         return self.cache_dir / f"pool-{self.real_spans}-{key}"
 
     def data_dir(self, size: int) -> Path:
@@ -192,30 +210,33 @@ def build_pool(cfg: BenchConfig, encoder, log) -> Pool:
         n_spans += len(spans)
     log(f"pool: {len(docs)} real documents, {n_spans} spans; embedding them")
     load_before = os.getloadavg()
+    batch_docs = cfg.ingest_batch_docs
+    token_granularities = service_default("token_granularities")
+    token_batch_spans = ingest_token_batch_spans()
 
     vectors, embed_s = [], 0.0
-    for b in range(0, len(docs), INGEST_BATCH_DOCS):
-        texts = [s.context_text for _, spans in docs[b : b + INGEST_BATCH_DOCS] for s in spans]
+    for b in range(0, len(docs), batch_docs):
+        texts = [s.context_text for _, spans in docs[b : b + batch_docs] for s in spans]
         started = time.perf_counter()
         vectors.append(encoder.encode(texts))
         embed_s += time.perf_counter() - started
-        if (b // INGEST_BATCH_DOCS) % 50 == 0:
+        if (b // batch_docs) % 50 == 0:
             log(f"  embedded {sum(len(v) for v in vectors)}/{n_spans} spans, {embed_s:.0f} s")
     flat_spans = [s for _, spans in docs for s in spans]
-    token_spans = [i for i, s in enumerate(flat_spans) if s.granularity in TOKEN_GRANULARITIES]
+    token_spans = [i for i, s in enumerate(flat_spans) if s.granularity in token_granularities]
     codes: dict[int, np.ndarray] = {}
     token_s, n_tokens = 0.0, 0
-    for b in range(0, len(token_spans), TOKEN_BATCH_SPANS):
-        batch = token_spans[b : b + TOKEN_BATCH_SPANS]
+    for b in range(0, len(token_spans), token_batch_spans):
+        batch = token_spans[b : b + token_batch_spans]
         started = time.perf_counter()
         encoded = [encode_tokens(v, "binary") for v in encoder.encode_tokens([flat_spans[i].context_text for i in batch])]
         token_s += time.perf_counter() - started
         for i, e in zip(batch, encoded):
             codes[i] = e.data
             n_tokens += len(e)
-        if (b // TOKEN_BATCH_SPANS) % 20 == 0:
-            log(f"  token vectors of {min(b + TOKEN_BATCH_SPANS, len(token_spans))}/{len(token_spans)} spans, {token_s:.0f} s")
-    all_threads = all_threads_rate(encoder, docs, log)
+        if (b // token_batch_spans) % 20 == 0:
+            log(f"  token vectors of {min(b + token_batch_spans, len(token_spans))}/{len(token_spans)} spans, {token_s:.0f} s")
+    all_threads = all_threads_rate(encoder, docs, log, batch_docs)
     dim = vectors[0].shape[1]
     empty = np.zeros((0, (dim + 7) // 8), np.uint8)
     per_span = [codes.get(i, empty) for i in range(len(flat_spans))]
@@ -236,7 +257,8 @@ def build_pool(cfg: BenchConfig, encoder, log) -> Pool:
     return Pool(docs, np.concatenate(vectors), np.concatenate(per_span), offsets, rates)
 
 
-def all_threads_rate(encoder, docs: list[tuple[Document, list[Span]]], log, n_spans: int = 3000) -> dict | None:
+def all_threads_rate(encoder, docs: list[tuple[Document, list[Span]]], log, batch_docs: int,
+                     n_spans: int = 3000) -> dict | None:
     """Embedding rate with one torch thread per core, on the pool's first ``n_spans`` spans
     (the main measurement uses the process's thread setting, OMP_NUM_THREADS=1 here)."""
     import torch
@@ -247,8 +269,8 @@ def all_threads_rate(encoder, docs: list[tuple[Document, list[Span]]], log, n_sp
     torch.set_num_threads(cores)
     spans, seconds = 0, 0.0
     try:
-        for b in range(0, len(docs), INGEST_BATCH_DOCS):
-            texts = [s.context_text for _, spans_ in docs[b : b + INGEST_BATCH_DOCS] for s in spans_]
+        for b in range(0, len(docs), batch_docs):
+            texts = [s.context_text for _, spans_ in docs[b : b + batch_docs] for s in spans_]
             started = time.perf_counter()
             encoder.encode(texts)
             seconds += time.perf_counter() - started
@@ -304,8 +326,9 @@ def _copy(doc: Document, spans: list[Span], c: int) -> tuple[Document, list[Span
             [dataclasses.replace(s, id=renamed(s.id), doc_id=new, parent_id=renamed(s.parent_id)) for s in spans])
 
 
-def corpus_batches(pool: Pool, size: int, noise: float, seed: int) -> Iterator[Batch]:
-    """The pool's documents, then perturbed copies, until ``size`` spans; 32 documents a batch."""
+def corpus_batches(pool: Pool, size: int, noise: float, seed: int, batch_docs: int) -> Iterator[Batch]:
+    """The pool's documents, then perturbed copies, until ``size`` spans; ``batch_docs``
+    documents a batch (ingest's write transaction)."""
     starts = np.concatenate([[0], np.cumsum([len(spans) for _, spans in pool.docs])])
     written, c = 0, 0
     batch = Batch([], [])
@@ -328,7 +351,7 @@ def corpus_batches(pool: Pool, size: int, noise: float, seed: int) -> Iterator[B
                 if b > a:
                     batch.tokens.append((span.id, EncodedTokens("binary", pool.dim, pool.token_codes[a:b])))
             written += hi - lo
-            if len(batch.items) == INGEST_BATCH_DOCS:
+            if len(batch.items) == batch_docs:
                 yield batch
                 batch = Batch([], [])
         c += 1
@@ -368,15 +391,15 @@ def phase_build(cfg: BenchConfig, size: int) -> dict:
     data_dir = cfg.data_dir(size)
     shutil.rmtree(data_dir, ignore_errors=True)
     store = SqliteFaissStore(data_dir)
-    store.create_collection(COLLECTION, MODEL, pool.dim)
+    store.create_collection(COLLECTION, cfg.model, pool.dim)
     spans = docs = real = token_spans = 0
     write_s = token_write_s = 0.0
-    for batch in corpus_batches(pool, size, cfg.noise, cfg.seed):
+    for batch in corpus_batches(pool, size, cfg.noise, cfg.seed, cfg.ingest_batch_docs):
         started = time.perf_counter()
         store.replace_documents(COLLECTION, batch.items)
         write_s += time.perf_counter() - started
         started = time.perf_counter()
-        store.put_token_vectors(COLLECTION, batch.tokens, MODEL)
+        store.put_token_vectors(COLLECTION, batch.tokens, cfg.model)
         token_write_s += time.perf_counter() - started
         docs += len(batch.items)
         spans += sum(len(s) for _, s, _ in batch.items)
@@ -454,7 +477,7 @@ def phase_serve(cfg: BenchConfig, size: int, kind: str) -> dict:
     if store.index_build_seconds(COLLECTION):
         raise RuntimeError(f"{kind} index of n={size} was rebuilt, not loaded: run its index phase first")
     rss_loaded = _rss()
-    encoder = PrecomputedQueries(Encoder.load(MODEL, device="cpu"), queries["table"])
+    encoder = PrecomputedQueries(Encoder.load(cfg.model, device="cpu"), queries["table"])
     retriever = Retriever(store, encoder, encoder, graph=None)
     texts = queries["texts"]
     table = queries["table"]
@@ -507,7 +530,8 @@ def _child(cfg: BenchConfig, phase: str, size: int, kind: str, argv: list[str]) 
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "bench.cost_growth", *argv, "--phase", phase,
-                    "--phase-size", str(size), "--phase-kind", kind, "--phase-out", str(result)], check=True)
+                    "--phase-size", str(size), "--phase-kind", kind, "--phase-out", str(result),
+                    "--phase-model", cfg.model, "--phase-batch-docs", str(cfg.ingest_batch_docs)], check=True)
     return json.loads(result.read_text()) | {"wall_s": round(time.perf_counter() - started, 1),
                                              "loadavg_1min_before_after": [load_before, os.getloadavg()[0]]}
 
@@ -568,160 +592,8 @@ def measure_size(cfg: BenchConfig, size: int, rates: dict, argv: list[str], log)
     return out
 
 
-def _mib(n: float) -> str:
-    return f"{n / 2**20:,.0f}" if n >= 2**20 * 10 else f"{n / 2**20:.1f}"
-
-
-def _secs(s: float) -> str:
-    return f"{s:.1f}" if s < 10 else f"{s:,.0f}"
-
-
-def _duration(s: float) -> str:
-    return f"{s / 60:.0f} min" if s < 3600 else f"{s / 3600:.1f} h"
-
-
-def markdown(results: dict) -> str:
-    sizes = sorted(results["sizes"], key=int)
-    runs = [results["sizes"][s] for s in sizes]
-    rows = [("spans (real embeddings)", [f"{r['spans']:,} ({r['real_spans']:,})" for r in runs])]
-    rows += [
-        ("store writes, s (measured)", [_secs(r['ingest_s']['store_write']) for r in runs]),
-        ("index build, s (measured: FAISS flat + BM25 + token matrix)", [_secs(r['ingest_s']['index_build']) for r in runs]),
-        ("embedding + token vectors, s (extrapolated)",
-         [_secs(r['ingest_s']['embedding_extrapolated'] + r['ingest_s']['token_vectors_extrapolated']) for r in runs]),
-        ("ingest total (estimated)", [_duration(r['ingest_s']['total_estimated']) for r in runs]),
-        ("SQLite, MiB", [_mib(r["bytes"]["sqlite"]) for r in runs]),
-        ("dense flat (fp16), MiB", [_mib(r["bytes"]["dense"]) for r in runs]),
-    ]
-    kinds = list(runs[0]["approximate"])
-    for kind in kinds:
-        rows.append((f"dense {kind}, MiB", [_mib(r["approximate"][kind]["dense_bytes"]) for r in runs]))
-    rows += [
-        ("BM25, MiB", [_mib(r["bytes"]["bm25"]) for r in runs]),
-        ("token codes (binary), MiB", [_mib(r["bytes"].get("tokens", 0)) for r in runs]),
-        ("peak RSS build, GiB", [f"{r['peak_rss_bytes']['build'] / 2**30:.2f}" for r in runs]),
-    ]
-    for kind in ["flat", *kinds]:
-        rows.append((f"serving, {kind}: indexes loaded / heap after queries / peak RSS, GiB",
-                     [f"{r['serve'][kind]['index_rss_bytes'] / 2**30:.2f} / "
-                      f"{r['serve'][kind]['rss_checkpoints']['after_queries']['anon'] / 2**30:.2f} / "
-                      f"{r['peak_rss_bytes'][f'serve_{kind}'] / 2**30:.2f}" for r in runs]))
-    for kind in ["flat", *kinds]:
-        lat = [r["serve"][kind]["latency_ms"] for r in runs]
-        rows.append((f"dense top-10, {kind}: p50 / p95 ms", [f"{m['dense_store']['p50']:.1f} / {m['dense_store']['p95']:.1f}" for m in lat]))
-    lat = [r["serve"]["flat"]["latency_ms"] for r in runs]
-    rows.append(("BM25 top-10 (sentences): p50 / p95 ms", [f"{m['bm25_store']['p50']:.1f} / {m['bm25_store']['p95']:.1f}" for m in lat]))
-    for p in results["config"]["pipelines"]:
-        for kind in ["flat", *kinds]:
-            lat = [r["serve"][kind]["latency_ms"] for r in runs]
-            rows.append((f"{p} pipeline, {kind}: p50 / p95 ms", [f"{m[p]['p50']:.0f} / {m[p]['p95']:.0f}" for m in lat]))
-    for kind in kinds:
-        rec = [r["approximate"][kind]["recall_at_10"] for r in runs]
-        rows.append((f"{kind} recall@10 vs flat (all / documents / 1000-deep)",
-                     [f"{x['all']:.3f} / {x['documents']:.3f} / {x['deep']:.3f}" for x in rec]))
-        rows.append((f"{kind} dense build, s", [_secs(r['approximate'][kind]['dense_build_s']) for r in runs]))
-    head = "| | " + " | ".join(f"{int(s):,} spans" for s in sizes) + " |"
-    lines = [head, "|---|" + "---:|" * len(sizes)]
-    lines += [f"| {name} | " + " | ".join(values) + " |" for name, values in rows]
-    return "\n".join(lines)
-
-
-def plot(results: dict, path: Path) -> None:
-    """One panel per measure against corpus size (log x): ingest time, disk, memory, store
-    search latency, pipeline latency, recall@10 of the approximate indexes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = [results["sizes"][s] for s in sorted(results["sizes"], key=int)]
-    x = [r["spans"] for r in runs]
-    kinds = ["flat", *runs[0]["approximate"]]
-    color = {"flat": "C0", "hnsw": "C1", "ivf": "C2"}
-    marker = {"dense": "o", "hybrid": "s", "default": "^"}
-    fig, axes = plt.subplots(2, 3, figsize=(17, 10))
-
-    ax = axes[0][0]
-    for key, label, style, c in (("store_write", "store writes (measured)", "o-", "C4"),
-                                 ("index_build", "index build: flat + BM25 + token matrix (measured)", "s-", "C0"),
-                                 ("embedding_extrapolated", "embedding (extrapolated from measured spans/s)", "^--", "C3"),
-                                 ("token_vectors_extrapolated", "token vectors (extrapolated)", "v--", "C5"),
-                                 ("total_estimated", "total (estimated)", ".-", "k")):
-        ax.plot(x, [r["ingest_s"][key] for r in runs], style, color=c, label=label)
-    for kind in kinds[1:]:
-        ax.plot(x, [r["approximate"][kind]["dense_build_s"] for r in runs], "x:", color=color[kind],
-                label=f"{kind} dense index build (measured)")
-    ax.set(title="Ingest time (1 thread)", ylabel="seconds", yscale="log")
-
-    ax = axes[0][1]
-    for label, values, style, c in (
-        ("SQLite (spans, vectors, token codes)", [r["bytes"]["sqlite"] for r in runs], ".-", "k"),
-        *[(f"dense {k}", [r["bytes"]["dense"] if k == "flat" else r["approximate"][k]["dense_bytes"] for r in runs],
-           "o-", color[k]) for k in kinds],
-        ("BM25 (6 granularities)", [r["bytes"]["bm25"] for r in runs], "s--", "C4"),
-        ("token codes (1-bit, memory-mapped)", [r["bytes"].get("tokens", 0) for r in runs], "v--", "C5"),
-    ):
-        ax.plot(x, [v / 2**20 for v in values], style, color=c, label=label)
-    ax.set(title="Disk size per structure", ylabel="MiB", yscale="log")
-
-    ax = axes[0][2]
-    ax.plot(x, [r["peak_rss_bytes"]["build"] / 2**30 for r in runs], "k.-", label="peak RSS: write + flat build")
-    for k in kinds:
-        if k != "flat":
-            ax.plot(x, [r["approximate"][k]["peak_rss_bytes"] / 2**30 for r in runs], "x:", color=color[k],
-                    label=f"peak RSS: {k} rebuild")
-        ax.plot(x, [r["peak_rss_bytes"][f"serve_{k}"] / 2**30 for r in runs], "s-", color=color[k],
-                label=f"peak RSS: serving, {k}")
-        ax.plot(x, [r["serve"][k]["index_rss_bytes"] / 2**30 for r in runs], "^--", color=color[k],
-                label=f"indexes loaded, {k}")
-    ax.axhline(24, color="grey", lw=0.8, ls="--")
-    ax.text(x[0], 24, " machine: 24 GiB", va="bottom", fontsize=7, color="grey")
-    ax.set(title="Memory", ylabel="GiB", yscale="log")
-
-    ax = axes[1][0]
-    for k in kinds:
-        for q, ls in (("p50", "-"), ("p95", ":")):
-            ax.plot(x, [r["serve"][k]["latency_ms"]["dense_store"][q] for r in runs], "o" + ls, color=color[k],
-                    label=f"dense top-10, {k} {q}")
-    for q, ls in (("p50", "-"), ("p95", ":")):
-        ax.plot(x, [r["serve"]["flat"]["latency_ms"]["bm25_store"][q] for r in runs], "x" + ls, color="C7",
-                label=f"BM25 top-10 over sentences {q}")
-    ax.set(title="Store search latency", ylabel="ms", yscale="log")
-
-    ax = axes[1][1]
-    for p in results["config"]["pipelines"]:
-        for k in kinds:
-            ax.plot(x, [r["serve"][k]["latency_ms"][p]["p95"] for r in runs], marker.get(p, "d") + "-",
-                    color=color[k], label=f"{p} pipeline, {k}")
-    ax.set(title="Pipeline latency p95 (query vector in, context out)", ylabel="ms", yscale="log")
-
-    ax = axes[1][2]
-    for k in kinds[1:]:
-        for scope, ls, label in (("all", "-", "top 10 of all spans"), ("documents", "--", "document spans only"),
-                                 ("deep", ":", "top 10 of a 1,000-deep search")):
-            ax.plot(x, [r["approximate"][k]["recall_at_10"][scope] for r in runs], "o" + ls, color=color[k],
-                    label=f"{k}: {label}")
-    lowest = min([r["approximate"][k]["recall_at_10"][s] for r in runs for k in kinds[1:] for s in ("all", "documents", "deep")],
-                 default=0.9)
-    ax.set(title="Recall@10 of the approximate index vs flat", ylabel="recall@10",
-           ylim=(min(0.9, lowest - 0.02), 1.005))
-
-    for ax in axes.flat:
-        ax.set_xscale("log")
-        ax.set_xlabel("spans in the collection")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    real = max(r["real_spans"] for r in runs)
-    fig.suptitle(f"spanrag cost growth on a 2-core CPU machine: real MiniLM embeddings for the first {real:,} spans, "
-                 "perturbed copies beyond (see README)", fontsize=11)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def parse_args(argv: list[str] | None):
-    d = BenchConfig()  # the defaults live there, once
+    d = BenchConfig  # the defaults live there, once (read off the class: no settings import in a phase)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=list(d.sizes), help="corpus sizes in spans")
     ap.add_argument("--real-spans", type=int, default=d.real_spans, help="spans of real documents embedded for the pool")
@@ -744,14 +616,19 @@ def parse_args(argv: list[str] | None):
     ap.add_argument("--phase-size", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--phase-kind", help=argparse.SUPPRESS)
     ap.add_argument("--phase-out", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--phase-model", help=argparse.SUPPRESS)
+    ap.add_argument("--phase-batch-docs", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    # a phase process takes the service defaults from its parent rather than importing the settings
+    service = {k: v for k, v in (("model", args.phase_model), ("ingest_batch_docs", args.phase_batch_docs))
+               if v is not None}
     cfg = BenchConfig(
         sizes=tuple(args.sizes), real_spans=args.real_spans, queries=args.queries, warmup=args.warmup,
         noise=args.noise, seed=args.seed, approx=tuple(args.approx),
         pipelines=tuple(args.pipeline or d.pipelines), datasets=args.datasets,
         work_dir=args.work_dir, cache_dir=args.cache_dir, out=args.out,
         docs_dir=Path(args.docs_dir) if args.docs_dir else None, keep_data=args.keep_data,
-        merge=args.merge,
+        merge=args.merge, **service,
     )
     return args, cfg
 
@@ -775,12 +652,7 @@ def main(argv: list[str] | None = None) -> dict:
         results = run(cfg, argv, log, args.prepare_only)
         if not results:
             return {}
-    if cfg.docs_dir is not None:
-        cfg.docs_dir.mkdir(parents=True, exist_ok=True)
-        (cfg.docs_dir / "cost_growth.json").write_text(json.dumps(results, indent=2))
-        plot(results, cfg.docs_dir / "cost_growth.png")
-    print(markdown(results))
-    print(f"\nwrote {cfg.out}" + (f", {cfg.docs_dir}/cost_growth.json and .png" if cfg.docs_dir else ""))
+    publish(results, cfg.out, cfg.docs_dir)
     return results
 
 
@@ -789,7 +661,7 @@ def run(cfg: BenchConfig, argv: list[str], log, prepare_only: bool = False) -> d
     pool = Pool.load(cfg.pool_dir)
     from indexing.embed import Encoder
 
-    encoder = Encoder.load(MODEL, device="cpu")
+    encoder = Encoder.load(cfg.model, device="cpu")
     if pool is None:
         pool = build_pool(cfg, encoder, log)
         pool.save(cfg.pool_dir)
@@ -826,7 +698,7 @@ def run(cfg: BenchConfig, argv: list[str], log, prepare_only: bool = False) -> d
         results["sizes"][str(size)]["wall_s"] = round(time.perf_counter() - started, 1)
         results["sizes"] = dict(sorted(results["sizes"].items(), key=lambda kv: int(kv[0])))
         cfg.out.parent.mkdir(parents=True, exist_ok=True)
-        cfg.out.write_text(json.dumps(results, indent=2))
+        write_json(results, cfg.out)
         log(f"n={size}: done in {results['sizes'][str(size)]['wall_s']:.0f} s; wrote {cfg.out}")
     return results
 

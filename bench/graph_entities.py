@@ -31,7 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from indexing.graph import GraphIndex, TitleMatcher, extract_entities, normalize_entity, strip_qualifier
+from indexing.entities import TitleMatcher, extract_entities, normalize_entity, strip_qualifier
+from indexing.graph import GraphIndex
 from indexing.parsers.jsonl import parse_record
 from indexing.sentences import SentenceSplitter
 from indexing.span_tree import build_span_tree
@@ -153,7 +154,7 @@ def report(dataset: Path, a: dict, b: dict, b_rule: dict, seconds: float, comman
         f"# Graph index: entity rule on HotpotQA ({dataset.name})", "",
         "```", command, "```", "",
         "Each context paragraph is a document titled by its `context.title` entry; one graph per question "
-        "(its 10 paragraphs; structure and mentions edges, no similar edges). Rule: `indexing/graph.py` "
+        "(its 10 paragraphs; structure and mentions edges, no similar edges). Rule: `indexing/entities.py` "
         "module docstring.", "",
         "## (a) Title-mention recall", "",
         f"Pairs (paragraph, another title of the question occurring in it, with or without its "

@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from indexing.graph import GraphIndex, extract_entities, normalize_entity
+from indexing.entities import extract_entities, normalize_entity
+from indexing.graph import GraphIndex
 from indexing.spans import Document, Span, span_id
 
 C = "docs"
