@@ -1,77 +1,44 @@
-"""The store seam on both backends (SQLite + FAISS, and Qdrant in qdrant-client's local
-mode): hand-made documents and spans with small random unit vectors (dim 8), no embedding
-model involved. Tests about FAISS's derived index files use ``faiss_store`` only."""
+"""The store seam: the contract test class (``tests/store_contract.py``) run against both
+backends (SQLite + FAISS, and Qdrant in qdrant-client's local mode), then the tests about one
+backend's own machinery (FAISS's derived index files, the Qdrant layout), and the capability
+machinery itself: a store class that breaks its declaration is refused when it is defined,
+and a pipeline a store cannot run is refused with a 400 over HTTP and an error in the CLI."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from indexing.spans import Document, Span
-from indexing.store.base import CollectionNotFound, InvalidCollectionName, SourceRecord, StoreMismatch
+from indexing.store.base import (
+    ALL_CAPABILITIES,
+    CAPABILITY_METHODS,
+    SpanStore,
+    StoreCapability,
+    UnsupportedCapability,
+    require,
+)
 from indexing.store.qdrant import QdrantStore
 from indexing.store.sqlite_faiss import SqliteFaissStore
+from store_contract import ALPHA, BETA, DIM, MODEL, C, SpanStoreContract, generation, make_doc
 
-DIM = 8
-MODEL = "test-model"
-C = "docs"
-
-
-def unit_vectors(n: int, seed: int) -> np.ndarray:
-    v = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+# -- the contract, on each backend ---------------------------------------------------------------
 
 
-def make_doc(doc_id: str, sentences: list[str], seed: int):
-    """A document span plus one sentence span per sentence, offsets into the joined text."""
-    text = " ".join(sentences)
-    doc = Document(id=doc_id, collection=C, title=doc_id, source=f"/src/{doc_id}",
-                   content_hash=f"hash-{seed}", text=text, metadata={"seed": seed})
-    spans = [Span(id=f"{doc_id}#0", doc_id=doc_id, parent_id=None, granularity="document",
-                  start=0, end=len(text), text=text, n_tokens=len(text.split()), order=0)]
-    pos = 0
-    for i, sentence in enumerate(sentences, start=1):
-        start = text.index(sentence, pos)
-        pos = start + len(sentence)
-        spans.append(Span(id=f"{doc_id}#{i}", doc_id=doc_id, parent_id=f"{doc_id}#0",
-                          granularity="sentence", start=start, end=pos, text=sentence,
-                          heading_path=[doc_id], n_tokens=len(sentence.split()), order=i))
-    return doc, spans, unit_vectors(len(spans), seed)
+class TestSqliteFaissStore(SpanStoreContract):
+    def make_store(self, tmp_path: Path) -> SpanStore:
+        return SqliteFaissStore(tmp_path / "data")
 
 
-ALPHA = make_doc("alpha", ["The giraffe has a long neck.", "Zebras have stripes.",
-                           "Lions sleep most of the day."], seed=1)
-BETA = make_doc("beta", ["Copper conducts electricity well.", "Iron rusts in wet air."], seed=2)
-ALPHA_V2 = make_doc("alpha", ["Penguins cannot fly."], seed=3)
+class TestQdrantStore(SpanStoreContract):
+    def make_store(self, tmp_path: Path) -> SpanStore:
+        return QdrantStore(path=tmp_path / "data" / "qdrant")  # local mode
 
 
-BACKENDS = ("sqlite_faiss", "qdrant")
-
-
-def open_store(backend: str, tmp_path: Path):
-    """The backend's store on ``tmp_path / "data"`` (Qdrant: local mode in a folder there)."""
-    if backend == "qdrant":
-        return QdrantStore(path=tmp_path / "data" / "qdrant")
-    return SqliteFaissStore(tmp_path / "data")
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request) -> str:
-    return request.param
-
-
-@pytest.fixture
-def store(backend, tmp_path):
-    s = open_store(backend, tmp_path)
-    s.create_collection(C, MODEL, DIM)
-    s.replace_documents(C, [ALPHA, BETA])
-    yield s
-    s.close()
-
+# -- SQLite + FAISS: derived index files ------------------------------------------------------------
 
 @pytest.fixture
 def faiss_store(tmp_path) -> SqliteFaissStore:
@@ -80,184 +47,6 @@ def faiss_store(tmp_path) -> SqliteFaissStore:
     s.replace_documents(C, [ALPHA, BETA])
     yield s
     s.close()
-
-
-def generation(store: SqliteFaissStore) -> int:
-    return store.collection_stats(C)["generation"]
-
-
-def all_vectors(*items) -> dict[str, np.ndarray]:
-    return {span.id: vec for _, spans, vectors in items for span, vec in zip(spans, vectors)}
-
-
-def brute_force(query: np.ndarray, vectors: dict[str, np.ndarray], ids: list[str]) -> list[str]:
-    return sorted(ids, key=lambda i: -float(vectors[i] @ query))
-
-
-# -- writes ----------------------------------------------------------------------------------
-
-def test_replace_writes_documents_spans_and_vectors(store):
-    doc = store.get_document(C, "alpha")
-    assert doc is not None and doc.text == ALPHA[0].text and doc.metadata == {"seed": 1}
-    assert [s.text for s in store.document_spans(C, "alpha")] == [s.text for s in ALPHA[1]]
-    assert store.count_spans(C, "alpha") == 4
-    for span in store.document_spans(C, "alpha"):
-        assert doc.text[span.start:span.end] == span.text
-    assert np.allclose(store.get_vectors(C, ["alpha#2"]), ALPHA[2][2:3])
-    stats = store.collection_stats(C)
-    assert stats["documents"] == 2 and stats["spans"] == 7
-    assert stats["spans_by_granularity"] == {"document": 2, "sentence": 5}
-
-
-def test_replacing_a_document_removes_its_old_spans_and_vectors(store):
-    store.replace_documents(C, [ALPHA_V2])
-    assert store.get_document(C, "alpha").text == "Penguins cannot fly."
-    assert [s.id for s in store.document_spans(C, "alpha")] == ["alpha#0", "alpha#1"]
-    assert store.get_spans(C, ["alpha#2", "alpha#3"]) == []
-    with pytest.raises(KeyError):
-        store.get_vectors(C, ["alpha#3"])
-    # the old vector of alpha#3 no longer leads to alpha#3
-    hits = store.dense_search(C, ALPHA[2][3], k=100)
-    assert "alpha#3" not in {h.span_id for h in hits}
-    assert len(hits) == 2 + 3  # alpha v2 (2 spans) + beta (3 spans)
-    assert store.lexical_search(C, "giraffe", 10, "sentence") == []
-    assert [h.span_id for h in store.lexical_search(C, "penguins", 10, "sentence")] == ["alpha#1"]
-
-
-def test_each_write_bumps_the_generation_once(store):
-    before = generation(store)
-    store.replace_documents(C, [ALPHA_V2])
-    assert generation(store) == before + 1
-    store.delete_documents(C, ["beta"])
-    assert generation(store) == before + 2
-
-
-def test_replace_is_atomic_a_failing_batch_changes_nothing(store):
-    before = generation(store)
-    gamma = make_doc("gamma", ["Gamma rays are energetic."], seed=4)
-    doc, spans, vectors = ALPHA_V2
-    broken = (doc, spans, vectors[:, :4])  # wrong vector width: fails mid-transaction
-    with pytest.raises(ValueError):
-        store.replace_documents(C, [gamma, broken])
-    assert store.get_document(C, "gamma") is None
-    assert store.count_spans(C, "gamma") == 0
-    assert store.get_document(C, "alpha").text == ALPHA[0].text
-    assert [s.id for s in store.document_spans(C, "alpha")] == [s.id for s in ALPHA[1]]
-    assert generation(store) == before
-    hits = {h.span_id for h in store.dense_search(C, ALPHA[2][3], k=100)}
-    assert "alpha#3" in hits and not any(h.startswith("gamma") for h in hits)
-
-
-def test_delete_removes_document_spans_vectors_and_search_hits(store):
-    assert store.delete_documents(C, ["beta", "no-such-doc"]) == 1
-    assert store.get_document(C, "beta") is None
-    assert store.count_spans(C, "beta") == 0
-    with pytest.raises(KeyError):
-        store.get_vectors(C, ["beta#1"])
-    hits = store.dense_search(C, BETA[2][1], k=100)
-    assert hits and not any(h.span_id.startswith("beta") for h in hits)
-    assert store.lexical_search(C, "copper", 10, "sentence") == []
-    assert store.lexical_search(C, "copper", 10, "document") == []
-    assert store.get_document(C, "alpha") is not None
-
-
-def test_dropping_a_collection_removes_everything_in_it_and_no_other(store):
-    other = "other"
-    store.create_collection(other, MODEL, DIM)
-    store.replace_documents(other, [ALPHA])
-    store.lexical_search(C, "copper", 10, "sentence")  # search indexes are built and cached
-    store.drop_collection(C)
-    assert not store.has_collection(C) and C not in store.list_collections()
-    with pytest.raises(CollectionNotFound):
-        store.drop_collection(C)
-    store.create_collection(C, MODEL, DIM)  # the name is free again, and empty
-    assert store.collection_stats(C)["documents"] == 0 and store.get_document(C, "alpha") is None
-    assert store.dense_search(C, ALPHA[2][1], k=10) == [] and store.list_sources(C) == []
-    assert store.get_document(other, "alpha") is not None
-    assert {h.span_id for h in store.dense_search(other, ALPHA[2][1], k=100)} >= {"alpha#1"}
-
-
-def test_deleting_unknown_documents_is_a_no_op(store):
-    before = generation(store)
-    assert store.delete_documents(C, ["nope"]) == 0
-    assert generation(store) == before
-
-
-# -- search ----------------------------------------------------------------------------------
-
-def test_dense_search_ranks_every_span_by_inner_product(store):
-    vectors = all_vectors(ALPHA, BETA)
-    query = ALPHA[2][2]
-    hits = store.dense_search(C, query, k=100)
-    assert [h.span_id for h in hits] == brute_force(query, vectors, list(vectors))
-    assert hits[0].span_id == "alpha#2" and hits[0].score == pytest.approx(1.0, abs=1e-3)  # fp16 codes in the index
-    scores = [h.score for h in hits]
-    assert scores == sorted(scores, reverse=True)
-    assert [h.span_id for h in store.dense_search(C, query, k=3)] == [h.span_id for h in hits[:3]]
-
-
-def test_dense_search_with_granularity_filter_returns_only_those_spans(store):
-    vectors = all_vectors(ALPHA, BETA)
-    query = BETA[2][1]
-    documents = store.dense_search(C, query, k=100, granularities=["document"])
-    assert [h.span_id for h in documents] == brute_force(query, vectors, ["alpha#0", "beta#0"])
-    sentences = store.dense_search(C, query, k=100, granularities=["sentence"])
-    expected = brute_force(query, vectors, [i for i in vectors if not i.endswith("#0")])
-    assert [h.span_id for h in sentences] == expected
-    assert sentences[0].span_id == "beta#1"
-    assert len(store.dense_search(C, query, k=2, granularities=["sentence"])) == 2
-    assert store.dense_search(C, query, k=10, granularities=["table"]) == []
-
-
-def test_lexical_search_is_bm25_per_granularity(store):
-    sentence_hits = store.lexical_search(C, "giraffe neck", 10, "sentence")
-    assert [h.span_id for h in sentence_hits] == ["alpha#1"]
-    assert sentence_hits[0].score > 0
-    assert [h.span_id for h in store.lexical_search(C, "giraffe", 10, "document")] == ["alpha#0"]
-    assert [h.span_id for h in store.lexical_search(C, "rusts", 10, "document")] == ["beta#0"]
-    assert store.lexical_search(C, "giraffe", 10, "paragraph") == []
-    assert store.lexical_search(C, "spaceship", 10, "sentence") == []
-
-
-def test_get_vectors_returns_rows_in_the_order_asked(store):
-    vectors = all_vectors(ALPHA, BETA)
-    ids = ["beta#2", "alpha#0", "alpha#3", "beta#0"]
-    got = store.get_vectors(C, ids)
-    assert got.shape == (4, DIM)
-    assert np.allclose(got, np.stack([vectors[i] for i in ids]))
-    assert store.get_vectors(C, []).shape == (0, DIM)
-    with pytest.raises(KeyError):
-        store.get_vectors(C, ["alpha#0", "missing#9"])
-
-
-def test_get_spans_keeps_order_and_skips_unknown_ids(store):
-    spans = store.get_spans(C, ["beta#2", "nope#1", "alpha#1"])
-    assert [s.id for s in spans] == ["beta#2", "alpha#1"]
-    assert spans[1].heading_path == ["alpha"] and spans[1].parent_id == "alpha#0"
-
-
-def test_children_and_descendants_follow_the_span_tree(store):
-    assert [s.id for s in store.children(C, "alpha#0")] == ["alpha#1", "alpha#2", "alpha#3"]
-    assert [s.id for s in store.descendants(C, "beta#0", "sentence")] == ["beta#1", "beta#2"]
-    assert store.descendants(C, "nope#0", "sentence") == []
-
-
-# -- durability ------------------------------------------------------------------------------
-
-def test_everything_persists_across_reopen(store, backend, tmp_path):
-    query = ALPHA[2][1]
-    before = [(h.span_id, round(h.score, 5)) for h in store.dense_search(C, query, k=100)]
-    lexical = store.lexical_search(C, "stripes", 5, "sentence")
-    store.close()
-    reopened = open_store(backend, tmp_path)
-    try:
-        assert reopened.list_collections() == [C]
-        assert reopened.get_document(C, "beta").text == BETA[0].text
-        assert np.allclose(reopened.get_vectors(C, ["alpha#1"]), ALPHA[2][1:2])
-        assert [(h.span_id, round(h.score, 5)) for h in reopened.dense_search(C, query, k=100)] == before
-        assert reopened.lexical_search(C, "stripes", 5, "sentence") == lexical
-    finally:
-        reopened.close()
 
 
 def test_missing_index_files_are_rebuilt_from_sqlite(faiss_store, tmp_path):
@@ -304,84 +93,7 @@ def test_an_index_behind_another_writer_is_rebuilt_on_next_use(faiss_store, tmp_
     assert meta["generation"] == generation(faiss_store)
 
 
-# -- collections -----------------------------------------------------------------------------
-
-def test_create_collection_is_idempotent_for_the_same_model(store):
-    store.create_collection(C, MODEL, DIM)
-    assert store.list_collections() == [C]
-    assert store.collection_stats(C)["model"] == MODEL
-
-
-@pytest.mark.parametrize("model, dim", [("other-model", DIM), (MODEL, 16)])
-def test_opening_a_collection_with_another_model_raises_store_mismatch(store, model, dim):
-    with pytest.raises(StoreMismatch, match="use another collection"):
-        store.create_collection(C, model, dim)
-
-
-@pytest.mark.parametrize("call", [
-    lambda s: s.collection_stats("ghost"),
-    lambda s: s.dense_search("ghost", unit_vectors(1, 0)[0], k=3),
-    lambda s: s.lexical_search("ghost", "giraffe", 3, "sentence"),
-    lambda s: s.replace_documents("ghost", [ALPHA]),
-    lambda s: s.delete_documents("ghost", ["alpha"]),
-    lambda s: s.get_vectors("ghost", ["alpha#0"]),
-], ids=["stats", "dense_search", "lexical_search", "replace", "delete", "get_vectors"])
-def test_unknown_collection_raises_collection_not_found(store, call):
-    assert not store.has_collection("ghost")
-    with pytest.raises(CollectionNotFound):
-        call(store)
-
-
-def test_empty_collection_searches_return_nothing(store):
-    store.create_collection("empty", MODEL, DIM)
-    assert store.dense_search("empty", unit_vectors(1, 0)[0], k=5) == []
-    assert store.lexical_search("empty", "giraffe", 5, "sentence") == []
-
-
-# -- source records --------------------------------------------------------------------------
-
-def test_source_records_round_trip_and_filter_by_folder(store):
-    store.put_source(C, SourceRecord("/corpus/a.md", "h1", ["a"]))
-    store.put_source(C, SourceRecord("/corpus/sub/b.md", "h2", ["b"]))
-    store.put_source(C, SourceRecord("/corpus2/c.md", "h3", ["c"]))
-    assert store.get_source(C, "/corpus/a.md") == SourceRecord("/corpus/a.md", "h1", ["a"])
-    assert sorted(r.path for r in store.list_sources(C, under="/corpus")) == [
-        "/corpus/a.md", "/corpus/sub/b.md"]
-    store.put_source(C, SourceRecord("/corpus/a.md", "h9", ["a", "a2"]))
-    assert store.get_source(C, "/corpus/a.md").doc_ids == ["a", "a2"]
-    store.delete_source(C, "/corpus/a.md")
-    assert store.get_source(C, "/corpus/a.md") is None
-    assert len(store.list_sources(C)) == 2
-
-
-@pytest.mark.parametrize("name", ["../escape", "a/b", "", ".hidden", "x" * 65, "a..b"])
-def test_a_collection_name_that_is_not_a_safe_file_name_is_refused(tmp_path, name):
-    store = SqliteFaissStore(tmp_path / "data")
-    with pytest.raises(InvalidCollectionName):
-        store.create_collection(name, "m", 8)
-    assert store.list_collections() == []
-    assert not (tmp_path / "escape").exists()
-
-
-# -- token vectors and the Qdrant layout -------------------------------------------------------
-
-@pytest.mark.parametrize("codec", ["fp16", "int8", "binary"])
-def test_token_vectors_round_trip_exactly_and_die_with_their_span(store, codec):
-    from indexing.token_codecs import encode_tokens
-
-    tokens = unit_vectors(5, seed=9)
-    assert store.put_token_vectors(C, [("alpha#1", encode_tokens(tokens, codec)), ("ghost#1", encode_tokens(tokens, codec))], "tok") == 1
-    (got,) = store.get_token_vectors(C, ["alpha#1"]).values()
-    expected = encode_tokens(tokens, codec)
-    assert got.codec == codec and np.array_equal(got.data, expected.data)
-    assert (got.scales is None) == (expected.scales is None)
-    assert store.token_model(C) == "tok"
-    assert store.token_vector_stats(C)[codec]["spans"] == 1
-    assert "alpha#1" not in {s.id for s in store.spans_missing_token_vectors(C, ["sentence"])}
-    assert list(store.document_token_vectors(C, ["alpha"])) == ["alpha"]
-    store.replace_documents(C, [ALPHA_V2])  # a new version of the document drops them
-    assert store.get_token_vectors(C, ["alpha#1"]) == {}
-
+# -- Qdrant: layout and replicas -------------------------------------------------------------------
 
 def test_a_qdrant_collection_has_dense_and_maxsim_multivector_spaces(tmp_path):
     from qdrant_client import models
@@ -422,3 +134,111 @@ def test_two_qdrant_writers_racing_still_invalidate_every_replicas_lexical_cache
         assert [h.span_id for h in replica.lexical_search(C, "copper", 10, "sentence")] == ["beta#1"]
     finally:
         writer_a.close()
+
+
+# -- capabilities: declarations, and pipelines refused when chosen ----------------------------------
+
+class CoreOnly(SpanStore):
+    """A store with the methods every store has and no capability."""
+
+    def create_collection(self, name, model, dim): ...
+    def has_collection(self, name): return name == C
+    def list_collections(self): return [C]
+    def collection_model(self, name): return MODEL
+    def collection_stats(self, name): return {}
+    def close(self): ...
+
+
+def test_every_method_of_a_capability_the_store_lacks_raises_unsupported_capability():
+    store = CoreOnly()
+    assert store.capabilities == frozenset() and not store.supports(StoreCapability.SPAN_READ)
+    for capability, names in CAPABILITY_METHODS.items():
+        assert names
+        for name in names:
+            with pytest.raises(UnsupportedCapability, match=rf"{name}\(\) needs {capability.value} .* CoreOnly store"):
+                getattr(store, name)(C, "x")
+    store.refresh(C)  # what every store has works
+    assert store.index_footprint(C) == {} and store.index_build_seconds(C) == {}
+    with pytest.raises(UnsupportedCapability, match="pipeline 'dense' needs span_read"):
+        require(store, {StoreCapability.SPAN_READ, StoreCapability.DENSE_SEARCH}, "pipeline 'dense'")
+
+
+def test_a_store_must_implement_every_method_of_what_it_declares():
+    with pytest.raises(TypeError, match="declares lexical_search but does not implement lexical_search"):
+        type("Lexical", (CoreOnly,), {"capabilities": frozenset({StoreCapability.LEXICAL_SEARCH})})
+
+
+def test_a_store_must_declare_the_capabilities_it_implements():
+    with pytest.raises(TypeError, match="implements token_search but does not declare token_search"):
+        type("NoXtr", (SqliteFaissStore,), {"capabilities": ALL_CAPABILITIES - {StoreCapability.TOKEN_SEARCH}})
+    with pytest.raises(TypeError, match="frozenset of StoreCapability"):
+        type("Loose", (CoreOnly,), {"capabilities": frozenset({"dense_search"})})
+
+
+def test_the_backends_declare_what_they_can_do():
+    assert SqliteFaissStore.capabilities == ALL_CAPABILITIES
+    assert QdrantStore.capabilities == ALL_CAPABILITIES - {StoreCapability.TOKEN_SEARCH}
+
+
+STORE_CALL = re.compile(r"\bstore\.([a-z_]+)\(")
+
+
+def test_every_method_called_on_a_store_is_declared_by_span_store():
+    """An audit of the code: each ``store.<method>(`` outside indexing/store/ names a method
+    of the contract (so a new backend that passes the contract serves every caller)."""
+    root = Path(__file__).resolve().parent.parent
+    called: dict[str, str] = {}
+    for folder in ("retrieval", "service", "app", "indexing", "eval", "bench", "compression", "generation"):
+        for path in (root / folder).rglob("*.py"):
+            if path.parent == root / "indexing" / "store":
+                continue
+            for name in STORE_CALL.findall(path.read_text(encoding="utf-8")):
+                called.setdefault(name, str(path.relative_to(root)))
+    assert {"refresh", "document_spans", "token_search", "dense_search"} <= set(called)
+    undeclared = {name: where for name, where in called.items() if not hasattr(SpanStore, name)}
+    assert not undeclared, f"called on a store but not declared by SpanStore: {undeclared}"
+
+
+@pytest.fixture
+def qdrant_service(tmp_path):
+    """A service on a Qdrant store (local mode) holding collection ``C``; no model loaded."""
+    from service.engine import RagService
+    from service.settings import Settings
+
+    rag = RagService(Settings(data_dir=tmp_path / "data", store="qdrant", allowed_hosts=["testserver"]))
+    rag.store.create_collection(C, MODEL, DIM)
+    rag.store.replace_documents(C, [ALPHA, BETA])
+    yield rag
+    rag.close()
+
+
+def test_a_pipeline_the_store_cannot_run_is_a_400_over_http(qdrant_service):
+    from fastapi.testclient import TestClient
+
+    from app.api import create_app
+
+    client = TestClient(create_app(service=qdrant_service), raise_server_exceptions=False)
+    for route in ("query", "retrieve"):
+        response = client.post(f"/v1/collections/{C}/{route}", json={"question": "giraffe?", "pipeline": "xtr"})
+        assert response.status_code == 400, response.text
+        detail = response.json()["detail"]
+        assert "pipeline 'xtr' needs token_search" in detail and "qdrant store" in detail
+        assert "maxsim" in detail  # what it can run instead
+    response = client.post("/v1/chat/completions", json={
+        "model": f"spanrag:{C}", "messages": [{"role": "user", "content": "giraffe?"}], "pipeline": "xtr-only"})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "pipeline" and "pipeline 'xtr-only' needs token_search" in error["message"]
+
+
+def test_a_pipeline_the_store_cannot_run_is_an_error_in_the_cli(qdrant_service, monkeypatch):
+    from typer.testing import CliRunner
+
+    import app.cli
+
+    qdrant_service.__dict__["encoder"] = type("NoModel", (), {"dim": DIM})()  # refused before encoding
+    monkeypatch.setattr(app.cli, "make_service", lambda *args, **kwargs: qdrant_service)
+    result = CliRunner().invoke(app.cli.cli, ["query", "giraffe?", "--collection", C, "--pipeline", "xtr"])
+    assert result.exit_code == 1, result.output
+    assert "pipeline 'xtr' needs token_search" in " ".join(result.output.split())
+    assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -3,7 +3,37 @@
 Retrieval and the service talk only to :class:`SpanStore`; the embedded default is
 :class:`indexing.store.sqlite_faiss.SqliteFaissStore` (SQLite for documents and spans,
 FAISS for span vectors, bm25s for lexical search, all under one data directory).
-A second backend (Qdrant) implements the same methods.
+A second backend (Qdrant) implements the same methods, less one capability.
+
+**Capabilities.** Every store declares what it can do in ``capabilities`` (a frozenset of
+:class:`StoreCapability`), so a caller knows before calling:
+
+==================  ==============================================================================
+``SPAN_READ``       documents, spans, the span tree, span vectors, source records (every query)
+``WRITE``           replace/delete documents, drop collections, write source records (ingest)
+``DENSE_SEARCH``    :meth:`~SpanStore.dense_search`, inner product over span vectors
+``LEXICAL_SEARCH``  :meth:`~SpanStore.lexical_search`, BM25 per granularity
+``TOKEN_VECTORS``   stored token vectors: MaxSim (``maxsim_depth``) and compression read them
+``TOKEN_SEARCH``    :meth:`~SpanStore.token_search`, XTR's token index (``xtr_k``)
+==================  ==============================================================================
+
+=====================  ===========================================================
+backend                capabilities
+=====================  ===========================================================
+``SqliteFaissStore``   all six
+``QdrantStore``        all but ``TOKEN_SEARCH`` (no ``xtr`` / ``xtr-only`` pipeline)
+=====================  ===========================================================
+
+Each method of a capability is marked with it (:data:`CAPABILITY_METHODS` lists them): on a
+store that lacks the capability it raises :class:`UnsupportedCapability` naming the store and
+the capability, and a store that declares a capability must implement all of its methods
+(checked when the class is defined). The rest (collections, :meth:`~SpanStore.refresh`,
+:meth:`~SpanStore.index_footprint`, :meth:`~SpanStore.index_build_seconds`, ``close``) every
+store has. A pipeline is checked when it is chosen, not when its query reaches the missing
+method: :func:`require` refuses a set of needs the store lacks, and
+``retrieval/requirements.py`` says what a pipeline needs (the service checks every query's
+pipeline there; HTTP answers 400, the CLI prints the reason). ``tests/store_contract.py`` is
+the contract test class every store passes.
 
 **Reads race with writes, and vanished spans are dropped.** Queries take no lock: they run
 in parallel with ingests and deletes (writes are serialized among themselves, not against
@@ -21,9 +51,13 @@ ids and documents, and retrieval drops the candidates, units and pieces it can n
 
 from __future__ import annotations
 
+import functools
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import Enum
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -78,7 +112,119 @@ class ScoredSpanId:
     score: float
 
 
+class StoreCapability(str, Enum):
+    """One thing a store can do; ``SpanStore.capabilities`` declares a backend's set."""
+
+    SPAN_READ = "span_read"
+    WRITE = "write"
+    DENSE_SEARCH = "dense_search"
+    LEXICAL_SEARCH = "lexical_search"
+    TOKEN_VECTORS = "token_vectors"
+    TOKEN_SEARCH = "token_search"
+
+    @property
+    def description(self) -> str:
+        return _DESCRIPTIONS[self]
+
+
+_DESCRIPTIONS = {
+    StoreCapability.SPAN_READ: "reading documents, spans and span vectors",
+    StoreCapability.WRITE: "writing documents, spans and source records",
+    StoreCapability.DENSE_SEARCH: "dense search over span vectors",
+    StoreCapability.LEXICAL_SEARCH: "BM25 search",
+    StoreCapability.TOKEN_VECTORS: "stored token vectors, for MaxSim and compression",
+    StoreCapability.TOKEN_SEARCH: "XTR's token index",
+}
+
+
+def store_name(store: Any) -> str:
+    """How messages name a store: its ``backend`` (the ``SPANRAG_STORE`` value), else its class."""
+    return getattr(store, "backend", None) or type(store).__name__
+
+
+def _listed(capabilities: Iterable[StoreCapability]) -> str:
+    chosen = set(capabilities)
+    return ", ".join(f"{c.value} ({c.description})" for c in StoreCapability if c in chosen)
+
+
+class UnsupportedCapability(NotImplementedError):
+    """Something needs capabilities the store does not have: a method of a capability the
+    store lacks was called, or :func:`require` refused a set of needs (a pipeline's)."""
+
+    def __init__(self, store: str, missing: Iterable[StoreCapability], what: str):
+        self.store, self.missing, self.what = store, frozenset(missing), what
+        super().__init__(f"{what} needs {_listed(self.missing)}, which the {store} store does not have")
+
+
+def missing_capabilities(store: Any, needed: Iterable[StoreCapability]) -> frozenset[StoreCapability]:
+    """Those of ``needed`` that ``store`` does not declare."""
+    return frozenset(needed) - frozenset(store.capabilities)
+
+
+def require(store: Any, needed: Iterable[StoreCapability], what: str) -> None:
+    """Refuse ``what`` (e.g. ``"pipeline 'xtr'"``) up front, with :class:`UnsupportedCapability`,
+    when ``store`` lacks any of the capabilities it needs."""
+    missing = missing_capabilities(store, needed)
+    if missing:
+        raise UnsupportedCapability(store_name(store), missing, what)
+
+
+def _capability(capability: StoreCapability, *, required: bool = True):
+    """Marks a :class:`SpanStore` method as part of ``capability``. On a store without the
+    capability it raises :class:`UnsupportedCapability`. ``required``: a store declaring the
+    capability must implement the method (SpanStore's body is only its contract); otherwise
+    SpanStore's body is a working default built on the capability's other methods."""
+
+    def mark(method):
+        @functools.wraps(method)
+        def guarded(self, *args, **kwargs):
+            if capability not in self.capabilities:
+                raise UnsupportedCapability(store_name(self), {capability}, f"{method.__name__}()")
+            if required:  # unreachable: SpanStore.__init_subclass__ refuses such a class
+                raise NotImplementedError(f"{type(self).__name__}.{method.__name__}")
+            return method(self, *args, **kwargs)
+
+        guarded.capability = capability
+        guarded.required = required
+        return guarded
+
+    return mark
+
+
 class SpanStore(ABC):
+    """The contract every backend meets; see the module docstring for the capabilities.
+
+    Methods marked with a capability raise :class:`UnsupportedCapability` on a store that
+    does not declare it; the unmarked ones (collections, ``refresh``, ``index_footprint``,
+    ``index_build_seconds``, ``close``) every store has.
+    """
+
+    capabilities: ClassVar[frozenset[StoreCapability]] = frozenset()
+    """What this backend can do (see :class:`StoreCapability`)."""
+
+    backend: ClassVar[str | None] = None
+    """The backend's name in messages (the ``SPANRAG_STORE`` value); None: the class name."""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        """A store must implement every method of each capability it declares, and declare
+        the capability of each capability method it implements."""
+        super().__init_subclass__(**kwargs)
+        unknown = [c for c in cls.capabilities if not isinstance(c, StoreCapability)]
+        if unknown or not isinstance(cls.capabilities, frozenset):
+            raise TypeError(f"{cls.__name__}.capabilities must be a frozenset of StoreCapability")
+        for capability, names in CAPABILITY_METHODS.items():
+            for name in names:
+                contract = vars(SpanStore)[name]
+                implemented = getattr(cls, name) is not contract
+                if capability in cls.capabilities and contract.required and not implemented:
+                    raise TypeError(f"{cls.__name__} declares {capability.value} but does not implement {name}")
+                if capability not in cls.capabilities and implemented:
+                    raise TypeError(f"{cls.__name__} implements {name} but does not declare {capability.value}")
+
+    def supports(self, *capabilities: StoreCapability) -> bool:
+        """Whether this store has every one of ``capabilities``."""
+        return set(capabilities) <= self.capabilities
+
     # -- collections -------------------------------------------------------------------
     @abstractmethod
     def create_collection(self, name: str, model: str, dim: int) -> None:
@@ -97,82 +243,82 @@ class SpanStore(ABC):
     @abstractmethod
     def collection_stats(self, name: str) -> dict: ...
 
-    # -- writes: each call is one transaction ------------------------------------------
-    @abstractmethod
+    # -- writes (WRITE; reading source records: SPAN_READ): each call is one transaction --
+    @_capability(StoreCapability.WRITE)
     def replace_documents(
         self, collection: str, items: list[tuple[Document, list[Span], np.ndarray]]
     ) -> None:
         """Write documents with their spans and span vectors (rows aligned with spans),
         replacing any earlier version of the same document ids, atomically."""
 
-    @abstractmethod
+    @_capability(StoreCapability.WRITE)
     def delete_documents(self, collection: str, doc_ids: list[str]) -> int:
         """Remove documents, their spans and vectors everywhere; returns how many existed."""
 
-    @abstractmethod
+    @_capability(StoreCapability.WRITE)
     def drop_collection(self, name: str) -> None:
         """Remove the collection and everything in it (documents, spans, vectors, token
         vectors, file records, search indexes); ``CollectionNotFound`` when there is none."""
 
-    @abstractmethod
+    @_capability(StoreCapability.SPAN_READ)
     def get_source(self, collection: str, path: str) -> SourceRecord | None: ...
 
-    @abstractmethod
+    @_capability(StoreCapability.WRITE)
     def put_source(self, collection: str, record: SourceRecord) -> None: ...
 
-    @abstractmethod
+    @_capability(StoreCapability.WRITE)
     def delete_source(self, collection: str, path: str) -> None: ...
 
-    @abstractmethod
+    @_capability(StoreCapability.SPAN_READ)
     def list_sources(self, collection: str, under: str | None = None) -> list[SourceRecord]: ...
 
-    # -- reads ---------------------------------------------------------------------------
-    @abstractmethod
+    # -- reads (SPAN_READ) -----------------------------------------------------------------
+    @_capability(StoreCapability.SPAN_READ)
     def get_document(self, collection: str, doc_id: str) -> Document | None: ...
 
-    @abstractmethod
+    @_capability(StoreCapability.SPAN_READ)
     def document_hashes(self, collection: str, doc_ids: list[str] | None = None) -> dict[str, str]:
         """``{doc_id: content_hash}`` of these documents (None: of every document)."""
 
-    @abstractmethod
+    @_capability(StoreCapability.SPAN_READ)
     def count_spans(self, collection: str, doc_id: str) -> int: ...
 
-    @abstractmethod
+    @_capability(StoreCapability.SPAN_READ)
     def get_spans(self, collection: str, span_ids: list[str]) -> list[Span]:
         """Spans in the order asked for; unknown ids are skipped."""
 
-    @abstractmethod
+    @_capability(StoreCapability.SPAN_READ)
     def document_spans(self, collection: str, doc_id: str) -> list[Span]:
         """Every span of one document in document order ([] for an unknown document)."""
 
-    @abstractmethod
+    @_capability(StoreCapability.SPAN_READ)
     def children(self, collection: str, span_id: str) -> list[Span]: ...
 
-    @abstractmethod
+    @_capability(StoreCapability.SPAN_READ)
     def descendants(self, collection: str, span_id: str, granularity: Granularity) -> list[Span]: ...
 
-    @abstractmethod
+    @_capability(StoreCapability.SPAN_READ)
     def spans_within(self, collection: str, span: Span, granularities: list[Granularity]) -> list[Span]:
         """Spans of these granularities inside ``span`` (same document, within its offsets),
         in reading order."""
 
-    @abstractmethod
+    @_capability(StoreCapability.SPAN_READ)
     def get_vectors(self, collection: str, span_ids: list[str]) -> np.ndarray:
         """Dense vectors of the given spans, rows in the order asked for; ``KeyError`` when
         one is missing. Strict: the query path reads with :meth:`find_vectors` instead."""
 
-    @abstractmethod
+    @_capability(StoreCapability.SPAN_READ)
     def find_vectors(self, collection: str, span_ids: list[str]) -> dict[str, np.ndarray]:
         """``{span_id: vector}`` of those of ``span_ids`` that exist now, in the order asked
         (each id once); spans deleted or replaced away since the caller saw them are left
         out, not an error. What every read of vectors on the query path uses."""
 
-    # -- token vectors (late interaction) --------------------------------------------------
-    @abstractmethod
+    # -- token vectors (TOKEN_VECTORS; token_search: TOKEN_SEARCH) ------------------------
+    @_capability(StoreCapability.TOKEN_VECTORS)
     def spans_missing_token_vectors(self, collection: str, granularities: list[Granularity]) -> list[Span]:
         """Spans of these granularities that have no token vectors yet (to backfill)."""
 
-    @abstractmethod
+    @_capability(StoreCapability.TOKEN_VECTORS)
     def put_token_vectors(
         self, collection: str, items: list[tuple[str, EncodedTokens]], model: str
     ) -> int:
@@ -180,28 +326,29 @@ class SpanStore(ABC):
         Token vectors live and die with their span: replacing or deleting a document removes
         them. ``model`` names the token encoder (see :meth:`token_model`)."""
 
-    @abstractmethod
+    @_capability(StoreCapability.TOKEN_VECTORS)
     def token_model(self, collection: str) -> str | None:
         """The token encoder that made the stored token vectors (None: none stored, or
         stored before the model was recorded)."""
 
-    @abstractmethod
+    @_capability(StoreCapability.TOKEN_VECTORS)
     def delete_token_vectors(self, collection: str) -> int:
         """Remove every token vector of the collection (a new token model or codec)."""
 
-    @abstractmethod
+    @_capability(StoreCapability.TOKEN_VECTORS)
     def get_token_vectors(self, collection: str, span_ids: list[str]) -> dict[str, EncodedTokens]: ...
 
-    @abstractmethod
+    @_capability(StoreCapability.TOKEN_VECTORS)
     def document_token_vectors(
         self, collection: str, doc_ids: list[str]
     ) -> dict[str, list[tuple[str, EncodedTokens]]]:
         """Per document, its spans' token vectors in document order."""
 
-    @abstractmethod
+    @_capability(StoreCapability.TOKEN_VECTORS)
     def token_vector_stats(self, collection: str) -> dict[str, dict[str, int]]:
         """Per codec: tokens, bytes and spans stored."""
 
+    @_capability(StoreCapability.TOKEN_VECTORS, required=False)
     def document_tokens(self, collection: str, doc_ids: list[str]) -> PackedTokens:
         """Decoded token vectors of these documents packed for one MaxSim product (documents
         without token vectors are left out). Backends with a faster path override this."""
@@ -213,18 +360,12 @@ class SpanStore(ABC):
         offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
         return PackedTokens(found, np.concatenate(parts), offsets, [stored[d][0][0] for d in found])
 
-    def index_footprint(self, collection: str) -> dict[str, int]:
-        """Bytes of each search structure: ``dense``, ``bm25``, ``tokens`` (the token codes
-        MaxSim reads) and ``token_index`` (XTR's token search index). Backends without
-        separate structures return {}."""
-        return {}
-
+    @_capability(StoreCapability.TOKEN_SEARCH)
     def token_search(self, collection: str, query_tokens: np.ndarray, k: int) -> TokenHits:
         """XTR's first stage: the ``k`` stored tokens nearest each query token."""
-        raise NotImplementedError(f"{type(self).__name__} has no token index (needed by the xtr pipeline)")
 
-    # -- search --------------------------------------------------------------------------
-    @abstractmethod
+    # -- search (DENSE_SEARCH, LEXICAL_SEARCH) --------------------------------------------
+    @_capability(StoreCapability.DENSE_SEARCH)
     def dense_search(
         self,
         collection: str,
@@ -234,11 +375,39 @@ class SpanStore(ABC):
     ) -> list[ScoredSpanId]:
         """Inner-product search over span vectors, optionally only some granularities."""
 
-    @abstractmethod
+    @_capability(StoreCapability.LEXICAL_SEARCH)
     def lexical_search(
         self, collection: str, query: str, k: int, granularity: Granularity
     ) -> list[ScoredSpanId]:
         """BM25 over the spans of one granularity (each granularity has its own statistics)."""
 
+    # -- every store -----------------------------------------------------------------------
+    def index_footprint(self, collection: str) -> dict[str, int]:
+        """Bytes of each search structure: ``dense``, ``bm25``, ``tokens`` (the token codes
+        MaxSim reads) and ``token_index`` (XTR's token search index). Backends without
+        separate structures return {}."""
+        return {}
+
+    def refresh(self, collection: str) -> None:
+        """Bring this process's search structures up to the collection's last committed write
+        (build, load or drop caches): the service calls it after each of its own writes so
+        the next query pays nothing. Default: nothing to do (a store that caches nothing)."""
+
+    def index_build_seconds(self, collection: str) -> dict[str, float]:
+        """Seconds of each part of the last search-index build of ``collection`` in this
+        process (for benchmarks); {} when nothing was built here (the default)."""
+        return {}
+
     @abstractmethod
     def close(self) -> None: ...
+
+
+CAPABILITY_METHODS: dict[StoreCapability, tuple[str, ...]] = {
+    capability: tuple(
+        name for name, method in vars(SpanStore).items() if getattr(method, "capability", None) is capability
+    )
+    for capability in StoreCapability
+}
+"""The :class:`SpanStore` methods of each capability."""
+
+ALL_CAPABILITIES: frozenset[StoreCapability] = frozenset(StoreCapability)

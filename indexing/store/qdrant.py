@@ -29,7 +29,11 @@ Writes are not transactional (Qdrant has no multi-point transactions): ``replace
 validates every input before writing, removes the old version, writes the spans, and
 writes the document record last, so after a crash a document either has its record (and
 all its spans) or is missing from :meth:`document_hashes` and is rewritten by the next
-ingest. XTR's token index (``token_search``) is not implemented here.
+ingest.
+
+Capabilities: all but ``TOKEN_SEARCH`` (XTR's token index): ``token_search`` raises
+:class:`~indexing.store.base.UnsupportedCapability`, and the ``xtr`` and ``xtr-only``
+pipelines are refused when a query chooses them (``retrieval/requirements.py``).
 """
 
 from __future__ import annotations
@@ -43,12 +47,14 @@ from pathlib import Path
 
 import numpy as np
 
-from indexing.spans import GRANULARITIES, Document, Granularity, Span
+from indexing.spans import GRANULARITIES, Document, Granularity, Span, doc_id_of
 from indexing.store.base import (
+    ALL_CAPABILITIES,
     CollectionNotFound,
     ScoredSpanId,
     SourceRecord,
     SpanStore,
+    StoreCapability,
     StoreMismatch,
     check_collection_name,
 )
@@ -95,6 +101,9 @@ class _OneCallAtATime:
 
 
 class QdrantStore(SpanStore):
+    capabilities = ALL_CAPABILITIES - {StoreCapability.TOKEN_SEARCH}
+    backend = "qdrant"
+
     def __init__(
         self,
         url: str | None = None,
@@ -370,7 +379,7 @@ class QdrantStore(SpanStore):
         return sorted((_payload_span(p.payload) for p in found.values()), key=lambda s: s.order)
 
     def children(self, collection: str, span_id: str) -> list[Span]:
-        doc_id = span_id.rsplit("#", 1)[0]  # span ids are <doc_id>#<order>
+        doc_id = doc_id_of(span_id)
         return [s for s in self.document_spans(collection, doc_id) if s.parent_id == span_id]
 
     def descendants(self, collection: str, span_id: str, granularity: Granularity) -> list[Span]:

@@ -33,6 +33,7 @@ from indexing.store.files import staging_for, swap_in
 from indexing.store.token_matrix import PackedTokens, TokenHits, TokenMatrix
 from indexing.token_codecs import EncodedTokens, encoded_from_bytes
 from indexing.store.base import (
+    ALL_CAPABILITIES,
     CollectionNotFound,
     ScoredSpanId,
     SourceRecord,
@@ -101,7 +102,11 @@ class _LoadedIndexes:
 
 class SqliteFaissStore(SpanStore):
     """``dense_index``: ``flat`` (exact, the default), ``hnsw`` or ``ivf`` (approximate), or a
-    :class:`DenseIndexSpec` with its knobs; an index saved as another kind is rebuilt."""
+    :class:`DenseIndexSpec` with its knobs; an index saved as another kind is rebuilt.
+    Has every capability, XTR's token index (``token_search``) included."""
+
+    capabilities = ALL_CAPABILITIES
+    backend = "sqlite_faiss"
 
     def __init__(self, data_dir: Path, dense_index: DenseIndexKind | DenseIndexSpec = "flat"):
         self.data_dir = Path(data_dir)
