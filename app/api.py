@@ -63,30 +63,21 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.routing import Match
 
 from app import sse
+from app.errors import ERROR_TYPES, native_response, service_error
 from app.keys import KeyStore
 from app.observability import install_observability
 from app.openai_api import openai_router
 from app.options import RetrievalOptions, Text, encodable_text
 from app.security import (
     AccessControl,
-    AccessDenied,
     GuardRules,
     Principal,
-    RateLimited,
     RateLimiter,
     RequestGuard,
     default_allowed_hosts,
 )
-from generation.openai_compatible import GeneratorUnavailable
-from indexing.parsers.base import ParseError
-from indexing.parsers.limits import DocumentTooLarge
-from indexing.store.base import (
-    CollectionNotFound,
-    InvalidCollectionName,
-    StoreMismatch,
-)
-from retrieval.pipeline import UnknownPipeline
-from service.engine import DocumentConflict, RagService, ranked_payload, trace_payload, usage_payload
+from service.engine import RagService
+from service.results import QueryEvent, ranked_payload, trace_payload, usage_payload
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -127,18 +118,17 @@ class QueryRequest(RetrievalOptions):
         return value
 
 
-def query_events_sse(events: Iterator[tuple[str, dict]]) -> Iterator[str]:
-    """``RagService.query_stream``'s events as SSE, then ``done``; a failure in mid-answer
-    becomes an ``error`` event that ends the stream."""
+def query_events_sse(events: Iterator[QueryEvent]) -> Iterator[str]:
+    """``RagService.query_stream``'s events as SSE (each typed payload's ``as_dict()``), then
+    ``done``; a failure in mid-answer becomes an ``error`` event that ends the stream."""
     try:
         for kind, payload in events:
-            yield sse.event(kind, payload)
-    except GeneratorUnavailable as exc:
-        yield sse.event("error", {"detail": exc.reason})
-        return
-    except Exception as exc:  # a bug: the status line is already sent, so say it in the stream
-        log.exception("query stream failed")
-        yield sse.event("error", {"detail": f"internal error: {type(exc).__name__}"})
+            yield sse.event(kind, payload.as_dict())
+    except Exception as exc:  # the status line is already sent, so say it in the stream
+        error = service_error(exc)  # a generator that fails in mid-answer (app.errors)
+        if error is None:  # a bug
+            log.exception("query stream failed")
+        yield sse.event("error", {"detail": error.message if error else f"internal error: {type(exc).__name__}"})
         return
     yield sse.event("done", {})
 
@@ -243,43 +233,11 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
     async def _invalid(_: Request, exc: RequestValidationError):
         return error(422, validation_errors(list(exc.errors())))
 
-    @app.exception_handler(AccessDenied)
-    async def _denied(_: Request, exc: AccessDenied):
-        return error(exc.status, exc.message, exc.headers)
+    async def _service_error(_: Request, exc: Exception):
+        return native_response(service_error(exc))  # app.errors: one table for both surfaces
 
-    @app.exception_handler(RateLimited)
-    async def _rate(_: Request, exc: RateLimited):
-        return error(429, str(exc), exc.headers)
-
-    @app.exception_handler(CollectionNotFound)
-    async def _missing_collection(_: Request, exc: CollectionNotFound):
-        return error(404, f"collection {str(exc.args[0])[:200]!r} not found")
-
-    @app.exception_handler(UnknownPipeline)
-    async def _unknown_pipeline(_: Request, exc: UnknownPipeline):
-        return error(400, exc.args[0])
-
-    @app.exception_handler(GeneratorUnavailable)
-    async def _generator_down(_: Request, exc: GeneratorUnavailable):
-        # the answer cannot be written now, the request itself was fine: try again later
-        return error(503, exc.reason, {"Retry-After": "5"})
-
-    @app.exception_handler(StoreMismatch)
-    async def _mismatch(_: Request, exc: StoreMismatch):
-        return error(409, str(exc))
-
-    @app.exception_handler(DocumentConflict)
-    async def _conflict(_: Request, exc: DocumentConflict):
-        return error(409, str(exc))
-
-    @app.exception_handler(ParseError)
-    async def _parse_error(_: Request, exc: ParseError):
-        status = 413 if isinstance(exc, DocumentTooLarge) else 422
-        return error(status, f"cannot ingest: {str(exc)[:1000]}")
-
-    @app.exception_handler(InvalidCollectionName)
-    async def _invalid_name(_: Request, exc: InvalidCollectionName):
-        return error(422, str(exc)[:500])
+    for kind in ERROR_TYPES:
+        app.add_exception_handler(kind, _service_error)
 
     @app.exception_handler(405)
     async def _method_not_allowed(request: Request, exc: StarletteHTTPException):
@@ -338,7 +296,7 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
         if body.stream:
             events = rag.query_stream(collection, question, body.pipeline, body.overrides(), body.trace)
             return StreamingResponse(query_events_sse(events), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
-        return rag.query(collection, question, body.pipeline, body.overrides(), trace=body.trace)
+        return rag.query(collection, question, body.pipeline, body.overrides(), trace=body.trace).as_dict()
 
     @app.post("/v1/collections/{collection}/retrieve", responses=ERROR_RESPONSES)
     def retrieve(collection: str, body: QueryRequest, principal: Principal = Depends(access)) -> dict:

@@ -31,12 +31,38 @@ CollectionOpt = typer.Option(..., "--collection", "-c", help="collection name")
 
 
 def settings_for(data_dir: Optional[Path], **overrides):
-    from service.settings import Settings
+    """The settings, with ``overrides`` (CLI flags) on top; an invalid ``SPANRAG_*`` value
+    (``SPANRAG_TOP_K=0``) is an error message and exit code 2, not a traceback."""
+    from pydantic import ValidationError
+
+    from service.settings import Settings, invalid_settings_message
 
     values = {k: v for k, v in overrides.items() if v is not None}
     if data_dir is not None:
         values["data_dir"] = data_dir
-    return Settings(**values)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        fail(invalid_settings_message(exc), 2)
+
+
+RETRIEVAL_FLAGS = {"top_k": "--top-k", "budget_tokens": "--budget-tokens", "compress_budget_tokens": "--compress-tokens"}
+
+
+def retrieval_overrides(**values) -> dict:
+    """The retrieval flags given, validated by the one override model every path uses
+    (``retrieval.params.RetrievalOverrides``); an out-of-range value exits with code 2."""
+    from pydantic import ValidationError
+
+    from retrieval.params import RetrievalOverrides
+
+    try:
+        return RetrievalOverrides(**{k: v for k, v in values.items() if v is not None}).overrides()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{RETRIEVAL_FLAGS.get(str(e['loc'][0]), e['loc'][0])} {e['input']!r}: {e['msg']}" for e in exc.errors()
+        )
+        fail(f"invalid option {problems}", 2)
 
 
 def make_service(data_dir: Optional[Path], **overrides):
@@ -133,10 +159,11 @@ def query(
     collection: str = CollectionOpt,
     data_dir: Optional[Path] = DataDir,
     pipeline: Optional[str] = typer.Option(None, help="retrieval pipeline (default: the service's)"),
-    top_k: Optional[int] = typer.Option(None, "--top-k", min=1, help="most spans in the context"),
-    budget_tokens: Optional[int] = typer.Option(None, "--budget-tokens", min=1, help="context token budget"),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="most spans in the context (1 to 200)"),
+    budget_tokens: Optional[int] = typer.Option(None, "--budget-tokens", help="context token budget (1 to 100000)"),
     compress_tokens: Optional[int] = typer.Option(
-        None, "--compress-tokens", min=1, help="prune the selected context to this many tokens (sentence level)"),
+        None, "--compress-tokens",
+        help="prune the selected context to this many tokens (sentence level; 1 to 100000)"),
     trace: bool = typer.Option(False, help="show every candidate's scores and fate (a table, or in --json)"),
     json_out: bool = typer.Option(False, "--json", help="print the same object as the HTTP endpoint"),
 ) -> None:
@@ -146,10 +173,11 @@ def query(
 
     if not question.strip():
         fail("the question is empty")
+    overrides = retrieval_overrides(
+        top_k=top_k, budget_tokens=budget_tokens, compress_budget_tokens=compress_tokens,
+        compression="sentence" if compress_tokens is not None else None,
+    )
     rag = make_service(data_dir)
-    overrides = {k: v for k, v in {"top_k": top_k, "budget_tokens": budget_tokens}.items() if v is not None}
-    if compress_tokens is not None:
-        overrides |= {"compression": "sentence", "compress_budget_tokens": compress_tokens}
     try:
         rag.require_collection(collection)
         rag.encoder.dim  # load the model first, so timings_ms shows the query, not start-up
@@ -158,21 +186,21 @@ def query(
         fail(f"collection {collection!r} does not exist; ingest into it first")
     except UnknownPipeline as exc:
         fail(exc.args[0])
-    if json_out:
-        print(json.dumps(out, indent=2, ensure_ascii=False))
+    if json_out:  # the HTTP endpoint's answer object
+        print(json.dumps(out.as_dict(), indent=2, ensure_ascii=False))
         return
     stdout = stdout_console()
-    stdout.print(out["answer"], markup=False, highlight=False)
+    stdout.print(out.answer.text, markup=False, highlight=False)
     stdout.print()
-    for c in out["citations"]:
-        where = " > ".join(c["heading_path"]) or c["doc_id"]
-        stdout.print(f"[{c['id']}] {c['doc_id']} [{c['start']}:{c['end']}] {where}", markup=False, highlight=False)
+    for c in out.answer.citations:
+        where = " > ".join(c.heading_path) or c.doc_id
+        stdout.print(f"[{c.id}] {c.doc_id} [{c.start}:{c.end}] {where}", markup=False, highlight=False)
     stdout.print(
-        f"\n{out['usage']['context_tokens']} context tokens, {out['timings_ms']['total_ms']:.0f} ms",
+        f"\n{out.sources.context_tokens} context tokens, {out.answer.timings_ms['total_ms']:.0f} ms",
         style="dim",
     )
     if trace:
-        stdout.print(trace_table(out["trace"]))
+        stdout.print(trace_table(out.sources.trace or []))
 
 
 def stdout_console() -> Console:
@@ -180,15 +208,15 @@ def stdout_console() -> Console:
     return Console(soft_wrap=not sys.stdout.isatty())
 
 
-def trace_table(trace: list[dict]) -> Table:
-    """The selection trace, one candidate a row, best first."""
+def trace_table(trace: list) -> Table:
+    """The selection trace (``retrieval.types.TraceEntry``), one candidate a row, best first."""
     table = Table(title="trace")
     for column in ("rank", "span", "via", "tokens", "scores", "decision", "why"):
         table.add_column(column, overflow="fold")
-    for entry in sorted(trace, key=lambda e: e["rank"]):
-        scores = " ".join(f"{name}={value:.3f}" for name, value in entry["scores"].items())
-        table.add_row(str(entry["rank"]), entry["span_id"], entry["source"], str(entry["n_tokens"]), scores,
-                      entry["decision"], entry["reason"])
+    for entry in sorted(trace, key=lambda e: e.rank):
+        scores = " ".join(f"{name}={value:.3f}" for name, value in entry.scores.items())
+        table.add_row(str(entry.rank), entry.span_id, entry.source, str(entry.n_tokens), scores,
+                      entry.decision, entry.reason)
     return table
 
 

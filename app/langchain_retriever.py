@@ -37,6 +37,7 @@ from langchain_core.runnables.config import run_in_executor
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
 from app.options import RetrievalOptions, Text
+from retrieval.params import BudgetTokens, TopK
 from service.engine import RagService, ranked_payload
 from service.settings import Settings
 
@@ -80,8 +81,8 @@ class SpanRAGRetriever(BaseRetriever):
     api_key: SecretStr | None = Field(None, description="sent as 'Authorization: Bearer KEY' (remote mode)")
     k: int | None = Field(None, ge=1, strict=True, description="most Documents returned; None: all selected")
     pipeline: str | None = Field(None, min_length=1, max_length=100)
-    top_k: int | None = Field(None, ge=1, le=200)
-    budget_tokens: int | None = Field(None, ge=1, le=100_000)
+    top_k: TopK | None = None  # declared once, in retrieval.params
+    budget_tokens: BudgetTokens | None = None
     search_kwargs: dict[str, Any] = Field(default_factory=dict)
     timeout_s: float = Field(30.0, gt=0, allow_inf_nan=False)
     service: RagService | None = None

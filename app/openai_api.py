@@ -98,14 +98,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException
 
 from app import sse
+from app.errors import ServiceError, service_error
 from app.options import RetrievalOptions, Text, encodable_text
-from app.security import AccessControl, AccessDenied, Principal, RateLimited
-from generation.openai_compatible import GeneratorUnavailable
+from app.security import AccessControl, Principal
 from generation.types import Sampling
-from indexing.parsers.base import ParseError
-from indexing.store.base import CollectionNotFound, StoreMismatch
-from retrieval.pipeline import UnknownPipeline
 from service.engine import RagService
+from service.results import QueryEvent, QueryResult
 
 log = logging.getLogger(__name__)
 MODEL_PREFIX = "spanrag:"
@@ -285,6 +283,11 @@ class OpenAIError(Exception):
         self.status, self.message, self.error_type = status, message, error_type
         self.param, self.code, self.headers = param, code, headers
 
+    @classmethod
+    def of(cls, error: ServiceError) -> OpenAIError:
+        """An entry of the error table (``app.errors``) in OpenAI's shape."""
+        return cls(error.status, error.message, error.error_type, error.param, error.code, error.headers)
+
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}}
 
@@ -309,28 +312,11 @@ def as_openai_error(exc: Exception) -> OpenAIError | None:
             for e in errors[:3])
         return OpenAIError(400, f"invalid request: {reasons}", param=".".join(where) or None,
                            code=first.get("type"))
-    if isinstance(exc, AccessDenied):
-        kind = "authentication_error" if exc.status == 401 else "permission_error"
-        return OpenAIError(exc.status, exc.message, error_type=kind, code=exc.code, headers=exc.headers)
-    if isinstance(exc, RateLimited):
-        return OpenAIError(429, str(exc), error_type="rate_limit_error", code="rate_limit_exceeded",
-                           headers=exc.headers)
     if isinstance(exc, HTTPException):  # a body FastAPI cannot read (not UTF-8), the size guard's 413
         detail = "the request body is not valid UTF-8 JSON" if exc.status_code == 400 else str(exc.detail)[:500]
         return OpenAIError(exc.status_code, detail, headers=exc.headers)
-    if isinstance(exc, ParseError):
-        return OpenAIError(422, str(exc)[:500])
-    if isinstance(exc, CollectionNotFound):
-        return OpenAIError(404, f"model {MODEL_PREFIX}{str(exc.args[0])[:200]} not found", code="model_not_found",
-                           param="model")
-    if isinstance(exc, UnknownPipeline):
-        return OpenAIError(400, exc.args[0], param="pipeline")
-    if isinstance(exc, StoreMismatch):
-        return OpenAIError(409, str(exc), error_type="conflict")
-    if isinstance(exc, GeneratorUnavailable):  # the request was fine; the model cannot answer now
-        return OpenAIError(503, exc.reason, error_type="service_unavailable", code="generator_unavailable",
-                           headers={"Retry-After": "5"})
-    return None
+    error = service_error(exc)  # the table the native API answers from too (app.errors)
+    return None if error is None else OpenAIError.of(error)
 
 
 class OpenAIErrorRoute(APIRoute):
@@ -392,16 +378,18 @@ class Completion:
         self.created = int(time.time())
         self.model = model
 
-    def message(self, query: dict, usage: dict) -> dict:
-        """The ``chat.completion`` object for ``RagService.query``'s answer object."""
-        spanrag = {k: v for k, v in query.items() if k != "answer"}
+    def message(self, query: QueryResult, usage: dict) -> dict:
+        """The ``chat.completion`` object for ``RagService.query``'s result: the answer text
+        is the message, the rest of the answer object is ``spanrag``."""
+        spanrag = {k: v for k, v in query.as_dict().items() if k != "answer"}
+        citations = spanrag["citations"]
         return {
             "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
             "system_fingerprint": None,
             "choices": [{
-                "index": 0, "finish_reason": "stop", "logprobs": citing(query["citations"]),
-                "message": {"role": "assistant", "content": query["answer"], "refusal": None,
-                            "citations": query["citations"]},
+                "index": 0, "finish_reason": "stop", "logprobs": citing(citations),
+                "message": {"role": "assistant", "content": query.answer.text, "refusal": None,
+                            "citations": citations},
             }],
             "usage": usage,
             "spanrag": spanrag,
@@ -416,21 +404,22 @@ class Completion:
             **extra,
         }
 
-    def chunks(self, rag: RagService, question: str, events: Iterator[tuple[str, dict]],
+    def chunks(self, rag: RagService, question: str, events: Iterator[QueryEvent],
                include_usage: bool) -> Iterator[str]:
         """``RagService.query_stream``'s events as OpenAI chunks (see module doc)."""
         context_tokens = 0
         try:
             for kind, payload in events:
                 if kind == "context":
-                    context_tokens = payload["usage"]["context_tokens"]
-                    yield sse.data(self.chunk({"role": "assistant", "content": ""}, spanrag=payload))
+                    context_tokens = payload.context_tokens
+                    yield sse.data(self.chunk({"role": "assistant", "content": ""}, spanrag=payload.as_dict()))
                 elif kind == "delta":
-                    yield sse.data(self.chunk({"content": payload["text"]}))
+                    yield sse.data(self.chunk({"content": payload.text}))
                 else:  # the final answer
-                    usage = token_usage(rag, question, payload["answer"], context_tokens)
-                    yield sse.data(self.chunk({"citations": payload["citations"]}, "stop",
-                                              citing(payload["citations"]), spanrag={**payload, "token_usage": usage}))
+                    usage = token_usage(rag, question, payload.text, context_tokens)
+                    answer = payload.as_dict()
+                    yield sse.data(self.chunk({"citations": answer["citations"]}, "stop",
+                                              citing(answer["citations"]), spanrag={**answer, "token_usage": usage}))
                     if include_usage:
                         yield sse.data({**self.chunk({}), "choices": [], "usage": usage})
         except Exception as exc:  # the status line is out: the error goes into the stream
@@ -495,6 +484,6 @@ def openai_router(rag: RagService, access: AccessControl, responses: dict | None
             return StreamingResponse(reply.chunks(rag, question, events, include_usage),
                                      media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
         out = rag.query(collection, question, body.pipeline, body.overrides(), body.trace, history, body.sampling())
-        return reply.message(out, token_usage(rag, question, out["answer"], out["usage"]["context_tokens"]))
+        return reply.message(out, token_usage(rag, question, out.answer.text, out.sources.context_tokens))
 
     return router

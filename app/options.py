@@ -3,9 +3,11 @@ and the text type every request string goes through."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator
+
+from retrieval.params import RetrievalOverrides
 
 
 def encodable_text(value: str) -> str:
@@ -24,19 +26,8 @@ Text = Annotated[str, AfterValidator(encodable_text)]
 """A request string: valid Unicode, no NUL."""
 
 
-class RetrievalOptions(BaseModel):
-    """Knobs a request may override on top of the pipeline and the server's settings."""
-
-    model_config = ConfigDict(allow_inf_nan=False)  # JSON's NaN and Infinity are 422s, not 500s
-
-    top_k: int | None = Field(None, ge=1, le=200)
-    budget_tokens: int | None = Field(None, ge=1, le=100_000, description="selection budget")
-    compression: Literal["off", "sentence", "sentence+token"] | None = Field(
-        None, description="prune the selected context before the generator"
-    )
-    compress_budget_tokens: int | None = Field(None, ge=1, le=100_000, description="compression target in tokens")
-    compress_ratio: float | None = Field(None, gt=0, lt=1, description="compression target as a share of the selected tokens")
-
-    def overrides(self) -> dict[str, Any]:
-        names = ("top_k", "budget_tokens", "compression", "compress_budget_tokens", "compress_ratio")
-        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+class RetrievalOptions(RetrievalOverrides):
+    """Knobs a request may override on top of the pipeline and the server's settings: the
+    override knobs as ``retrieval.params`` declares them once (names, ranges, NaN refused),
+    shared with the CLI flags, the ``SPANRAG_*`` settings and the LangChain retriever.
+    ``overrides()`` gives the ones set, for ``RetrievalParams.with_overrides``."""

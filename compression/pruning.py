@@ -37,7 +37,7 @@ of a table's header. Dropping filler words can hurt generators ("LLM-Microscope"
 evaluation reports it next to sentence pruning.
 
     >>> compressor = ContextCompressor()                                        # doctest: +SKIP
-    >>> context, report = compressor.compress(result.context, params, inputs)   # doctest: +SKIP
+    >>> context, report = compressor.compress(result.context, params.compress, inputs)  # doctest: +SKIP
     >>> report.applied, report.tokens_before, report.tokens_after               # doctest: +SKIP
     (True, 497, 296)
 """
@@ -51,11 +51,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from indexing.embed import TokenEncoder
-from indexing.spans import Span
+from indexing.spans import Span, doc_id_of, order_of
 from indexing.store.base import SpanStore
 from indexing.token_codecs import similarities
-from retrieval.params import RetrievalParams
-from retrieval.selection.bubble import share_table_headers
+from retrieval.context import share_table_headers
+from retrieval.params import CompressionParams
 from retrieval.types import CompressionReport, Context, ContextSpan, TraceEntry
 
 
@@ -84,14 +84,14 @@ class Piece:
     cost_shared: int = 0  # tokens it adds when its table's header is already shown
 
 
-def compression_target(params: RetrievalParams, tokens: int) -> int | None:
+def compression_target(params: CompressionParams, tokens: int) -> int | None:
     """Tokens the compressed context may use: the tighter of ``compress_budget_tokens`` and
     ``compress_ratio`` × the selected tokens (None: no target set, nothing to do)."""
     targets = []
-    if params.compress_budget_tokens is not None:
-        targets.append(params.compress_budget_tokens)
-    if params.compress_ratio is not None:
-        targets.append(int(params.compress_ratio * tokens))
+    if params.budget_tokens is not None:
+        targets.append(params.budget_tokens)
+    if params.ratio is not None:
+        targets.append(int(params.ratio * tokens))
     return min(targets) if targets else None
 
 
@@ -99,23 +99,23 @@ class ContextCompressor:
     """Sentence-level (and optionally token-level) pruning of a selected context."""
 
     def compress(
-        self, context: Context, params: RetrievalParams, inputs: CompressionInputs
+        self, context: Context, params: CompressionParams, inputs: CompressionInputs
     ) -> tuple[Context, CompressionReport]:
         pieces = self._pieces(context)
         before = context.n_tokens
         target = compression_target(params, before)
         report = CompressionReport(
-            params.compression, False, target, before, before, len(pieces), len(pieces)
+            params.method, False, target, before, before, len(pieces), len(pieces)
         )
-        if params.compression == "off" or target is None or before <= target or not pieces:
+        if params.method == "off" or target is None or before <= target or not pieces:
             return context, report  # no pieces: nothing stored to choose from
 
         self._score(pieces, inputs)
         self._costs(pieces, inputs)
         sentence_target = target
-        if params.compression == "sentence+token":
-            sentence_target = int(target / max(1e-6, 1 - params.compress_token_drop))
-        bridged = {t.span_id.rsplit("#", 1)[0] for t in context.trace if t.source == "graph" and t.decision == "taken"}
+        if params.method == "sentence+token":
+            sentence_target = int(target / max(1e-6, 1 - params.token_drop))
+        bridged = {doc_id_of(t.span_id) for t in context.trace if t.source == "graph" and t.decision == "taken"}
         kept, trace = self._greedy(pieces, params, sentence_target, inputs, bridged)
         items = [
             ContextSpan(span=p.span, score=p.scores["gain"], pieces=[p.span], piece_vectors=p.vector[None, :])
@@ -123,7 +123,7 @@ class ContextCompressor:
         ]
         headers = self._header_tokens(items, inputs)
         items = share_table_headers(items, headers)
-        if params.compression == "sentence+token":
+        if params.method == "sentence+token":
             items = self._drop_words(items, target, inputs)
         compressed = Context(items, sum(i.n_tokens for i in items), [*context.trace, *trace])
         report.applied = True
@@ -202,7 +202,7 @@ class ContextCompressor:
 
     # -- choosing pieces -------------------------------------------------------------------------
     def _greedy(
-        self, pieces: list[Piece], params: RetrievalParams, target: int, inputs: CompressionInputs,
+        self, pieces: list[Piece], params: CompressionParams, target: int, inputs: CompressionInputs,
         bridged: set[str],
     ) -> tuple[list[Piece], list[TraceEntry]]:
         n = len(pieces)
@@ -216,8 +216,8 @@ class ContextCompressor:
             coverage = np.stack([p.coverage if p.coverage is not None else np.zeros(n_q) for p in pieces])
             covered = np.median(coverage[with_coverage], axis=0)
         lead = np.array([_is_lead(p.span) for p in pieces], dtype=float)
-        base = (params.compress_relevance_weight * relevance + params.compress_prior_weight * prior
-                + params.compress_lead_weight * lead)
+        base = (params.relevance_weight * relevance + params.prior_weight * prior
+                + params.lead_weight * lead)
         is_open = np.ones(n, dtype=bool)
         docs_kept: set[str] = set()
         tables_paid: set[str] = set()
@@ -228,8 +228,8 @@ class ContextCompressor:
             open_idx = np.flatnonzero(is_open)
             gain = base[open_idx].copy()
             if coverage.shape[1]:
-                gain += params.compress_coverage_weight * np.maximum(coverage[open_idx] - covered, 0).mean(axis=1)
-            gain += params.compress_bridge_weight * np.array(
+                gain += params.coverage_weight * np.maximum(coverage[open_idx] - covered, 0).mean(axis=1)
+            gain += params.bridge_weight * np.array(
                 [pieces[i].span.doc_id in bridged and pieces[i].span.doc_id not in docs_kept for i in open_idx],
                 dtype=float)
             i = int(open_idx[int(np.argmax(gain))])
@@ -312,7 +312,8 @@ def _is_lead(span: Span) -> bool:
     child comes right after its parent); leads tend to name what the paragraph is about."""
     if span.granularity != "sentence" or not span.parent_id:
         return False
-    return span.parent_id.rsplit("#", 1)[-1].isdigit() and int(span.parent_id.rsplit("#", 1)[-1]) + 1 == span.order
+    parent_order = order_of(span.parent_id)
+    return parent_order is not None and parent_order + 1 == span.order
 
 
 def _word_relevance(text: str, words: list[str], inputs: CompressionInputs) -> list[float]:

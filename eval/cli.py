@@ -94,7 +94,15 @@ def eval_command(
         values["data_dir"] = data_dir
     if generator is not None:
         values["generator"] = generator
-    rag = RagService(Settings(**values))
+    from pydantic import ValidationError
+
+    from service.settings import invalid_settings_message
+
+    try:
+        settings = Settings(**values)
+    except ValidationError as exc:  # SPANRAG_TOP_K=0: a message, not a traceback
+        _fail(invalid_settings_message(exc))
+    rag = RagService(settings)
     try:
         rag.generator
     except UnknownGenerator as exc:

@@ -64,9 +64,6 @@ CREATE INDEX IF NOT EXISTS edges_by_dst_doc ON edges (collection, dst_doc_id)
 """
 
 
-doc_of_span = doc_id_of  # the former name; span ids are read in one place, indexing.spans
-
-
 def _node_kind(node: str) -> str:
     return {"doc": "doc", "span": "span", "ent": "entity"}[node.split(":", 1)[0]]
 

@@ -34,7 +34,7 @@ from indexing.parsers.base import ParsedDocument, ParseError, as_parse_error
 from indexing.parsers.limits import ParseLimits, check_bytes, check_chars, check_metadata, check_text
 from indexing.sentences import SentenceSplitter
 from indexing.span_tree import Splitter, build_span_tree
-from indexing.spans import Document, Granularity, Span
+from indexing.spans import Document, Granularity, Span, doc_id_of
 from indexing.store.base import SourceRecord, SpanStore
 from indexing.token_codecs import Codec, encode_tokens
 
@@ -318,7 +318,7 @@ class Ingestor:
                         hits = self.store.dense_search(collection, vector, similar_k + 8, [span.granularity])
                         similar[span.id] = [
                             (h.span_id, h.score) for h in hits
-                            if h.score >= similar_min and h.span_id.rsplit("#", 1)[0] != doc.id
+                            if h.score >= similar_min and doc_id_of(h.span_id) != doc.id
                         ][:similar_k]
                 if progress and len(docs) > 50 and n % 50 == 0:
                     progress.documents(n, len(docs))

@@ -54,5 +54,23 @@ class Span:
 
 
 def span_id(doc_id: str, order: int) -> str:
-    """Span ids are stable for a given document version: ``<doc_id>#<pre-order position>``."""
+    """Span ids are stable for a given document version: ``<doc_id>#<pre-order position>``.
+    :func:`doc_id_of` and :func:`order_of` read them back (a doc id may itself contain ``#``).
+
+        >>> span_id("notes#v2.md", 3), doc_id_of("notes#v2.md#3"), order_of("notes#v2.md#3")
+        ('notes#v2.md#3', 'notes#v2.md', 3)
+    """
     return f"{doc_id}#{order}"
+
+
+def doc_id_of(span_id: str) -> str:
+    """The document a span id belongs to: everything before its last ``#``. The one place
+    that reads span ids; indexing, retrieval and the apps all use it."""
+    return span_id.rsplit("#", 1)[0]
+
+
+def order_of(span_id: str) -> int | None:
+    """The span's position in its document's span list (the part after the last ``#``);
+    None for an id that has none."""
+    _, sep, order = span_id.rpartition("#")
+    return int(order) if sep and order.isascii() and order.isdigit() else None

@@ -13,28 +13,28 @@ from __future__ import annotations
 import numpy as np
 
 from indexing.store.base import ScoredSpanId, SpanStore
-from retrieval.params import RetrievalParams
+from retrieval.params import FirstStageParams
 from retrieval.scoring.maxsim import maxsim, maxsim_torch
 from retrieval.scoring.xtr import xtr_scores
 from retrieval.types import Candidate, RankedDocument, doc_id_of
 
 
 def fetch_signals(
-    store: SpanStore, collection: str, question: str, query_vector: np.ndarray, params: RetrievalParams
+    store: SpanStore, collection: str, question: str, query_vector: np.ndarray, params: FirstStageParams
 ) -> dict[str, list[ScoredSpanId]]:
     signals: dict[str, list[ScoredSpanId]] = {}
     if params.dense_granularities:
         signals["dense"] = store.dense_search(
-            collection, query_vector, params.first_stage_k, params.dense_granularities
+            collection, query_vector, params.k, params.dense_granularities
         )
     for granularity in params.bm25_granularities:
         signals[f"bm25:{granularity}"] = store.lexical_search(
-            collection, question, params.first_stage_k, granularity
+            collection, question, params.k, granularity
         )
     return signals
 
 
-def fuse(signals: dict[str, list[ScoredSpanId]], params: RetrievalParams) -> list[Candidate]:
+def fuse(signals: dict[str, list[ScoredSpanId]], params: FirstStageParams) -> list[Candidate]:
     """Span-level weighted RRF: ``rrf_span`` = Σ_lists weight / (rrf_k + rank), over the top
     ``span_fusion_depth`` hits of each list (deeper hits only matter for document recall)."""
     n_bm25 = sum(1 for name in signals if name.startswith("bm25:"))
@@ -88,7 +88,7 @@ def xtr_documents(
 
 
 def rank_documents(
-    signals: dict[str, list[ScoredSpanId]], params: RetrievalParams
+    signals: dict[str, list[ScoredSpanId]], params: FirstStageParams
 ) -> list[RankedDocument]:
     """Document-level RRF over ``params.document_signals``.
 
@@ -115,7 +115,7 @@ def rank_documents(
 
 
 def score_candidates(
-    candidates: list[Candidate], documents: list[RankedDocument], params: RetrievalParams
+    candidates: list[Candidate], documents: list[RankedDocument], params: FirstStageParams
 ) -> list[Candidate]:
     """``fused`` = ``rrf_span`` (the span's own RRF) + ``doc_prior_weight`` × its
     document's RRF (``rrf_document``); returned best first."""

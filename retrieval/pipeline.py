@@ -1,8 +1,10 @@
-"""Named retrieval pipelines and the retriever that runs them.
+"""Named retrieval pipelines and the retriever that runs their retrieval stages.
 
 A pipeline is a configuration (a :class:`RetrievalParams`), not code: the server, the CLI
-and ``spanrag eval`` all run a name from :data:`PIPELINES` through the same
-:class:`Retriever`.
+and ``spanrag eval`` all run a name from :data:`PIPELINES` through the same stages. The
+:class:`Retriever` here runs retrieval's own (first stage, then selection); the stage after
+it, compression, sits in ``compression/``, and what runs them in order sits above both
+(``service/stages.py``), so retrieval never imports compression.
 
     >>> sorted(PIPELINES)[:3]
     ['bm25', 'default', 'dense']
@@ -15,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from compression.pruning import CompressionInputs, ContextCompressor
 from indexing.embed import Encoder, TokenEncoder
 from indexing.graph import GraphIndex
 from indexing.spans import Span
@@ -28,9 +29,9 @@ from retrieval.first_stage import (
     score_candidates,
     xtr_documents,
 )
+from retrieval.context import share_table_headers
 from retrieval.params import RetrievalParams
 from retrieval.selection import SELECTORS, SelectionInputs
-from retrieval.selection.bubble import share_table_headers
 from retrieval.types import PIECE_GRANULARITIES, Candidate, Context, ContextSpan, RetrievalResult
 
 
@@ -42,16 +43,17 @@ class PipelineSpec:
 
     @property
     def uses_token_vectors(self) -> bool:
-        return bool(self.params.maxsim_depth or self.params.xtr_k)
+        return self.params.first_stage.late_interaction
 
     @property
     def search_structures(self) -> list[str]:
         """The store's structures this pipeline reads (keys of ``index_footprint``)."""
+        first = self.params.first_stage
         used = {
-            "dense": bool(self.params.dense_granularities),
-            "bm25": bool(self.params.bm25_granularities),
+            "dense": bool(first.dense_granularities),
+            "bm25": bool(first.bm25_granularities),
             "tokens": self.uses_token_vectors,
-            "token_index": bool(self.params.xtr_k),
+            "token_index": bool(first.xtr_k),
         }
         return [name for name, on in used.items() if on]
 
@@ -129,24 +131,24 @@ PIPELINES: dict[str, PipelineSpec] = _registry(
         "default-compressed",
         "the default, then sentence-level compression of its context to 60% of its tokens"
         " (pieces chosen by relevance, MaxSim coverage of the question's tokens and selector score)",
-        DEFAULT.model_copy(update={"compression": "sentence", "compress_ratio": 0.6}),
+        DEFAULT.with_overrides({"compression": "sentence", "compress_ratio": 0.6}),
     ),
     PipelineSpec(
         "default-compressed-tokens",
         "the default-compressed pipeline with token-level pruning: sentences to 1/0.8 of the target,"
         " then the words least similar to the question dropped down to it (numbers kept)",
-        DEFAULT.model_copy(update={"compression": "sentence+token", "compress_ratio": 0.6}),
+        DEFAULT.with_overrides({"compression": "sentence+token", "compress_ratio": 0.6}),
     ),
     PipelineSpec(
         "default-300",
         "the default with a 300-token budget: what selecting less gives, the baseline that"
         " compression to 60% of 500 tokens must beat",
-        DEFAULT.model_copy(update={"budget_tokens": 300}),
+        DEFAULT.with_overrides({"budget_tokens": 300}),
     ),
     PipelineSpec(
         "default-no-graph",
         "the default without the graph step (ablation): the bubble grows from its anchors only",
-        DEFAULT.model_copy(update={"bubble_graph_docs": 0}),
+        DEFAULT.with_overrides({"bubble_graph_docs": 0}),
     ),
 )
 
@@ -162,12 +164,23 @@ def get_pipeline(name: str) -> PipelineSpec:
         raise UnknownPipeline(f"unknown pipeline {name!r}; known: {', '.join(sorted(PIPELINES))}") from None
 
 
+def pipeline_params(name: str, overrides: dict | None = None) -> tuple[PipelineSpec, RetrievalParams]:
+    """Pipeline ``name`` and the parameters it runs with: its own, with ``overrides`` (flat
+    names or groups) applied and validated (``ValidationError``, a ``ValueError``, for an
+    unknown name or an out-of-range value; :class:`UnknownPipeline` for an unknown pipeline)."""
+    spec = get_pipeline(name)
+    return spec, spec.params.with_overrides(overrides)
+
+
 def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 3)
 
 
 class Retriever:
     """question → first stage → fused candidates → selection → context (with trace).
+
+    Retrieval's stages only: a pipeline that compresses its context runs through
+    ``service.stages.PipelineRunner``, which calls :meth:`run` and then compression.
 
         >>> retriever = Retriever(store, encoder)                        # doctest: +SKIP
         >>> result = retriever.retrieve("docs", "what is X?", "default") # doctest: +SKIP
@@ -188,7 +201,6 @@ class Retriever:
         self.graph = graph
         self.token_encoder: TokenEncoder = token_encoder or encoder
         self.selectors = {name: cls() for name, cls in SELECTORS.items()}
-        self.compressor = ContextCompressor()
 
     def retrieve(
         self,
@@ -197,47 +209,59 @@ class Retriever:
         pipeline: str = "default",
         overrides: dict | None = None,
     ) -> RetrievalResult:
-        spec = get_pipeline(pipeline)
-        params = spec.params.model_copy(update=overrides) if overrides else spec.params
+        spec, params = pipeline_params(pipeline, overrides)
+        if params.compress.on:
+            raise ValueError(
+                f"pipeline {spec.name!r} compresses its context: run it through service.stages.PipelineRunner"
+                " (retrieval does not import compression)"
+            )
+        return self.run(collection, question, spec.name, params)
+
+    def run(
+        self, collection: str, question: str, name: str, params: RetrievalParams, query_tokens: bool = False
+    ) -> RetrievalResult:
+        """Retrieval's stages with ready ``params`` (``name``: the pipeline's, for the result);
+        ``query_tokens``: encode the question's token vectors even when the first stage does
+        not use them (a later stage does; they come back in ``RetrievalResult.query_tokens``)."""
+        first = params.first_stage
         timings: dict[str, float] = {}
 
         started = time.perf_counter()
-        late_interaction = bool(params.maxsim_depth or params.xtr_k)
-        compressing = params.compression != "off"
-        query_tokens = None
-        if late_interaction or compressing:
+        tokens_needed = first.late_interaction or query_tokens
+        tokens = None
+        if tokens_needed:
             self._check_token_model(collection)
-        if (late_interaction or compressing) and self.token_encoder is self.encoder:
-            query_vector, query_tokens = self.encoder.encode_query_with_tokens(question)  # one pass
+        if tokens_needed and self.token_encoder is self.encoder:
+            query_vector, tokens = self.encoder.encode_query_with_tokens(question)  # one pass
         else:
             query_vector = self.encoder.encode_query(question)
-            if late_interaction or compressing:
-                query_tokens = self.token_encoder.encode_query_tokens(question)
+            if tokens_needed:
+                tokens = self.token_encoder.encode_query_tokens(question)
         timings["encode_ms"] = _ms(started)
 
         t = time.perf_counter()
-        signals = fetch_signals(self.store, collection, question, query_vector, params)
-        if params.xtr_k:
-            signals["xtr"] = xtr_documents(self.store, collection, query_tokens, params.xtr_k)
-        ranked_documents = rank_documents(signals, params)
+        signals = fetch_signals(self.store, collection, question, query_vector, first)
+        if first.xtr_k:
+            signals["xtr"] = xtr_documents(self.store, collection, tokens, first.xtr_k)
+        ranked_documents = rank_documents(signals, first)
         timings["first_stage_ms"] = _ms(t)
-        if params.maxsim_depth:
+        if first.maxsim_depth:
             t = time.perf_counter()
             signals["maxsim"] = maxsim_documents(
-                self.store, collection, query_tokens, ranked_documents, params.maxsim_depth,
+                self.store, collection, tokens, ranked_documents, first.maxsim_depth,
                 self.scoring_device,
             )
-            ranked_documents = rank_documents(signals, params)
+            ranked_documents = rank_documents(signals, first)
             timings["maxsim_ms"] = _ms(t)
-        candidates = score_candidates(fuse(signals, params), ranked_documents, params)
+        candidates = score_candidates(fuse(signals, first), ranked_documents, first)
         if not candidates:  # only document-level signals (xtr-only): each document's best span
             candidates = score_candidates(
                 [Candidate(d.best_span_id, {"rrf_span": 0.0}, {}) for d in ranked_documents],
-                ranked_documents, params,
+                ranked_documents, first,
             )
 
         t = time.perf_counter()
-        pool = candidates[: params.candidate_pool]
+        pool = candidates[: first.candidate_pool]
         loaded = {s.id: s for s in self.store.get_spans(collection, [c.span_id for c in pool])}
         for candidate in pool:
             candidate.span = loaded.get(candidate.span_id)
@@ -245,21 +269,16 @@ class Retriever:
         inputs = SelectionInputs(
             collection, question, query_vector, self.store, self.encoder.count_tokens, self.graph
         )
-        context = self.selectors[params.selector].select(pool, params, inputs)
+        selector = self.selectors[params.selection.selector]
+        options = getattr(params, selector.group) if selector.group else None  # its own group
+        context = selector.select(pool, params.selection, inputs, options)
         self._attach_pieces(collection, context)
         timings["selection_ms"] = _ms(t)
-        compression = None
-        if compressing:
-            t = time.perf_counter()
-            context, compression = self.compressor.compress(context, params, CompressionInputs(
-                collection, question, query_vector, self.store, self.encoder.count_tokens, query_tokens, self.token_encoder,
-            ))
-            timings["compression_ms"] = _ms(t)
         timings["retrieval_ms"] = _ms(started)
         return RetrievalResult(
-            question=question, pipeline=spec.name, query_vector=query_vector,
+            question=question, pipeline=name, query_vector=query_vector,
             candidates=candidates, ranked_documents=ranked_documents, context=context,
-            timings_ms=timings, compression=compression,
+            timings_ms=timings, query_tokens=tokens,
         )
 
     def _check_token_model(self, collection: str) -> None:
@@ -325,4 +344,4 @@ def _drop_vanished(context: Context, kept: list[ContextSpan]) -> None:
     context.n_tokens = sum(item.n_tokens for item in kept)
 
 
-__all__ = ["PIPELINES", "PipelineSpec", "Retriever", "get_pipeline", "UnknownPipeline"]
+__all__ = ["PIPELINES", "PipelineSpec", "Retriever", "get_pipeline", "pipeline_params", "UnknownPipeline"]

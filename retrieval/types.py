@@ -7,15 +7,10 @@ from typing import Literal
 
 import numpy as np
 
-from indexing.spans import Span
+from indexing.spans import Span, doc_id_of  # noqa: F401  (doc_id_of: re-exported, its home is indexing.spans)
 
 
 PIECE_GRANULARITIES = ("sentence", "row")  # what a context shows and an answer cites
-
-
-def doc_id_of(span_id: str) -> str:
-    """Span ids are ``<doc_id>#<n>`` (see indexing.spans.span_id)."""
-    return span_id.rsplit("#", 1)[0]
 
 
 @dataclass
@@ -128,3 +123,4 @@ class RetrievalResult:
     timings_ms: dict[str, float]
     compression: CompressionReport | None = None  # None: the pipeline has no compression stage
     retrieval_question: str | None = None  # what was searched, when not ``question`` (a chat follow-up)
+    query_tokens: np.ndarray | None = None  # the question's token vectors, when a stage needed them

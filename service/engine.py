@@ -3,9 +3,12 @@ one visible place. The HTTP app, the CLI and the evaluation harness all use this
 
     >>> rag = RagService(Settings(data_dir=Path("/tmp/demo")))       # doctest: +SKIP
     >>> rag.ingest_paths("docs", [Path("samples")])                  # doctest: +SKIP
-    >>> rag.query("docs", "What does spanrag store?")["answer"]      # doctest: +SKIP
+    >>> rag.query("docs", "What does spanrag store?").answer.text    # doctest: +SKIP
     >>> for kind, payload in rag.query_stream("docs", "What does spanrag store?"):  # doctest: +SKIP
-    ...     print(kind, payload)            # context, then delta ..., then answer
+    ...     print(kind, payload.as_dict())  # context, then delta ..., then answer
+
+``query`` returns a typed ``QueryResult`` (``service.results``); each surface (HTTP, the
+OpenAI-compatible API, the CLI) turns it into its JSON once, with ``as_dict()``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from typing import TYPE_CHECKING
 
 from generation.types import Answer, History, Sampling
 from indexing.store.base import CollectionNotFound, SpanStore
+from service.results import AnswerDelta, QueryAnswer, QueryEvent, QueryResult, QuerySources
+from service.results import context_payload, ranked_payload  # re-exported: their home is service.results
 from service.settings import Settings
 
 if TYPE_CHECKING:  # the heavy parts (torch, FAISS, networkx, the parsers) load on first use
@@ -29,8 +34,12 @@ if TYPE_CHECKING:  # the heavy parts (torch, FAISS, networkx, the parsers) load 
     from indexing.graph import GraphIndex
     from indexing.ingest import IngestProgress, IngestReport, Ingestor
     from indexing.parsers.limits import ParseLimits
-    from retrieval.pipeline import Retriever
-    from retrieval.types import ContextSpan, RetrievalResult
+    from retrieval.types import RetrievalResult
+    from service.stages import PipelineRunner
+
+
+__all__ = ["DocumentConflict", "QueryEvent", "QueryResult", "RagService", "ServiceListener", "UnknownGenerator",
+           "context_payload", "ranked_payload"]
 
 
 class UnknownGenerator(ValueError):
@@ -127,12 +136,13 @@ class RagService:
         return GraphIndex(self.settings.data_dir / "graph.sqlite3")
 
     @cached_property
-    def retriever(self) -> Retriever:
+    def retriever(self) -> PipelineRunner:
+        """Runs a pipeline's stages in order: retrieval (first stage, selection), compression."""
         from indexing.embed import pick_device
-        from retrieval.pipeline import Retriever
+        from service.stages import PipelineRunner
 
-        return Retriever(self.store, self.encoder, self.token_encoder, self.graph,
-                         scoring_device=pick_device(self.settings.device))
+        return PipelineRunner(self.store, self.encoder, self.token_encoder, self.graph,
+                              scoring_device=pick_device(self.settings.device))
 
     @cached_property
     def generator(self) -> Generator:
@@ -306,6 +316,9 @@ class RagService:
     ) -> RetrievalResult:
         self.require_collection(collection)
         merged = {**self.settings.retrieval_overrides(), **(overrides or {})}
+        from retrieval.requirements import require_pipeline  # refuse what this store cannot run (400)
+
+        require_pipeline(self.store, pipeline or self.settings.pipeline, merged)
         result = self.retriever.retrieve(collection, question, pipeline or self.settings.pipeline, merged)
         self._tell("retrieve", collection, {"timings_ms": result.timings_ms, "pipeline": result.pipeline})
         return result
@@ -350,8 +363,9 @@ class RagService:
         trace: bool = False,
         history: History | None = None,
         sampling: Sampling | None = None,
-    ) -> dict:
-        """The answer object the HTTP endpoint and ``spanrag query --json`` return.
+    ) -> QueryResult:
+        """The answer and the context it is written from; ``as_dict()`` is the answer object
+        the HTTP endpoint and ``spanrag query --json`` return (see ``service.results``).
 
         With ``history`` (a chat), a follow-up question is searched together with the user's
         earlier turns (``retrieval.conversation``; ``retrieval_question`` in the object says
@@ -360,7 +374,7 @@ class RagService:
         result = self.retrieve_turn(collection, question, history, pipeline, overrides)
         answer, generation_ms = self.answer(result, history, sampling)
         timings = {**result.timings_ms, "generation_ms": generation_ms, "total_ms": _ms_since(started)}
-        return {**answer_payload(answer, timings), **sources_payload(result, trace)}
+        return QueryResult(QueryAnswer.of(answer, timings), QuerySources.of(result, trace))
 
     def retrieve_turn(
         self,
@@ -389,9 +403,9 @@ class RagService:
         trace: bool = False,
         history: History | None = None,
         sampling: Sampling | None = None,
-    ) -> Iterator[tuple[str, dict]]:
-        """``query`` as it happens: ``("context", sources_payload)``, then ``("delta",
-        {"text"})`` for each piece of the answer, then ``("answer", answer_payload)``, whose
+    ) -> Iterator[QueryEvent]:
+        """``query`` as it happens: ``("context", QuerySources)``, then ``("delta",
+        AnswerDelta)`` for each piece of the answer, then ``("answer", QueryAnswer)``, whose
         timings add ``first_delta_ms`` (question in, first delta out) to ``query``'s.
 
         Retrieval runs and the first delta is awaited before this returns (see
@@ -403,15 +417,15 @@ class RagService:
         answer_events = self.stream_answer(result, history, sampling)
         first_delta_ms = _ms_since(started)
 
-        def events() -> Iterator[tuple[str, dict]]:
-            yield "context", sources_payload(result, trace)
+        def events() -> Iterator[QueryEvent]:
+            yield "context", QuerySources.of(result, trace)
             for event in answer_events:
                 if isinstance(event, Answer):
                     timings = {**result.timings_ms, "first_delta_ms": first_delta_ms,
                                "generation_ms": _ms_since(generation_started), "total_ms": _ms_since(started)}
-                    yield "answer", answer_payload(event, timings)
+                    yield "answer", QueryAnswer.of(event, timings)
                 else:
-                    yield "delta", {"text": event}
+                    yield "delta", AnswerDelta(event)
 
         return events()
 
@@ -424,65 +438,3 @@ class RagService:
 
 def _ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
-
-
-def answer_payload(answer: Answer, timings_ms: dict) -> dict:
-    """The answer half of ``query``'s object: text, citations, timings, generator, and
-    ``abstained`` (True: the context does not support an answer; the text says so and
-    cites nothing)."""
-    return {
-        "answer": answer.text,
-        "citations": [asdict(c) for c in answer.citations],
-        "abstained": answer.abstained,
-        "timings_ms": timings_ms,
-        "generator": answer.generator,
-    }
-
-
-def sources_payload(result: RetrievalResult, trace: bool = False) -> dict:
-    """The retrieval half of ``query``'s object: the context the answer is written from,
-    its token usage, the pipeline (and the trace when asked)."""
-    out = {"context": context_payload(result), "usage": usage_payload(result), "pipeline": result.pipeline}
-    if result.retrieval_question is not None:
-        out["retrieval_question"] = result.retrieval_question
-    if trace:
-        out["trace"] = trace_payload(result)
-    return out
-
-
-def span_payload(item: ContextSpan, standalone: bool = False) -> dict:
-    """``text`` is what the context shows; ``standalone`` pieces (returned one by one, best
-    first) always carry their table header."""
-    span = item.span
-    return {
-        "span_id": span.id, "doc_id": span.doc_id,
-        "text": span.context_text if standalone else item.text, "score": item.score,
-        "granularity": span.granularity, "start": span.start, "end": span.end,
-        "heading_path": span.heading_path,
-    }
-
-
-def usage_payload(result: RetrievalResult) -> dict:
-    """Context tokens sent to the generator, and what compression did to get there
-    (``compression`` is None when the pipeline has no compression stage)."""
-    report = result.compression
-    return {
-        "context_tokens": result.context.n_tokens,
-        "compression": None if report is None else {
-            **asdict(report), "removed_share": round(report.removed_share, 4)},
-    }
-
-
-def context_payload(result: RetrievalResult) -> list[dict]:
-    """The selected context in reading order."""
-    return [span_payload(item) for item in result.context.spans]
-
-
-def trace_payload(result: RetrievalResult) -> list[dict]:
-    """Every candidate's score parts and why it was taken or dropped."""
-    return [asdict(t) for t in result.context.trace]
-
-
-def ranked_payload(result: RetrievalResult) -> list[dict]:
-    """The selected context best first: what ``/retrieve`` and the LangChain retriever return."""
-    return [span_payload(item, standalone=True) for item in sorted(result.context.spans, key=lambda c: -c.score)]

@@ -10,13 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from indexing.spans import Granularity
+from retrieval.params import RetrievalOverrides
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, RetrievalOverrides):
+    """Every ``SPANRAG_*`` setting; the retrieval override knobs (``top_k``, ``budget_tokens``,
+    ``compression``, ``compress_budget_tokens``, ``compress_ratio``) come from
+    :class:`~retrieval.params.RetrievalOverrides`, validated as a request's are."""
+
     model_config = SettingsConfigDict(env_prefix="SPANRAG_", env_file=".env", extra="ignore")
 
     data_dir: Path = Field(Path(".spanrag"), description="where SQLite, FAISS and BM25 files live")
@@ -51,13 +56,8 @@ class Settings(BaseSettings):
     )
     graph: bool = Field(True, description="keep the graph index (entities, structure, semantic neighbours) for the bubble")
     pipeline: str = Field("default", description="retrieval pipeline the service runs (see `spanrag eval --list-pipelines`)")
-    top_k: int | None = Field(None, ge=1, description="override the pipeline's top_k")
-    budget_tokens: int | None = Field(None, ge=1, description="override the pipeline's context token budget")
-    compression: Literal["off", "sentence", "sentence+token"] | None = Field(
-        None, description="override the pipeline's compression stage (off, sentence, sentence+token)"
-    )
-    compress_budget_tokens: int | None = Field(None, ge=1, description="compression target in tokens")
-    compress_ratio: float | None = Field(None, gt=0, lt=1, description="compression target as a share of the selected tokens")
+    # top_k, budget_tokens, compression, compress_budget_tokens, compress_ratio: the override
+    # knobs of retrieval.params.RetrievalOverrides (SPANRAG_TOP_K, ...), declared there once
     generator: str = Field("extractive", description="answer generator: 'extractive' or 'openai' (any OpenAI-compatible endpoint)")
     llm_base_url: str = Field("http://127.0.0.1:8080/v1", description="OpenAI-compatible endpoint, up to and including /v1")
     llm_model: str = Field("", description="model name the endpoint serves")
@@ -105,5 +105,15 @@ class Settings(BaseSettings):
         return None if isinstance(value, str) and value.lower() in ("", "off", "none") else value
 
     def retrieval_overrides(self) -> dict:
-        names = ("top_k", "budget_tokens", "compression", "compress_budget_tokens", "compress_ratio")
-        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+        """The override knobs set here, by flat name (applied under a request's own)."""
+        return self.overrides()
+
+
+def invalid_settings_message(exc: ValidationError) -> str:
+    """One line per invalid setting, named as its environment variable (``SPANRAG_TOP_K``):
+    what the CLI prints instead of a traceback."""
+    lines = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else ""
+        lines.append(f"{Settings.model_config['env_prefix']}{name.upper()} ({name}): {error['msg']}")
+    return "invalid settings: " + "; ".join(lines)

@@ -27,7 +27,7 @@ def rag(make_rag, tmp_path, samples_dir):
 
 
 def test_a_question_the_samples_cannot_answer_abstains_without_citations(rag):
-    out = rag.query(C, WORLD_CUP)
+    out = rag.query(C, WORLD_CUP).as_dict()
     assert out["abstained"] is True
     assert out["citations"] == []
     assert out["answer"] == NOT_FOUND and "[" not in out["answer"]
@@ -35,12 +35,12 @@ def test_a_question_the_samples_cannot_answer_abstains_without_citations(rag):
 
     events = list(rag.query_stream(C, WORLD_CUP))
     (kind, final), deltas = events[-1], [e for k, e in events if k == "delta"]
-    assert kind == "answer" and final["abstained"] is True and final["citations"] == []
-    assert "".join(d["text"] for d in deltas) == final["answer"] == NOT_FOUND
+    assert kind == "answer" and final.abstained is True and final.citations == []
+    assert "".join(d.text for d in deltas) == final.text == NOT_FOUND
 
 
 def test_an_answerable_sample_question_does_not_abstain_and_cites(rag):
-    out = rag.query(C, MERCURY)
+    out = rag.query(C, MERCURY).as_dict()
     assert out["abstained"] is False
     assert out["citations"] and "88 days" in out["answer"] and "[1]" in out["answer"]
     assert out["citations"][0]["doc_id"].endswith("solar-system.html")
@@ -52,7 +52,7 @@ def test_an_answerable_sample_question_does_not_abstain_and_cites(rag):
     "How long does a year last on Mercury and on Mars?",
 ])
 def test_sample_questions_the_other_tests_ask_are_still_answered(rag, question):
-    out = rag.query(C, question)
+    out = rag.query(C, question).as_dict()
     assert out["abstained"] is False and out["citations"]
 
 

@@ -67,12 +67,12 @@ def test_the_service_streams_the_answer_it_would_give_whole(rag):
 
 
 def test_query_stream_sends_the_query_object_in_two_halves_around_the_deltas(rag):
-    whole = rag.query(C, YEARS, trace=True)
+    whole = rag.query(C, YEARS, trace=True).as_dict()
     events = list(rag.query_stream(C, YEARS, trace=True))
 
     kinds = [kind for kind, _ in events]
     assert kinds == ["context", *["delta"] * len(whole["citations"]), "answer"]
-    (_, sources), *deltas, (_, answer) = events
+    (_, sources), *deltas, (_, answer) = [(k, p.as_dict()) for k, p in events]  # what a stream sends
     assert sources == {k: whole[k] for k in ("context", "usage", "pipeline", "trace")}
     assert "".join(d["text"] for _, d in deltas) == answer["answer"] == whole["answer"]
     assert answer["citations"] == whole["citations"] and answer["generator"] == whole["generator"]

@@ -149,7 +149,7 @@ def test_query_json_prints_the_same_object_as_the_service(read_only_runs, make_r
     assert "88 days" in out["answer"]
     assert out["citations"][0]["doc_id"] == "samples/solar-system.html"
     # the HTTP endpoint returns RagService.query verbatim: compare with it in-process
-    expected = make_rag(workspace / "data").query(C, MERCURY)
+    expected = make_rag(workspace / "data").query(C, MERCURY).as_dict()
     assert set(out) == set(expected)
     assert out["answer"] == expected["answer"]
     assert out["citations"] == expected["citations"]

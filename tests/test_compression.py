@@ -20,10 +20,10 @@ def corpus(rag, samples_dir):
 
 
 def test_the_target_is_the_tighter_of_budget_and_ratio():
-    assert compression_target(RetrievalParams(compress_budget_tokens=120), 400) == 120
-    assert compression_target(RetrievalParams(compress_ratio=0.5), 400) == 200
-    assert compression_target(RetrievalParams(compress_budget_tokens=300, compress_ratio=0.5), 400) == 200
-    assert compression_target(RetrievalParams(), 400) is None
+    assert compression_target(RetrievalParams(compress_budget_tokens=120).compress, 400) == 120
+    assert compression_target(RetrievalParams(compress_ratio=0.5).compress, 400) == 200
+    assert compression_target(RetrievalParams(compress_budget_tokens=300, compress_ratio=0.5).compress, 400) == 200
+    assert compression_target(RetrievalParams().compress, 400) is None
 
 
 @pytest.mark.parametrize("ratio", [0.0, 1.0, 1.5])
@@ -149,7 +149,7 @@ def test_token_level_pruning_drops_words_but_keeps_numbers_and_citable_text(corp
 
 
 def test_citations_survive_compression_end_to_end(corpus):
-    out = corpus.query(C, PLANETS, "default-compressed", {"budget_tokens": 400})
+    out = corpus.query(C, PLANETS, "default-compressed", {"budget_tokens": 400}).as_dict()
     usage = out["usage"]["compression"]
     assert usage["method"] == "sentence" and usage["applied"]
     assert usage["tokens_after"] <= int(0.6 * usage["tokens_before"])

@@ -6,7 +6,7 @@ from indexing.store.base import ScoredSpanId as Hit
 from retrieval.first_stage import fuse, rank_documents, score_candidates
 from retrieval.params import RetrievalParams
 
-PARAMS = RetrievalParams(rrf_k=60)
+PARAMS = RetrievalParams(rrf_k=60).first_stage  # the first stage receives its own group
 
 
 def hits(*span_ids):
@@ -41,7 +41,7 @@ def test_bm25_weight_is_shared_by_its_per_granularity_lists():
 
 
 def test_only_the_top_of_each_list_enters_span_fusion():
-    params = RetrievalParams(span_fusion_depth=2)
+    params = RetrievalParams(span_fusion_depth=2).first_stage
     spans = {c.span_id for c in fuse({"dense": hits("a#0", "b#0", "c#0")}, params)}
     assert spans == {"a#0", "b#0"}
 
@@ -57,7 +57,7 @@ def test_a_span_of_a_strong_document_outranks_an_equal_span_of_a_weak_one():
 
 def test_a_document_level_signal_ranks_documents_but_not_spans():
     signals = {"dense": hits("a#1", "b#1"), "maxsim": hits("b#0", "a#0")}
-    params = RetrievalParams(maxsim_weight=2.0)
+    params = RetrievalParams(maxsim_weight=2.0).first_stage
     docs = {d.doc_id: d.score for d in rank_documents(signals, params)}
     assert docs["b"] == pytest.approx(1 / 62 + 2 / 61)
     assert {c.span_id for c in fuse(signals, params)} == {"a#1", "b#1"}

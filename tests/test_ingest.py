@@ -14,6 +14,7 @@ import pytest
 from fpdf import FPDF
 
 from indexing.spans import GRANULARITIES
+from indexing.spans import doc_id_of as doc_of_span_id
 from indexing.store.sqlite_faiss import SqliteFaissStore
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -45,7 +46,7 @@ def lexical_hits(store, question: str) -> list[str]:
 
 
 def of_doc(span_ids: list[str], doc_id: str) -> list[str]:
-    return [s for s in span_ids if s.rsplit("#", 1)[0] == doc_id]
+    return [s for s in span_ids if doc_of_span_id(s) == doc_id]
 
 
 @pytest.fixture

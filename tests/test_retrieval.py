@@ -54,7 +54,7 @@ def test_mercury_orbit_question_retrieves_the_orbit_sentence_and_table_row(rag):
 
 def test_mercury_answer_cites_the_orbit_sentence(rag):
     solar = rag.doc_ids["solar-system.html"]
-    out = rag.query(C, MERCURY)
+    out = rag.query(C, MERCURY).as_dict()
     assert "88 days" in out["answer"]
     assert "[1]" in out["answer"]
     cited = out["citations"][0]
@@ -65,7 +65,7 @@ def test_mercury_answer_cites_the_orbit_sentence(rag):
 
 def test_citations_are_numbered_in_answer_order_and_come_from_the_context(rag):
     for question in QUESTIONS:
-        out = rag.query(C, question)
+        out = rag.query(C, question).as_dict()
         ids = [c["id"] for c in out["citations"]]
         assert ids == list(range(1, len(ids) + 1))
         positions = [out["answer"].index(f"[{n}]") for n in ids]
@@ -77,7 +77,7 @@ def test_citations_are_numbered_in_answer_order_and_come_from_the_context(rag):
 
 def test_cited_spans_point_at_the_exact_characters_of_their_document(rag):
     for question in QUESTIONS:
-        for c in rag.query(C, question)["citations"]:
+        for c in rag.query(C, question).as_dict()["citations"]:
             doc = rag.store.get_document(C, c["doc_id"])
             (span,) = rag.store.get_spans(C, [c["span_id"]])
             assert (span.start, span.end) == (c["start"], c["end"])
@@ -85,7 +85,7 @@ def test_cited_spans_point_at_the_exact_characters_of_their_document(rag):
 
 
 def test_sentence_citation_text_equals_the_cited_characters(rag):
-    out = rag.query(C, MERCURY)
+    out = rag.query(C, MERCURY).as_dict()
     assert out["citations"]
     for c in out["citations"]:
         doc = rag.store.get_document(C, c["doc_id"])
@@ -93,7 +93,7 @@ def test_sentence_citation_text_equals_the_cited_characters(rag):
 
 
 def test_table_row_citation_text_equals_the_cited_characters(rag):
-    out = rag.query(C, "What is the orbital period of Venus?")
+    out = rag.query(C, "What is the orbital period of Venus?").as_dict()
     rows = [c for c in out["citations"] if "Venus | 225" in c["text"]]
     assert rows
     for c in out["citations"]:
@@ -129,7 +129,7 @@ def test_the_token_budget_is_never_exceeded(rag, budget):
 
 
 def test_a_budget_smaller_than_every_span_gives_an_empty_context_and_no_answer(rag):
-    out = rag.query(C, MERCURY, overrides={"budget_tokens": 1})
+    out = rag.query(C, MERCURY, overrides={"budget_tokens": 1}).as_dict()
     assert out["context"] == [] and out["usage"]["context_tokens"] == 0
     assert out["answer"] == NO_ANSWER and out["citations"] == []
 
@@ -152,7 +152,7 @@ def test_top_k_caps_the_number_of_context_spans(rag, top_k):
         result = rag.retrieve(C, question, "hybrid", overrides={"top_k": top_k, "budget_tokens": None})
         assert len(result.context.spans) == top_k
         for pipeline in ("default", "bubble", "adaptive-k", "clustered"):
-            assert len(rag.query(C, question, pipeline=pipeline, overrides={"top_k": top_k})["context"]) <= top_k
+            assert len(rag.query(C, question, pipeline=pipeline, overrides={"top_k": top_k}).as_dict()["context"]) <= top_k
 
 
 def test_the_context_is_the_best_candidates_in_reading_order(rag):
@@ -209,7 +209,7 @@ def test_the_default_pipeline_fuses_dense_and_bm25_over_all_granularities(rag):
 
 def test_every_named_pipeline_answers(rag):
     for name, spec in PIPELINES.items():
-        out = rag.query(C, MERCURY, pipeline=name)
+        out = rag.query(C, MERCURY, pipeline=name).as_dict()
         assert out["pipeline"] == name
         # without stored token vectors, token retrieval alone has nothing to search
         assert out["citations"] or spec.params.dense_granularities == spec.params.bm25_granularities == []

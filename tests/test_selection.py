@@ -138,6 +138,6 @@ def test_the_bubble_trace_explains_every_candidate_and_is_deterministic(rag, sam
 
 def test_the_bubble_cites_sentences_around_its_anchor(rag, samples_dir):
     rag.ingest_paths(C, [samples_dir])
-    out = rag.query(C, PLANETS, pipeline="bubble")
+    out = rag.query(C, PLANETS, pipeline="bubble").as_dict()
     assert any("687" in c["text"] for c in out["context"])
     assert all(c["granularity"] in ("sentence", "row") for c in out["context"])

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from retrieval.params import RetrievalParams
+from retrieval.params import AdaptiveKParams, SelectionParams
 from retrieval.selection.base import SelectionInputs, allowed_candidates, pack_in_order, split_vanished
 from retrieval.types import Candidate, Context
 
@@ -56,19 +56,23 @@ class AdaptiveKSelector:
     """Candidates ranked by their relevance to the question (cosine of span and question
     vectors), cut at the largest gap, then packed under the token budget in that order."""
 
-    def select(self, candidates: list[Candidate], params: RetrievalParams, inputs: SelectionInputs) -> Context:
-        live, vanished = split_vanished(allowed_candidates(candidates, params), inputs)
+    group = "adaptive_k"  # reads RetrievalParams.adaptive_k
+
+    def select(
+        self, candidates: list[Candidate], limits: SelectionParams, inputs: SelectionInputs, options: AdaptiveKParams
+    ) -> Context:
+        live, vanished = split_vanished(allowed_candidates(candidates, limits), inputs)
         relevance = inputs.relevance([c.span_id for c in live])
         for c, r in zip(live, relevance):
             c.scores["relevance"] = float(r)
         ordered = sorted(live, key=lambda c: (-c.scores["relevance"], c.span_id))
         k = adaptive_cut(
-            [c.scores["relevance"] for c in ordered], params.adaptive_head_fraction,
-            params.adaptive_ignore_below_median, params.adaptive_buffer,
+            [c.scores["relevance"] for c in ordered], options.head_fraction,
+            options.ignore_below_median, options.buffer,
         )
         gone = [c for c in candidates if c.span_id in vanished]
         return pack_in_order(
-            ordered + gone, params, limit=min(k, params.top_k),
+            ordered + gone, limits, limit=min(k, limits.top_k),
             cut_reason="below_cut", cut_note=f"adaptive-k cut after {k} of {len(ordered)}",
             pre_dropped=vanished,
         )

@@ -1,6 +1,8 @@
 """What every selector shares: its inputs, and packing an ordered list under the budget.
 
-A selector is one class with one method, ``select(candidates, params, inputs) -> Context``;
+A selector is one class with one method, ``select(candidates, limits, inputs, options) -> Context``
+(``limits``: ``RetrievalParams.selection``; ``options``: the selector's own group, e.g.
+``RetrievalParams.bubble``);
 candidates arrive in fused order with their spans loaded, and every candidate a selector
 sees gets one trace entry saying whether it was taken and why.
 """
@@ -9,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 from indexing.spans import Span
 from indexing.store.base import SpanStore
-from retrieval.params import RetrievalParams
+from retrieval.params import SelectionParams
 from retrieval.types import Candidate, Context, ContextSpan, TraceEntry
 
 
@@ -75,7 +77,15 @@ class SelectionInputs:
 
 
 class Selector(Protocol):
-    def select(self, candidates: list[Candidate], params: RetrievalParams, inputs: SelectionInputs) -> Context: ...
+    """Chooses the context from the fused candidates. ``limits`` are the limits every selector
+    keeps (``RetrievalParams.selection``); ``options`` is the selector's own parameter group,
+    ``RetrievalParams.<group>`` (None for a selector without one)."""
+
+    group: ClassVar[str | None]
+
+    def select(
+        self, candidates: list[Candidate], limits: SelectionParams, inputs: SelectionInputs, options: Any
+    ) -> Context: ...
 
 
 def trace_entry(candidate: Candidate, rank: int, reason: str | None, taken_note: str) -> TraceEntry:
@@ -88,7 +98,7 @@ def trace_entry(candidate: Candidate, rank: int, reason: str | None, taken_note:
 
 def pack_in_order(
     ordered: list[Candidate],
-    params: RetrievalParams,
+    limits: SelectionParams,
     limit: int,
     cut_reason: str = "k_reached",
     cut_note: str = "within top_k and budget",
@@ -110,7 +120,7 @@ def pack_in_order(
                 reason = cut_reason
             elif any(overlaps(span, t.span) for t in taken):
                 reason = "overlap"
-            elif params.budget_tokens is not None and total + span.n_tokens > params.budget_tokens:
+            elif limits.budget_tokens is not None and total + span.n_tokens > limits.budget_tokens:
                 reason = "budget"
         trace.append(trace_entry(candidate, rank, reason, cut_note))
         if reason is None:
@@ -127,10 +137,10 @@ def split_vanished(candidates: list[Candidate], inputs: SelectionInputs) -> tupl
     return live, {c.span_id: "vanished" for c in candidates if c.span_id not in present}
 
 
-def allowed_candidates(candidates: list[Candidate], params: RetrievalParams) -> list[Candidate]:
-    if not params.context_granularities:
+def allowed_candidates(candidates: list[Candidate], limits: SelectionParams) -> list[Candidate]:
+    if not limits.context_granularities:
         return list(candidates)
-    return [c for c in candidates if c.span.granularity in params.context_granularities]
+    return [c for c in candidates if c.span.granularity in limits.context_granularities]
 
 
 __all__ = [

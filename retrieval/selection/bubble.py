@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from indexing.spans import Span
-from retrieval.params import RetrievalParams
+from indexing.spans import Span, doc_id_of
+from retrieval.context import share_table_headers
+from retrieval.params import BubbleParams, SelectionParams
 from retrieval.selection.base import SelectionInputs, overlaps, reading_order
 from retrieval.types import PIECE_GRANULARITIES, Candidate, Context, ContextSpan, TraceEntry
 
@@ -68,17 +69,21 @@ class Unit:
 class ContextBubble:
     """Anchors → structural and graph neighbours → greedy, budgeted, diverse selection."""
 
-    def select(self, candidates: list[Candidate], params: RetrievalParams, inputs: SelectionInputs) -> Context:
+    group = "bubble"  # reads RetrievalParams.bubble
+
+    def select(
+        self, candidates: list[Candidate], limits: SelectionParams, inputs: SelectionInputs, options: BubbleParams
+    ) -> Context:
         store, collection = inputs.store, inputs.collection
         trace: list[TraceEntry] = []
         doc_prior = rank_prior(
-            {c.doc_id: c.scores.get("rrf_document", 0.0) for c in candidates}, params.bubble_doc_rank_scale
+            {c.doc_id: c.scores.get("rrf_document", 0.0) for c in candidates}, options.doc_rank_scale
         )
         span_prior = _normalized({c.span_id: c.scores.get("rrf_span", 0.0) for c in candidates})
 
         anchors: list[Candidate] = []
         for c in candidates:
-            if len(anchors) >= params.bubble_anchor_docs:
+            if len(anchors) >= options.anchor_docs:
                 break
             if all(a.doc_id != c.doc_id for a in anchors):
                 anchors.append(c)
@@ -103,10 +108,10 @@ class ContextBubble:
             spans = doc_spans(anchor.doc_id)
             by_id = span_index(anchor.doc_id)
             pieces = [s for s in spans if s.granularity in PIECE_GRANULARITIES]
-            if len(pieces) > params.bubble_region_units:
+            if len(pieces) > options.region_units:
                 region = _enclosing(anchor, by_id, REGIONS) or anchor
                 pieces = [s for s in pieces if region.start <= s.start and s.end <= region.end]
-                pieces = pieces[: params.bubble_region_units]
+                pieces = pieces[: options.region_units]
             for piece in pieces:
                 if piece.id not in units:
                     units[piece.id] = Unit(piece, source if piece.id != anchor.id else "anchor")
@@ -114,22 +119,22 @@ class ContextBubble:
         for anchor in anchors:
             add_region(anchor.span, "structure")
 
-        if inputs.graph is not None and params.bubble_graph_docs:
+        if inputs.graph is not None and options.graph_docs:
             # bridge documents: those an anchor's pieces name by title, best anchor first
             anchor_pieces = [
-                u.span.id for a in anchors[: params.bubble_bridge_anchors]
+                u.span.id for a in anchors[: options.bridge_anchors]
                 for u in units.values() if u.span.doc_id == a.doc_id
             ]
             linked = inputs.graph.linked_documents(collection, anchor_pieces)
             added = 0
             for doc_id, _entity, via in linked:
-                if added >= params.bubble_graph_docs or any(a.doc_id == doc_id for a in anchors):
+                if added >= options.graph_docs or any(a.doc_id == doc_id for a in anchors):
                     continue
                 spans = doc_spans(doc_id)
                 top = next((s for s in spans if s.granularity == "document"), spans[0] if spans else None)
                 if top is None:
                     continue
-                bridged_prior[doc_id] = params.bubble_bridge_decay * doc_prior.get(via.rsplit("#", 1)[0], 0.0)
+                bridged_prior[doc_id] = options.bridge_decay * doc_prior.get(doc_id_of(via), 0.0)
                 add_region(top, "graph")
                 added += 1
 
@@ -167,8 +172,8 @@ class ContextBubble:
                 "doc_prior": doc_prior.get(span.doc_id, 0.0),
                 "span_prior": span_prior.get(span.id, 0.0),
                 "base": float(r)
-                + params.bubble_doc_weight * doc_prior.get(span.doc_id, 0.0)
-                + params.bubble_span_weight * span_prior.get(span.id, 0.0),
+                + options.doc_weight * doc_prior.get(span.doc_id, 0.0)
+                + options.span_weight * span_prior.get(span.id, 0.0),
             }
 
         taken: list[int] = []
@@ -178,10 +183,10 @@ class ContextBubble:
         per_region: dict[str, int] = {}
         per_doc: dict[str, int] = {}
         total = 0
-        budget = params.budget_tokens if params.budget_tokens is not None else 10**9
+        budget = limits.budget_tokens if limits.budget_tokens is not None else 10**9
         base = np.array([u.scores["base"] for u in ordered])
         closest = np.full(len(ordered), -1.0)
-        floor = params.bubble_min_gain
+        floor = options.min_gain
         # below the floor, each anchor or bridged document still gets its best piece
         visited = {a.doc_id for a in anchors} | set(bridged_prior)
         lead_of: dict[str, int] = {}
@@ -204,14 +209,14 @@ class ContextBubble:
                               and ordered[i].span.doc_id not in represented]
             if not open_units:
                 break
-            if len(taken) >= params.top_k:
+            if len(taken) >= limits.top_k:
                 for j in open_units:
                     ordered[j].scores.setdefault("gain", float(base[j]))
                     decided[j] = "k_reached"
                 break
             coverage = (mentions[open_units] & ~covered_mask).sum(axis=1) / max(len(question_list), 1)
-            redundancy = np.maximum(closest[open_units] - params.bubble_redundancy_threshold, 0.0)
-            gains = base[open_units] + params.bubble_coverage_weight * coverage - params.bubble_redundancy_weight * redundancy
+            redundancy = np.maximum(closest[open_units] - options.redundancy_threshold, 0.0)
+            gains = base[open_units] + options.coverage_weight * coverage - options.redundancy_weight * redundancy
             best = int(np.argmax(gains))
             i = open_units[best]
             unit = ordered[i]
@@ -220,17 +225,17 @@ class ContextBubble:
                 "gain": float(gains[best]),
             })
             if not taken:
-                floor = max(params.bubble_min_gain, params.bubble_relative_min_gain * float(gains[best]))
+                floor = max(options.min_gain, options.relative_min_gain * float(gains[best]))
             if gains[best] < floor and not floor_reached:
                 floor_reached = True
                 continue
             cost = unit.span.n_tokens - (unit.header_tokens if unit.region in tables_paid and unit.span.granularity == "row" else 0)
             is_open[i] = False
-            if closest[i] >= params.bubble_duplicate_similarity or any(overlaps(unit.span, ordered[t].span) for t in taken_by_doc.get(unit.span.doc_id, ())):
+            if closest[i] >= options.duplicate_similarity or any(overlaps(unit.span, ordered[t].span) for t in taken_by_doc.get(unit.span.doc_id, ())):
                 decided[i] = "redundant"
-            elif per_doc.get(unit.span.doc_id, 0) >= params.bubble_doc_cap:
+            elif per_doc.get(unit.span.doc_id, 0) >= options.doc_cap:
                 decided[i] = "doc_cap"
-            elif per_region.get(unit.region, 0) >= params.bubble_section_cap:
+            elif per_region.get(unit.region, 0) >= options.section_cap:
                 decided[i] = "section_cap"
             elif total + cost > budget:
                 decided[i] = "budget"
@@ -290,22 +295,6 @@ def _vanished_trace(units: list[Unit], first_rank: int) -> list[TraceEntry]:
                    decision="dropped", reason="vanished", source=u.source)
         for n, u in enumerate(sorted(units, key=lambda u: u.span.id))
     ]
-
-
-def share_table_headers(items: list[ContextSpan], header_tokens: dict[str, int]) -> list[ContextSpan]:
-    """The first row of each table in reading order shows the header line; later rows of
-    the same table show only themselves and cost that much less."""
-    seen: set[str] = set()
-    for item in items:
-        span = item.span
-        region = span.parent_id or span.doc_id
-        if span.granularity != "row" or not span.header:
-            item.n_tokens = span.n_tokens
-            continue
-        item.show_header = region not in seen
-        item.n_tokens = span.n_tokens - (0 if item.show_header else header_tokens.get(region, 0))
-        seen.add(region)
-    return items
 
 
 def _enclosing(span: Span, by_id: dict[str, Span], granularities: tuple[str, ...]) -> Span | None:

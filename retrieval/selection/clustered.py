@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from retrieval.params import RetrievalParams
+from retrieval.params import ClusteredParams, SelectionParams
 from retrieval.selection.base import SelectionInputs, allowed_candidates, pack_in_order, split_vanished
 from retrieval.types import Candidate, Context
 
@@ -32,15 +32,19 @@ def cluster_labels(vectors: np.ndarray, similarity: float) -> np.ndarray:
 class ClusteredSelector:
     """Cluster the candidate pool, keep each cluster's best, pack them in fused order."""
 
-    def select(self, candidates: list[Candidate], params: RetrievalParams, inputs: SelectionInputs) -> Context:
-        allowed = allowed_candidates(candidates, params)
+    group = "clustered"  # reads RetrievalParams.clustered
+
+    def select(
+        self, candidates: list[Candidate], limits: SelectionParams, inputs: SelectionInputs, options: ClusteredParams
+    ) -> Context:
+        allowed = allowed_candidates(candidates, limits)
         live, dropped = split_vanished(allowed, inputs)
-        labels = cluster_labels(inputs.vectors([c.span_id for c in live]), params.cluster_similarity)
+        labels = cluster_labels(inputs.vectors([c.span_id for c in live]), options.similarity)
         kept_per_cluster: dict[int, int] = {}
         for candidate, label in zip(live, labels):  # fused order: the first are the best
             candidate.scores["cluster"] = float(label)
-            if kept_per_cluster.get(int(label), 0) >= params.cluster_keep:
+            if kept_per_cluster.get(int(label), 0) >= options.keep:
                 dropped[candidate.span_id] = "cluster_duplicate"
             else:
                 kept_per_cluster[int(label)] = kept_per_cluster.get(int(label), 0) + 1
-        return pack_in_order(allowed, params, limit=params.top_k, pre_dropped=dropped)
+        return pack_in_order(allowed, limits, limit=limits.top_k, pre_dropped=dropped)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from retrieval.params import RetrievalParams
+from retrieval.params import SelectionParams
 from retrieval.selection.base import SelectionInputs, allowed_candidates, pack_in_order
 from retrieval.types import Candidate, Context
 
@@ -15,5 +15,10 @@ class TopKSelector:
     remaining budget is dropped, and smaller ones further down may still fit.
     """
 
-    def select(self, candidates: list[Candidate], params: RetrievalParams, inputs: SelectionInputs | None = None) -> Context:
-        return pack_in_order(allowed_candidates(candidates, params), params, limit=params.top_k)
+    group = None  # no knobs of its own
+
+    def select(
+        self, candidates: list[Candidate], limits: SelectionParams, inputs: SelectionInputs | None = None,
+        options: None = None,
+    ) -> Context:
+        return pack_in_order(allowed_candidates(candidates, limits), limits, limit=limits.top_k)
