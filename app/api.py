@@ -56,8 +56,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.routing import Match
@@ -88,7 +88,8 @@ class ErrorBody(BaseModel):
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": why} for status, why in {
+    status: {"model": ErrorBody, "description": why}
+    for status, why in {
         400: "unknown pipeline, malformed request",
         401: "no API key, or not a valid one",
         403: "the key lacks the scope, or a cross-site write",
@@ -104,8 +105,13 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 class QueryRequest(RetrievalOptions):
-    question: Text = Field(..., min_length=1, max_length=100_000, pattern=r"\S",
-                           description="not blank; at most SPANRAG_MAX_QUESTION_CHARS characters")
+    question: Text = Field(
+        ...,
+        min_length=1,
+        max_length=100_000,
+        pattern=r"\S",
+        description="not blank; at most SPANRAG_MAX_QUESTION_CHARS characters",
+    )
     pipeline: Text | None = Field(None, max_length=100)
     trace: bool = False
     stream: bool = Field(False, description="/query answers as server-sent events; /retrieve ignores it")
@@ -188,8 +194,10 @@ class Readiness:
             log.exception("warm-up failed")
         else:
             self.ready.set()
-            log.info("ready: models and indexes loaded in %.1f s (GET /readyz is 200 from now on)",
-                     time.perf_counter() - started)
+            log.info(
+                "ready: models and indexes loaded in %.1f s (GET /readyz is 200 from now on)",
+                time.perf_counter() - started,
+            )
 
     def start(self) -> None:
         threading.Thread(target=self.load, name="spanrag-warm-up", daemon=True).start()
@@ -198,7 +206,7 @@ class Readiness:
 def create_app(settings: Settings | None = None, service: RagService | None = None) -> FastAPI:
     rag = service or RagService(settings or Settings())
     settings = rag.settings
-    rag.generator  # a generator that cannot be built stops the start with its reason
+    rag.generator  # noqa: B018  # a generator that cannot be built stops the start with its reason
     readiness = Readiness(rag)
 
     @asynccontextmanager
@@ -206,24 +214,33 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
         readiness.start()
         yield
 
-    app = FastAPI(title="spanrag", version="0.1.0", description="Span-level retrieval-augmented generation",
-                  lifespan=lifespan)
+    app = FastAPI(
+        title="spanrag", version="0.1.0", description="Span-level retrieval-augmented generation", lifespan=lifespan
+    )
     app.state.rag = rag
     app.state.readiness = readiness
-    access = AccessControl(KeyStore(settings.data_dir),
-                           RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst))
+    access = AccessControl(
+        KeyStore(settings.data_dir), RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    )
     app.include_router(openai_router(rag, access, ERROR_RESPONSES))
 
     # the middleware added last runs first: the host check, then CORS, then body and write rules
-    app.add_middleware(RequestGuard, rules=GuardRules(
-        settings.max_request_bytes, settings.max_upload_bytes, tuple(settings.cors_origins)))
+    app.add_middleware(
+        RequestGuard,
+        rules=GuardRules(settings.max_request_bytes, settings.max_upload_bytes, tuple(settings.cors_origins)),
+    )
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
-                           allow_methods=["GET", "POST", "DELETE"],
-                           allow_headers=["Authorization", "Content-Type", "X-Request-ID", "X-Requested-With"],
-                           expose_headers=["X-Request-ID", "Retry-After"])
-    app.add_middleware(TrustedHostMiddleware,
-                       allowed_hosts=settings.allowed_hosts or default_allowed_hosts(settings.host))
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=False,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID", "X-Requested-With"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(
+        TrustedHostMiddleware, allowed_hosts=settings.allowed_hosts or default_allowed_hosts(settings.host)
+    )
     install_observability(app, rag, access)  # outermost: request ids and metrics cover every answer
 
     def error(status: int, detail: Any, headers: dict | None = None) -> JSONResponse:
@@ -245,8 +262,9 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
         # DELETE of a document are two routes, so the Allow header lists every route's methods.
         allowed: set[str] = set()
         for route in app.router.routes:
-            match, _ = route.matches({**request.scope, "method": "GET"}) if isinstance(route, APIRoute) \
-                else (Match.NONE, None)
+            match, _ = (
+                route.matches({**request.scope, "method": "GET"}) if isinstance(route, APIRoute) else (Match.NONE, None)
+            )
             if match != Match.NONE:
                 allowed |= set(route.methods or ())
         allow = ", ".join(sorted(allowed | ({"HEAD"} if "GET" in allowed else set())))
@@ -254,8 +272,11 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
 
     def checked_question(body: QueryRequest) -> str:
         if len(body.question) > settings.max_question_chars:
-            raise HTTPException(422, f"the question has {len(body.question)} characters; the limit is"
-                                     f" {settings.max_question_chars} (SPANRAG_MAX_QUESTION_CHARS)")
+            raise HTTPException(
+                422,
+                f"the question has {len(body.question)} characters; the limit is"
+                f" {settings.max_question_chars} (SPANRAG_MAX_QUESTION_CHARS)",
+            )
         return body.question
 
     @app.get("/healthz")
@@ -284,12 +305,29 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
         rag.delete_collection(collection)
         return {"deleted": collection}
 
-    @app.post("/v1/collections/{collection}/query", response_model=None, responses={
-        **ERROR_RESPONSES, 200: {"description": "the answer object, or server-sent events with \"stream\": true",
-                                 "content": {"application/json": {}, sse.MEDIA_TYPE: {"schema": {
-                                     "type": "object", "required": ["event", "data"], "properties": {
-                                         "event": {"enum": ["context", "delta", "answer", "done", "error"]},
-                                         "data": {"type": "string", "description": "a JSON object"}}}}}}})
+    @app.post(
+        "/v1/collections/{collection}/query",
+        response_model=None,
+        responses={
+            **ERROR_RESPONSES,
+            200: {
+                "description": 'the answer object, or server-sent events with "stream": true',
+                "content": {
+                    "application/json": {},
+                    sse.MEDIA_TYPE: {
+                        "schema": {
+                            "type": "object",
+                            "required": ["event", "data"],
+                            "properties": {
+                                "event": {"enum": ["context", "delta", "answer", "done", "error"]},
+                                "data": {"type": "string", "description": "a JSON object"},
+                            },
+                        }
+                    },
+                },
+            },
+        },
+    )
     def query(collection: str, body: QueryRequest, principal: Principal = Depends(access)) -> dict | StreamingResponse:
         principal.require(collection, "read")
         question = checked_question(body)
@@ -326,8 +364,11 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
                 raise HTTPException(422, "multipart upload needs a 'file' field")
             data = await upload.read()
             if len(data) > settings.max_upload_bytes:
-                raise HTTPException(413, f"the upload is {len(data)} bytes; the limit is {settings.max_upload_bytes}"
-                                         " (SPANRAG_MAX_UPLOAD_BYTES)")
+                raise HTTPException(
+                    413,
+                    f"the upload is {len(data)} bytes; the limit is {settings.max_upload_bytes}"
+                    " (SPANRAG_MAX_UPLOAD_BYTES)",
+                )
             doc_id = form.get("doc_id") or None
             names = [upload.filename or "upload.txt", *([doc_id] if isinstance(doc_id, str) else [])]
             try:
@@ -344,7 +385,9 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
             try:
                 doc = DocumentIn.model_validate(parse_json_body(await request.body()))
             except ValidationError as exc:
-                raise HTTPException(422, validation_errors(exc.errors(include_url=False, include_context=False))) from None
+                raise HTTPException(
+                    422, validation_errors(exc.errors(include_url=False, include_context=False))
+                ) from None
             except ValueError as exc:
                 raise HTTPException(422, str(exc)) from None
             report = await run_in_threadpool(

@@ -1,8 +1,8 @@
 """The ``spanrag`` command line: ingest, delete, query, serve, collections, eval.
 
-    spanrag ingest samples/ --collection demo
-    spanrag query "What does the context bubble do?" --collection demo
-    spanrag serve --port 8000
+spanrag ingest samples/ --collection demo
+spanrag query "What does the context bubble do?" --collection demo
+spanrag serve --port 8000
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -30,7 +29,7 @@ DataDir = typer.Option(None, "--data-dir", help="data directory (default: $SPANR
 CollectionOpt = typer.Option(..., "--collection", "-c", help="collection name")
 
 
-def settings_for(data_dir: Optional[Path], **overrides):
+def settings_for(data_dir: Path | None, **overrides):
     """The settings, with ``overrides`` (CLI flags) on top; an invalid ``SPANRAG_*`` value
     (``SPANRAG_TOP_K=0``) is an error message and exit code 2, not a traceback."""
     from pydantic import ValidationError
@@ -46,7 +45,11 @@ def settings_for(data_dir: Optional[Path], **overrides):
         fail(invalid_settings_message(exc), 2)
 
 
-RETRIEVAL_FLAGS = {"top_k": "--top-k", "budget_tokens": "--budget-tokens", "compress_budget_tokens": "--compress-tokens"}
+RETRIEVAL_FLAGS = {
+    "top_k": "--top-k",
+    "budget_tokens": "--budget-tokens",
+    "compress_budget_tokens": "--compress-tokens",
+}
 
 
 def retrieval_overrides(**values) -> dict:
@@ -65,7 +68,7 @@ def retrieval_overrides(**values) -> dict:
         fail(f"invalid option {problems}", 2)
 
 
-def make_service(data_dir: Optional[Path], **overrides):
+def make_service(data_dir: Path | None, **overrides):
     from service.engine import RagService
 
     return RagService(settings_for(data_dir, **overrides))
@@ -98,9 +101,11 @@ class RichIngestProgress:
 
 @cli.command()
 def ingest(
-    paths: list[Path] = typer.Argument(..., help="files or folders (Markdown, HTML, text, PDF, CSV, BEIR corpus.jsonl)"),
+    paths: list[Path] = typer.Argument(
+        ..., help="files or folders (Markdown, HTML, text, PDF, CSV, BEIR corpus.jsonl)"
+    ),
     collection: str = CollectionOpt,
-    data_dir: Optional[Path] = DataDir,
+    data_dir: Path | None = DataDir,
     json_out: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Ingest files and folders; unchanged files are skipped, changed ones replaced. A file's
@@ -138,7 +143,7 @@ def ingest(
 def delete(
     doc_id: str = typer.Argument(..., help="document id (as shown by ingest or GET /documents)"),
     collection: str = CollectionOpt,
-    data_dir: Optional[Path] = DataDir,
+    data_dir: Path | None = DataDir,
 ) -> None:
     """Remove a document, its spans and vectors everywhere."""
     from indexing.store.base import CollectionNotFound
@@ -157,13 +162,13 @@ def delete(
 def query(
     question: str = typer.Argument(..., help="the question"),
     collection: str = CollectionOpt,
-    data_dir: Optional[Path] = DataDir,
-    pipeline: Optional[str] = typer.Option(None, help="retrieval pipeline (default: the service's)"),
-    top_k: Optional[int] = typer.Option(None, "--top-k", help="most spans in the context (1 to 200)"),
-    budget_tokens: Optional[int] = typer.Option(None, "--budget-tokens", help="context token budget (1 to 100000)"),
-    compress_tokens: Optional[int] = typer.Option(
-        None, "--compress-tokens",
-        help="prune the selected context to this many tokens (sentence level; 1 to 100000)"),
+    data_dir: Path | None = DataDir,
+    pipeline: str | None = typer.Option(None, help="retrieval pipeline (default: the service's)"),
+    top_k: int | None = typer.Option(None, "--top-k", help="most spans in the context (1 to 200)"),
+    budget_tokens: int | None = typer.Option(None, "--budget-tokens", help="context token budget (1 to 100000)"),
+    compress_tokens: int | None = typer.Option(
+        None, "--compress-tokens", help="prune the selected context to this many tokens (sentence level; 1 to 100000)"
+    ),
     trace: bool = typer.Option(False, help="show every candidate's scores and fate (a table, or in --json)"),
     json_out: bool = typer.Option(False, "--json", help="print the same object as the HTTP endpoint"),
 ) -> None:
@@ -174,13 +179,15 @@ def query(
     if not question.strip():
         fail("the question is empty")
     overrides = retrieval_overrides(
-        top_k=top_k, budget_tokens=budget_tokens, compress_budget_tokens=compress_tokens,
+        top_k=top_k,
+        budget_tokens=budget_tokens,
+        compress_budget_tokens=compress_tokens,
         compression="sentence" if compress_tokens is not None else None,
     )
     rag = make_service(data_dir)
     try:
         rag.require_collection(collection)
-        rag.encoder.dim  # load the model first, so timings_ms shows the query, not start-up
+        rag.encoder.dim  # noqa: B018  # load the model first, so timings_ms shows the query, not start-up
         out = rag.query(collection, question, pipeline, overrides, trace=trace)
     except CollectionNotFound:
         fail(f"collection {collection!r} does not exist; ingest into it first")
@@ -215,15 +222,16 @@ def trace_table(trace: list) -> Table:
         table.add_column(column, overflow="fold")
     for entry in sorted(trace, key=lambda e: e.rank):
         scores = " ".join(f"{name}={value:.3f}" for name, value in entry.scores.items())
-        table.add_row(str(entry.rank), entry.span_id, entry.source, str(entry.n_tokens), scores,
-                      entry.decision, entry.reason)
+        table.add_row(
+            str(entry.rank), entry.span_id, entry.source, str(entry.n_tokens), scores, entry.decision, entry.reason
+        )
     return table
 
 
 @cli.command()
 def documents(
     collection: str = CollectionOpt,
-    data_dir: Optional[Path] = DataDir,
+    data_dir: Path | None = DataDir,
     json_out: bool = typer.Option(False, "--json", help="print the list as JSON"),
 ) -> None:
     """List a collection's documents: id, source kind, spans, title."""
@@ -236,8 +244,14 @@ def documents(
     for doc_id in sorted(rag.store.document_hashes(collection)):
         doc = rag.store.get_document(collection, doc_id)
         if doc is not None:
-            rows.append({"id": doc_id, "source": source_kind(doc.source), "title": doc.title,
-                         "spans": rag.store.count_spans(collection, doc_id)})
+            rows.append(
+                {
+                    "id": doc_id,
+                    "source": source_kind(doc.source),
+                    "title": doc.title,
+                    "spans": rag.store.count_spans(collection, doc_id),
+                }
+            )
     if json_out:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return
@@ -247,27 +261,31 @@ def documents(
     stdout_console().print(table)
 
 
-collections_cli = typer.Typer(no_args_is_help=False, invoke_without_command=True,
-                              help="List collections (no subcommand), or delete one.")
+collections_cli = typer.Typer(
+    no_args_is_help=False, invoke_without_command=True, help="List collections (no subcommand), or delete one."
+)
 cli.add_typer(collections_cli, name="collections")
 
 
 @collections_cli.callback()
-def collections(ctx: typer.Context, data_dir: Optional[Path] = DataDir) -> None:
+def collections(ctx: typer.Context, data_dir: Path | None = DataDir) -> None:
     """List collections with their document and span counts."""
     if ctx.invoked_subcommand is not None:
         return
     rag = make_service(data_dir)
     for name in rag.store.list_collections():
         stats = rag.store.collection_stats(name)
-        stdout_console().print(f"{name}\t{stats['documents']} documents\t{stats['spans']} spans\t{stats['model']}",
-                               markup=False, highlight=False)
+        stdout_console().print(
+            f"{name}\t{stats['documents']} documents\t{stats['spans']} spans\t{stats['model']}",
+            markup=False,
+            highlight=False,
+        )
 
 
 @collections_cli.command("delete")
 def collections_delete(
     name: str = typer.Argument(..., help="the collection to delete, with all its documents"),
-    data_dir: Optional[Path] = DataDir,
+    data_dir: Path | None = DataDir,
     yes: bool = typer.Option(False, "--yes", "-y", help="do not ask"),
 ) -> None:
     """Delete a collection: documents, spans, vectors, indexes and graph."""
@@ -289,10 +307,9 @@ def keys_create(
     collection: str = typer.Option(..., "--collection", "-c", help="the collection the key opens, or '*' for all"),
     scope: str = typer.Option(..., "--scope", help="read | write | admin"),
     name: str = typer.Option("", "--name", help="a label for `keys list`"),
-    data_dir: Optional[Path] = DataDir,
+    data_dir: Path | None = DataDir,
     if_none: bool = typer.Option(False, "--if-none", help="only when no active key exists (container start-up)"),
-    out: Optional[Path] = typer.Option(
-        None, "--out", help="write the key to this file (mode 600) instead of printing it"),
+    out: Path | None = typer.Option(None, "--out", help="write the key to this file (mode 600) instead of printing it"),
 ) -> None:
     """Make a key and print it once (only its hash is kept). The server needs keys from then on."""
     import os
@@ -321,7 +338,7 @@ def keys_create(
 
 @keys_cli.command("list")
 def keys_list(
-    data_dir: Optional[Path] = DataDir,
+    data_dir: Path | None = DataDir,
     all_keys: bool = typer.Option(False, "--all", help="include revoked keys"),
 ) -> None:
     """The keys (ids, collections, scopes; never the keys themselves)."""
@@ -339,7 +356,7 @@ def keys_list(
 @keys_cli.command("revoke")
 def keys_revoke(
     key_id: str = typer.Argument(..., help="the key's id (keys list) or the key itself"),
-    data_dir: Optional[Path] = DataDir,
+    data_dir: Path | None = DataDir,
 ) -> None:
     """Revoke a key; a running server refuses it from its next request on."""
     from app.keys import KeyRequestError, KeyStore
@@ -353,11 +370,12 @@ def keys_revoke(
 
 @cli.command()
 def serve(
-    host: Optional[str] = typer.Option(None, help="bind address (default 127.0.0.1)"),
-    port: Optional[int] = typer.Option(None, help="port (default 8000)"),
-    data_dir: Optional[Path] = DataDir,
+    host: str | None = typer.Option(None, help="bind address (default 127.0.0.1)"),
+    port: int | None = typer.Option(None, help="port (default 8000)"),
+    data_dir: Path | None = DataDir,
     allow_open: bool = typer.Option(
-        False, "--allow-open", help="serve without API keys on a non-loopback address (anyone may read and write)"),
+        False, "--allow-open", help="serve without API keys on a non-loopback address (anyone may read and write)"
+    ),
 ) -> None:
     """Start the HTTP service (OpenAPI docs at /docs). Without API keys it serves loopback only."""
     import uvicorn
@@ -376,11 +394,15 @@ def serve(
     elif is_loopback(settings.host):
         console.print("[yellow]no API keys: serving OPEN on loopback only[/] (spanrag keys create makes one)")
     elif settings.allow_open:
-        console.print(f"[bold red]no API keys: serving OPEN on {settings.host}[/]: anyone who reaches the port"
-                      " may read, replace and delete documents")
+        console.print(
+            f"[bold red]no API keys: serving OPEN on {settings.host}[/]: anyone who reaches the port"
+            " may read, replace and delete documents"
+        )
     else:
-        fail(f"refusing to serve on {settings.host} without API keys: create one (spanrag keys create"
-             " --collection '*' --scope admin) or pass --allow-open")
+        fail(
+            f"refusing to serve on {settings.host} without API keys: create one (spanrag keys create"
+            " --collection '*' --scope admin) or pass --allow-open"
+        )
     configure_logging(json_logs=settings.json_logs)
     try:
         app = create_app(service=rag)

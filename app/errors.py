@@ -49,15 +49,30 @@ def _cannot_ingest(exc: ParseError) -> str:
 
 ERRORS: tuple[tuple[type[Exception], Callable[[Any], ServiceError]], ...] = (
     # (exception, its answer); the first that matches is used, so a subclass comes before its base
-    (AccessDenied, lambda e: ServiceError(  # 401: no or bad key; 403: the key lacks the scope
-        e.status, e.message, "authentication_error" if e.status == 401 else "permission_error", e.code,
-        headers=e.headers)),
+    (
+        AccessDenied,
+        lambda e: ServiceError(  # 401: no or bad key; 403: the key lacks the scope
+            e.status,
+            e.message,
+            "authentication_error" if e.status == 401 else "permission_error",
+            e.code,
+            headers=e.headers,
+        ),
+    ),
     (RateLimited, lambda e: ServiceError(429, str(e), "rate_limit_error", "rate_limit_exceeded", headers=e.headers)),
-    (CollectionNotFound, lambda e: ServiceError(  # a collection is a model on the OpenAI surface
-        404, f"collection {str(e.args[0])[:200]!r} not found", code="model_not_found", param="model")),
+    (
+        CollectionNotFound,
+        lambda e: ServiceError(  # a collection is a model on the OpenAI surface
+            404, f"collection {str(e.args[0])[:200]!r} not found", code="model_not_found", param="model"
+        ),
+    ),
     (UnknownPipeline, lambda e: ServiceError(400, str(e.args[0]), param="pipeline")),
-    (GeneratorUnavailable, lambda e: ServiceError(  # the request was fine; the model cannot answer now
-        503, e.reason, "service_unavailable", "generator_unavailable", headers={"Retry-After": "5"})),
+    (
+        GeneratorUnavailable,
+        lambda e: ServiceError(  # the request was fine; the model cannot answer now
+            503, e.reason, "service_unavailable", "generator_unavailable", headers={"Retry-After": "5"}
+        ),
+    ),
     (StoreMismatch, lambda e: ServiceError(409, str(e), "conflict")),  # built with another model
     (DocumentConflict, lambda e: ServiceError(409, str(e), "conflict")),  # the document belongs to a file
     (DocumentTooLarge, lambda e: ServiceError(413, _cannot_ingest(e))),

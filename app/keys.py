@@ -20,8 +20,8 @@ effect on the next request: every request reads its key's row (one indexed SQLit
 from __future__ import annotations
 
 import hashlib
-import os
 import hmac
+import os
 import secrets
 import sqlite3
 import threading
@@ -118,16 +118,18 @@ class KeyStore:
         return CreatedKey(key, secret)
 
     def list(self, include_revoked: bool = False) -> list[ApiKey]:
-        rows = self._connection().execute(
-            "SELECT key_id, collection, scope, name, created, revoked FROM api_keys ORDER BY created"
-        ).fetchall()
+        rows = (
+            self._connection()
+            .execute("SELECT key_id, collection, scope, name, created, revoked FROM api_keys ORDER BY created")
+            .fetchall()
+        )
         keys = [ApiKey(*row) for row in rows]
         return keys if include_revoked else [k for k in keys if k.revoked is None]
 
     def revoke(self, key_id: str) -> ApiKey:
         """Revoke by id (as ``keys list`` shows it) or by the whole key."""
         if key_id.startswith(KEY_PREFIX):
-            key_id = key_id[len(KEY_PREFIX):].split("-", 1)[0]
+            key_id = key_id[len(KEY_PREFIX) :].split("-", 1)[0]
         conn = self._connection()
         with conn:
             changed = conn.execute(
@@ -148,11 +150,15 @@ class KeyStore:
         """The active key whose secret this is, else None (unknown, revoked or malformed)."""
         if not secret.startswith(KEY_PREFIX) or len(secret) > 200 or not self.path.exists():
             return None
-        key_id = secret[len(KEY_PREFIX):].split("-", 1)[0]
-        row = self._connection().execute(
-            "SELECT digest, key_id, collection, scope, name, created, revoked FROM api_keys WHERE key_id = ?",
-            (key_id,),
-        ).fetchone()
+        key_id = secret[len(KEY_PREFIX) :].split("-", 1)[0]
+        row = (
+            self._connection()
+            .execute(
+                "SELECT digest, key_id, collection, scope, name, created, revoked FROM api_keys WHERE key_id = ?",
+                (key_id,),
+            )
+            .fetchone()
+        )
         if row is None or not hmac.compare_digest(row[0], _digest(secret)):
             return None
         key = ApiKey(*row[1:])

@@ -60,8 +60,7 @@ _LANGCHAIN_CALL_KWARGS = ("verbose",)  # read by BaseRetriever.invoke itself and
 
 
 def _unknown(names: set[str], where: str) -> str:
-    return (f"{where} {', '.join(repr(n) for n in sorted(names))}; "
-            f"known search options: {', '.join(SEARCH_OPTIONS)}")
+    return f"{where} {', '.join(repr(n) for n in sorted(names))}; known search options: {', '.join(SEARCH_OPTIONS)}"
 
 
 class SpanRAGRetriever(BaseRetriever):
@@ -118,8 +117,7 @@ class SpanRAGRetriever(BaseRetriever):
     @staticmethod
     def _documents(spans: list[dict], k: int | None) -> list[LCDocument]:
         return [
-            LCDocument(page_content=s["text"], metadata={n: v for n, v in s.items() if n != "text"})
-            for s in spans[:k]
+            LCDocument(page_content=s["text"], metadata={n: v for n, v in s.items() if n != "text"}) for s in spans[:k]
         ]
 
     # -- in-process --------------------------------------------------------------------------
@@ -163,7 +161,8 @@ class SpanRAGRetriever(BaseRetriever):
             raise httpx.HTTPStatusError(
                 f"spanrag answered {response.status_code} {response.reason_phrase} for"
                 f" {response.request.method} {response.request.url}: {detail}",
-                request=response.request, response=response,
+                request=response.request,
+                response=response,
             )
         return response.json()["spans"]
 

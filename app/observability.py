@@ -50,7 +50,7 @@ import traceback
 import uuid
 from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -122,8 +122,7 @@ class IndexSizeCollector(Collector):
         return []  # registering must not read the store either
 
     def collect(self) -> Iterator[Metric]:
-        documents = GaugeMetricFamily(
-            "spanrag_index_documents", "Documents in each collection", labels=["collection"])
+        documents = GaugeMetricFamily("spanrag_index_documents", "Documents in each collection", labels=["collection"])
         spans = GaugeMetricFamily("spanrag_index_spans", "Spans in each collection", labels=["collection"])
         if "store" in self.rag.__dict__:
             store = self.rag.__dict__["store"]
@@ -145,27 +144,41 @@ class ServiceMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.http_requests = Counter(
-            "spanrag_http_requests", "HTTP requests answered", ["method", "route", "status"], registry=r)
+            "spanrag_http_requests", "HTTP requests answered", ["method", "route", "status"], registry=r
+        )
         self.http_duration = Histogram(
-            "spanrag_http_request_duration_seconds", "From request in to the last body byte out",
-            ["method", "route"], buckets=_HTTP_BUCKETS, registry=r)
+            "spanrag_http_request_duration_seconds",
+            "From request in to the last body byte out",
+            ["method", "route"],
+            buckets=_HTTP_BUCKETS,
+            registry=r,
+        )
         self.errors = Counter(
-            "spanrag_errors", "HTTP answers with a 4xx or 5xx status", ["route", "status"], registry=r)
+            "spanrag_errors", "HTTP answers with a 4xx or 5xx status", ["route", "status"], registry=r
+        )
         self.stage_duration = Histogram(
-            "spanrag_stage_duration_seconds", "Time spent in each retrieval stage", ["stage"],
-            buckets=_STAGE_BUCKETS, registry=r)
+            "spanrag_stage_duration_seconds",
+            "Time spent in each retrieval stage",
+            ["stage"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
         self.retrievals = Counter("spanrag_retrievals", "Retrievals run", ["pipeline"], registry=r)
         self.ingest_documents = Counter(
-            "spanrag_ingest_documents", "Documents seen by ingest calls, by outcome (failed: sources)",
-            ["outcome"], registry=r)
+            "spanrag_ingest_documents",
+            "Documents seen by ingest calls, by outcome (failed: sources)",
+            ["outcome"],
+            registry=r,
+        )
         for outcome in INGEST_OUTCOMES:
             self.ingest_documents.labels(outcome)  # every outcome is exported from the start, at 0
         self.ingest_spans = Counter("spanrag_ingest_spans", "Spans written by ingest calls", registry=r)
         self.ingest_duration = Histogram(
-            "spanrag_ingest_duration_seconds", "Duration of one ingest call", buckets=_INGEST_BUCKETS, registry=r)
+            "spanrag_ingest_duration_seconds", "Duration of one ingest call", buckets=_INGEST_BUCKETS, registry=r
+        )
         self.ingest_rate = Gauge(
-            "spanrag_ingest_spans_per_second", "Spans written per second by the last ingest that wrote any",
-            registry=r)
+            "spanrag_ingest_spans_per_second", "Spans written per second by the last ingest that wrote any", registry=r
+        )
         self.deleted = Counter("spanrag_documents_deleted", "Documents deleted", registry=r)
         r.register(IndexSizeCollector(rag))
 
@@ -212,6 +225,7 @@ class ServiceMetrics:
 
 
 # -- the request middleware --------------------------------------------------------------------
+
 
 def _template(route: Any) -> str:
     return getattr(route, "path_format", None) or getattr(route, "path", None) or OTHER_ROUTE
@@ -296,8 +310,13 @@ class RequestObservabilityMiddleware:
     @staticmethod
     async def _internal_error(send: Send) -> None:
         try:
-            await send({"type": "http.response.start", "status": 500,
-                        "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"21")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"21")],
+                }
+            )
             await send({"type": "http.response.body", "body": b"Internal Server Error"})
         except Exception:  # the client is gone: nothing to answer
             pass
@@ -314,11 +333,17 @@ class RequestObservabilityMiddleware:
             log.exception("recording request metrics failed")
         client = scope.get("client")
         self.access_log.info(
-            "%s %s %s", method, scope.get("path", ""), code,
+            "%s %s %s",
+            method,
+            scope.get("path", ""),
+            code,
             extra={
-                "request_id": request_id, "method": method, "route": route,
+                "request_id": request_id,
+                "method": method,
+                "route": route,
                 "path": scope.get("path", ""),  # the ASGI path never holds the query string
-                "status": code, "duration_ms": round(seconds * 1000, 3),
+                "status": code,
+                "duration_ms": round(seconds * 1000, 3),
                 "client": client[0] if client else None,
             },
         )
@@ -328,7 +353,11 @@ class RequestObservabilityMiddleware:
 
 # a record's own attributes (not ``extra`` fields), and uvicorn's terminal-coloured copy of its message
 _RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
-    "message", "asctime", "taskName", "color_message"}
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -339,7 +368,7 @@ class JsonLogFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -393,6 +422,7 @@ def configure_logging(json_logs: bool = True, level: str = "INFO", stream: Any =
 
 # -- wiring -----------------------------------------------------------------------------------
 
+
 def install_observability(app: FastAPI, rag: RagService, access: AccessControl | None = None) -> ServiceMetrics:
     """Adds ``/metrics``, request ids and the access log to ``app``, with metrics of its
     own (``app.state.metrics``) fed by ``rag``'s events. With ``access`` (the app's API-key
@@ -407,9 +437,11 @@ def install_observability(app: FastAPI, rag: RagService, access: AccessControl |
         return Response(content=metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     if access is None:
+
         def prometheus_metrics() -> Response:
             return exposition()
     else:
+
         def prometheus_metrics(principal: Principal = Depends(access)) -> Response:
             principal.require_global_admin("/metrics")
             return exposition()

@@ -111,11 +111,14 @@ MODEL_PREFIX = "spanrag:"
 
 # -- request ---------------------------------------------------------------------------------
 
+
 class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant"] = Field(
-        ..., description="'tool' and 'function' turns are refused: spanrag offers no tools")
+        ..., description="'tool' and 'function' turns are refused: spanrag offers no tools"
+    )
     content: Text | list[dict[str, Any]] | None = Field(
-        None, description="a string or a list of {'type': 'text', 'text': ...} parts")
+        None, description="a string or a list of {'type': 'text', 'text': ...} parts"
+    )
 
     @field_validator("content", mode="before")
     @classmethod
@@ -123,13 +126,16 @@ class ChatMessage(BaseModel):
         if value is None or isinstance(value, str):
             return value
         if not isinstance(value, list):
-            raise ValueError("content must be a string or a list of {'type': 'text', 'text': '...'} parts,"
-                             f" got {type(value).__name__}")
+            raise ValueError(
+                "content must be a string or a list of {'type': 'text', 'text': '...'} parts,"
+                f" got {type(value).__name__}"
+            )
         for part in value:
             if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise ValueError(f"only text content parts {{'type': 'text', 'text': '...'}} are supported,"
-                                 f" got {str(kind)[:50]!r}")
+                raise ValueError(
+                    f"only text content parts {{'type': 'text', 'text': '...'}} are supported, got {str(kind)[:50]!r}"
+                )
             encodable_text(part["text"])
         return value
 
@@ -215,33 +221,50 @@ class ChatCompletionRequest(RetrievalOptions):
         OpenAI's newer name, wins over ``max_tokens``)."""
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         return Sampling(
-            temperature=self.temperature, top_p=self.top_p,
-            max_tokens=self.max_completion_tokens or self.max_tokens, stop=stop, seed=self.seed,
-            presence_penalty=self.presence_penalty, frequency_penalty=self.frequency_penalty,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            max_tokens=self.max_completion_tokens or self.max_tokens,
+            stop=stop,
+            seed=self.seed,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
         )
 
     def question_and_history(self, limits: ChatLimits) -> tuple[str, list[dict[str, str]]]:
         """The last (user) message's text, and the user/assistant turns before it; every turn
         counts towards ``limits`` (an earlier turn may be searched with the question)."""
         if len(self.messages) > limits.max_messages:
-            raise OpenAIError(400, f"{len(self.messages)} messages; at most {limits.max_messages}"
-                                   " (SPANRAG_MAX_CHAT_MESSAGES)", param="messages", code="too_many_messages")
+            raise OpenAIError(
+                400,
+                f"{len(self.messages)} messages; at most {limits.max_messages} (SPANRAG_MAX_CHAT_MESSAGES)",
+                param="messages",
+                code="too_many_messages",
+            )
         total = sum(len(m.text) for m in self.messages)
         if total > limits.max_total_chars:
-            raise OpenAIError(400, f"the messages have {total} characters together; at most"
-                                   f" {limits.max_total_chars} (SPANRAG_MAX_CHAT_CHARS)", param="messages",
-                              code="context_length_exceeded")
+            raise OpenAIError(
+                400,
+                f"the messages have {total} characters together; at most"
+                f" {limits.max_total_chars} (SPANRAG_MAX_CHAT_CHARS)",
+                param="messages",
+                code="context_length_exceeded",
+            )
         *earlier, last = self.messages
         if last.role != "user":
-            raise OpenAIError(400, f"the last message must be the user's question (role 'user'), got {last.role!r}",
-                              param="messages")
+            raise OpenAIError(
+                400, f"the last message must be the user's question (role 'user'), got {last.role!r}", param="messages"
+            )
         question = last.text
         if not question.strip():
             raise OpenAIError(400, "the last user message has no text", param="messages")
         if len(question) > limits.max_question_chars:
-            raise OpenAIError(400, f"the last user message is the question: at most {limits.max_question_chars}"
-                                   f" characters (SPANRAG_MAX_QUESTION_CHARS), got {len(question)}", param="messages",
-                              code="context_length_exceeded")
+            raise OpenAIError(
+                400,
+                f"the last user message is the question: at most {limits.max_question_chars}"
+                f" characters (SPANRAG_MAX_QUESTION_CHARS), got {len(question)}",
+                param="messages",
+                code="context_length_exceeded",
+            )
         history = [{"role": m.role, "content": m.text} for m in earlier if m.role in ("user", "assistant")]
         return question, history
 
@@ -254,31 +277,58 @@ UNSUPPORTED: tuple[tuple[str, Callable[[Any], bool], str, str], ...] = (
     ("functions", lambda v: not v, "unsupported_parameter", f"{NO_TOOLS}; send no functions"),
     ("tool_choice", lambda v: v == "none", "unsupported_value", f"{NO_TOOLS}; only 'none' is accepted"),
     ("function_call", lambda v: v == "none", "unsupported_value", f"{NO_TOOLS}; only 'none' is accepted"),
-    ("response_format", lambda v: v == {"type": "text"}, "unsupported_value",
-     "spanrag answers in prose with [n] citation markers, never in JSON, so JSON mode and structured"
-     " output cannot be served; only {'type': 'text'} is accepted"),
-    ("logprobs", lambda v: v is False, "unsupported_value",
-     "spanrag returns no token log probabilities; only false is accepted"),
-    ("top_logprobs", lambda v: v == 0, "unsupported_value",
-     "spanrag returns no token log probabilities; only 0 is accepted"),
+    (
+        "response_format",
+        lambda v: v == {"type": "text"},
+        "unsupported_value",
+        "spanrag answers in prose with [n] citation markers, never in JSON, so JSON mode and structured"
+        " output cannot be served; only {'type': 'text'} is accepted",
+    ),
+    (
+        "logprobs",
+        lambda v: v is False,
+        "unsupported_value",
+        "spanrag returns no token log probabilities; only false is accepted",
+    ),
+    (
+        "top_logprobs",
+        lambda v: v == 0,
+        "unsupported_value",
+        "spanrag returns no token log probabilities; only 0 is accepted",
+    ),
     ("n", lambda v: v == 1, "unsupported_value", "spanrag gives one answer per request; n must be 1"),
-    ("logit_bias", lambda v: not v, "unsupported_parameter",
-     "token ids mean nothing to spanrag's generator; send none or {}"),
+    (
+        "logit_bias",
+        lambda v: not v,
+        "unsupported_parameter",
+        "token ids mean nothing to spanrag's generator; send none or {}",
+    ),
     ("audio", lambda v: False, "unsupported_parameter", "spanrag answers in text only"),
-    ("modalities", lambda v: v == ["text"], "unsupported_value",
-     "spanrag answers in text only; only ['text'] is accepted"),
-    ("web_search_options", lambda v: False, "unsupported_parameter",
-     "spanrag searches its collection, not the web"),
+    (
+        "modalities",
+        lambda v: v == ["text"],
+        "unsupported_value",
+        "spanrag answers in text only; only ['text'] is accepted",
+    ),
+    ("web_search_options", lambda v: False, "unsupported_parameter", "spanrag searches its collection, not the web"),
 )
 
 
 # -- errors ----------------------------------------------------------------------------------
 
+
 class OpenAIError(Exception):
     """An error answered in OpenAI's shape."""
 
-    def __init__(self, status: int, message: str, error_type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        error_type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.error_type = status, message, error_type
         self.param, self.code, self.headers = param, code, headers
@@ -304,14 +354,15 @@ def as_openai_error(exc: Exception) -> OpenAIError | None:
         first = errors[0] if errors else {}
         if first.get("type") == "json_invalid":
             reason = (first.get("ctx") or {}).get("error", "")
-            return OpenAIError(400, f"the request body is not valid JSON: {str(reason)[:200]}".rstrip(": "),
-                               code="json_invalid")
+            return OpenAIError(
+                400, f"the request body is not valid JSON: {str(reason)[:200]}".rstrip(": "), code="json_invalid"
+            )
         where = [str(part)[:100] for part in first.get("loc", ()) if part != "body"]
         reasons = "; ".join(
             f"{'.'.join(str(p)[:100] for p in e.get('loc', ()) if p != 'body') or 'body'}: {str(e.get('msg'))[:300]}"
-            for e in errors[:3])
-        return OpenAIError(400, f"invalid request: {reasons}", param=".".join(where) or None,
-                           code=first.get("type"))
+            for e in errors[:3]
+        )
+        return OpenAIError(400, f"invalid request: {reasons}", param=".".join(where) or None, code=first.get("type"))
     if isinstance(exc, HTTPException):  # a body FastAPI cannot read (not UTF-8), the size guard's 413
         detail = "the request body is not valid UTF-8 JSON" if exc.status_code == 400 else str(exc.detail)[:500]
         return OpenAIError(exc.status_code, detail, headers=exc.headers)
@@ -340,6 +391,7 @@ class OpenAIErrorRoute(APIRoute):
 
 # -- responses -------------------------------------------------------------------------------
 
+
 def model_id(collection: str) -> str:
     return f"{MODEL_PREFIX}{collection}"
 
@@ -349,8 +401,12 @@ def collection_of(rag: RagService, model: str, principal: Principal) -> str:
     see it (the same answer, so that names do not leak)."""
     collection = model.removeprefix(MODEL_PREFIX)
     if not collection or not principal.sees(collection) or not rag.store.has_collection(collection):
-        raise OpenAIError(404, f"model {model[:200]!r} not found: there is no collection {collection[:200]!r}"
-                               " (GET /v1/models lists them)", param="model", code="model_not_found")
+        raise OpenAIError(
+            404,
+            f"model {model[:200]!r} not found: there is no collection {collection[:200]!r} (GET /v1/models lists them)",
+            param="model",
+            code="model_not_found",
+        )
     principal.require(collection, "read")
     return collection
 
@@ -384,28 +440,42 @@ class Completion:
         spanrag = {k: v for k, v in query.as_dict().items() if k != "answer"}
         citations = spanrag["citations"]
         return {
-            "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
             "system_fingerprint": None,
-            "choices": [{
-                "index": 0, "finish_reason": "stop", "logprobs": citing(citations),
-                "message": {"role": "assistant", "content": query.answer.text, "refusal": None,
-                            "citations": citations},
-            }],
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "logprobs": citing(citations),
+                    "message": {
+                        "role": "assistant",
+                        "content": query.answer.text,
+                        "refusal": None,
+                        "citations": citations,
+                    },
+                }
+            ],
             "usage": usage,
             "spanrag": spanrag,
         }
 
-    def chunk(self, delta: dict, finish_reason: str | None = None, logprobs: dict | None = None,
-              **extra: Any) -> dict:
+    def chunk(self, delta: dict, finish_reason: str | None = None, logprobs: dict | None = None, **extra: Any) -> dict:
         return {
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
             "system_fingerprint": None,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs}],
             **extra,
         }
 
-    def chunks(self, rag: RagService, question: str, events: Iterator[QueryEvent],
-               include_usage: bool) -> Iterator[str]:
+    def chunks(
+        self, rag: RagService, question: str, events: Iterator[QueryEvent], include_usage: bool
+    ) -> Iterator[str]:
         """``RagService.query_stream``'s events as OpenAI chunks (see module doc)."""
         context_tokens = 0
         try:
@@ -418,8 +488,14 @@ class Completion:
                 else:  # the final answer
                     usage = token_usage(rag, question, payload.text, context_tokens)
                     answer = payload.as_dict()
-                    yield sse.data(self.chunk({"citations": answer["citations"]}, "stop",
-                                              citing(answer["citations"]), spanrag={**answer, "token_usage": usage}))
+                    yield sse.data(
+                        self.chunk(
+                            {"citations": answer["citations"]},
+                            "stop",
+                            citing(answer["citations"]),
+                            spanrag={**answer, "token_usage": usage},
+                        )
+                    )
                     if include_usage:
                         yield sse.data({**self.chunk({}), "choices": [], "usage": usage})
         except Exception as exc:  # the status line is out: the error goes into the stream
@@ -433,6 +509,7 @@ class Completion:
 
 
 # -- routes ----------------------------------------------------------------------------------
+
 
 class OpenAIErrorDetail(BaseModel):
     message: str
@@ -454,23 +531,36 @@ def openai_router(rag: RagService, access: AccessControl, responses: dict | None
     """``/v1/models`` and ``/v1/chat/completions`` over ``rag`` (``create_app`` includes it);
     ``access`` names the caller (``app.security``); ``responses``: the error answers to declare
     (their bodies are declared in OpenAI's shape)."""
-    router = APIRouter(route_class=OpenAIErrorRoute, tags=["OpenAI-compatible"],
-                       responses=openai_error_responses(responses or {}))
+    router = APIRouter(
+        route_class=OpenAIErrorRoute, tags=["OpenAI-compatible"], responses=openai_error_responses(responses or {})
+    )
     limits = ChatLimits(rag.settings.max_question_chars, rag.settings.max_chat_chars, rag.settings.max_chat_messages)
 
     @router.get("/v1/models")
     def list_models(principal: Principal = Depends(access)) -> dict:
         """Every collection as a model (spanrag keeps no creation time: ``created`` is 0)."""
-        return {"object": "list", "data": [
-            {"id": model_id(c), "object": "model", "created": 0, "owned_by": "spanrag"}
-            for c in rag.store.list_collections() if principal.sees(c)
-        ]}
+        return {
+            "object": "list",
+            "data": [
+                {"id": model_id(c), "object": "model", "created": 0, "owned_by": "spanrag"}
+                for c in rag.store.list_collections()
+                if principal.sees(c)
+            ],
+        }
 
-    @router.post("/v1/chat/completions", response_model=None, responses={200: {
-        "description": "a chat.completion; with stream: true, chat.completion.chunk events (see the module doc)",
-        "content": {"application/json": {}, sse.MEDIA_TYPE: {"schema": {"type": "string"}}}}})
-    def chat_completions(body: ChatCompletionRequest,
-                         principal: Principal = Depends(access)) -> dict | StreamingResponse:
+    @router.post(
+        "/v1/chat/completions",
+        response_model=None,
+        responses={
+            200: {
+                "description": "a chat.completion; with stream: true, chat.completion.chunk events (see the module doc)",
+                "content": {"application/json": {}, sse.MEDIA_TYPE: {"schema": {"type": "string"}}},
+            }
+        },
+    )
+    def chat_completions(
+        body: ChatCompletionRequest, principal: Principal = Depends(access)
+    ) -> dict | StreamingResponse:
         if refused := body.unsupported():
             raise refused
         collection = collection_of(rag, body.model, principal)
@@ -478,11 +568,13 @@ def openai_router(rag: RagService, access: AccessControl, responses: dict | None
         reply = Completion(model_id(collection))
         if body.stream:
             # retrieval and the first delta happen here, so failures still get a status
-            events = rag.query_stream(collection, question, body.pipeline, body.overrides(), body.trace, history,
-                                      body.sampling())
+            events = rag.query_stream(
+                collection, question, body.pipeline, body.overrides(), body.trace, history, body.sampling()
+            )
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(reply.chunks(rag, question, events, include_usage),
-                                     media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+            return StreamingResponse(
+                reply.chunks(rag, question, events, include_usage), media_type=sse.MEDIA_TYPE, headers=sse.HEADERS
+            )
         out = rag.query(collection, question, body.pipeline, body.overrides(), body.trace, history, body.sampling())
         return reply.message(out, token_usage(rag, question, out.answer.text, out.sources.context_tokens))
 

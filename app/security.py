@@ -54,8 +54,9 @@ class AccessDenied(Exception):
 
 class RateLimited(Exception):
     def __init__(self, retry_after_s: float, limit_per_minute: int):
-        super().__init__(f"more than {limit_per_minute} requests a minute for this key; retry in"
-                         f" {math.ceil(retry_after_s)} s")
+        super().__init__(
+            f"more than {limit_per_minute} requests a minute for this key; retry in {math.ceil(retry_after_s)} s"
+        )
         self.retry_after_s = retry_after_s
 
     @property
@@ -93,8 +94,11 @@ class Principal:
         if not self.key.sees(collection):
             raise CollectionNotFound(collection)
         if not self.key.allows(collection, scope):
-            raise AccessDenied(403, f"this key has the {self.key.scope!r} scope on {collection!r};"
-                                    f" {scope!r} is needed", "insufficient_scope")
+            raise AccessDenied(
+                403,
+                f"this key has the {self.key.scope!r} scope on {collection!r}; {scope!r} is needed",
+                "insufficient_scope",
+            )
 
     def require_global_admin(self, what: str) -> None:
         if self.key is not None and not self.key.is_global_admin:
@@ -136,9 +140,9 @@ def bearer_token(request: Request) -> str | None:
 class AccessControl:
     """The FastAPI dependency that names the caller (see module doc).
 
-        >>> access = AccessControl(KeyStore(data_dir), RateLimiter(600, 60))   # doctest: +SKIP
-        >>> @app.get("/x")                                                      # doctest: +SKIP
-        ... def x(principal: Principal = Depends(access)): ...
+    >>> access = AccessControl(KeyStore(data_dir), RateLimiter(600, 60))   # doctest: +SKIP
+    >>> @app.get("/x")                                                      # doctest: +SKIP
+    ... def x(principal: Principal = Depends(access)): ...
     """
 
     def __init__(self, keys: KeyStore, limiter: RateLimiter):
@@ -152,8 +156,11 @@ class AccessControl:
             return request.state.principal
         token = bearer_token(request)
         if token is None:
-            raise AccessDenied(401, "an API key is needed: send 'Authorization: Bearer KEY'"
-                                    " (spanrag keys create makes one)", "missing_api_key")
+            raise AccessDenied(
+                401,
+                "an API key is needed: send 'Authorization: Bearer KEY' (spanrag keys create makes one)",
+                "missing_api_key",
+            )
         key = self.keys.authenticate(token)
         if key is None:
             raise AccessDenied(401, "the API key is not valid (unknown or revoked)", "invalid_api_key")
@@ -163,6 +170,7 @@ class AccessControl:
 
 
 # -- the ASGI guard --------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class GuardRules:
@@ -182,8 +190,12 @@ class BodyTooLarge(HTTPException):
 def error_body(path: str, status: int, message: str, code: str) -> dict:
     """An error in the shape of the route: OpenAI's for the OpenAI-compatible paths."""
     if path.startswith(OPENAI_PATHS):
-        kind = {401: "authentication_error", 403: "permission_error", 413: "invalid_request_error",
-                429: "rate_limit_error"}.get(status, "invalid_request_error")
+        kind = {
+            401: "authentication_error",
+            403: "permission_error",
+            413: "invalid_request_error",
+            429: "rate_limit_error",
+        }.get(status, "invalid_request_error")
         return {"error": {"message": message, "type": kind, "param": None, "code": code}}
     return {"detail": message}
 
@@ -212,10 +224,16 @@ class RequestGuard:
         if method not in WRITE_METHODS or "authorization" in headers:
             return None
         origin = headers.get("origin")
-        if origin is not None and not self._same_origin(origin, headers.get("host", "")) \
-                and origin not in self.rules.allowed_origins:
-            return 403, f"a write from the web page of origin {origin[:100]!r} is refused (not in SPANRAG_CORS_ORIGINS)", \
-                "cross_origin_write"
+        if (
+            origin is not None
+            and not self._same_origin(origin, headers.get("host", ""))
+            and origin not in self.rules.allowed_origins
+        ):
+            return (
+                403,
+                f"a write from the web page of origin {origin[:100]!r} is refused (not in SPANRAG_CORS_ORIGINS)",
+                "cross_origin_write",
+            )
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         json_type = content_type == "application/json" or content_type.endswith("+json")
         if method == "DELETE" or json_type:
@@ -224,9 +242,14 @@ class RequestGuard:
             return None
         if method == "POST" and not content_type and length in (None, "0"):
             return None  # no body at all: nothing a form could smuggle
-        return 415, ("without an API key a write must be JSON (Content-Type: application/json), or a multipart"
-                     " upload with an 'X-Requested-With' header: a cross-site web form can send neither"), \
-            "unsupported_media_type"
+        return (
+            415,
+            (
+                "without an API key a write must be JSON (Content-Type: application/json), or a multipart"
+                " upload with an 'X-Requested-With' header: a cross-site web form can send neither"
+            ),
+            "unsupported_media_type",
+        )
 
     @staticmethod
     def _same_origin(origin: str, host: str) -> bool:
@@ -271,9 +294,17 @@ class RequestGuard:
     @staticmethod
     async def _send_error(send, path: str, status: int, message: str, code: str) -> None:
         body = json.dumps(error_body(path, status, message, code)).encode()
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -283,5 +314,17 @@ def default_allowed_hosts(bind_host: str) -> list[str]:
     return LOOPBACK_HOSTS if is_loopback(bind_host) else ["*"]
 
 
-__all__ = ["ALL_COLLECTIONS", "AccessControl", "AccessDenied", "GuardRules", "KeyStore", "Principal",
-           "RateLimited", "RateLimiter", "RequestGuard", "default_allowed_hosts", "error_body", "is_loopback"]
+__all__ = [
+    "ALL_COLLECTIONS",
+    "AccessControl",
+    "AccessDenied",
+    "GuardRules",
+    "KeyStore",
+    "Principal",
+    "RateLimited",
+    "RateLimiter",
+    "RequestGuard",
+    "default_allowed_hosts",
+    "error_body",
+    "is_loopback",
+]

@@ -129,8 +129,17 @@ class SpanragServer(ChildServer):
         return f"http://{self.host}:{self.port}"
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "uvicorn", "app.api:create_app", "--factory",
-               "--host", self.host, "--port", str(self.port)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.api:create_app",
+            "--factory",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+        ]
         return cmd if self.access_log else [*cmd, "--no-access-log"]
 
     def start(self) -> SpanragServer:
@@ -138,16 +147,25 @@ class SpanragServer(ChildServer):
             raise ServerStartError("server already started")
         if not self.port:
             self.port = free_port(self.host)
-        env = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-               **os.environ, "SPANRAG_DATA_DIR": str(self.data_dir), **self.env}
+        env = {
+            "OMP_NUM_THREADS": "1",
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            **os.environ,
+            "SPANRAG_DATA_DIR": str(self.data_dir),
+            **self.env,
+        }
         self._log = tempfile.TemporaryFile()
-        self._process = subprocess.Popen(self.command(), cwd=self.cwd, env=env, stdin=subprocess.DEVNULL,
-                                         stdout=self._log, stderr=subprocess.STDOUT)
-        failed = wait_until_ready(self._process, lambda: answers_json(f"{self.base_url}/readyz") is not None,
-                                  self.startup_timeout_s)
+        self._process = subprocess.Popen(
+            self.command(), cwd=self.cwd, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        failed = wait_until_ready(
+            self._process, lambda: answers_json(f"{self.base_url}/readyz") is not None, self.startup_timeout_s
+        )
         if failed:
             output = self.output()
             self.stop()
-            raise ServerStartError(f"spanrag server {failed}\ncommand: {' '.join(self.command())}\n"
-                                   f"output (tail):\n{output}")
+            raise ServerStartError(
+                f"spanrag server {failed}\ncommand: {' '.join(self.command())}\noutput (tail):\n{output}"
+            )
         return self

@@ -1,9 +1,9 @@
 """Server-sent events, as the streaming endpoints write them.
 
-    >>> event("delta", {"text": "Hi"})
-    'event: delta\\ndata: {"text": "Hi"}\\n\\n'
-    >>> data("[DONE]")
-    'data: [DONE]\\n\\n'
+>>> event("delta", {"text": "Hi"})
+'event: delta\\ndata: {"text": "Hi"}\\n\\n'
+>>> data("[DONE]")
+'data: [DONE]\\n\\n'
 """
 
 from __future__ import annotations

@@ -44,7 +44,8 @@ def timed_chat(client, model: str, question: str, extra_body: dict) -> dict:
     started = time.perf_counter()
     ttft_ms, final = None, {}
     stream = client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": question}], stream=True, extra_body=extra_body)
+        model=model, messages=[{"role": "user", "content": question}], stream=True, extra_body=extra_body
+    )
     for chunk in stream:
         if ttft_ms is None and chunk.choices and chunk.choices[0].delta.content:
             ttft_ms = (time.perf_counter() - started) * 1000
@@ -52,15 +53,23 @@ def timed_chat(client, model: str, question: str, extra_body: dict) -> dict:
             final = (chunk.model_extra or {}).get("spanrag") or {}
     total_ms = (time.perf_counter() - started) * 1000
     timings = final.get("timings_ms", {})
-    return {"ttft_ms": ttft_ms if ttft_ms is not None else total_ms, "total_ms": total_ms,
-            "server_first_delta_ms": timings.get("first_delta_ms"), "retrieval_ms": timings.get("retrieval_ms")}
+    return {
+        "ttft_ms": ttft_ms if ttft_ms is not None else total_ms,
+        "total_ms": total_ms,
+        "server_first_delta_ms": timings.get("first_delta_ms"),
+        "retrieval_ms": timings.get("retrieval_ms"),
+    }
 
 
 def summary(values: list[float]) -> dict:
     values = [v for v in values if v is not None]
-    return {"p50": round(percentile(values, 50), 2), "p95": round(percentile(values, 95), 2),
-            "mean": round(sum(values) / len(values), 2) if values else 0.0,
-            "max": round(max(values), 2) if values else 0.0, "n": len(values)}
+    return {
+        "p50": round(percentile(values, 50), 2),
+        "p95": round(percentile(values, 95), 2),
+        "mean": round(sum(values) / len(values), 2) if values else 0.0,
+        "max": round(max(values), 2) if values else 0.0,
+        "n": len(values),
+    }
 
 
 def run(base_url: str, collection: str, questions: list[str], warmup: int, pipeline: str | None) -> dict:
@@ -77,15 +86,22 @@ def run(base_url: str, collection: str, questions: list[str], warmup: int, pipel
 
 def markdown(out: dict) -> str:
     lines = ["| measure | p50 ms | p95 ms | mean ms | max ms |", "|---|---:|---:|---:|---:|"]
-    names = {"ttft_ms": "TTFT (client)", "total_ms": "total (client)",
-             "server_first_delta_ms": "first delta (server)", "retrieval_ms": "retrieval (server)"}
+    names = {
+        "ttft_ms": "TTFT (client)",
+        "total_ms": "total (client)",
+        "server_first_delta_ms": "first delta (server)",
+        "retrieval_ms": "retrieval (server)",
+    }
     for key, name in names.items():
         m = out["timings"].get(key)
         if m:
             lines.append(f"| {name} | {m['p50']:.1f} | {m['p95']:.1f} | {m['mean']:.1f} | {m['max']:.1f} |")
     verdict = "meets" if out["meets_target"] else "misses"
-    lines += ["", f"{out['n_queries']} queries, {out['generator']} generator, pipeline {out['pipeline']}: "
-              f"TTFT p95 {out['timings']['ttft_ms']['p95']:.1f} ms {verdict} the {TARGET_P95_MS:.0f} ms target"]
+    lines += [
+        "",
+        f"{out['n_queries']} queries, {out['generator']} generator, pipeline {out['pipeline']}: "
+        f"TTFT p95 {out['timings']['ttft_ms']['p95']:.1f} ms {verdict} the {TARGET_P95_MS:.0f} ms target",
+    ]
     return "\n".join(lines)
 
 
@@ -97,12 +113,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--warmup", type=int, default=5, help="untimed queries sent first")
     ap.add_argument("--pipeline", default=None, help="retrieval pipeline (default: the service's)")
     ap.add_argument("--generator", default="extractive", help="SPANRAG_GENERATOR of the server")
-    ap.add_argument("--data-dir", type=Path, default=Path(".eval-data"), help="data dir with the cached eval collection")
+    ap.add_argument(
+        "--data-dir", type=Path, default=Path(".eval-data"), help="data dir with the cached eval collection"
+    )
     ap.add_argument("--out", type=Path, default=Path("runs/bench/chat_ttft.json"))
     args = ap.parse_args(argv)
 
     kind, path = parse_spec(args.dataset)
-    dataset = load_dataset(kind, path, args.split or ("train" if kind == "beir" and not (path / "qrels" / "test.tsv").exists() else None))
+    dataset = load_dataset(
+        kind, path, args.split or ("train" if kind == "beir" and not (path / "qrels" / "test.tsv").exists() else None)
+    )
     rag = RagService(Settings(data_dir=args.data_dir))
     collection, _ = dataset.ingest(rag)  # cached by content hash: a no-op when unchanged
     pipeline = args.pipeline or rag.settings.pipeline
@@ -113,9 +133,16 @@ def main(argv: list[str] | None = None) -> dict:
     with SpanragServer(args.data_dir.resolve(), env=env, access_log=False) as server:
         timings = run(server.base_url, collection, questions, args.warmup, args.pipeline)
     out = {
-        "dataset": dataset.name, "split": dataset.split, "collection": collection, "n_queries": len(questions),
-        "warmup": args.warmup, "pipeline": pipeline, "generator": args.generator, "transport": "HTTP loopback, openai client, stream=True",
-        "timings": timings, "target_p95_ms": TARGET_P95_MS,
+        "dataset": dataset.name,
+        "split": dataset.split,
+        "collection": collection,
+        "n_queries": len(questions),
+        "warmup": args.warmup,
+        "pipeline": pipeline,
+        "generator": args.generator,
+        "transport": "HTTP loopback, openai client, stream=True",
+        "timings": timings,
+        "target_p95_ms": TARGET_P95_MS,
         "meets_target": bool(timings) and timings["ttft_ms"]["p95"] <= TARGET_P95_MS,
         "server_env": env,
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},

@@ -160,8 +160,13 @@ class Pool:
         try:
             with (directory / "docs.pkl").open("rb") as f:
                 docs = pickle.load(f)
-            return cls(docs, np.load(directory / "vectors.npy"), np.load(directory / "token_codes.npy"),
-                       np.load(directory / "token_offsets.npy"), json.loads((directory / "rates.json").read_text()))
+            return cls(
+                docs,
+                np.load(directory / "vectors.npy"),
+                np.load(directory / "token_codes.npy"),
+                np.load(directory / "token_offsets.npy"),
+                json.loads((directory / "rates.json").read_text()),
+            )
         except FileNotFoundError:
             return None
 
@@ -177,8 +182,10 @@ def real_documents(datasets: Path):
             parsed = parse_record(json.loads(line)) if line.strip() else None
             if parsed is not None:
                 yield "scifact", parsed
-    for source, loader, path in (("hotpotqa", load_hotpotqa, datasets / "hotpotqa" / "dev50.json"),
-                                 ("tatqa", load_tatqa, datasets / "tatqa" / "dev.json")):
+    for source, loader, path in (
+        ("hotpotqa", load_hotpotqa, datasets / "hotpotqa" / "dev50.json"),
+        ("tatqa", load_tatqa, datasets / "tatqa" / "dev.json"),
+    ):
         for parsed in loader(path).corpus_docs:
             yield source, parsed
     for article in json.loads((datasets / "wiki10" / "articles.json").read_text(encoding="utf-8")):
@@ -205,8 +212,12 @@ def build_pool(cfg: BenchConfig, encoder, log) -> Pool:
         source, parsed = parsed_all[i]
         doc_id = f"{source}/{parsed.doc_id}"
         spans = build_span_tree(doc_id, parsed, encoder.count_tokens, splitter)
-        docs.append((Document(doc_id, COLLECTION, parsed.title, f"bench:{source}", document_hash(parsed),
-                              parsed.text, {}), spans))
+        docs.append(
+            (
+                Document(doc_id, COLLECTION, parsed.title, f"bench:{source}", document_hash(parsed), parsed.text, {}),
+                spans,
+            )
+        )
         n_spans += len(spans)
     log(f"pool: {len(docs)} real documents, {n_spans} spans; embedding them")
     load_before = os.getloadavg()
@@ -229,13 +240,17 @@ def build_pool(cfg: BenchConfig, encoder, log) -> Pool:
     for b in range(0, len(token_spans), token_batch_spans):
         batch = token_spans[b : b + token_batch_spans]
         started = time.perf_counter()
-        encoded = [encode_tokens(v, "binary") for v in encoder.encode_tokens([flat_spans[i].context_text for i in batch])]
+        encoded = [
+            encode_tokens(v, "binary") for v in encoder.encode_tokens([flat_spans[i].context_text for i in batch])
+        ]
         token_s += time.perf_counter() - started
         for i, e in zip(batch, encoded):
             codes[i] = e.data
             n_tokens += len(e)
         if (b // token_batch_spans) % 20 == 0:
-            log(f"  token vectors of {min(b + token_batch_spans, len(token_spans))}/{len(token_spans)} spans, {token_s:.0f} s")
+            log(
+                f"  token vectors of {min(b + token_batch_spans, len(token_spans))}/{len(token_spans)} spans, {token_s:.0f} s"
+            )
     all_threads = all_threads_rate(encoder, docs, log, batch_docs)
     dim = vectors[0].shape[1]
     empty = np.zeros((0, (dim + 7) // 8), np.uint8)
@@ -244,21 +259,29 @@ def build_pool(cfg: BenchConfig, encoder, log) -> Pool:
     import torch
 
     rates = {
-        "spans": n_spans, "embed_s": round(embed_s, 2), "embed_spans_per_s": round(n_spans / embed_s, 2),
-        "token_spans": len(token_spans), "tokens": n_tokens, "token_s": round(token_s, 2),
+        "spans": n_spans,
+        "embed_s": round(embed_s, 2),
+        "embed_spans_per_s": round(n_spans / embed_s, 2),
+        "token_spans": len(token_spans),
+        "tokens": n_tokens,
+        "token_s": round(token_s, 2),
         "token_spans_per_s": round(len(token_spans) / token_s, 2) if token_s else None,
         "token_spans_share": round(len(token_spans) / n_spans, 4),
-        "batch_size": encoder.batch_size, "torch_threads": torch.get_num_threads(),
+        "batch_size": encoder.batch_size,
+        "torch_threads": torch.get_num_threads(),
         "all_cores_sample": all_threads,
         "loadavg_1_5_15_before_after": [list(load_before), list(os.getloadavg())],
-        "sources": {src: sum(1 for d, _ in docs if d.source == f"bench:{src}")
-                    for src in ("scifact", "hotpotqa", "tatqa", "wiki10")},
+        "sources": {
+            src: sum(1 for d, _ in docs if d.source == f"bench:{src}")
+            for src in ("scifact", "hotpotqa", "tatqa", "wiki10")
+        },
     }
     return Pool(docs, np.concatenate(vectors), np.concatenate(per_span), offsets, rates)
 
 
-def all_threads_rate(encoder, docs: list[tuple[Document, list[Span]]], log, batch_docs: int,
-                     n_spans: int = 3000) -> dict | None:
+def all_threads_rate(
+    encoder, docs: list[tuple[Document, list[Span]]], log, batch_docs: int, n_spans: int = 3000
+) -> dict | None:
     """Embedding rate with one torch thread per core, on the pool's first ``n_spans`` spans
     (the main measurement uses the process's thread setting, OMP_NUM_THREADS=1 here)."""
     import torch
@@ -280,8 +303,12 @@ def all_threads_rate(encoder, docs: list[tuple[Document, list[Span]]], log, batc
     finally:
         torch.set_num_threads(threads)
     log(f"  {cores} threads: {spans / seconds:.1f} spans/s on {spans} spans")
-    return {"torch_threads": cores, "spans": spans, "embed_s": round(seconds, 2),
-            "embed_spans_per_s": round(spans / seconds, 2)}
+    return {
+        "torch_threads": cores,
+        "spans": spans,
+        "embed_s": round(seconds, 2),
+        "embed_spans_per_s": round(spans / seconds, 2),
+    }
 
 
 def load_queries(cfg: BenchConfig, encoder, log) -> dict:
@@ -320,10 +347,12 @@ def _copy(doc: Document, spans: list[Span], c: int) -> tuple[Document, list[Span
     new = f"{doc.id}~{c}"
 
     def renamed(span_id: str | None) -> str | None:
-        return None if span_id is None else new + span_id[len(doc.id):]
+        return None if span_id is None else new + span_id[len(doc.id) :]
 
-    return (dataclasses.replace(doc, id=new, content_hash=f"{doc.content_hash}~{c}"),
-            [dataclasses.replace(s, id=renamed(s.id), doc_id=new, parent_id=renamed(s.parent_id)) for s in spans])
+    return (
+        dataclasses.replace(doc, id=new, content_hash=f"{doc.content_hash}~{c}"),
+        [dataclasses.replace(s, id=renamed(s.id), doc_id=new, parent_id=renamed(s.parent_id)) for s in spans],
+    )
 
 
 def corpus_batches(pool: Pool, size: int, noise: float, seed: int, batch_docs: int) -> Iterator[Batch]:
@@ -415,9 +444,14 @@ def phase_build(cfg: BenchConfig, size: int) -> dict:
     token_stats = store.token_vector_stats(COLLECTION).get("binary", {})
     store.close()
     return {
-        "spans": spans, "documents": docs, "real_spans": real, "synthesized_spans": spans - real,
-        "token_spans": token_spans, "tokens": token_stats.get("tokens", 0),
-        "store_write_s": round(write_s, 2), "token_write_s": round(token_write_s, 2),
+        "spans": spans,
+        "documents": docs,
+        "real_spans": real,
+        "synthesized_spans": spans - real,
+        "token_spans": token_spans,
+        "tokens": token_stats.get("tokens", 0),
+        "store_write_s": round(write_s, 2),
+        "token_write_s": round(token_write_s, 2),
         "index_build_s": round(refresh_s, 2),
         "index_build_parts_s": {k: round(v, 2) for k, v in parts.items()}
         | {"tokens_and_directory": round(refresh_s - sum(parts.values()), 2)},
@@ -433,9 +467,12 @@ def phase_index(cfg: BenchConfig, size: int, kind: str) -> dict:
     started = time.perf_counter()
     store.refresh(COLLECTION)
     refresh_s = time.perf_counter() - started
-    out = {"index_build_s": round(refresh_s, 2),
-           "index_build_parts_s": {k: round(v, 2) for k, v in store.index_build_seconds(COLLECTION).items()},
-           "bytes": store.index_footprint(COLLECTION), "peak_rss_bytes": _peak_rss()}
+    out = {
+        "index_build_s": round(refresh_s, 2),
+        "index_build_parts_s": {k: round(v, 2) for k, v in store.index_build_seconds(COLLECTION).items()},
+        "bytes": store.index_footprint(COLLECTION),
+        "peak_rss_bytes": _peak_rss(),
+    }
     store.close()
     return out
 
@@ -512,12 +549,16 @@ def phase_serve(cfg: BenchConfig, size: int, kind: str) -> dict:
     store.close()
     return {
         "load_s": round(load_s, 2),
-        "index_rss_bytes": rss_loaded - rss_before, "rss_after_queries_bytes": checkpoints["after_queries"]["rss"],
+        "index_rss_bytes": rss_loaded - rss_before,
+        "rss_after_queries_bytes": checkpoints["after_queries"]["rss"],
         "rss_checkpoints": checkpoints,
-        "peak_rss_bytes": _peak_rss(), "n_queries": len(texts) - cfg.warmup,
+        "peak_rss_bytes": _peak_rss(),
+        "n_queries": len(texts) - cfg.warmup,
         "latency_ms": {name: {"p50": _pct(v, 50), "p95": _pct(v, 95)} for name, v in ms.items()},
-        "stage_p50_ms": {p: {k: _pct(v, 50) for k, v in s.items() if k not in ("retrieval_ms", "encode_ms")}
-                         for p, s in stages.items()},
+        "stage_p50_ms": {
+            p: {k: _pct(v, 50) for k, v in s.items() if k not in ("retrieval_ms", "encode_ms")}
+            for p, s in stages.items()
+        },
         "top10": top10,
     }
 
@@ -529,11 +570,31 @@ def _child(cfg: BenchConfig, phase: str, size: int, kind: str, argv: list[str]) 
     result.unlink(missing_ok=True)
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "bench.cost_growth", *argv, "--phase", phase,
-                    "--phase-size", str(size), "--phase-kind", kind, "--phase-out", str(result),
-                    "--phase-model", cfg.model, "--phase-batch-docs", str(cfg.ingest_batch_docs)], check=True)
-    return json.loads(result.read_text()) | {"wall_s": round(time.perf_counter() - started, 1),
-                                             "loadavg_1min_before_after": [load_before, os.getloadavg()[0]]}
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.cost_growth",
+            *argv,
+            "--phase",
+            phase,
+            "--phase-size",
+            str(size),
+            "--phase-kind",
+            kind,
+            "--phase-out",
+            str(result),
+            "--phase-model",
+            cfg.model,
+            "--phase-batch-docs",
+            str(cfg.ingest_batch_docs),
+        ],
+        check=True,
+    )
+    return json.loads(result.read_text()) | {
+        "wall_s": round(time.perf_counter() - started, 1),
+        "loadavg_1min_before_after": [load_before, os.getloadavg()[0]],
+    }
 
 
 def recall_at_10(found: list[list[str]], truth: list[list[str]]) -> float:
@@ -549,18 +610,27 @@ def measure_size(cfg: BenchConfig, size: int, rates: dict, argv: list[str], log)
     all_cores = (rates.get("all_cores_sample") or {}).get("embed_spans_per_s")
     token_s = build["token_spans"] / rates["token_spans_per_s"] if rates.get("token_spans_per_s") else 0.0
     out = {
-        "spans": build["spans"], "documents": build["documents"], "real_spans": build["real_spans"],
-        "synthesized_spans": build["synthesized_spans"], "token_spans": build["token_spans"], "tokens": build["tokens"],
+        "spans": build["spans"],
+        "documents": build["documents"],
+        "real_spans": build["real_spans"],
+        "synthesized_spans": build["synthesized_spans"],
+        "token_spans": build["token_spans"],
+        "tokens": build["tokens"],
         "ingest_s": {
             "store_write": round(build["store_write_s"] + build["token_write_s"], 2),
             "index_build": build["index_build_s"],
             "embedding_extrapolated": round(embed_s, 1),
             "embedding_extrapolated_all_cores": round(build["spans"] / all_cores, 1) if all_cores else None,
             "token_vectors_extrapolated": round(token_s, 1),
-            "total_estimated": round(build["store_write_s"] + build["token_write_s"] + build["index_build_s"] + embed_s + token_s, 1),
+            "total_estimated": round(
+                build["store_write_s"] + build["token_write_s"] + build["index_build_s"] + embed_s + token_s, 1
+            ),
         },
-        "ingest_parts_s": {"span_rows": build["store_write_s"], "token_rows": build["token_write_s"],
-                           **build["index_build_parts_s"]},
+        "ingest_parts_s": {
+            "span_rows": build["store_write_s"],
+            "token_rows": build["token_write_s"],
+            **build["index_build_parts_s"],
+        },
         "bytes": build["bytes"],
         "peak_rss_bytes": {"build": build["peak_rss_bytes"]},
         "loadavg_1min_before_after": {"build": build["loadavg_1min_before_after"]},
@@ -596,22 +666,34 @@ def parse_args(argv: list[str] | None):
     d = BenchConfig  # the defaults live there, once (read off the class: no settings import in a phase)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=list(d.sizes), help="corpus sizes in spans")
-    ap.add_argument("--real-spans", type=int, default=d.real_spans, help="spans of real documents embedded for the pool")
+    ap.add_argument(
+        "--real-spans", type=int, default=d.real_spans, help="spans of real documents embedded for the pool"
+    )
     ap.add_argument("--queries", type=int, default=d.queries, help="queries timed per size and index (after --warmup)")
     ap.add_argument("--warmup", type=int, default=d.warmup)
     ap.add_argument("--noise", type=float, default=d.noise, help="perturbation of copied vectors (norm of the noise)")
     ap.add_argument("--seed", type=int, default=d.seed)
-    ap.add_argument("--approx", nargs="*", default=list(d.approx), choices=["hnsw", "ivf"], help="approximate dense indexes to measure")
+    ap.add_argument(
+        "--approx",
+        nargs="*",
+        default=list(d.approx),
+        choices=["hnsw", "ivf"],
+        help="approximate dense indexes to measure",
+    )
     ap.add_argument("--pipeline", action="append", help=f"pipelines to time (default: {', '.join(d.pipelines)})")
     ap.add_argument("--datasets", type=Path, default=d.datasets)
     ap.add_argument("--work-dir", type=Path, default=d.work_dir, help="data directories (removed after each size)")
     ap.add_argument("--cache-dir", type=Path, default=d.cache_dir, help="embedded pool, queries, phase results")
     ap.add_argument("--keep-data", action="store_true", help="keep each size's data directory")
     ap.add_argument("--out", type=Path, default=d.out)
-    ap.add_argument("--docs-dir", default=str(d.docs_dir), help="where the plot and a copy of the JSON go ('' for nowhere)")
+    ap.add_argument(
+        "--docs-dir", default=str(d.docs_dir), help="where the plot and a copy of the JSON go ('' for nowhere)"
+    )
     ap.add_argument("--merge", action="store_true", help="keep sizes already in --out that this run does not measure")
     ap.add_argument("--plot-only", action="store_true", help="redraw the plot and table from --out")
-    ap.add_argument("--prepare-only", action="store_true", help="build (or load) the embedded pool and queries, then stop")
+    ap.add_argument(
+        "--prepare-only", action="store_true", help="build (or load) the embedded pool and queries, then stop"
+    )
     ap.add_argument("--phase", choices=["build", "index", "serve"], help=argparse.SUPPRESS)
     ap.add_argument("--phase-size", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--phase-kind", help=argparse.SUPPRESS)
@@ -620,15 +702,26 @@ def parse_args(argv: list[str] | None):
     ap.add_argument("--phase-batch-docs", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     # a phase process takes the service defaults from its parent rather than importing the settings
-    service = {k: v for k, v in (("model", args.phase_model), ("ingest_batch_docs", args.phase_batch_docs))
-               if v is not None}
+    service = {
+        k: v for k, v in (("model", args.phase_model), ("ingest_batch_docs", args.phase_batch_docs)) if v is not None
+    }
     cfg = BenchConfig(
-        sizes=tuple(args.sizes), real_spans=args.real_spans, queries=args.queries, warmup=args.warmup,
-        noise=args.noise, seed=args.seed, approx=tuple(args.approx),
-        pipelines=tuple(args.pipeline or d.pipelines), datasets=args.datasets,
-        work_dir=args.work_dir, cache_dir=args.cache_dir, out=args.out,
-        docs_dir=Path(args.docs_dir) if args.docs_dir else None, keep_data=args.keep_data,
-        merge=args.merge, **service,
+        sizes=tuple(args.sizes),
+        real_spans=args.real_spans,
+        queries=args.queries,
+        warmup=args.warmup,
+        noise=args.noise,
+        seed=args.seed,
+        approx=tuple(args.approx),
+        pipelines=tuple(args.pipeline or d.pipelines),
+        datasets=args.datasets,
+        work_dir=args.work_dir,
+        cache_dir=args.cache_dir,
+        out=args.out,
+        docs_dir=Path(args.docs_dir) if args.docs_dir else None,
+        keep_data=args.keep_data,
+        merge=args.merge,
+        **service,
     )
     return args, cfg
 
@@ -641,9 +734,11 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"[cost_growth {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
     if args.phase:
-        runner = {"build": lambda: phase_build(cfg, args.phase_size),
-                  "index": lambda: phase_index(cfg, args.phase_size, args.phase_kind),
-                  "serve": lambda: phase_serve(cfg, args.phase_size, args.phase_kind)}[args.phase]
+        runner = {
+            "build": lambda: phase_build(cfg, args.phase_size),
+            "index": lambda: phase_index(cfg, args.phase_size, args.phase_kind),
+            "serve": lambda: phase_serve(cfg, args.phase_size, args.phase_kind),
+        }[args.phase]
         args.phase_out.write_text(json.dumps(runner()))
         return {}
     if args.plot_only:
@@ -681,15 +776,29 @@ def run(cfg: BenchConfig, argv: list[str], log, prepare_only: bool = False) -> d
 
     results = {
         "benchmark": "cost_growth",
-        "config": {"sizes": list(cfg.sizes), "real_spans": cfg.real_spans, "queries": cfg.queries,
-                   "warmup": cfg.warmup, "noise": cfg.noise, "seed": cfg.seed, "approx": list(cfg.approx),
-                   "pipelines": list(cfg.pipelines),
-                   "dense_index_specs": {k: dataclasses.asdict(DenseIndexSpec(k)) for k in ("flat", *cfg.approx)}},
-        "embedding": rates, "query_encode_ms": queries["encode_ms"],
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "torch_threads": torch.get_num_threads(),
-                    "faiss_threads": faiss.omp_get_max_threads(), "faiss": faiss.__version__,
-                    "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)},
+        "config": {
+            "sizes": list(cfg.sizes),
+            "real_spans": cfg.real_spans,
+            "queries": cfg.queries,
+            "warmup": cfg.warmup,
+            "noise": cfg.noise,
+            "seed": cfg.seed,
+            "approx": list(cfg.approx),
+            "pipelines": list(cfg.pipelines),
+            "dense_index_specs": {k: dataclasses.asdict(DenseIndexSpec(k)) for k in ("flat", *cfg.approx)},
+        },
+        "embedding": rates,
+        "query_encode_ms": queries["encode_ms"],
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "torch_threads": torch.get_num_threads(),
+            "faiss_threads": faiss.omp_get_max_threads(),
+            "faiss": faiss.__version__,
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        },
         "sizes": dict(previous.get("sizes", {})),
     }
     for size in cfg.sizes:

@@ -82,7 +82,7 @@ def embedding_rates(texts: list[str], cuda: bool) -> dict[str, float]:
         for batch in (256, 1024):
             gpu = Encoder.load("all-MiniLM-L6-v2", device="cuda", batch_size=batch)
             gpu.encode(texts[:256])
-            out[f"gpu_spanrag_pretokenized_b{batch}"] = len(texts) / timed(lambda: gpu.encode(texts), repeat=2)
+            out[f"gpu_spanrag_pretokenized_b{batch}"] = len(texts) / timed(lambda gpu=gpu: gpu.encode(texts), repeat=2)
     return {k: round(v, 1) for k, v in out.items()}
 
 
@@ -91,8 +91,9 @@ def search_rates(base: np.ndarray, n_vectors: int, batch: int, cuda: bool) -> di
 
     rng = np.random.default_rng(0)
     tiles = -(-n_vectors // len(base))
-    vectors = np.concatenate([base + 0.01 * rng.standard_normal(base.shape).astype(np.float32)
-                              for _ in range(tiles)])[:n_vectors]
+    vectors = np.concatenate([base + 0.01 * rng.standard_normal(base.shape).astype(np.float32) for _ in range(tiles)])[
+        :n_vectors
+    ]
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     queries = vectors[rng.choice(len(vectors), batch, replace=False)] + 0.05
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
@@ -158,10 +159,16 @@ def main() -> None:
         "embedding_spans_per_s": embedding_rates(texts, cuda),
     }
     base = Encoder.load("all-MiniLM-L6-v2", device="cuda" if cuda else "cpu").encode(texts[:20000])
-    result["dense_search"] = {"vectors": args.search_vectors, "query_batch": args.query_batch,
-                              **search_rates(base, args.search_vectors, args.query_batch, cuda)}
-    result["maxsim"] = {"documents": args.maxsim_docs, "tokens_per_document": 200,
-                        **maxsim_rates(args.maxsim_docs, 200, cuda)}
+    result["dense_search"] = {
+        "vectors": args.search_vectors,
+        "query_batch": args.query_batch,
+        **search_rates(base, args.search_vectors, args.query_batch, cuda),
+    }
+    result["maxsim"] = {
+        "documents": args.maxsim_docs,
+        "tokens_per_document": 200,
+        **maxsim_rates(args.maxsim_docs, 200, cuda),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

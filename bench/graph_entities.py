@@ -41,13 +41,20 @@ from indexing.spans import Document, Span
 STRUCTURE_AND_MENTIONS = {"parent", "next", "mentions"}
 
 
-def paragraph_document(collection: str, title: str, sentences: list[str],
-                       splitter: SentenceSplitter) -> tuple[Document, list[Span]]:
+def paragraph_document(
+    collection: str, title: str, sentences: list[str], splitter: SentenceSplitter
+) -> tuple[Document, list[Span]]:
     body = "".join(sentences).strip()
     parsed = parse_record({"_id": title, "title": title, "text": body})
     spans = build_span_tree(title, parsed, lambda ts: [len(t.split()) for t in ts], splitter)
-    doc = Document(id=title, collection=collection, title=title, source="",
-                   content_hash=hashlib.sha256(parsed.text.encode()).hexdigest(), text=parsed.text)
+    doc = Document(
+        id=title,
+        collection=collection,
+        title=title,
+        source="",
+        content_hash=hashlib.sha256(parsed.text.encode()).hexdigest(),
+        text=parsed.text,
+    )
     return doc, spans
 
 
@@ -78,8 +85,12 @@ def title_mention_recall(records: list[dict]) -> dict:
                 rule_only += normalize_entity(form) in rule
                 if not hit:
                     misses.append(f"{other!r} in {title!r}")
-    return {"pairs": pairs, "recall_known_titles": with_titles / max(pairs, 1),
-            "recall_rule_only": rule_only / max(pairs, 1), "misses": misses[:10]}
+    return {
+        "pairs": pairs,
+        "recall_known_titles": with_titles / max(pairs, 1),
+        "recall_rule_only": rule_only / max(pairs, 1),
+        "misses": misses[:10],
+    }
 
 
 def reach(index: GraphIndex, collection: str, spans: list[Span]) -> dict[str, int]:
@@ -112,8 +123,9 @@ def graph_recall(records: list[dict], data_dir: Path, use_known_titles: bool) ->
                 docs[title] = spans
                 index.update_document(collection, doc, spans, known_titles=titles if use_known_titles else ())
             for spans in docs.values():
-                entities_per_paragraph += [len(index.entities_of(collection, s.id))
-                                           for s in spans if s.granularity == "paragraph"]
+                entities_per_paragraph += [
+                    len(index.entities_of(collection, s.id)) for s in spans if s.granularity == "paragraph"
+                ]
             gold = [t for t in dict.fromkeys(rec["supporting_facts"]["title"]) if t in docs]
             if rec["type"] == "bridge" and len(gold) == 2:
                 bridge += 1
@@ -122,8 +134,7 @@ def graph_recall(records: list[dict], data_dir: Path, use_known_titles: bool) ->
                 within2 += best <= 2
                 within4 += best <= 4
                 mentioned = [{e for s in docs[t] for e in index.entities_of(collection, s.id)} for t in gold]
-                title_link += (normalize_entity(gold[1]) in mentioned[0]
-                               or normalize_entity(gold[0]) in mentioned[1])
+                title_link += normalize_entity(gold[1]) in mentioned[0] or normalize_entity(gold[0]) in mentioned[1]
                 for other in titles:
                     if other not in gold and other in docs:
                         distractor_pairs += 1
@@ -140,49 +151,69 @@ def graph_recall(records: list[dict], data_dir: Path, use_known_titles: bool) ->
             all_gold += bool(matched) and all(matched)
     finally:
         index.close()
-    return {"bridge_questions": bridge, "bridge_within_2_hops": within2 / max(bridge, 1),
-            "bridge_within_4_hops": within4 / max(bridge, 1), "bridge_title_link": title_link / max(bridge, 1),
-            "distractor_within_2_hops": distractor_within2 / max(distractor_pairs, 1), "questions": questions,
-            "question_matches_any_gold": any_gold / max(questions, 1),
-            "question_matches_every_gold": all_gold / max(questions, 1),
-            "mean_entities_per_paragraph": sum(entities_per_paragraph) / max(len(entities_per_paragraph), 1)}
+    return {
+        "bridge_questions": bridge,
+        "bridge_within_2_hops": within2 / max(bridge, 1),
+        "bridge_within_4_hops": within4 / max(bridge, 1),
+        "bridge_title_link": title_link / max(bridge, 1),
+        "distractor_within_2_hops": distractor_within2 / max(distractor_pairs, 1),
+        "questions": questions,
+        "question_matches_any_gold": any_gold / max(questions, 1),
+        "question_matches_every_gold": all_gold / max(questions, 1),
+        "mean_entities_per_paragraph": sum(entities_per_paragraph) / max(len(entities_per_paragraph), 1),
+    }
 
 
 def report(dataset: Path, a: dict, b: dict, b_rule: dict, seconds: float, command: str) -> str:
     pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
     lines = [
-        f"# Graph index: entity rule on HotpotQA ({dataset.name})", "",
-        "```", command, "```", "",
+        f"# Graph index: entity rule on HotpotQA ({dataset.name})",
+        "",
+        "```",
+        command,
+        "```",
+        "",
         "Each context paragraph is a document titled by its `context.title` entry; one graph per question "
         "(its 10 paragraphs; structure and mentions edges, no similar edges). Rule: `indexing/entities.py` "
-        "module docstring.", "",
-        "## (a) Title-mention recall", "",
+        "module docstring.",
+        "",
+        "## (a) Title-mention recall",
+        "",
         f"Pairs (paragraph, another title of the question occurring in it, with or without its "
-        f"parenthesised qualifier, case-insensitive): **{a['pairs']}**.", "",
-        "| extraction | recall |", "|---|---:|",
+        f"parenthesised qualifier, case-insensitive): **{a['pairs']}**.",
+        "",
+        "| extraction | recall |",
+        "|---|---:|",
         "| rule + the question's 10 titles as known titles (entity = normalized full title) | "
         f"{pct(a['recall_known_titles'])} |",
         f"| capitalized-phrase rule alone (entity = normalized occurring form) | {pct(a['recall_rule_only'])} |",
         "",
-        "## (b) Bridge recall and (c) question entities", "",
+        "## (b) Bridge recall and (c) question entities",
+        "",
         "| graph built with | bridge: gold paragraphs within 2 hops | within 4 hops "
         "| one mentions the other's title | base rate: gold to distractor within 2 hops "
         "| question entity matches a gold paragraph | matches every gold paragraph | entities per paragraph |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in (("known titles (the question's 10)", b), ("the rule alone", b_rule)):
-        lines.append(f"| {name} | {pct(r['bridge_within_2_hops'])} | {pct(r['bridge_within_4_hops'])} | "
-                     f"{pct(r['bridge_title_link'])} | {pct(r['distractor_within_2_hops'])} | "
-                     f"{pct(r['question_matches_any_gold'])} | {pct(r['question_matches_every_gold'])} | "
-                     f"{r['mean_entities_per_paragraph']:.1f} |")
+        lines.append(
+            f"| {name} | {pct(r['bridge_within_2_hops'])} | {pct(r['bridge_within_4_hops'])} | "
+            f"{pct(r['bridge_title_link'])} | {pct(r['distractor_within_2_hops'])} | "
+            f"{pct(r['question_matches_any_gold'])} | {pct(r['question_matches_every_gold'])} | "
+            f"{r['mean_entities_per_paragraph']:.1f} |"
+        )
     lines += [
-        "", f"Bridge questions: {b['bridge_questions']} of {b['questions']}. Hops count edges in either "
+        "",
+        f"Bridge questions: {b['bridge_questions']} of {b['questions']}. Hops count edges in either "
         "direction, from any span of one supporting paragraph to any span of the other; paragraph -> "
         "entity -> paragraph is 2 hops, paragraph -> title entity -> `doc:` -> section -> paragraph is 4. "
         "(c) counts an entity of the question (extracted with the same titles) equal to a supporting "
-        "paragraph's title entity or to an entity one of its spans mentions.", "",
-        f"Misses of (a) with known titles (first 10): {', '.join(a['misses']) or 'none'}.", "",
-        f"Wall time: {seconds:.1f} s.", "",
+        "paragraph's title entity or to an entity one of its spans mentions.",
+        "",
+        f"Misses of (a) with known titles (first 10): {', '.join(a['misses']) or 'none'}.",
+        "",
+        f"Wall time: {seconds:.1f} s.",
+        "",
     ]
     return "\n".join(lines)
 
@@ -199,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
         b = graph_recall(records, Path(tmp), use_known_titles=True)
         b_rule = graph_recall(records, Path(tmp), use_known_titles=False)
     seconds = time.perf_counter() - started
-    command = (f".venv/bin/python -m bench.graph_entities --hotpotqa {args.hotpotqa} --out {args.out}")
+    command = f".venv/bin/python -m bench.graph_entities --hotpotqa {args.hotpotqa} --out {args.out}"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report(args.hotpotqa, a, b, b_rule, seconds, command))
     result = {"title_mentions": a, "graph_known_titles": b, "graph_rule_only": b_rule, "seconds": seconds}

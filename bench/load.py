@@ -93,6 +93,7 @@ def is_loopback_url(url: str) -> bool:
 
 # -- bookkeeping -------------------------------------------------------------------------------
 
+
 @dataclass
 class Op:
     """One write or delete of a document, as the client saw it."""
@@ -132,7 +133,7 @@ class Doc:
             if op.outcome == "ok" and op.done is not None and op.done < t_send:
                 floor = i
         allowed: set[str | None] = {self.ops[floor].state if floor >= 0 else None}
-        for op in self.ops[floor + 1:]:
+        for op in self.ops[floor + 1 :]:
             if op.outcome != "failed" and op.started < t_recv:
                 allowed.add(op.state)
         return allowed
@@ -148,7 +149,9 @@ class KindStats:
 
     def summary(self, elapsed_s: float) -> dict:
         return {
-            "count": self.count, "ok": self.ok, "transport_errors": self.transport_errors,
+            "count": self.count,
+            "ok": self.ok,
+            "transport_errors": self.transport_errors,
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "rps": round(self.count / elapsed_s, 2) if elapsed_s > 0 else 0.0,
             "p50_ms": round(percentile(self.latencies_ms, 50), 1),
@@ -189,11 +192,16 @@ class LoadReport:
         lines = ["| kind | requests | 2xx | req/s | p50 ms | p95 ms | statuses |", "|---|---:|---:|---:|---:|---:|---|"]
         for kind, s in self.kinds.items():
             statuses = ", ".join(f"{k}: {v}" for k, v in s["statuses"].items())
-            lines.append(f"| {kind} | {s['count']} | {s['ok']} | {s['rps']:.2f} | {s['p50_ms']:.1f} | {s['p95_ms']:.1f} | {statuses} |")
-        lines += ["", f"{self.requests} requests in {self.elapsed_s:.1f} s = {self.rps:.2f} req/s with {self.workers} workers;"
-                      f" 5xx: {self.server_errors}, transport errors: {self.transport_errors},"
-                      f" violations: {self.violations}",
-                  f"final verification: {json.dumps(self.verification)}"]
+            lines.append(
+                f"| {kind} | {s['count']} | {s['ok']} | {s['rps']:.2f} | {s['p50_ms']:.1f} | {s['p95_ms']:.1f} | {statuses} |"
+            )
+        lines += [
+            "",
+            f"{self.requests} requests in {self.elapsed_s:.1f} s = {self.rps:.2f} req/s with {self.workers} workers;"
+            f" 5xx: {self.server_errors}, transport errors: {self.transport_errors},"
+            f" violations: {self.violations}",
+            f"final verification: {json.dumps(self.verification)}",
+        ]
         return "\n".join(lines)
 
 
@@ -223,8 +231,9 @@ class LoadRun:
     def violation(self, kind: str, doc_id: str | None, detail: str, **extra: Any) -> None:
         self.violation_count += 1
         if len(self.violation_samples) < MAX_SAMPLES:
-            self.violation_samples.append({"kind": kind, "doc_id": doc_id, "detail": detail,
-                                           "t_s": round(self.now(), 3), **extra})
+            self.violation_samples.append(
+                {"kind": kind, "doc_id": doc_id, "detail": detail, "t_s": round(self.now(), 3), **extra}
+            )
 
     def new_marker(self) -> str:
         while True:
@@ -235,14 +244,17 @@ class LoadRun:
     def doc_text(self, doc_id: str, marker: str) -> str:
         first = " ".join(self.rng.sample(FILLER, 2))
         second = " ".join(self.rng.sample(FILLER, 2))
-        return (f"This note records the marker {marker} for {doc_id}. {first}\n\n"
-                f"Again, the marker {marker} is named here. {second}\n")
+        return (
+            f"This note records the marker {marker} for {doc_id}. {first}\n\n"
+            f"Again, the marker {marker} is named here. {second}\n"
+        )
 
     def doc_path(self, doc_id: str) -> str:
         return f"/v1/collections/{quote(self.collection, safe='')}/documents/{quote(doc_id, safe='/')}"
 
-    async def request(self, stats: KindStats, kind: str, method: str, path: str,
-                      json_body: dict | None = None) -> tuple[httpx.Response | None, float, float]:
+    async def request(
+        self, stats: KindStats, kind: str, method: str, path: str, json_body: dict | None = None
+    ) -> tuple[httpx.Response | None, float, float]:
         """(response or None when no answer came, t_send, t_recv); counts it in ``stats``."""
         t_send = self.now()
         try:
@@ -254,8 +266,9 @@ class LoadRun:
             stats.statuses["transport_error"] += 1
             self.transport_errors += 1
             if len(self.error_samples) < MAX_SAMPLES:
-                self.error_samples.append({"kind": kind, "method": method, "path": path,
-                                           "error": f"{type(exc).__name__}: {exc}"[:300]})
+                self.error_samples.append(
+                    {"kind": kind, "method": method, "path": path, "error": f"{type(exc).__name__}: {exc}"[:300]}
+                )
             return None, t_send, t_recv
         t_recv = self.now()
         stats.count += 1
@@ -266,10 +279,17 @@ class LoadRun:
         if response.status_code >= 500:
             self.server_errors += 1
             if len(self.error_samples) < MAX_SAMPLES:
-                self.error_samples.append({
-                    "kind": kind, "method": method, "path": path, "status": response.status_code,
-                    "body": response.text[:500], "request_id": response.headers.get("x-request-id"),
-                    "t_s": round(t_send, 3)})
+                self.error_samples.append(
+                    {
+                        "kind": kind,
+                        "method": method,
+                        "path": path,
+                        "status": response.status_code,
+                        "body": response.text[:500],
+                        "request_id": response.headers.get("x-request-id"),
+                        "t_s": round(t_send, 3),
+                    }
+                )
         return response, t_send, t_recv
 
     @staticmethod
@@ -288,15 +308,21 @@ class LoadRun:
                 out.append(doc)
         return out
 
-    def check_observation(self, kind: str, doc: Doc, seen: str | None, t_send: float, t_recv: float,
-                          what: str) -> None:
+    def check_observation(self, kind: str, doc: Doc, seen: str | None, t_send: float, t_recv: float, what: str) -> None:
         """``seen``: the marker the response shows for ``doc`` (None: absent)."""
         if doc.uncertain:
             return
         allowed = doc.allowed_states(t_send, t_recv)
         if seen not in allowed:
-            self.violation(kind, doc.doc_id, what, seen=seen, allowed=sorted(map(str, allowed)),
-                           t_send=round(t_send, 3), t_recv=round(t_recv, 3))
+            self.violation(
+                kind,
+                doc.doc_id,
+                what,
+                seen=seen,
+                allowed=sorted(map(str, allowed)),
+                t_send=round(t_send, 3),
+                t_recv=round(t_recv, 3),
+            )
 
     # -- operations ------------------------------------------------------------------------
     async def write(self, kind: str, doc: Doc) -> None:
@@ -308,13 +334,22 @@ class LoadRun:
         doc.busy = True
         try:
             response, _, t_recv = await self.request(
-                self.stats[kind], kind, "POST", f"/v1/collections/{quote(self.collection, safe='')}/documents",
-                {"id": doc.doc_id, "text": text, "title": f"Load note {doc.doc_id}",
-                 "metadata": {"marker": marker, "run": self.run_tag}})
+                self.stats[kind],
+                kind,
+                "POST",
+                f"/v1/collections/{quote(self.collection, safe='')}/documents",
+                {
+                    "id": doc.doc_id,
+                    "text": text,
+                    "title": f"Load note {doc.doc_id}",
+                    "metadata": {"marker": marker, "run": self.run_tag},
+                },
+            )
             op.done, op.outcome = t_recv, self.outcome(response)
             if op.outcome == "ok" and doc.doc_id not in (response.json().get("doc_ids") or []):
-                self.violation(kind, doc.doc_id, "a 2xx ingest report does not name the document",
-                               body=response.text[:300])
+                self.violation(
+                    kind, doc.doc_id, "a 2xx ingest report does not name the document", body=response.text[:300]
+                )
         finally:
             doc.busy = False
 
@@ -329,7 +364,9 @@ class LoadRun:
         doc.ops.append(op)
         doc.busy = True
         try:
-            response, _, t_recv = await self.request(self.stats["delete"], "delete", "DELETE", self.doc_path(doc.doc_id))
+            response, _, t_recv = await self.request(
+                self.stats["delete"], "delete", "DELETE", self.doc_path(doc.doc_id)
+            )
             op.done, op.outcome = t_recv, self.outcome(response)
             if response is not None and response.status_code == 404:
                 self.violation("delete", doc.doc_id, "DELETE of an acknowledged document answered 404 (lost write)")
@@ -358,10 +395,17 @@ class LoadRun:
             if owner != doc.doc_id:
                 self.violation(kind, doc.doc_id, "GET showed another document's text", marker=seen, owner=owner)
             elif " ".join(body.get("text", "").split()) != " ".join(expected.split()):
-                self.violation(kind, doc.doc_id, "GET text differs from the text written",
-                               got=body.get("text", "")[:300], expected=expected[:300])
+                self.violation(
+                    kind,
+                    doc.doc_id,
+                    "GET text differs from the text written",
+                    got=body.get("text", "")[:300],
+                    expected=expected[:300],
+                )
             if not body.get("n_spans"):
-                self.violation(kind, doc.doc_id, "GET of a written document reports no spans", n_spans=body.get("n_spans"))
+                self.violation(
+                    kind, doc.doc_id, "GET of a written document reports no spans", n_spans=body.get("n_spans")
+                )
 
     def pick_question_marker(self) -> str | None:
         roll = self.rng.random()
@@ -370,8 +414,11 @@ class LoadRun:
             if live:
                 return self.rng.choice(live).acknowledged_state()[1]
         if roll < 0.8:  # a replaced version's marker
-            old = [m for m, (d, i) in self.markers.items()
-                   if i + 1 < len(self.docs[d].ops) and self.docs[d].ops[i].outcome == "ok"]
+            old = [
+                m
+                for m, (d, i) in self.markers.items()
+                if i + 1 < len(self.docs[d].ops) and self.docs[d].ops[i].outcome == "ok"
+            ]
             if old:
                 return self.rng.choice(old)
         deleted = self.idle_docs(live=False)
@@ -411,11 +458,17 @@ class LoadRun:
             allowed = doc.allowed_states(t_send, t_recv)
             if not markers:
                 if allowed == {None}:
-                    self.violation(kind, doc_id, "a deleted document is in the context",
-                                   t_send=round(t_send, 3), t_recv=round(t_recv, 3))
+                    self.violation(
+                        kind,
+                        doc_id,
+                        "a deleted document is in the context",
+                        t_send=round(t_send, 3),
+                        t_recv=round(t_recv, 3),
+                    )
             for marker in markers:
-                self.check_observation(kind, doc, marker, t_send, t_recv,
-                                       "the context shows a deleted document or a replaced version")
+                self.check_observation(
+                    kind, doc, marker, t_send, t_recv, "the context shows a deleted document or a replaced version"
+                )
         return set(shown)
 
     async def worker(self, deadline: float, max_requests: int | None) -> None:
@@ -464,9 +517,14 @@ class LoadRun:
                     return
                 out["live" if state is not None else "deleted"] += 1
                 if (response.status_code == 200) != (state is not None):
-                    self.violation("verify_get", doc.doc_id,
-                                   "an acknowledged write is not readable" if state is not None
-                                   else "an acknowledged delete did not hold", status=response.status_code)
+                    self.violation(
+                        "verify_get",
+                        doc.doc_id,
+                        "an acknowledged write is not readable"
+                        if state is not None
+                        else "an acknowledged delete did not hold",
+                        status=response.status_code,
+                    )
                     return
                 if response.status_code == 200:
                     self.check_read(doc, response, t_send, t_recv, "verify_get")
@@ -477,8 +535,13 @@ class LoadRun:
         certain = [d for d in self.docs.values() if not d.uncertain]
         live = [d for d in certain if d.acknowledged_state()[1] is not None]
         dead = [d for d in certain if d.acknowledged_state() == (True, None)]
-        old = [m for m, (d, i) in self.markers.items() if not self.docs[d].uncertain
-               and self.docs[d].ops[i].outcome == "ok" and self.docs[d].acknowledged_state()[1] != m]
+        old = [
+            m
+            for m, (d, i) in self.markers.items()
+            if not self.docs[d].uncertain
+            and self.docs[d].ops[i].outcome == "ok"
+            and self.docs[d].acknowledged_state()[1] != m
+        ]
         rng = random.Random(len(self.markers))
         live = rng.sample(live, min(retrieve_max, len(live)))
         gone = rng.sample(old, min(retrieve_max, len(old)))
@@ -488,24 +551,33 @@ class LoadRun:
                 stats = self.verify_stats["verify_retrieve"]
                 path = f"/v1/collections/{quote(self.collection, safe='')}/retrieve"
                 response, t_send, t_recv = await self.request(
-                    stats, "verify_retrieve", "POST", path,
-                    {"question": f"Which note records the marker {marker}?", "pipeline": "bm25"})
+                    stats,
+                    "verify_retrieve",
+                    "POST",
+                    path,
+                    {"question": f"Which note records the marker {marker}?", "pipeline": "bm25"},
+                )
                 if response is None or response.status_code != 200:
                     out["retrieve_errors"] += 1
                     return
                 shown = self.check_search("verify_retrieve", response.json(), t_send, t_recv)
                 out["retrieve_checked"] += 1
                 if must_find and doc.doc_id not in shown:
-                    self.violation("verify_retrieve", doc.doc_id, "a live document is not retrieved by its marker",
-                                   marker=marker)
+                    self.violation(
+                        "verify_retrieve", doc.doc_id, "a live document is not retrieved by its marker", marker=marker
+                    )
                 if must_find and doc.doc_id in shown:
                     out["retrieve_found"] += 1
 
         await asyncio.gather(
             *(retrieve(d.acknowledged_state()[1], d, True) for d in live),
             *(retrieve(m, self.docs[self.markers[m][0]], False) for m in gone),
-            *(retrieve(next(op.marker for op in reversed(d.ops) if op.kind == "write" and op.outcome == "ok"), d, False)
-              for d in dead[:retrieve_max]),
+            *(
+                retrieve(
+                    next(op.marker for op in reversed(d.ops) if op.kind == "write" and op.outcome == "ok"), d, False
+                )
+                for d in dead[:retrieve_max]
+            ),
         )
         return dict(sorted(out.items()))
 
@@ -523,8 +595,9 @@ async def run_load_async(
     max_requests: int | None = None,
 ) -> LoadReport:
     limits = httpx.Limits(max_connections=workers + 4, max_keepalive_connections=workers + 4)
-    async with httpx.AsyncClient(base_url=base_url, headers=headers or {}, timeout=timeout_s,
-                                 limits=limits, trust_env=False) as client:
+    async with httpx.AsyncClient(
+        base_url=base_url, headers=headers or {}, timeout=timeout_s, limits=limits, trust_env=False
+    ) as client:
         run = LoadRun(client, collection, seed, {**DEFAULT_WEIGHTS, **(weights or {})})
         await asyncio.gather(*(run.worker(seconds, max_requests) for _ in range(workers)))
         elapsed = run.now()
@@ -535,27 +608,41 @@ async def run_load_async(
     requests = sum(s.count for s in run.stats.values())
     docs_written = len(run.docs)
     return LoadReport(
-        url=base_url, collection=collection, seconds=seconds, elapsed_s=round(elapsed, 3), workers=workers,
-        seed=seed, requests=requests, rps=round(requests / elapsed, 2) if elapsed else 0.0,
+        url=base_url,
+        collection=collection,
+        seconds=seconds,
+        elapsed_s=round(elapsed, 3),
+        workers=workers,
+        seed=seed,
+        requests=requests,
+        rps=round(requests / elapsed, 2) if elapsed else 0.0,
         kinds={k: s.summary(elapsed) for k, s in {**run.stats, **run.verify_stats}.items()},
         statuses={str(k): v for k, v in sorted(statuses.items(), key=lambda kv: str(kv[0]))},
-        server_errors=run.server_errors, transport_errors=run.transport_errors,
-        violations=run.violation_count, violation_samples=run.violation_samples,
-        error_samples=run.error_samples, verification=verification,
-        docs={"written": docs_written, "markers": len(run.markers),
-              "uncertain": sum(d.uncertain for d in run.docs.values()),
-              "live_at_end": sum(d.acknowledged_state()[1] is not None for d in run.docs.values())},
+        server_errors=run.server_errors,
+        transport_errors=run.transport_errors,
+        violations=run.violation_count,
+        violation_samples=run.violation_samples,
+        error_samples=run.error_samples,
+        verification=verification,
+        docs={
+            "written": docs_written,
+            "markers": len(run.markers),
+            "uncertain": sum(d.uncertain for d in run.docs.values()),
+            "live_at_end": sum(d.acknowledged_state()[1] is not None for d in run.docs.values()),
+        },
         machine={"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
     )
 
 
-def run_load(base_url: str, seconds: float = 60.0, workers: int = 4, headers: dict[str, str] | None = None,
-             **options: Any) -> LoadReport:
+def run_load(
+    base_url: str, seconds: float = 60.0, workers: int = 4, headers: dict[str, str] | None = None, **options: Any
+) -> LoadReport:
     """Run the load (see module doc) and return its report; ``options`` as ``run_load_async``."""
     return asyncio.run(run_load_async(base_url, seconds, workers, headers, **options))
 
 
 # -- a server of its own -----------------------------------------------------------------------
+
 
 def upload_samples(base_url: str, collection: str, headers: dict[str, str] | None = None) -> list[str]:
     """Upload every file of ``samples/`` as a multipart upload; returns the doc ids."""
@@ -565,8 +652,11 @@ def upload_samples(base_url: str, collection: str, headers: dict[str, str] | Non
         for path in sorted(SAMPLES.iterdir()):
             if not path.is_file():
                 continue
-            response = client.post(f"/v1/collections/{quote(collection, safe='')}/documents",
-                                   files={"file": (path.name, path.read_bytes())}, data={"doc_id": f"samples/{path.name}"})
+            response = client.post(
+                f"/v1/collections/{quote(collection, safe='')}/documents",
+                files={"file": (path.name, path.read_bytes())},
+                data={"doc_id": f"samples/{path.name}"},
+            )
             response.raise_for_status()
             doc_ids += response.json().get("doc_ids", [])
     return doc_ids
@@ -578,12 +668,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=60.0, help="duration of the load phase")
     ap.add_argument("--workers", type=int, default=4, help="concurrent workers")
     ap.add_argument("--collection", default="load")
-    ap.add_argument("--api-key", default=os.environ.get("SPANRAG_API_KEY"),
-                    help="sent as 'Authorization: Bearer KEY' (a write key); default $SPANRAG_API_KEY")
+    ap.add_argument(
+        "--api-key",
+        default=os.environ.get("SPANRAG_API_KEY"),
+        help="sent as 'Authorization: Bearer KEY' (a write key); default $SPANRAG_API_KEY",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=120.0, help="per-request timeout, seconds")
-    ap.add_argument("--verify-retrieve", type=int, default=100,
-                    help="live (and as many deleted/replaced) markers retrieved in the final pass")
+    ap.add_argument(
+        "--verify-retrieve",
+        type=int,
+        default=100,
+        help="live (and as many deleted/replaced) markers retrieved in the final pass",
+    )
     ap.add_argument("--max-requests", type=int, default=None, help="stop after this many load requests")
     ap.add_argument("--data-dir", type=Path, default=None, help="data dir of the server this starts (default: temp)")
     ap.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --url")
@@ -606,14 +703,23 @@ def main(argv: list[str] | None = None) -> int:
             if data_dir is None:
                 tmp = tempfile.TemporaryDirectory(prefix="spanrag-load-")
                 data_dir = Path(tmp.name) / "data"
-            server = SpanragServer(data_dir, env={"SPANRAG_RATE_LIMIT_PER_MINUTE": "0"}, access_log=False,
-                                   cwd=REPO_ROOT).start()
+            server = SpanragServer(
+                data_dir, env={"SPANRAG_RATE_LIMIT_PER_MINUTE": "0"}, access_log=False, cwd=REPO_ROOT
+            ).start()
             url = server.base_url
             print(f"started {url} on {data_dir}; uploading samples/ ...", file=sys.stderr)
             upload_samples(url, args.collection, headers)
-        report = run_load(url, args.seconds, args.workers, headers, collection=args.collection, seed=args.seed,
-                          timeout_s=args.timeout, verify_retrieve=args.verify_retrieve,
-                          max_requests=args.max_requests)
+        report = run_load(
+            url,
+            args.seconds,
+            args.workers,
+            headers,
+            collection=args.collection,
+            seed=args.seed,
+            timeout_s=args.timeout,
+            verify_retrieve=args.verify_retrieve,
+            max_requests=args.max_requests,
+        )
         out = report.as_dict()
         if server is not None:
             out["server"] = {"started_by": "bench.load", "log_tail": server.output(8000) if not report.ok else ""}

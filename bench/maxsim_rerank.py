@@ -55,12 +55,16 @@ def main(argv: list[str] | None = None) -> dict:
     collection, _ = dataset.ingest(rag)
 
     started = time.perf_counter()
-    hybrid = {q.id: [d.doc_id for d in rag.retrieve(collection, q.text, "hybrid").ranked_documents[: args.depth]]
-              for q in dataset.queries}
+    hybrid = {
+        q.id: [d.doc_id for d in rag.retrieve(collection, q.text, "hybrid").ranked_documents[: args.depth]]
+        for q in dataset.queries
+    }
     doc_ids = sorted({d for ranking in hybrid.values() for d in ranking})
     texts = [rag.store.get_document(collection, d).text for d in doc_ids]
     doc_tokens = dict(zip(doc_ids, rag.encoder.encode_tokens(texts)))
-    query_tokens = dict(zip([q.id for q in dataset.queries], rag.encoder.encode_tokens([q.text for q in dataset.queries])))
+    query_tokens = dict(
+        zip([q.id for q in dataset.queries], rag.encoder.encode_tokens([q.text for q in dataset.queries]))
+    )
     encode_s = time.perf_counter() - started
 
     dim = rag.encoder.dim
@@ -79,24 +83,36 @@ def main(argv: list[str] | None = None) -> dict:
             fused[qid] = rrf(ranking, rerank[qid])
         runs[f"maxsim[{codec}]"] = rerank
         runs[f"rrf(hybrid, maxsim[{codec}])"] = fused
-        codec_stats[codec] = {"bytes_per_token": bytes_per_token(dim, codec),
-                              "score_ms_p50": round(float(np.percentile(score_ms, 50)), 2)}
+        codec_stats[codec] = {
+            "bytes_per_token": bytes_per_token(dim, codec),
+            "score_ms_p50": round(float(np.percentile(score_ms, 50)), 2),
+        }
 
     qrels = {q: r for q, r in dataset.qrels.items() if q in hybrid}
     metrics = {name: {k: round(v, 4) for k, v in ranking_metrics(run, qrels).items()} for name, run in runs.items()}
     n_tokens = sum(len(v) for v in doc_tokens.values())
-    out = {"dataset": dataset.name, "split": args.split, "n_queries": len(hybrid), "depth": args.depth,
-           "documents_encoded": len(doc_ids), "tokens": n_tokens, "encode_s": round(encode_s, 1),
-           "codecs": codec_stats, "metrics": metrics}
+    out = {
+        "dataset": dataset.name,
+        "split": args.split,
+        "n_queries": len(hybrid),
+        "depth": args.depth,
+        "documents_encoded": len(doc_ids),
+        "tokens": n_tokens,
+        "encode_s": round(encode_s, 1),
+        "codecs": codec_stats,
+        "metrics": metrics,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
-    print(f"| run | nDCG@10 | R@10 | MRR@10 |\n|---|---:|---:|---:|")
+    print("| run | nDCG@10 | R@10 | MRR@10 |\n|---|---:|---:|---:|")
     for name, m in metrics.items():
         print(f"| {name} | {m['ndcg@10']:.4f} | {m['recall@10']:.4f} | {m['mrr@10']:.4f} |")
     for codec, stats in codec_stats.items():
-        print(f"{codec}: {stats['bytes_per_token']} bytes/token, "
-              f"{stats['bytes_per_token'] * n_tokens / 2**20:.1f} MiB for {n_tokens} tokens, "
-              f"MaxSim over {args.depth} docs p50 {stats['score_ms_p50']} ms")
+        print(
+            f"{codec}: {stats['bytes_per_token']} bytes/token, "
+            f"{stats['bytes_per_token'] * n_tokens / 2**20:.1f} MiB for {n_tokens} tokens, "
+            f"MaxSim over {args.depth} docs p50 {stats['score_ms_p50']} ms"
+        )
     return out
 
 

@@ -51,11 +51,18 @@ def ingest_throughput(rag: RagService, corpus: Path, n_docs: int) -> dict:
         report = fresh.ingest_paths("bench", [tmp / "corpus.jsonl"])
         seconds = time.perf_counter() - started
         fresh.close()
-    return {"docs": report.added, "spans": report.spans, "seconds": round(seconds, 3),
-            "docs_per_s": round(report.added / seconds, 2), "spans_per_s": round(report.spans / seconds, 1)}
+    return {
+        "docs": report.added,
+        "spans": report.spans,
+        "seconds": round(seconds, 3),
+        "docs_per_s": round(report.added / seconds, 2),
+        "spans_per_s": round(report.spans / seconds, 1),
+    }
 
 
-def query_latency(rag: RagService, collection: str, questions: list[str], pipelines: list[str], warmup: int = 3) -> dict:
+def query_latency(
+    rag: RagService, collection: str, questions: list[str], pipelines: list[str], warmup: int = 3
+) -> dict:
     for q in questions[:warmup]:
         for p in pipelines:
             rag.retrieve(collection, q, p)
@@ -74,8 +81,10 @@ def query_latency(rag: RagService, collection: str, questions: list[str], pipeli
     out = {}
     for p in pipelines:
         out[p] = {
-            "p50_ms": round(percentile(retrieval[p], 50), 2), "p95_ms": round(percentile(retrieval[p], 95), 2),
-            "wall_p50_ms": round(percentile(wall[p], 50), 2), "wall_p95_ms": round(percentile(wall[p], 95), 2),
+            "p50_ms": round(percentile(retrieval[p], 50), 2),
+            "p95_ms": round(percentile(retrieval[p], 95), 2),
+            "wall_p50_ms": round(percentile(wall[p], 50), 2),
+            "wall_p95_ms": round(percentile(wall[p], 95), 2),
             "n": len(retrieval[p]),
             "stage_p50_ms": {k: round(percentile(v, 50), 2) for k, v in stages[p].items()},
         }
@@ -87,43 +96,67 @@ def query_latency(rag: RagService, collection: str, questions: list[str], pipeli
 
 
 def markdown(latency: dict, ingest: dict) -> str:
-    lines = ["| pipeline | p50 ms | p95 ms | p50 / dense | p95 / dense | stages, p50 ms |",
-             "|---|---:|---:|---:|---:|---|"]
+    lines = [
+        "| pipeline | p50 ms | p95 ms | p50 / dense | p95 / dense | stages, p50 ms |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
     for p, m in latency.items():
-        stages = ", ".join(f"{k.removesuffix('_ms')} {v:.1f}" for k, v in m["stage_p50_ms"].items() if k != "retrieval_ms")
-        lines.append(f"| {p} | {m['p50_ms']:.1f} | {m['p95_ms']:.1f} | {m['p50_ratio_to_dense']:.2f}x | {m['p95_ratio_to_dense']:.2f}x | {stages} |")
-    lines += ["", f"Ingest: {ingest['docs']} docs, {ingest['spans']} spans in {ingest['seconds']:.1f} s = "
-              f"{ingest['docs_per_s']:.1f} docs/s, {ingest['spans_per_s']:.0f} spans/s"]
+        stages = ", ".join(
+            f"{k.removesuffix('_ms')} {v:.1f}" for k, v in m["stage_p50_ms"].items() if k != "retrieval_ms"
+        )
+        lines.append(
+            f"| {p} | {m['p50_ms']:.1f} | {m['p95_ms']:.1f} | {m['p50_ratio_to_dense']:.2f}x | {m['p95_ratio_to_dense']:.2f}x | {stages} |"
+        )
+    lines += [
+        "",
+        f"Ingest: {ingest['docs']} docs, {ingest['spans']} spans in {ingest['seconds']:.1f} s = "
+        f"{ingest['docs_per_s']:.1f} docs/s, {ingest['spans_per_s']:.0f} spans/s",
+    ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dataset", default="beir:../shared/datasets/scifact", help="KIND:PATH (ingest throughput needs beir)")
+    ap.add_argument(
+        "--dataset", default="beir:../shared/datasets/scifact", help="KIND:PATH (ingest throughput needs beir)"
+    )
     ap.add_argument("--split", default=None)
     ap.add_argument("--limit", type=int, default=200, help="queries timed per pipeline")
     ap.add_argument("--pipeline", action="append", help="pipelines (default: all); dense is always included")
-    ap.add_argument("--ingest-docs", type=int, default=300, help="corpus records for the ingest throughput run (0: skip)")
-    ap.add_argument("--data-dir", type=Path, default=Path(".eval-data"), help="data dir with the cached eval collection")
+    ap.add_argument(
+        "--ingest-docs", type=int, default=300, help="corpus records for the ingest throughput run (0: skip)"
+    )
+    ap.add_argument(
+        "--data-dir", type=Path, default=Path(".eval-data"), help="data dir with the cached eval collection"
+    )
     ap.add_argument("--out", type=Path, default=Path("runs/bench/query_latency.json"))
     args = ap.parse_args(argv)
 
     kind, path = parse_spec(args.dataset)
-    dataset = load_dataset(kind, path, args.split or ("train" if kind == "beir" and not (path / "qrels" / "test.tsv").exists() else None))
+    dataset = load_dataset(
+        kind, path, args.split or ("train" if kind == "beir" and not (path / "qrels" / "test.tsv").exists() else None)
+    )
     pipelines = list(dict.fromkeys(["dense", *(args.pipeline or list(PIPELINES))]))
     for p in pipelines:
         get_pipeline(p)
     rag = RagService(Settings(data_dir=args.data_dir))
-    rag.encoder
+    rag.encoder  # noqa: B018 (a cached property, built here for its side effect)
     collection, _ = dataset.ingest(rag)
     questions = [q.text for q in dataset.queries[: args.limit]]
     latency = query_latency(rag, collection, questions, pipelines)
-    ingest = (ingest_throughput(rag, dataset.corpus_path, args.ingest_docs)
-              if args.ingest_docs and dataset.corpus_path is not None else {})
+    ingest = (
+        ingest_throughput(rag, dataset.corpus_path, args.ingest_docs)
+        if args.ingest_docs and dataset.corpus_path is not None
+        else {}
+    )
     rag.close()
     out = {
-        "dataset": dataset.name, "split": dataset.split, "collection": collection, "n_queries": len(questions),
-        "latency": latency, "ingest": ingest,
+        "dataset": dataset.name,
+        "split": dataset.split,
+        "collection": collection,
+        "n_queries": len(questions),
+        "latency": latency,
+        "ingest": ingest,
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

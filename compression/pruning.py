@@ -104,9 +104,7 @@ class ContextCompressor:
         pieces = self._pieces(context)
         before = context.n_tokens
         target = compression_target(params, before)
-        report = CompressionReport(
-            params.method, False, target, before, before, len(pieces), len(pieces)
-        )
+        report = CompressionReport(params.method, False, target, before, before, len(pieces), len(pieces))
         if params.method == "off" or target is None or before <= target or not pieces:
             return context, report  # no pieces: nothing stored to choose from
 
@@ -179,10 +177,14 @@ class ContextCompressor:
                 columns = np.arange(matrix.shape[1])
             else:
                 lo, hi = span.start - host.start, span.end - host.start
-                columns = np.array([
-                    j for j, o in enumerate(offsets[host_id][: matrix.shape[1]])
-                    if o is not None and o[0] < hi and lo < o[1]
-                ], dtype=np.int64)
+                columns = np.array(
+                    [
+                        j
+                        for j, o in enumerate(offsets[host_id][: matrix.shape[1]])
+                        if o is not None and o[0] < hi and lo < o[1]
+                    ],
+                    dtype=np.int64,
+                )
             if len(columns):
                 out[piece_id] = matrix[:, columns].max(axis=1)
         return out
@@ -202,7 +204,11 @@ class ContextCompressor:
 
     # -- choosing pieces -------------------------------------------------------------------------
     def _greedy(
-        self, pieces: list[Piece], params: CompressionParams, target: int, inputs: CompressionInputs,
+        self,
+        pieces: list[Piece],
+        params: CompressionParams,
+        target: int,
+        inputs: CompressionInputs,
         bridged: set[str],
     ) -> tuple[list[Piece], list[TraceEntry]]:
         n = len(pieces)
@@ -216,8 +222,7 @@ class ContextCompressor:
             coverage = np.stack([p.coverage if p.coverage is not None else np.zeros(n_q) for p in pieces])
             covered = np.median(coverage[with_coverage], axis=0)
         lead = np.array([_is_lead(p.span) for p in pieces], dtype=float)
-        base = (params.relevance_weight * relevance + params.prior_weight * prior
-                + params.lead_weight * lead)
+        base = params.relevance_weight * relevance + params.prior_weight * prior + params.lead_weight * lead
         is_open = np.ones(n, dtype=bool)
         docs_kept: set[str] = set()
         tables_paid: set[str] = set()
@@ -231,7 +236,8 @@ class ContextCompressor:
                 gain += params.coverage_weight * np.maximum(coverage[open_idx] - covered, 0).mean(axis=1)
             gain += params.bridge_weight * np.array(
                 [pieces[i].span.doc_id in bridged and pieces[i].span.doc_id not in docs_kept for i in open_idx],
-                dtype=float)
+                dtype=float,
+            )
             i = int(open_idx[int(np.argmax(gain))])
             is_open[i] = False
             piece = pieces[i]
@@ -252,9 +258,13 @@ class ContextCompressor:
         rank = {i: r for r, i in enumerate(kept, start=1)}
         trace = [
             TraceEntry(
-                span_id=p.span.id, rank=rank.get(i, len(kept) + 1), scores=dict(p.scores),
-                n_tokens=p.span.n_tokens, decision="dropped" if decided[i] else "taken",
-                reason=decided[i] or "kept by compression", source="compression",
+                span_id=p.span.id,
+                rank=rank.get(i, len(kept) + 1),
+                scores=dict(p.scores),
+                n_tokens=p.span.n_tokens,
+                decision="dropped" if decided[i] else "taken",
+                reason=decided[i] or "kept by compression",
+                source="compression",
             )
             for i, p in enumerate(pieces)
         ]

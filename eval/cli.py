@@ -13,11 +13,9 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
-
 
 console = Console(stderr=True)
 
@@ -28,23 +26,28 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def eval_command(
-    dataset: Optional[str] = typer.Option(
+    dataset: str | None = typer.Option(
         None, "--dataset", help="KIND:PATH with KIND beir (a BEIR folder), hotpotqa or tatqa (a JSON file)"
     ),
-    split: Optional[str] = typer.Option(None, "--split", help="split name (beir: qrels/<split>.tsv; default test)"),
-    pipeline: Optional[list[str]] = typer.Option(
+    split: str | None = typer.Option(None, "--split", help="split name (beir: qrels/<split>.tsv; default test)"),
+    pipeline: list[str] | None = typer.Option(
         None, "--pipeline", "-p", help="pipeline to evaluate; repeat for several (see --list-pipelines)"
     ),
-    out: Optional[Path] = typer.Option(None, "--out", help="output folder for results.json, run.*.json, report.md, plots/"),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="evaluate only the first N queries"),
-    data_dir: Optional[Path] = typer.Option(
-        None, "--data-dir", help="data directory holding the eval collections (default: $SPANRAG_DATA_DIR or ./.spanrag)"
+    out: Path | None = typer.Option(
+        None, "--out", help="output folder for results.json, run.*.json, report.md, plots/"
     ),
-    generator: Optional[str] = typer.Option(None, "--generator", help="answer generator (default: the configured one)"),
-    unanswerable_from: Optional[str] = typer.Option(
-        None, "--unanswerable-from",
+    limit: int | None = typer.Option(None, "--limit", min=1, help="evaluate only the first N queries"),
+    data_dir: Path | None = typer.Option(
+        None,
+        "--data-dir",
+        help="data directory holding the eval collections (default: $SPANRAG_DATA_DIR or ./.spanrag)",
+    ),
+    generator: str | None = typer.Option(None, "--generator", help="answer generator (default: the configured one)"),
+    unanswerable_from: str | None = typer.Option(
+        None,
+        "--unanswerable-from",
         help="KIND:PATH[@SPLIT] of another dataset: its questions are asked too, as ones this collection "
-             "cannot answer (abstention precision/recall)",
+        "cannot answer (abstention precision/recall)",
     ),
     list_pipelines: bool = typer.Option(False, "--list-pipelines", help="list the pipelines and exit"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
@@ -77,17 +80,18 @@ def eval_command(
         ds = load_dataset(kind, path, split)
         other = None
         if unanswerable_from:
-            spec, _, other_split = unanswerable_from.rpartition("@") if "@" in unanswerable_from \
-                else (unanswerable_from, "", "")
+            spec, _, other_split = (
+                unanswerable_from.rpartition("@") if "@" in unanswerable_from else (unanswerable_from, "", "")
+            )
             other = load_dataset(*parse_spec(spec), other_split or None)
     except DatasetError as exc:
         _fail(str(exc))
 
+    from eval.harness import run_eval
     from indexing.embed import ModelNotFound
     from indexing.store.base import StoreMismatch
     from service.engine import RagService, UnknownGenerator
     from service.settings import Settings
-    from eval.harness import run_eval
 
     values = {}
     if data_dir is not None:
@@ -104,7 +108,7 @@ def eval_command(
         _fail(invalid_settings_message(exc))
     rag = RagService(settings)
     try:
-        rag.generator
+        rag.generator  # noqa: B018 (a cached property, built here for its side effect)
     except UnknownGenerator as exc:
         _fail(str(exc))
     command = "spanrag eval " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
@@ -113,8 +117,15 @@ def eval_command(
     console.print(f"{ds.name} ({ds.split}): {len(ds.queries)} queries; pipelines: {', '.join(pipelines)}")
     try:
         results = run_eval(
-            rag, ds, pipelines, out, limit=limit, progress=not no_progress, command=command,
-            log=lambda m: console.print(m, highlight=False), unanswerable=other,
+            rag,
+            ds,
+            pipelines,
+            out,
+            limit=limit,
+            progress=not no_progress,
+            command=command,
+            log=lambda m: console.print(m, highlight=False),
+            unanswerable=other,
         )
     except (DatasetError, StoreMismatch, ModelNotFound) as exc:
         _fail(str(exc))

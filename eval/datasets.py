@@ -52,9 +52,11 @@ class EvalQuery:
     def gold(self, qrels: dict[str, int] | None) -> dict:
         """The gold data a run file carries for this query (enough to recompute metrics)."""
         return {
-            "qrels": dict(qrels or {}), "answers": list(self.answers),
+            "qrels": dict(qrels or {}),
+            "answers": list(self.answers),
             "context_answers": None if self.context_answers is None else list(self.context_answers),
-            "require_all": self.require_all, "evidence": [u.as_dict() for u in self.evidence],
+            "require_all": self.require_all,
+            "evidence": [u.as_dict() for u in self.evidence],
             "evidence_sentences": [u.as_dict() for u in self.evidence_sentences],
         }
 
@@ -91,15 +93,21 @@ class EvalDataset:
             raise DatasetError(f"ingest failed: {report.failed[0].source}: {report.failed[0].reason}")
         return collection, report.as_dict() | {"doc_ids": len(report.doc_ids)}
 
-    def limited(self, limit: int | None) -> "EvalDataset":
+    def limited(self, limit: int | None) -> EvalDataset:
         """The same dataset with only its first ``limit`` queries (corpus unchanged)."""
         if limit is None or limit >= len(self.queries):
             return self
         queries = self.queries[:limit]
         keep = {q.id for q in queries}
         return EvalDataset(
-            self.name, self.kind, self.split, self.source_file, queries,
-            {q: d for q, d in self.qrels.items() if q in keep}, self.corpus_path, self.corpus_docs,
+            self.name,
+            self.kind,
+            self.split,
+            self.source_file,
+            queries,
+            {q: d for q, d in self.qrels.items() if q in keep},
+            self.corpus_path,
+            self.corpus_docs,
             self.notes,
         )
 
@@ -154,9 +162,7 @@ def load_beir(folder: Path, split: str | None = None) -> EvalDataset:
     qrels_path = qrels_dir / f"{split}.tsv"
     if not qrels_path.is_file():
         raise DatasetError(f"no qrels for split {split!r} ({qrels_path}); available: {', '.join(available) or 'none'}")
-    queries_path = next(
-        (p for p in (folder / f"queries.{split}.jsonl", folder / "queries.jsonl") if p.is_file()), None
-    )
+    queries_path = next((p for p in (folder / f"queries.{split}.jsonl", folder / "queries.jsonl") if p.is_file()), None)
     if queries_path is None:
         raise DatasetError(f"no queries.{split}.jsonl or queries.jsonl in {folder}")
 
@@ -184,20 +190,22 @@ def load_beir(folder: Path, split: str | None = None) -> EvalDataset:
             continue  # BEIR evaluates the judged queries of the split only
         relevant = [d for d, r in qrels[qid].items() if r > 0]
         meta = {"evidence_sentences": evidence_sentences[qid]} if qid in evidence_sentences else {}
-        queries.append(EvalQuery(
-            id=qid, text=record.get("text", ""),
-            evidence=[EvidenceUnit(d, label="document") for d in relevant], meta=meta,
-            evidence_sentences=sentence_units.get(qid, []),
-        ))
+        queries.append(
+            EvalQuery(
+                id=qid,
+                text=record.get("text", ""),
+                evidence=[EvidenceUnit(d, label="document") for d in relevant],
+                meta=meta,
+                evidence_sentences=sentence_units.get(qid, []),
+            )
+        )
     if not queries:
         raise DatasetError(f"no query of {queries_path.name} has qrels in {qrels_path.name}")
     notes = [f"{unplaced} evidence sentence(s) not found verbatim in their document were left out"] if unplaced else []
     return EvalDataset(folder.name, "beir", split, corpus, queries, qrels, corpus_path=corpus, notes=notes)
 
 
-def _sentence_units(
-    corpus: Path, evidence: dict[str, list[dict]]
-) -> tuple[dict[str, list[EvidenceUnit]], int]:
+def _sentence_units(corpus: Path, evidence: dict[str, list[dict]]) -> tuple[dict[str, list[EvidenceUnit]], int]:
     """Evidence sentences (indices into a record's ``metadata.sentences``) as character
     ranges of the document the ingest builds from that record (title, blank line, text)."""
     wanted = {str(e["doc"]) for items in evidence.values() for e in items if e.get("sentences")}
@@ -228,7 +236,8 @@ def _sentence_units(
                     unplaced += 1
                     continue
                 out.setdefault(qid, []).append(
-                    EvidenceUnit(doc_id, start, start + len(sentence), label=f"sentence {index}"))
+                    EvidenceUnit(doc_id, start, start + len(sentence), label=f"sentence {index}")
+                )
     return out, unplaced
 
 
@@ -259,17 +268,24 @@ def load_hotpotqa(path: Path, split: str | None = None) -> EvalDataset:
         support = list(dict.fromkeys(rec["supporting_facts"]["title"]))
         qrels[qid] = {t: 1 for t in support}
         answer = str(rec["answer"])
-        queries.append(EvalQuery(
-            id=qid, text=rec["question"], answers=[answer],
-            evidence=[EvidenceUnit(t, label="supporting paragraph") for t in support],
-            context_answers=None if answer.strip().lower() in YES_NO else [answer],
-            meta={"type": rec.get("type"), "level": rec.get("level")},
-        ))
+        queries.append(
+            EvalQuery(
+                id=qid,
+                text=rec["question"],
+                answers=[answer],
+                evidence=[EvidenceUnit(t, label="supporting paragraph") for t in support],
+                context_answers=None if answer.strip().lower() in YES_NO else [answer],
+                meta={"type": rec.get("type"), "level": rec.get("level")},
+            )
+        )
     for parsed in docs.values():
         parsed.metadata = {}
-    notes = [f"{conflicts} paragraph titles had differing texts across questions; the first was kept"] if conflicts else []
-    return EvalDataset("hotpotqa", "hotpotqa", split or path.stem, path, queries, qrels,
-                       corpus_docs=list(docs.values()), notes=notes)
+    notes = (
+        [f"{conflicts} paragraph titles had differing texts across questions; the first was kept"] if conflicts else []
+    )
+    return EvalDataset(
+        "hotpotqa", "hotpotqa", split or path.stem, path, queries, qrels, corpus_docs=list(docs.values()), notes=notes
+    )
 
 
 # -- TAT-QA --------------------------------------------------------------------------------------
@@ -354,12 +370,21 @@ def load_tatqa(path: Path, split: str | None = None) -> EvalDataset:
             if "table" in str(q.get("answer_from", "")) and table_range is not None:
                 units.append(EvidenceUnit(doc.doc_id, *table_range, label="table"))
             answers, context_answers, require_all = _tatqa_answers(q)
-            queries.append(EvalQuery(
-                id=qid, text=q["question"], answers=answers, evidence=units,
-                context_answers=context_answers, require_all=require_all,
-                meta={"answer_type": q.get("answer_type"), "answer_from": q.get("answer_from"),
-                      "scale": q.get("scale", "")},
-            ))
+            queries.append(
+                EvalQuery(
+                    id=qid,
+                    text=q["question"],
+                    answers=answers,
+                    evidence=units,
+                    context_answers=context_answers,
+                    require_all=require_all,
+                    meta={
+                        "answer_type": q.get("answer_type"),
+                        "answer_from": q.get("answer_from"),
+                        "scale": q.get("scale", ""),
+                    },
+                )
+            )
             qrels[qid] = {doc.doc_id: 1}
     notes = [f"{missing} relevant-paragraph references did not resolve"] if missing else []
     return EvalDataset("tatqa", "tatqa", split or path.stem, path, queries, qrels, corpus_docs=docs, notes=notes)

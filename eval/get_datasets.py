@@ -58,7 +58,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -95,31 +95,52 @@ class DatasetInfo:
 
 DATASETS: dict[str, DatasetInfo] = {
     "scifact": DatasetInfo(
-        "scifact", "SciFact (Wadden et al., 2020)",
+        "scifact",
+        "SciFact (Wadden et al., 2020)",
         "claims and rationales CC BY 4.0, abstracts ODC-By 1.0 (allenai/scifact LICENSE.md)",
         "https://github.com/allenai/scifact",
         (
-            Source("https://scifact.s3-us-west-2.amazonaws.com/release/latest/data.tar.gz",
-                   "scifact-data.tar.gz", "SciFact release: abstracts as sentences, claims with rationales"),
-            Source("https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/scifact.zip",
-                   "scifact.zip", "BEIR's SciFact: corpus, queries, qrels/train.tsv, qrels/test.tsv"),
+            Source(
+                "https://scifact.s3-us-west-2.amazonaws.com/release/latest/data.tar.gz",
+                "scifact-data.tar.gz",
+                "SciFact release: abstracts as sentences, claims with rationales",
+            ),
+            Source(
+                "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets/scifact.zip",
+                "scifact.zip",
+                "BEIR's SciFact: corpus, queries, qrels/train.tsv, qrels/test.tsv",
+            ),
         ),
         "scifact/{corpus.jsonl, queries.train.jsonl, qrels/train.tsv, qrels/train.evidence.jsonl}",
         "--dataset beir:{dir}/scifact --split train",
     ),
     "hotpotqa": DatasetInfo(
-        "hotpotqa", "HotpotQA, distractor dev (Yang et al., 2018)", "CC BY-SA 4.0",
+        "hotpotqa",
+        "HotpotQA, distractor dev (Yang et al., 2018)",
+        "CC BY-SA 4.0",
         "https://hotpotqa.github.io",
-        (Source("http://curtis.ml.cmu.edu/datasets/hotpot/hotpot_dev_distractor_v1.json",
-                "hotpot_dev_distractor_v1.json", "HotpotQA dev, distractor setting (7,405 questions)"),),
+        (
+            Source(
+                "http://curtis.ml.cmu.edu/datasets/hotpot/hotpot_dev_distractor_v1.json",
+                "hotpot_dev_distractor_v1.json",
+                "HotpotQA dev, distractor setting (7,405 questions)",
+            ),
+        ),
         "hotpotqa/dev50.json (the first 50 questions; --limit)",
         "--dataset hotpotqa:{dir}/hotpotqa/dev50.json",
     ),
     "tatqa": DatasetInfo(
-        "tatqa", "TAT-QA dev (Zhu et al., 2021)", "CC BY 4.0",
+        "tatqa",
+        "TAT-QA dev (Zhu et al., 2021)",
+        "CC BY 4.0",
         "https://github.com/NExTplusplus/TAT-QA",
-        (Source("https://raw.githubusercontent.com/NExTplusplus/TAT-QA/master/dataset_raw/tatqa_dataset_dev.json",
-                "tatqa_dataset_dev.json", "TAT-QA dev: 278 contexts, 1,668 questions"),),
+        (
+            Source(
+                "https://raw.githubusercontent.com/NExTplusplus/TAT-QA/master/dataset_raw/tatqa_dataset_dev.json",
+                "tatqa_dataset_dev.json",
+                "TAT-QA dev: 278 contexts, 1,668 questions",
+            ),
+        ),
         "tatqa/dev.json",
         "--dataset tatqa:{dir}/tatqa/dev.json",
     ),
@@ -318,12 +339,14 @@ def _scifact_sources(paths: list[Path]) -> _SciFactSources:
         if not used:
             raise DatasetError(
                 f"{path} is neither the SciFact release (data.tar.gz, or its folder: corpus.jsonl and "
-                "claims_train.jsonl) nor BEIR's scifact.zip (or its folder: corpus.jsonl, queries.jsonl, qrels/)")
+                "claims_train.jsonl) nor BEIR's scifact.zip (or its folder: corpus.jsonl, queries.jsonl, qrels/)"
+            )
     return found
 
 
-def convert_scifact(sources: list[Path], to: Path, splits: tuple[str, ...] = ("train",),
-                    force: bool = False, log: Log = _quiet) -> Path:
+def convert_scifact(
+    sources: list[Path], to: Path, splits: tuple[str, ...] = ("train",), force: bool = False, log: Log = _quiet
+) -> Path:
     """Lay out SciFact as ``to/scifact`` (see the module docstring); returns that folder."""
     for split in splits:
         if split not in ("train", "test"):
@@ -354,20 +377,30 @@ def convert_scifact(sources: list[Path], to: Path, splits: tuple[str, ...] = ("t
         for r in _jsonl(files, corpus_name):
             try:
                 sentences = [str(s) for s in r["abstract"]]
-                records.append({"_id": str(r["doc_id"]), "title": r.get("title", ""), "text": " ".join(sentences),
-                                "metadata": {"sentences": sentences, "structured": bool(r.get("structured", False))}})
+                records.append(
+                    {
+                        "_id": str(r["doc_id"]),
+                        "title": r.get("title", ""),
+                        "text": " ".join(sentences),
+                        "metadata": {"sentences": sentences, "structured": bool(r.get("structured", False))},
+                    }
+                )
             except (KeyError, TypeError) as exc:
                 raise DatasetError(f"{files.where(corpus_name)}: a record without doc_id/abstract ({exc})") from exc
         if beir_corpus:
             by_id = {r["_id"]: r for r in records}
             differ = sum(1 for b in beir_corpus if by_id.get(str(b.get("_id")), {}).get("text") != b.get("text"))
             if differ:
-                notes.append(f"{differ} BEIR corpus record(s) differ from the release's joined sentences; "
-                             "the release's text is kept (evidence sentences are located in it)")
+                notes.append(
+                    f"{differ} BEIR corpus record(s) differ from the release's joined sentences; "
+                    "the release's text is kept (evidence sentences are located in it)"
+                )
     elif beir_corpus:
         records = beir_corpus
-        notes.append("no SciFact release given: the corpus has no metadata.sentences and there is no evidence "
-                     "file, so sentence_evidence_recall is not computed (add --from data.tar.gz)")
+        notes.append(
+            "no SciFact release given: the corpus has no metadata.sentences and there is no evidence "
+            "file, so sentence_evidence_recall is not computed (add --from data.tar.gz)"
+        )
     else:
         raise DatasetError("SciFact needs its corpus: the release (data.tar.gz) or BEIR's scifact.zip")
     out["corpus.jsonl"] = _dumps_jsonl(records)
@@ -391,8 +424,10 @@ def convert_scifact(sources: list[Path], to: Path, splits: tuple[str, ...] = ("t
                 notes.append("BEIR's qrels/train.tsv differs from the claims' cited_doc_ids; the claims are used")
             rows = cited
         if rows is None:
-            raise DatasetError(f"no qrels for the {split} split: the test split comes from BEIR's "
-                               "qrels/test.tsv (add --from scifact.zip)")
+            raise DatasetError(
+                f"no qrels for the {split} split: the test split comes from BEIR's "
+                "qrels/test.tsv (add --from scifact.zip)"
+            )
         qids = list(dict.fromkeys(q for q, _, _ in rows))
         queries = []
         for qid in qids:
@@ -404,16 +439,22 @@ def convert_scifact(sources: list[Path], to: Path, splits: tuple[str, ...] = ("t
         same_claim = {q["_id"] for q in queries if q["_id"] in claims and claims[q["_id"]].get("claim") == q["text"]}
         missing = sorted({d for _, d, _ in rows if d not in corpus_ids})
         if missing:
-            raise DatasetError(f"SciFact {split}: {len(missing)} judged document(s) not in the corpus, e.g. {missing[0]}")
+            raise DatasetError(
+                f"SciFact {split}: {len(missing)} judged document(s) not in the corpus, e.g. {missing[0]}"
+            )
         out[f"queries.{split}.jsonl"] = _dumps_jsonl(queries)
-        out[f"qrels/{split}.tsv"] = ("query-id\tcorpus-id\tscore\n" + "".join(
-            f"{q}\t{d}\t{s}\n" for q, d, s in rows)).encode("utf-8")
+        out[f"qrels/{split}.tsv"] = (
+            "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in rows)
+        ).encode("utf-8")
         evidence = []
         for qid in qids:
             if qid not in same_claim:
                 continue
-            items = [{"doc": str(doc), "label": r.get("label", ""), "sentences": list(r.get("sentences", []))}
-                     for doc, rationales in (claims[qid].get("evidence") or {}).items() for r in rationales]
+            items = [
+                {"doc": str(doc), "label": r.get("label", ""), "sentences": list(r.get("sentences", []))}
+                for doc, rationales in (claims[qid].get("evidence") or {}).items()
+                for r in rationales
+            ]
             if items:
                 evidence.append({"query-id": qid, "evidence": items})
         if evidence:
@@ -438,15 +479,24 @@ def _hotpot_record(raw: dict, index: int, new_id: str) -> dict:
             titles, sentences = list(ctx["title"]), [list(s) for s in ctx["sentences"]]
         else:
             titles, sentences = [str(t) for t, _ in ctx], [list(s) for _, s in ctx]
-        return {"question": raw["question"], "answer": raw["answer"], "type": raw.get("type"),
-                "level": raw.get("level"), "supporting_facts": {"title": sf_title, "sent_id": sf_sent},
-                "context": {"title": titles, "sentences": sentences}, "id": new_id}
+        return {
+            "question": raw["question"],
+            "answer": raw["answer"],
+            "type": raw.get("type"),
+            "level": raw.get("level"),
+            "supporting_facts": {"title": sf_title, "sent_id": sf_sent},
+            "context": {"title": titles, "sentences": sentences},
+            "id": new_id,
+        }
     except (KeyError, TypeError, ValueError) as exc:
-        raise DatasetError(f"HotpotQA record {index}: not in the HotpotQA layout ({type(exc).__name__}: {exc})") from exc
+        raise DatasetError(
+            f"HotpotQA record {index}: not in the HotpotQA layout ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
-def convert_hotpotqa(source: Path, to: Path, limit: int | None = DEFAULT_HOTPOTQA_LIMIT,
-                     force: bool = False, log: Log = _quiet) -> Path:
+def convert_hotpotqa(
+    source: Path, to: Path, limit: int | None = DEFAULT_HOTPOTQA_LIMIT, force: bool = False, log: Log = _quiet
+) -> Path:
     """The first ``limit`` questions (file order; None or 0: all) as ``to/hotpotqa/dev<limit>.json``."""
     files = _Files(source)
     name = files.find("hotpot_dev_distractor_v1.json") or (files.names[0] if len(files.names) == 1 else None)
@@ -489,8 +539,10 @@ def _check_hotpot_records(records: list, where: str) -> list[str]:
         seen.add(qid)
         sf, ctx = r["supporting_facts"], r["context"]
         if not (isinstance(sf, dict) and isinstance(ctx, dict)):
-            raise DatasetError(f"{where_i}: supporting_facts and context must be {{title: [...], ...}} "
-                               "(lay out the raw file with `spanrag datasets convert hotpotqa`)")
+            raise DatasetError(
+                f"{where_i}: supporting_facts and context must be {{title: [...], ...}} "
+                "(lay out the raw file with `spanrag datasets convert hotpotqa`)"
+            )
         titles, sentences = ctx.get("title"), ctx.get("sentences")
         if not isinstance(titles, list) or not isinstance(sentences, list) or len(titles) != len(sentences):
             raise DatasetError(f"{where_i}: context.title and context.sentences must be lists of one length")
@@ -561,8 +613,16 @@ def convert_tatqa(source: Path, to: Path, force: bool = False, log: Log = _quiet
     return target
 
 
-def convert(name: str, sources: list[Path], to: Path, *, limit: int | None = DEFAULT_HOTPOTQA_LIMIT,
-            splits: tuple[str, ...] = ("train",), force: bool = False, log: Log = _quiet) -> Path:
+def convert(
+    name: str,
+    sources: list[Path],
+    to: Path,
+    *,
+    limit: int | None = DEFAULT_HOTPOTQA_LIMIT,
+    splits: tuple[str, ...] = ("train",),
+    force: bool = False,
+    log: Log = _quiet,
+) -> Path:
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(NAMES)}")
     if not sources:
@@ -611,8 +671,16 @@ def output_path(name: str, to: Path, limit: int | None = DEFAULT_HOTPOTQA_LIMIT)
     return to / "tatqa" / "dev.json"
 
 
-def fetch(name: str, to: Path, *, downloads: Path | None = None, limit: int | None = DEFAULT_HOTPOTQA_LIMIT,
-          splits: tuple[str, ...] = ("train",), force: bool = False, log: Log = _quiet) -> Path:
+def fetch(
+    name: str,
+    to: Path,
+    *,
+    downloads: Path | None = None,
+    limit: int | None = DEFAULT_HOTPOTQA_LIMIT,
+    splits: tuple[str, ...] = ("train",),
+    force: bool = False,
+    log: Log = _quiet,
+) -> Path:
     """Download ``name``'s public files into ``downloads`` (default ``to/.downloads``) and
     convert them into ``to``. An output that exists already is kept (``force``: replaced)."""
     if name not in DATASETS:
@@ -634,7 +702,8 @@ def fetch(name: str, to: Path, *, downloads: Path | None = None, limit: int | No
         raise DatasetError(
             f"{exc}\nNo network here? Download {' and '.join(s.url for s in sources)} by hand (a browser, "
             f"curl) and lay {'them' if len(sources) > 1 else 'it'} out with:\n"
-            f"  spanrag datasets convert {name} {by_hand} --to {to}") from exc
+            f"  spanrag datasets convert {name} {by_hand} --to {to}"
+        ) from exc
     return convert(name, files, to, limit=limit, splits=splits, force=force, log=log)
 
 
@@ -664,8 +733,12 @@ def _reference(path: Path, rel: str, label: str) -> Finding | None:
     which = "" if rel == label else f"{rel}: "
     if _sha256(path) == expected:
         return Finding("info", label, f"{which}byte-identical to the data behind the README's numbers")
-    return Finding("info", label, f"{which}differs from the data behind the README's numbers "
-                                  "(another slice or upstream version; results may differ)")
+    return Finding(
+        "info",
+        label,
+        f"{which}differs from the data behind the README's numbers "
+        "(another slice or upstream version; results may differ)",
+    )
 
 
 def _check_beir(folder: Path, label: str) -> list[Finding]:
@@ -707,7 +780,9 @@ def _check_beir(folder: Path, label: str) -> list[Finding]:
         except DatasetError as exc:
             err(str(exc))
             continue
-        queries_path = next((p for p in (folder / f"queries.{split}.jsonl", folder / "queries.jsonl") if p.is_file()), None)
+        queries_path = next(
+            (p for p in (folder / f"queries.{split}.jsonl", folder / "queries.jsonl") if p.is_file()), None
+        )
         if queries_path is None:
             err(f"split {split}: no queries.{split}.jsonl or queries.jsonl")
             continue
@@ -719,7 +794,9 @@ def _check_beir(folder: Path, label: str) -> list[Finding]:
         qids = set(q for q, _, _ in rows)
         no_text = sorted(qids - set(queries))
         if no_text:
-            err(f"split {split}: {len(no_text)} judged query id(s) have no query in {queries_path.name}, e.g. {no_text[0]!r}")
+            err(
+                f"split {split}: {len(no_text)} judged query id(s) have no query in {queries_path.name}, e.g. {no_text[0]!r}"
+            )
         unknown = sorted({d for _, d, _ in rows if d not in docs})
         if unknown:
             err(f"split {split}: {len(unknown)} judged document(s) are not in corpus.jsonl, e.g. {unknown[0]!r}")
@@ -737,25 +814,46 @@ def _check_beir(folder: Path, label: str) -> list[Finding]:
                     err(f"qrels/{split}.evidence.jsonl: query {qid!r} is not in qrels/{split}.tsv")
                     break
                 try:
-                    bad = next(((e["doc"], i) for e in r["evidence"] for i in e["sentences"]
-                                if not 0 <= int(i) < len(docs.get(str(e["doc"]), []))), None)
+                    bad = next(
+                        (
+                            (e["doc"], i)
+                            for e in r["evidence"]
+                            for i in e["sentences"]
+                            if not 0 <= int(i) < len(docs.get(str(e["doc"]), []))
+                        ),
+                        None,
+                    )
                 except (KeyError, TypeError, ValueError):
-                    err(f"qrels/{split}.evidence.jsonl: query {qid!r}: evidence must be "
-                        "[{doc, label, sentences: [index]}]")
+                    err(
+                        f"qrels/{split}.evidence.jsonl: query {qid!r}: evidence must be "
+                        "[{doc, label, sentences: [index]}]"
+                    )
                     break
                 if bad is not None:
                     doc = str(bad[0])
-                    err(f"qrels/{split}.evidence.jsonl: query {qid!r}: " + (
-                        f"document {doc!r} has no sentence {bad[1]} in metadata.sentences" if doc in docs
-                        else f"document {doc!r} is not in corpus.jsonl"))
+                    err(
+                        f"qrels/{split}.evidence.jsonl: query {qid!r}: "
+                        + (
+                            f"document {doc!r} has no sentence {bad[1]} in metadata.sentences"
+                            if doc in docs
+                            else f"document {doc!r} is not in corpus.jsonl"
+                        )
+                    )
                     break
             n_evidence = len(evidence)
         if not [e for e in found if e.level == "error"]:
-            found.append(Finding("ok", label, f"split {split}: {len(qids)} queries, {len(rows)} qrels"
-                                 + (f", {n_evidence} with evidence sentences" if n_evidence else "")))
+            found.append(
+                Finding(
+                    "ok",
+                    label,
+                    f"split {split}: {len(qids)} queries, {len(rows)} qrels"
+                    + (f", {n_evidence} with evidence sentences" if n_evidence else ""),
+                )
+            )
     if with_sentences == 0:
-        found.append(Finding("warning", label, "no document has metadata.sentences: sentence_evidence_recall "
-                                               "is not computed"))
+        found.append(
+            Finding("warning", label, "no document has metadata.sentences: sentence_evidence_recall is not computed")
+        )
     for rel in ("corpus.jsonl", "queries.train.jsonl", "qrels/train.tsv", "qrels/train.evidence.jsonl"):
         if (folder / rel).is_file() and folder.name == "scifact":
             ref = _reference(folder / rel, f"scifact/{rel}", label)
@@ -816,8 +914,13 @@ def _load_check(kind: str, path: Path, label: str) -> list[Finding]:
             continue
         for note in ds.notes:
             found.append(Finding("warning", label, note))
-        found.append(Finding("ok", label, f"loads as {kind}:{path}" + (f" --split {split}" if split else "")
-                             + f" ({len(ds.queries)} queries)"))
+        found.append(
+            Finding(
+                "ok",
+                label,
+                f"loads as {kind}:{path}" + (f" --split {split}" if split else "") + f" ({len(ds.queries)} queries)",
+            )
+        )
     return found
 
 
@@ -848,8 +951,14 @@ def check(path: Path) -> list[Finding]:
             elif child.is_dir():
                 skipped.append(child.name)
         if not targets:
-            return [Finding("error", str(path), "no dataset here: expected scifact/ (a BEIR folder), "
-                                                "hotpotqa/*.json or tatqa/*.json (`spanrag datasets fetch all --to DIR`)")]
+            return [
+                Finding(
+                    "error",
+                    str(path),
+                    "no dataset here: expected scifact/ (a BEIR folder), "
+                    "hotpotqa/*.json or tatqa/*.json (`spanrag datasets fetch all --to DIR`)",
+                )
+            ]
         missing = [n for n in ("scifact", "hotpotqa", "tatqa") if not (path / n).exists()]
         findings = [Finding("info", str(path), f"not here: {', '.join(missing)}")] if missing else []
         findings += [Finding("info", str(path), f"skipped {name}/ (not an eval dataset layout)") for name in skipped]
@@ -883,18 +992,24 @@ def _print_list() -> None:
 
 def datasets_command(
     action: str = typer.Argument(..., help="list | fetch | convert | check"),
-    target: Optional[str] = typer.Argument(
-        None, help="fetch, convert: scifact, hotpotqa or tatqa (fetch: also all); check: a folder or file"),
-    to: Optional[Path] = typer.Option(
-        None, "--to", help="datasets folder to write into (it gets scifact/, hotpotqa/, tatqa/)"),
-    from_: Optional[list[Path]] = typer.Option(
-        None, "--from", help="convert: a downloaded file, archive or unpacked folder (scifact: repeat for both)"),
+    target: str | None = typer.Argument(
+        None, help="fetch, convert: scifact, hotpotqa or tatqa (fetch: also all); check: a folder or file"
+    ),
+    to: Path | None = typer.Option(
+        None, "--to", help="datasets folder to write into (it gets scifact/, hotpotqa/, tatqa/)"
+    ),
+    from_: list[Path] | None = typer.Option(
+        None, "--from", help="convert: a downloaded file, archive or unpacked folder (scifact: repeat for both)"
+    ),
     limit: int = typer.Option(
-        DEFAULT_HOTPOTQA_LIMIT, "--limit", min=0, help="hotpotqa: keep the first N questions (0: all)"),
-    split: Optional[list[str]] = typer.Option(
-        None, "--split", help="scifact: train (default) and/or test (test needs BEIR's scifact.zip)"),
-    downloads: Optional[Path] = typer.Option(
-        None, "--downloads", help="fetch: keep downloads here (default: <--to>/.downloads; reused)"),
+        DEFAULT_HOTPOTQA_LIMIT, "--limit", min=0, help="hotpotqa: keep the first N questions (0: all)"
+    ),
+    split: list[str] | None = typer.Option(
+        None, "--split", help="scifact: train (default) and/or test (test needs BEIR's scifact.zip)"
+    ),
+    downloads: Path | None = typer.Option(
+        None, "--downloads", help="fetch: keep downloads here (default: <--to>/.downloads; reused)"
+    ),
     force: bool = typer.Option(False, "--force", help="replace an existing converted dataset"),
 ) -> None:
     """Get the eval datasets (SciFact, HotpotQA, TAT-QA) in the layout `spanrag eval` reads.
@@ -921,11 +1036,14 @@ def datasets_command(
                 _fail("--to DIR is required (the datasets folder, e.g. ~/spanrag-datasets)")
             names = list(NAMES) if (action == "fetch" and target.lower() == "all") else [target.lower()]
             if action == "fetch":
-                outputs = [fetch(n, to, downloads=downloads, limit=hotpot_limit, splits=splits, force=force, log=log)
-                           for n in names]
+                outputs = [
+                    fetch(n, to, downloads=downloads, limit=hotpot_limit, splits=splits, force=force, log=log)
+                    for n in names
+                ]
             else:
-                outputs = [convert(names[0], list(from_ or []), to, limit=hotpot_limit, splits=splits,
-                                   force=force, log=log)]
+                outputs = [
+                    convert(names[0], list(from_ or []), to, limit=hotpot_limit, splits=splits, force=force, log=log)
+                ]
             for out in outputs:
                 kind = "beir" if out.is_dir() else out.parent.name
                 extra = f" --split {splits[0]}" if kind == "beir" else ""
@@ -938,8 +1056,11 @@ def datasets_command(
                 print(f, flush=True)
             errors = sum(f.level == "error" for f in findings)
             if errors:
-                console.print(f"{errors} problem(s): this folder does not have the layout spanrag eval reads "
-                              "(`spanrag datasets list` shows it)", highlight=False)
+                console.print(
+                    f"{errors} problem(s): this folder does not have the layout spanrag eval reads "
+                    "(`spanrag datasets list` shows it)",
+                    highlight=False,
+                )
                 raise typer.Exit(1)
         else:
             _fail(f"unknown action {action!r}: list, fetch, convert or check")

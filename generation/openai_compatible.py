@@ -117,8 +117,9 @@ class OpenAICompatibleGenerator:
         if not context.spans:
             return Answer(NO_ANSWER, [], self.name, abstained=True)
         prompt = build_prompt(question, context, history, self.options.system_role)
-        reply = self._with_retries(lambda: self._client.chat.completions.create(
-            **self._request(prompt, sampling), stream=False))
+        reply = self._with_retries(
+            lambda: self._client.chat.completions.create(**self._request(prompt, sampling), stream=False)
+        )
         content = reply.choices[0].message.content if reply.choices else None
         return self._answer(content or "", prompt)
 
@@ -148,7 +149,7 @@ class OpenAICompatibleGenerator:
                 if not started:
                     text = text.lstrip()
                 shown = text.rstrip()
-                pending = text[len(shown):]
+                pending = text[len(shown) :]
                 if shown:
                     started = True
                     yield shown
@@ -167,8 +168,13 @@ class OpenAICompatibleGenerator:
             "temperature": self.options.temperature if sampling.temperature is None else sampling.temperature,
             "max_tokens": min(self.options.max_tokens, sampling.max_tokens or self.options.max_tokens),
         }
-        optional = {"top_p": sampling.top_p, "seed": sampling.seed, "stop": list(sampling.stop) or None,
-                    "presence_penalty": sampling.presence_penalty, "frequency_penalty": sampling.frequency_penalty}
+        optional = {
+            "top_p": sampling.top_p,
+            "seed": sampling.seed,
+            "stop": list(sampling.stop) or None,
+            "presence_penalty": sampling.presence_penalty,
+            "frequency_penalty": sampling.frequency_penalty,
+        }
         return request | {name: value for name, value in optional.items() if value is not None}
 
     def _open_stream(self, prompt: Prompt, sampling: Sampling | None = None) -> Iterator[str]:
@@ -219,9 +225,11 @@ class OpenAICompatibleGenerator:
         detail = f"HTTP {status}: {_message(exc)}" if status else f"{type(exc).__name__}: {_message(exc)}"
         base_url = redact_credentials(self.options.base_url)
         return GeneratorUnavailable(
-            redact_credentials(f"LLM endpoint {base_url} (model {self.options.model!r}) is unavailable:"
-                               f" {what}; last error: {detail}")[:2000],
-            base_url, status,
+            redact_credentials(
+                f"LLM endpoint {base_url} (model {self.options.model!r}) is unavailable: {what}; last error: {detail}"
+            )[:2000],
+            base_url,
+            status,
         )
 
 

@@ -77,8 +77,10 @@ def _load_dense(folder: Path):
         raise NotAColbertCheckpoint(f"{folder}: residual Dense layers are not supported")
     linear = torch.nn.Linear(config["in_features"], config["out_features"], bias=config.get("bias", True))
     weights_file = folder / "model.safetensors"
-    state = load_file(weights_file) if weights_file.exists() else torch.load(
-        folder / "pytorch_model.bin", map_location="cpu", weights_only=True
+    state = (
+        load_file(weights_file)
+        if weights_file.exists()
+        else torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
     )
     linear.load_state_dict({k.removeprefix("linear."): v for k, v in state.items()})
     activation = _activation(config.get("activation_function", "torch.nn.modules.linear.Identity"))
@@ -118,9 +120,7 @@ class ColbertTokenEncoder:
         transformer = AutoModel.from_pretrained(self.path).to(target).eval()
         tokenizer = AutoTokenizer.from_pretrained(self.path)
         projections = [
-            _load_dense(self.path / m["path"]).to(target).eval()
-            for m in modules
-            if "Dense" in m.get("type", "")
+            _load_dense(self.path / m["path"]).to(target).eval() for m in modules if "Dense" in m.get("type", "")
         ]
         return transformer, tokenizer, projections
 

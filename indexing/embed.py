@@ -114,9 +114,7 @@ class Encoder:
         return self._model.max_seq_length
 
     @classmethod
-    def load(
-        cls, name_or_path: str, device: str = "auto", batch_size: int = 16, pretokenized: bool = True
-    ) -> Encoder:
+    def load(cls, name_or_path: str, device: str = "auto", batch_size: int = 16, pretokenized: bool = True) -> Encoder:
         """``pretokenized`` encodes through :meth:`_encode_pretokenized` (same vectors, less
         host work per batch); models it cannot reproduce, and ``pretokenized=False``, use
         sentence-transformers' own ``encode``."""
@@ -137,9 +135,7 @@ class Encoder:
                 model = SentenceTransformer(location, device=target)
             except (OSError, ValueError) as exc:
                 where = "path" if Path(location).exists() else "name (not in the local cache?)"
-                raise ModelNotFound(
-                    f"cannot load embedding model {name_or_path!r} by {where}: {exc}"
-                ) from exc
+                raise ModelNotFound(f"cannot load embedding model {name_or_path!r} by {where}: {exc}") from exc
             if target.startswith("cuda"):
                 model.half()  # fp16 on the GPU: twice the throughput, vectors are unit-normalized anyway
             return model
@@ -267,16 +263,15 @@ class Encoder:
                     parts[owner[w]].append((w, hidden[row, 1 : len(windows[w]) - 1]))
         return [
             np.concatenate([v for _, v in sorted(chunks, key=lambda c: c[0])]).astype(np.float32)
-            if chunks else np.zeros((0, self.dim), np.float32)
+            if chunks
+            else np.zeros((0, self.dim), np.float32)
             for chunks in parts
         ]
 
     def encode_query_with_tokens(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """The query's vector and its token vectors (as :meth:`encode_tokens`) from one
         forward pass; a query longer than the model's window takes a second, windowed pass."""
-        (features,) = self._model.encode(
-            [text], output_value=None, normalize_embeddings=True, show_progress_bar=False
-        )
+        (features,) = self._model.encode([text], output_value=None, normalize_embeddings=True, show_progress_bar=False)
         vector = features["sentence_embedding"].float().cpu().numpy()
         n = int(features["attention_mask"].sum())
         if n - 2 < self.count_tokens([text])[0]:  # truncated: recover every piece by windows
@@ -293,9 +288,7 @@ class Encoder:
         sentence can be scored with the stored token vectors of the paragraph holding it."""
         if not texts:
             return []
-        encoded = self._model.tokenizer(
-            texts, add_special_tokens=False, truncation=False, return_offsets_mapping=True
-        )
+        encoded = self._model.tokenizer(texts, add_special_tokens=False, truncation=False, return_offsets_mapping=True)
         return [[(int(a), int(b)) for a, b in offsets] for offsets in encoded["offset_mapping"]]
 
     def encode_query_tokens(self, text: str) -> np.ndarray:

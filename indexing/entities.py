@@ -35,7 +35,8 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-STOPWORDS = frozenset("""
+STOPWORDS = frozenset(
+    """
 a an the this that these those there here then thus he she it its his her hers him they
 them their theirs we us our you your i me my in on at by for from with without to of as
 into onto upon over under about after before during since until while when where which
@@ -44,7 +45,8 @@ despite both each either neither all any some many most several one other anothe
 not no is was are were be been being do does did has have had would could might should
 must according following other unlike like among between through throughout within
 now later today meanwhile still again soon once instead perhaps only even just very
-""".split())
+""".split()
+)
 CONNECTORS = frozenset("of the de del della der den di da du des la le van von y and for".split())
 ABBREVIATIONS = frozenset("st mt ft dr mr mrs ms jr sr gen col lt sgt rev prof".split())
 HONORIFICS = frozenset("sir dame lord lady dr mr mrs ms prof president general king queen saint".split())
@@ -161,7 +163,7 @@ def _capitalized(token: str) -> bool:
 
 
 def _is_initial(token: str) -> bool:
-    """"J", "J.R.R" or a short title abbreviation ("St", "Dr"): a dot after it does not end a name."""
+    """ "J", "J.R.R" or a short title abbreviation ("St", "Dr"): a dot after it does not end a name."""
     return all(len(p) == 1 and p.isupper() for p in token.split(".")) or token.casefold() in ABBREVIATIONS
 
 

@@ -109,8 +109,10 @@ class GraphIndex:
     def _title_matcher(self, collection: str, generation: int) -> TitleMatcher:
         cached = self._titles.get(collection)
         if cached is None or cached.generation != generation:
-            titles = [r[0] for r in self._query(
-                "SELECT title FROM documents WHERE collection = ? ORDER BY doc_id", (collection,))]
+            titles = [
+                r[0]
+                for r in self._query("SELECT title FROM documents WHERE collection = ? ORDER BY doc_id", (collection,))
+            ]
             cached = self._titles[collection] = _Cached(generation, TitleMatcher.from_titles(titles))
         return cached.value
 
@@ -118,10 +120,13 @@ class GraphIndex:
         """Count one more write of ``collection`` (inside the caller's transaction)."""
         self._db.execute(
             "INSERT INTO collections (name, generation) VALUES (?, 1) "
-            "ON CONFLICT (name) DO UPDATE SET generation = generation + 1", (collection,))
+            "ON CONFLICT (name) DO UPDATE SET generation = generation + 1",
+            (collection,),
+        )
 
-    def _write(self, collection: str, doc_id: str, new: Document | None, edges: list[Edge],
-               drop_incoming: bool | None) -> None:
+    def _write(
+        self, collection: str, doc_id: str, new: Document | None, edges: list[Edge], drop_incoming: bool | None
+    ) -> None:
         """One transaction: drop ``doc_id``'s rows (and, when asked, edges into it), insert
         ``new``'s; ``drop_incoming=None`` means "when the stored hash differs from new's"."""
         with self._lock:
@@ -130,24 +135,25 @@ class GraphIndex:
                 before = self.generation(collection)
                 old = self._db.execute(
                     "SELECT title, content_hash FROM documents WHERE collection = ? AND doc_id = ?",
-                    (collection, doc_id)).fetchone()
+                    (collection, doc_id),
+                ).fetchone()
                 if drop_incoming is None:
                     # Same content means the same span ids and texts, so edges other documents
                     # hold into it are still right; with no old version there is nothing stale.
                     drop_incoming = old is not None and new is not None and old[1] != new.content_hash
                 self._db.execute("DELETE FROM edges WHERE collection = ? AND doc_id = ?", (collection, doc_id))
                 if drop_incoming:
-                    self._db.execute(
-                        "DELETE FROM edges WHERE collection = ? AND dst_doc_id = ?", (collection, doc_id))
-                self._db.execute(
-                    "DELETE FROM documents WHERE collection = ? AND doc_id = ?", (collection, doc_id))
+                    self._db.execute("DELETE FROM edges WHERE collection = ? AND dst_doc_id = ?", (collection, doc_id))
+                self._db.execute("DELETE FROM documents WHERE collection = ? AND doc_id = ?", (collection, doc_id))
                 if new is not None:
-                    self._db.execute("INSERT INTO documents VALUES (?, ?, ?, ?)",
-                                     (collection, doc_id, new.title, new.content_hash))
+                    self._db.execute(
+                        "INSERT INTO documents VALUES (?, ?, ?, ?)", (collection, doc_id, new.title, new.content_hash)
+                    )
                     self._db.executemany(
                         "INSERT INTO edges (collection, doc_id, src, dst, kind, weight, dst_doc_id) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        [(collection, doc_id, e.src, e.dst, e.kind, e.weight, e.dst_doc_id) for e in edges])
+                        [(collection, doc_id, e.src, e.dst, e.kind, e.weight, e.dst_doc_id) for e in edges],
+                    )
                 self._bump_generation(collection)
                 self._db.execute("COMMIT")
             except BaseException:
@@ -163,9 +169,14 @@ class GraphIndex:
                 cached.generation = before + 1
 
     # -- writes --------------------------------------------------------------------------------
-    def update_document(self, collection: str, doc: Document, spans: list[Span],
-                        similar: dict[str, list[tuple[str, float]]] | None = None,
-                        known_titles: Iterable[str] = ()) -> None:
+    def update_document(
+        self,
+        collection: str,
+        doc: Document,
+        spans: list[Span],
+        similar: dict[str, list[tuple[str, float]]] | None = None,
+        known_titles: Iterable[str] = (),
+    ) -> None:
         """Replace ``doc``'s part of the graph in one transaction.
 
         ``similar`` maps a span id of ``doc`` to its nearest spans of other documents with
@@ -237,8 +248,11 @@ class GraphIndex:
     # -- repair ----------------------------------------------------------------------------------
     def document_hashes(self, collection: str) -> dict[str, str]:
         """``{doc_id: content_hash}`` of every document in the graph."""
-        return dict(self._query(
-            "SELECT doc_id, content_hash FROM documents WHERE collection = ? ORDER BY doc_id", (collection,)))
+        return dict(
+            self._query(
+                "SELECT doc_id, content_hash FROM documents WHERE collection = ? ORDER BY doc_id", (collection,)
+            )
+        )
 
     def stale_documents(self, collection: str, hashes: dict[str, str]) -> list[str]:
         """Documents of ``hashes`` (``{doc_id: content_hash}``, e.g. from the span store) that
@@ -276,10 +290,12 @@ class GraphIndex:
                 return cached.value
             g = nx.MultiDiGraph()
             for (doc_id,) in self._query(
-                    "SELECT doc_id FROM documents WHERE collection = ? ORDER BY doc_id", (collection,)):
+                "SELECT doc_id FROM documents WHERE collection = ? ORDER BY doc_id", (collection,)
+            ):
                 g.add_node(f"doc:{doc_id}", kind="doc")
             rows = self._query(
-                "SELECT src, dst, kind, weight FROM edges WHERE collection = ? ORDER BY row_id", (collection,))
+                "SELECT src, dst, kind, weight FROM edges WHERE collection = ? ORDER BY row_id", (collection,)
+            )
             for src, dst, kind, weight in rows:
                 for node in (src, dst):
                     if node not in g:
@@ -300,8 +316,7 @@ class GraphIndex:
                     out[other] = None
         return list(out)
 
-    def _ball(self, g: nx.MultiDiGraph, starts: list[str], hops: int,
-              kinds: set[str] | None) -> dict[str, int]:
+    def _ball(self, g: nx.MultiDiGraph, starts: list[str], hops: int, kinds: set[str] | None) -> dict[str, int]:
         """Breadth-first hop distances from ``starts``; hub entities are reached, not passed."""
         dist = {s: 0 for s in starts}
         frontier = deque(starts)
@@ -331,8 +346,9 @@ class GraphIndex:
         found = [(d, n[5:]) for n, d in dist.items() if n.startswith("span:") and n != start]
         return {s: d for d, s in sorted(found)}
 
-    def personalized_pagerank(self, collection: str, seeds: dict[str, float], alpha: float = 0.85,
-                              top: int = 50) -> list[tuple[str, float]]:
+    def personalized_pagerank(
+        self, collection: str, seeds: dict[str, float], alpha: float = 0.85, top: int = 50
+    ) -> list[tuple[str, float]]:
         """Spans ranked by PageRank personalized on ``seeds`` (``{span_id: weight}``), over the
         undirected graph within 2 hops of the seeds (hub entities not passed through);
         ``[(span_id, score)]``, best first, seeds included."""
@@ -369,9 +385,7 @@ class GraphIndex:
             own = doc_id_of(span_id)
             for entity, edges in g.succ[node].items():
                 for doc_id in titled.get(entity, ()):
-                    if doc_id != own and doc_id not in seen and any(
-                        e["kind"] == "mentions" for e in edges.values()
-                    ):
+                    if doc_id != own and doc_id not in seen and any(e["kind"] == "mentions" for e in edges.values()):
                         seen.add(doc_id)
                         out.append((doc_id, entity[4:], span_id))
         return out
@@ -397,8 +411,7 @@ class GraphIndex:
         node = f"span:{span_id}"
         if node not in g:
             return []
-        return [v[4:] for v, edges in g.succ[node].items()
-                if any(e["kind"] == "mentions" for e in edges.values())]
+        return [v[4:] for v, edges in g.succ[node].items() if any(e["kind"] == "mentions" for e in edges.values())]
 
     def stats(self, collection: str) -> dict:
         """Node counts by kind, edge counts by kind, documents and the write counter."""
@@ -409,8 +422,12 @@ class GraphIndex:
         edges: dict[str, int] = {}
         for _, _, kind in g.edges(data="kind"):
             edges[kind] = edges.get(kind, 0) + 1
-        return {"documents": nodes.get("doc", 0), "nodes": dict(sorted(nodes.items())),
-                "edges": dict(sorted(edges.items())), "generation": self._graphs[collection].generation}
+        return {
+            "documents": nodes.get("doc", 0),
+            "nodes": dict(sorted(nodes.items())),
+            "edges": dict(sorted(edges.items())),
+            "generation": self._graphs[collection].generation,
+        }
 
     def close(self) -> None:
         with self._lock:

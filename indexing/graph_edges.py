@@ -21,8 +21,9 @@ class Edge:
     dst_doc_id: str | None = None
 
 
-def document_edges(doc: Document, spans: list[Span], titles: TitleMatcher,
-                  similar: dict[str, list[tuple[str, float]]] | None = None) -> list[Edge]:
+def document_edges(
+    doc: Document, spans: list[Span], titles: TitleMatcher, similar: dict[str, list[tuple[str, float]]] | None = None
+) -> list[Edge]:
     """Every edge ``doc`` owns, in a deterministic order (the kinds are described in the
     :mod:`indexing.graph` docstring)."""
     doc_node = f"doc:{doc.id}"

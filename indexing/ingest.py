@@ -71,10 +71,15 @@ class IngestReport:
 
     def as_dict(self) -> dict:
         return {
-            "added": self.added, "updated": self.updated, "unchanged": self.unchanged,
-            "removed": self.removed, "failed": [f.__dict__ for f in self.failed],
-            "spans": self.spans, "token_spans": self.token_spans,
-            "seconds": round(self.seconds, 3), "doc_ids": self.doc_ids,
+            "added": self.added,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "removed": self.removed,
+            "failed": [f.__dict__ for f in self.failed],
+            "spans": self.spans,
+            "token_spans": self.token_spans,
+            "seconds": round(self.seconds, 3),
+            "doc_ids": self.doc_ids,
         }
 
 
@@ -162,8 +167,10 @@ def delete_document(store: SpanStore, collection: str, doc_id: str) -> bool:
 def iter_files(path: Path) -> Iterator[Path]:
     if path.is_dir():
         for child in sorted(path.rglob("*")):
-            if child.is_file() and child.suffix.lower() in SUPPORTED_SUFFIXES and not any(
-                part.startswith(".") for part in child.relative_to(path).parts
+            if (
+                child.is_file()
+                and child.suffix.lower() in SUPPORTED_SUFFIXES
+                and not any(part.startswith(".") for part in child.relative_to(path).parts)
             ):
                 yield child
     else:
@@ -193,9 +200,7 @@ class Ingestor:
         self.store.create_collection(collection, self.encoder.name, self.encoder.dim)
 
     # -- entry points -------------------------------------------------------------------
-    def ingest_paths(
-        self, collection: str, paths: list[Path], progress: IngestProgress | None = None
-    ) -> IngestReport:
+    def ingest_paths(self, collection: str, paths: list[Path], progress: IngestProgress | None = None) -> IngestReport:
         started = time.perf_counter()
         self.ensure_collection(collection)
         report = IngestReport()
@@ -218,9 +223,7 @@ class Ingestor:
         report.seconds = time.perf_counter() - started
         return report
 
-    def ingest_upload(
-        self, collection: str, data: bytes, filename: str, doc_id: str | None = None
-    ) -> IngestReport:
+    def ingest_upload(self, collection: str, data: bytes, filename: str, doc_id: str | None = None) -> IngestReport:
         """One uploaded file (HTTP multipart); raises ParseError (DocumentTooLarge over a
         limit) for a bad file, with nothing written."""
         started = time.perf_counter()
@@ -236,9 +239,7 @@ class Ingestor:
         report.seconds = time.perf_counter() - started
         return report
 
-    def ingest_parsed(
-        self, collection: str, source: str, parsed_docs: list[ParsedDocument]
-    ) -> IngestReport:
+    def ingest_parsed(self, collection: str, source: str, parsed_docs: list[ParsedDocument]) -> IngestReport:
         """Documents already parsed (JSON uploads, evaluation corpora), ids set by the caller.
         Their ids, titles and metadata are checked here (the parsers check the text)."""
         started = time.perf_counter()
@@ -317,7 +318,8 @@ class Ingestor:
                     for span, vector in zip(linked, vectors):
                         hits = self.store.dense_search(collection, vector, similar_k + 8, [span.granularity])
                         similar[span.id] = [
-                            (h.span_id, h.score) for h in hits
+                            (h.span_id, h.score)
+                            for h in hits
                             if h.score >= similar_min and doc_id_of(h.span_id) != doc.id
                         ][:similar_k]
                 if progress and len(docs) > 50 and n % 50 == 0:
@@ -329,7 +331,11 @@ class Ingestor:
 
     # -- internals ------------------------------------------------------------------------
     def _ingest_file(
-        self, collection: str, file: Path, report: IngestReport, progress: IngestProgress | None,
+        self,
+        collection: str,
+        file: Path,
+        report: IngestReport,
+        progress: IngestProgress | None,
         root: Path | None = None,
     ) -> None:
         """One file of a batch: any failure to read, parse or build the spans of this file
@@ -359,8 +365,12 @@ class Ingestor:
             parsed_docs[0].doc_id = default_doc_id(file, root)
         taken = ids_owned_elsewhere(self.store, collection, source, [p.doc_id for p in parsed_docs if p.doc_id])
         if taken:
-            report.failed.append(FailedSource(str(file), f"document id {taken[0]!r} belongs to another"
-                                                         " source; ingest it from one place, or delete it first"))
+            report.failed.append(
+                FailedSource(
+                    str(file),
+                    f"document id {taken[0]!r} belongs to another source; ingest it from one place, or delete it first",
+                )
+            )
             return
         try:
             self._ingest_parsed(collection, source, parsed_docs, report, digest, progress)
@@ -425,8 +435,7 @@ class Ingestor:
         self.store.put_source(collection, SourceRecord(source, source_hash, ids))
         report.doc_ids.extend(ids)
 
-    def _span_tree(self, parsed: ParsedDocument, splitter: Splitter,
-                   count_tokens: bool = True) -> list[Span]:
+    def _span_tree(self, parsed: ParsedDocument, splitter: Splitter, count_tokens: bool = True) -> list[Span]:
         """``parsed``'s span tree, within the limits; any error building it is a ParseError.
         Without ``count_tokens`` the tree is only being checked: token counts are left 0."""
         counter = self.encoder.count_tokens if count_tokens else _no_token_counts
@@ -452,8 +461,13 @@ class Ingestor:
         items, offset = [], 0
         for (parsed, digest, existed), spans in zip(batch, trees, strict=True):
             doc = Document(
-                id=parsed.doc_id, collection=collection, title=parsed.title, source=source,
-                content_hash=digest, text=parsed.text, metadata=parsed.metadata,
+                id=parsed.doc_id,
+                collection=collection,
+                title=parsed.title,
+                source=source,
+                content_hash=digest,
+                text=parsed.text,
+                metadata=parsed.metadata,
             )
             items.append((doc, spans, vectors[offset : offset + len(spans)]))
             offset += len(spans)
@@ -490,5 +504,3 @@ class _ReplayedSplitter:
 
 def _no_token_counts(texts: list[str]) -> list[int]:
     return [0] * len(texts)
-
-

@@ -51,24 +51,43 @@ class _Builder:
     spans: list[Span] = field(default_factory=list)
     max_spans: int | None = None
 
-    def add(self, granularity: Granularity, start: int, end: int, parent: Span | None,
-            heading_path: list[str], header: str = "") -> Span:
+    def add(
+        self,
+        granularity: Granularity,
+        start: int,
+        end: int,
+        parent: Span | None,
+        heading_path: list[str],
+        header: str = "",
+    ) -> Span:
         order = len(self.spans)
         if self.max_spans is not None and order >= self.max_spans:
-            raise DocumentTooLarge("max_spans", self.max_spans,
-                                   f"document {self.doc_id!r} has more than {self.max_spans} spans",
-                                   order + 1)
-        span = Span(id=span_id(self.doc_id, order), doc_id=self.doc_id,
-                    parent_id=parent.id if parent else None, granularity=granularity,
-                    start=start, end=end, text=self.text[start:end],
-                    heading_path=list(heading_path), header=header, order=order)
+            raise DocumentTooLarge(
+                "max_spans", self.max_spans, f"document {self.doc_id!r} has more than {self.max_spans} spans", order + 1
+            )
+        span = Span(
+            id=span_id(self.doc_id, order),
+            doc_id=self.doc_id,
+            parent_id=parent.id if parent else None,
+            granularity=granularity,
+            start=start,
+            end=end,
+            text=self.text[start:end],
+            heading_path=list(heading_path),
+            header=header,
+            order=order,
+        )
         self.spans.append(span)
         return span
 
 
-def build_span_tree(doc_id: str, parsed: ParsedDocument,
-                    count_tokens: Callable[[list[str]], list[int]],
-                    splitter: Splitter, max_spans: int | None = None) -> list[Span]:
+def build_span_tree(
+    doc_id: str,
+    parsed: ParsedDocument,
+    count_tokens: Callable[[list[str]], list[int]],
+    splitter: Splitter,
+    max_spans: int | None = None,
+) -> list[Span]:
     """Build the span list of ``parsed`` in pre-order; ``count_tokens`` is called once."""
     text = parsed.text
     b = _Builder(doc_id, text, max_spans=max_spans)
@@ -77,7 +96,7 @@ def build_span_tree(doc_id: str, parsed: ParsedDocument,
 
     def close(section: _OpenSection) -> None:
         section.span.end = section.last_end
-        section.span.text = text[section.span.start:section.last_end]
+        section.span.text = text[section.span.start : section.last_end]
         if stack:  # a closed subsection extends its parent
             stack[-1].last_end = max(stack[-1].last_end, section.last_end)
 
@@ -114,7 +133,7 @@ def _add_table(b: _Builder, block: Block, parent: Span, path: list[str]) -> None
     table = b.add("table", block.start, block.end, parent, path)
     header = ""
     if block.header is not None:
-        header = b.text[block.header.start:block.header.end].strip()
+        header = b.text[block.header.start : block.header.end].strip()
     for row in block.rows:
         start, end = _trim(b.text, row.start, row.end)
         if start < end and block.start <= start and end <= block.end:
@@ -122,7 +141,7 @@ def _add_table(b: _Builder, block: Block, parent: Span, path: list[str]) -> None
 
 
 def _heading_title(text: str, block: Block) -> str:
-    return " ".join(text[block.start:block.end].split())
+    return " ".join(text[block.start : block.end].split())
 
 
 def _trim(text: str, start: int, end: int) -> tuple[int, int]:
@@ -139,6 +158,7 @@ def _clean_blocks(blocks: list[Block], text: str) -> list[Block]:
         start = max(0, min(block.start, len(text)))
         start, end = _trim(text, start, max(start, min(block.end, len(text))))
         if start < end:
-            cleaned.append(Block(kind=block.kind, start=start, end=end, level=block.level,
-                                 header=block.header, rows=block.rows))
+            cleaned.append(
+                Block(kind=block.kind, start=start, end=end, level=block.level, header=block.header, rows=block.rows)
+            )
     return cleaned

@@ -77,7 +77,7 @@ def decode_tokens(encoded: EncodedTokens) -> np.ndarray:
     return (bits * 2.0 - 1.0) / np.sqrt(encoded.dim, dtype=np.float32)
 
 
-def similarities(query: np.ndarray, tokens: "EncodedTokens | np.ndarray") -> np.ndarray:
+def similarities(query: np.ndarray, tokens: EncodedTokens | np.ndarray) -> np.ndarray:
     """``query @ decode(tokens).T`` [n_query, n_tokens] without materializing decoded floats
     where the codec allows: binary uses ``q·(2b − 1)/√d = (2 q·b − Σq)/√d`` on the raw bits
     and int8 applies its scales to the product (one pass over the codes fewer than decoding

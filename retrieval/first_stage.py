@@ -24,13 +24,9 @@ def fetch_signals(
 ) -> dict[str, list[ScoredSpanId]]:
     signals: dict[str, list[ScoredSpanId]] = {}
     if params.dense_granularities:
-        signals["dense"] = store.dense_search(
-            collection, query_vector, params.k, params.dense_granularities
-        )
+        signals["dense"] = store.dense_search(collection, query_vector, params.k, params.dense_granularities)
     for granularity in params.bm25_granularities:
-        signals[f"bm25:{granularity}"] = store.lexical_search(
-            collection, question, params.k, granularity
-        )
+        signals[f"bm25:{granularity}"] = store.lexical_search(collection, question, params.k, granularity)
     return signals
 
 
@@ -76,9 +72,7 @@ def maxsim_documents(
     return [ScoredSpanId(packed.first_span_ids[i], float(scores[i])) for i in order]
 
 
-def xtr_documents(
-    store: SpanStore, collection: str, query_tokens: np.ndarray, k: int
-) -> list[ScoredSpanId]:
+def xtr_documents(store: SpanStore, collection: str, query_tokens: np.ndarray, k: int) -> list[ScoredSpanId]:
     """Token retrieval as a first stage (XTR): the ``k`` nearest stored tokens of each query
     token, documents scored from those hits alone (see :mod:`retrieval.scoring.xtr`)."""
     hits = store.token_search(collection, query_tokens, k)
@@ -87,9 +81,7 @@ def xtr_documents(
     return [ScoredSpanId(hits.first_span_ids[i], float(scores[i])) for i in order]
 
 
-def rank_documents(
-    signals: dict[str, list[ScoredSpanId]], params: FirstStageParams
-) -> list[RankedDocument]:
+def rank_documents(signals: dict[str, list[ScoredSpanId]], params: FirstStageParams) -> list[RankedDocument]:
     """Document-level RRF over ``params.document_signals``.
 
     In each signal's list a document ranks where its best span ranks (max, not mean: a long

@@ -96,9 +96,7 @@ class FirstStageParams(BaseModel):
     span_fusion_depth: int = Field(200, ge=1, description="hits per list that enter span-level fusion")
     rrf_k: int = Field(60, ge=1, description="reciprocal-rank-fusion constant")
     dense_weight: float = Field(1.0, ge=0, description="weight of the dense list in RRF")
-    bm25_weight: float = Field(
-        1.0, ge=0, description="weight of BM25 in RRF, shared by its per-granularity lists"
-    )
+    bm25_weight: float = Field(1.0, ge=0, description="weight of BM25 in RRF, shared by its per-granularity lists")
     maxsim_depth: int = Field(
         0, ge=0, description="top documents rescored by token-level MaxSim (0: off; needs token vectors)"
     )
@@ -184,9 +182,13 @@ class BubbleParams(BaseModel):
     )
     span_weight: float = Field(0.4, ge=0, description="bubble: weight of the piece's own first-stage score")
     coverage_weight: float = Field(0.2, ge=0, description="bubble: weight of newly covered question terms")
-    redundancy_weight: float = Field(1.0, ge=0, description="bubble: penalty per unit of similarity above the threshold")
+    redundancy_weight: float = Field(
+        1.0, ge=0, description="bubble: penalty per unit of similarity above the threshold"
+    )
     redundancy_threshold: float = Field(0.7, ge=-1, le=1, description="bubble: similarity where the penalty starts")
-    duplicate_similarity: float = Field(0.95, ge=-1, le=1, description="bubble: at or above this a piece is dropped as redundant")
+    duplicate_similarity: float = Field(
+        0.95, ge=-1, le=1, description="bubble: at or above this a piece is dropped as redundant"
+    )
     section_cap: int = Field(4, ge=1, description="bubble: most pieces from one section, table or paragraph group")
     doc_cap: int = Field(6, ge=1, description="bubble: most pieces from one document")
     min_gain: float = Field(0.2, description="bubble: stop growing below this gain")
@@ -201,7 +203,8 @@ class CompressionParams(BaseModel):
     model_config = _GROUP_CONFIG
 
     method: CompressionMethod = Field(
-        "off", description="prune the selected context before the generator (compression/): whole"
+        "off",
+        description="prune the selected context before the generator (compression/): whole"
         " sentences and rows, optionally then words; runs only when the context exceeds the target",
     )
     budget_tokens: CompressBudgetTokens | None = Field(
@@ -211,17 +214,19 @@ class CompressionParams(BaseModel):
         None, description="compression target as a share of the selected context's tokens"
     )
     relevance_weight: float = Field(1.0, ge=0, description="compression: weight of a piece's cosine with the question")
-    prior_weight: float = Field(2.5, ge=0, description="compression: weight of the selector's score of the piece's span")
+    prior_weight: float = Field(
+        2.5, ge=0, description="compression: weight of the selector's score of the piece's span"
+    )
     coverage_weight: float = Field(
         6.0, ge=0, description="compression: weight of the question tokens a piece newly covers (MaxSim terms)"
     )
     lead_weight: float = Field(0.3, ge=0, description="compression: bonus for the first sentence of a paragraph")
     bridge_weight: float = Field(
-        0.3, ge=0, description="compression: extra bonus for the first piece of a document the selector reached through the graph"
+        0.3,
+        ge=0,
+        description="compression: extra bonus for the first piece of a document the selector reached through the graph",
     )
-    token_drop: float = Field(
-        0.2, ge=0, lt=1, description="sentence+token: share of the target left to word dropping"
-    )
+    token_drop: float = Field(0.2, ge=0, lt=1, description="sentence+token: share of the target left to word dropping")
 
     @property
     def on(self) -> bool:
@@ -236,13 +241,20 @@ GROUPS: dict[str, type[BaseModel]] = {
     "bubble": BubbleParams,
     "compress": CompressionParams,
 }
-_PREFIXES = {"first_stage": "", "selection": "", "adaptive_k": "adaptive_", "clustered": "cluster_",
-             "bubble": "bubble_", "compress": "compress_"}
+_PREFIXES = {
+    "first_stage": "",
+    "selection": "",
+    "adaptive_k": "adaptive_",
+    "clustered": "cluster_",
+    "bubble": "bubble_",
+    "compress": "compress_",
+}
 _RENAMED = {("first_stage", "k"): "first_stage_k", ("compress", "method"): "compression"}
 
 FLAT_NAMES: dict[str, tuple[str, str]] = {
     _RENAMED.get((group, name), _PREFIXES[group] + name): (group, name)
-    for group, model in GROUPS.items() for name in model.model_fields
+    for group, model in GROUPS.items()
+    for name in model.model_fields
 }
 """Every flat knob name (the names before grouping) → its (group, field)."""
 
@@ -250,9 +262,9 @@ FLAT_NAMES: dict[str, tuple[str, str]] = {
 class RetrievalParams(BaseModel):
     """Knobs of the retrieval stack, one group per stage; flat names map into the groups.
 
-        >>> p = RetrievalParams(selector="bubble", bubble_anchor_docs=2, compression="sentence")
-        >>> p.selection.selector, p.bubble.anchor_docs, p.compress.method, p.top_k
-        ('bubble', 2, 'sentence', 5)
+    >>> p = RetrievalParams(selector="bubble", bubble_anchor_docs=2, compression="sentence")
+    >>> p.selection.selector, p.bubble.anchor_docs, p.compress.method, p.top_k
+    ('bubble', 2, 'sentence', 5)
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -322,7 +334,20 @@ class RetrievalParams(BaseModel):
 
 
 __all__ = [
-    "AdaptiveKParams", "BubbleParams", "BudgetTokens", "ClusteredParams", "CompressBudgetTokens",
-    "CompressRatio", "CompressionMethod", "CompressionParams", "FLAT_NAMES", "FirstStageParams", "GROUPS",
-    "OVERRIDE_NAMES", "RetrievalOverrides", "RetrievalParams", "SelectionParams", "TopK",
+    "AdaptiveKParams",
+    "BubbleParams",
+    "BudgetTokens",
+    "ClusteredParams",
+    "CompressBudgetTokens",
+    "CompressRatio",
+    "CompressionMethod",
+    "CompressionParams",
+    "FLAT_NAMES",
+    "FirstStageParams",
+    "GROUPS",
+    "OVERRIDE_NAMES",
+    "RetrievalOverrides",
+    "RetrievalParams",
+    "SelectionParams",
+    "TopK",
 ]

@@ -21,6 +21,7 @@ from indexing.embed import Encoder, TokenEncoder
 from indexing.graph import GraphIndex
 from indexing.spans import Span
 from indexing.store.base import SpanStore, StoreMismatch
+from retrieval.context import share_table_headers
 from retrieval.first_stage import (
     fetch_signals,
     fuse,
@@ -29,7 +30,6 @@ from retrieval.first_stage import (
     score_candidates,
     xtr_documents,
 )
-from retrieval.context import share_table_headers
 from retrieval.params import RetrievalParams
 from retrieval.selection import SELECTORS, SelectionInputs
 from retrieval.types import PIECE_GRANULARITIES, Candidate, Context, ContextSpan, RetrievalResult
@@ -64,8 +64,12 @@ def _registry(*specs: PipelineSpec) -> dict[str, PipelineSpec]:
 
 HYBRID = RetrievalParams()
 DEFAULT = RetrievalParams(
-    first_stage_k=300, bm25_granularities=["document", "sentence", "row"], maxsim_depth=30,
-    selector="bubble", top_k=40, budget_tokens=500,
+    first_stage_k=300,
+    bm25_granularities=["document", "sentence", "row"],
+    maxsim_depth=30,
+    selector="bubble",
+    top_k=40,
+    budget_tokens=500,
 )
 PIPELINES: dict[str, PipelineSpec] = _registry(
     PipelineSpec(
@@ -248,7 +252,11 @@ class Retriever:
         if first.maxsim_depth:
             t = time.perf_counter()
             signals["maxsim"] = maxsim_documents(
-                self.store, collection, tokens, ranked_documents, first.maxsim_depth,
+                self.store,
+                collection,
+                tokens,
+                ranked_documents,
+                first.maxsim_depth,
                 self.scoring_device,
             )
             ranked_documents = rank_documents(signals, first)
@@ -257,7 +265,8 @@ class Retriever:
         if not candidates:  # only document-level signals (xtr-only): each document's best span
             candidates = score_candidates(
                 [Candidate(d.best_span_id, {"rrf_span": 0.0}, {}) for d in ranked_documents],
-                ranked_documents, first,
+                ranked_documents,
+                first,
             )
 
         t = time.perf_counter()
@@ -266,9 +275,7 @@ class Retriever:
         for candidate in pool:
             candidate.span = loaded.get(candidate.span_id)
         pool = [c for c in pool if c.span is not None]  # gone if another writer deleted it
-        inputs = SelectionInputs(
-            collection, question, query_vector, self.store, self.encoder.count_tokens, self.graph
-        )
+        inputs = SelectionInputs(collection, question, query_vector, self.store, self.encoder.count_tokens, self.graph)
         selector = self.selectors[params.selection.selector]
         options = getattr(params, selector.group) if selector.group else None  # its own group
         context = selector.select(pool, params.selection, inputs, options)
@@ -276,9 +283,14 @@ class Retriever:
         timings["selection_ms"] = _ms(t)
         timings["retrieval_ms"] = _ms(started)
         return RetrievalResult(
-            question=question, pipeline=name, query_vector=query_vector,
-            candidates=candidates, ranked_documents=ranked_documents, context=context,
-            timings_ms=timings, query_tokens=tokens,
+            question=question,
+            pipeline=name,
+            query_vector=query_vector,
+            candidates=candidates,
+            ranked_documents=ranked_documents,
+            context=context,
+            timings_ms=timings,
+            query_tokens=tokens,
         )
 
     def _check_token_model(self, collection: str) -> None:
@@ -337,8 +349,11 @@ def _drop_vanished(context: Context, kept: list[ContextSpan]) -> None:
             entry.decision, entry.reason = "dropped", "vanished"
     rows = [item for item in kept if item.span.granularity == "row" and item.span.header]
     # what a row not showing its header saves is its header's tokens
-    header_tokens = {item.span.parent_id or item.span.doc_id: item.span.n_tokens - item.n_tokens
-                     for item in rows if not item.show_header}
+    header_tokens = {
+        item.span.parent_id or item.span.doc_id: item.span.n_tokens - item.n_tokens
+        for item in rows
+        if not item.show_header
+    }
     share_table_headers(rows, header_tokens)
     context.spans = kept
     context.n_tokens = sum(item.n_tokens for item in kept)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from indexing.store.base import StoreCapability, missing_capabilities, require, store_name, UnsupportedCapability
+from indexing.store.base import StoreCapability, UnsupportedCapability, missing_capabilities, require, store_name
 from retrieval.params import RetrievalParams
 from retrieval.pipeline import PIPELINES, UnknownPipeline, get_pipeline
 
@@ -40,7 +40,9 @@ def needed_capabilities(params: RetrievalParams) -> frozenset[StoreCapability]:
 
 def supported_pipelines(store: Any) -> list[str]:
     """The names of the registered pipelines ``store`` can run."""
-    return sorted(n for n, spec in PIPELINES.items() if not missing_capabilities(store, needed_capabilities(spec.params)))
+    return sorted(
+        n for n, spec in PIPELINES.items() if not missing_capabilities(store, needed_capabilities(spec.params))
+    )
 
 
 def require_pipeline(store: Any, name: str, overrides: dict | None = None) -> RetrievalParams:

@@ -9,7 +9,6 @@ import numpy as np
 
 from indexing.spans import Span, doc_id_of  # noqa: F401  (doc_id_of: re-exported, its home is indexing.spans)
 
-
 PIECE_GRANULARITIES = ("sentence", "row")  # what a context shows and an answer cites
 
 
@@ -44,8 +43,15 @@ class RankedDocument:
 
 
 DropReason = Literal[
-    "budget", "overlap", "k_reached", "below_cut", "cluster_duplicate", "redundant",
-    "section_cap", "doc_cap", "low_gain",
+    "budget",
+    "overlap",
+    "k_reached",
+    "below_cut",
+    "cluster_duplicate",
+    "redundant",
+    "section_cap",
+    "doc_cap",
+    "low_gain",
     "vanished",  # deleted or replaced by a concurrent write after the first stage found it
 ]
 

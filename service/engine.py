@@ -19,27 +19,41 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
 from functools import cached_property
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from generation.types import Answer, History, Sampling
 from indexing.store.base import CollectionNotFound, SpanStore
-from service.results import AnswerDelta, QueryAnswer, QueryEvent, QueryResult, QuerySources
-from service.results import context_payload, ranked_payload  # re-exported: their home is service.results
+from service.results import (  # re-exported: their home is service.results
+    AnswerDelta,
+    QueryAnswer,
+    QueryEvent,
+    QueryResult,
+    QuerySources,
+    context_payload,
+    ranked_payload,
+)
 from service.settings import Settings
 
 if TYPE_CHECKING:  # the heavy parts (torch, FAISS, networkx, the parsers) load on first use
     from generation.base import Generator
     from indexing.embed import Encoder, TokenEncoder
     from indexing.graph import GraphIndex
-    from indexing.ingest import IngestProgress, IngestReport, Ingestor
+    from indexing.ingest import Ingestor, IngestProgress, IngestReport
     from indexing.parsers.limits import ParseLimits
     from retrieval.types import RetrievalResult
     from service.stages import PipelineRunner
 
 
-__all__ = ["DocumentConflict", "QueryEvent", "QueryResult", "RagService", "ServiceListener", "UnknownGenerator",
-           "context_payload", "ranked_payload"]
+__all__ = [
+    "DocumentConflict",
+    "QueryEvent",
+    "QueryResult",
+    "RagService",
+    "ServiceListener",
+    "UnknownGenerator",
+    "context_payload",
+    "ranked_payload",
+]
 
 
 class UnknownGenerator(ValueError):
@@ -75,8 +89,11 @@ class RagService:
 
             return QdrantStore(
                 url=self.settings.qdrant_url,
-                path=None if self.settings.qdrant_url else (self.settings.qdrant_path or self.settings.data_dir / "qdrant"),
-                api_key=self.settings.qdrant_api_key, shards=self.settings.qdrant_shards,
+                path=None
+                if self.settings.qdrant_url
+                else (self.settings.qdrant_path or self.settings.data_dir / "qdrant"),
+                api_key=self.settings.qdrant_api_key,
+                shards=self.settings.qdrant_shards,
                 replication=self.settings.qdrant_replication,
             )
         from indexing.store.dense_index import DenseIndexSpec
@@ -90,9 +107,7 @@ class RagService:
     def encoder(self) -> Encoder:
         from indexing.embed import Encoder
 
-        return Encoder.load(
-            self.settings.embedding_model, self.settings.device, self.settings.embed_batch_size
-        )
+        return Encoder.load(self.settings.embedding_model, self.settings.device, self.settings.embed_batch_size)
 
     @cached_property
     def token_encoder(self) -> TokenEncoder:
@@ -100,9 +115,7 @@ class RagService:
             return self.encoder
         from indexing.colbert import ColbertTokenEncoder
 
-        return ColbertTokenEncoder(
-            self.settings.token_model, self.settings.device, self.settings.embed_batch_size
-        )
+        return ColbertTokenEncoder(self.settings.token_model, self.settings.device, self.settings.embed_batch_size)
 
     @cached_property
     def parse_limits(self) -> ParseLimits:
@@ -110,9 +123,13 @@ class RagService:
 
         s = self.settings
         return ParseLimits(
-            max_bytes=s.max_document_bytes, max_chars=s.max_document_chars, max_spans=s.max_document_spans,
-            max_table_cells=s.max_table_cells, max_table_columns=s.max_table_columns,
-            max_nesting_depth=s.max_nesting_depth, max_metadata_bytes=s.max_metadata_bytes,
+            max_bytes=s.max_document_bytes,
+            max_chars=s.max_document_chars,
+            max_spans=s.max_document_spans,
+            max_table_cells=s.max_table_cells,
+            max_table_columns=s.max_table_columns,
+            max_nesting_depth=s.max_nesting_depth,
+            max_metadata_bytes=s.max_metadata_bytes,
             max_metadata_depth=s.max_metadata_depth,
         )
 
@@ -122,8 +139,12 @@ class RagService:
         from indexing.sentences import SentenceSplitter
 
         return Ingestor(
-            self.store, self.encoder, SentenceSplitter(), self.settings.ingest_batch_docs,
-            token_encoder=self.token_encoder, limits=self.parse_limits,
+            self.store,
+            self.encoder,
+            SentenceSplitter(),
+            self.settings.ingest_batch_docs,
+            token_encoder=self.token_encoder,
+            limits=self.parse_limits,
         )
 
     @cached_property
@@ -141,8 +162,9 @@ class RagService:
         from indexing.embed import pick_device
         from service.stages import PipelineRunner
 
-        return PipelineRunner(self.store, self.encoder, self.token_encoder, self.graph,
-                              scoring_device=pick_device(self.settings.device))
+        return PipelineRunner(
+            self.store, self.encoder, self.token_encoder, self.graph, scoring_device=pick_device(self.settings.device)
+        )
 
     @cached_property
     def generator(self) -> Generator:
@@ -160,25 +182,31 @@ class RagService:
             try:
                 import openai  # noqa: F401  (the `llm` extra)
             except ImportError:
-                raise UnknownGenerator("SPANRAG_GENERATOR=openai needs the openai package:"
-                                       " pip install 'spanrag[llm]'") from None
-            return OpenAICompatibleGenerator(OpenAICompatibleOptions(
-                base_url=self.settings.llm_base_url, model=self.settings.llm_model,
-                api_key=self.settings.llm_api_key, timeout_s=self.settings.llm_timeout_s,
-                max_retries=self.settings.llm_max_retries, system_role=self.settings.llm_system_role,
-                max_tokens=self.settings.llm_max_tokens,
-            ))
+                raise UnknownGenerator(
+                    "SPANRAG_GENERATOR=openai needs the openai package: pip install 'spanrag[llm]'"
+                ) from None
+            return OpenAICompatibleGenerator(
+                OpenAICompatibleOptions(
+                    base_url=self.settings.llm_base_url,
+                    model=self.settings.llm_model,
+                    api_key=self.settings.llm_api_key,
+                    timeout_s=self.settings.llm_timeout_s,
+                    max_retries=self.settings.llm_max_retries,
+                    system_role=self.settings.llm_system_role,
+                    max_tokens=self.settings.llm_max_tokens,
+                )
+            )
         raise UnknownGenerator(f"unknown generator {self.settings.generator!r}; known: extractive, openai")
 
     def warm_up(self) -> None:
         """Load everything a first query needs (store, models, indexes, generator), so that
         the first request does not pay for it, and finish what a crash interrupted (see
         ``repair``); ``/readyz`` turns green after this."""
-        self.generator
+        self.generator  # noqa: B018 (a cached property, built here for its side effect)
         self.encoder.encode(["warm-up"])
         if self.settings.token_model is not None:
-            self.token_encoder
-        self.retriever
+            self.token_encoder  # noqa: B018 (a cached property, built here for its side effect)
+        self.retriever  # noqa: B018 (a cached property, built here for its side effect)
         for collection in self.store.list_collections():
             self.repair(collection)
 
@@ -217,9 +245,7 @@ class RagService:
             self._tell("ingest", collection, {"report": report})
         return report
 
-    def ingest_paths(
-        self, collection: str, paths: list[Path], progress: IngestProgress | None = None
-    ) -> IngestReport:
+    def ingest_paths(self, collection: str, paths: list[Path], progress: IngestProgress | None = None) -> IngestReport:
         with self._write_lock:
             report = self.ingestor.ingest_paths(collection, paths, progress)
             return self._after_ingest(collection, report, progress)
@@ -257,7 +283,8 @@ class RagService:
             raise DocumentConflict(
                 f"document {taken[0]!r} was ingested from a file (spanrag ingest); an HTTP write cannot"
                 " replace it, or the next ingest of that folder would keep the HTTP text. Delete it"
-                " first or choose another id")
+                " first or choose another id"
+            )
 
     def ingest_text(
         self,
@@ -421,8 +448,12 @@ class RagService:
             yield "context", QuerySources.of(result, trace)
             for event in answer_events:
                 if isinstance(event, Answer):
-                    timings = {**result.timings_ms, "first_delta_ms": first_delta_ms,
-                               "generation_ms": _ms_since(generation_started), "total_ms": _ms_since(started)}
+                    timings = {
+                        **result.timings_ms,
+                        "first_delta_ms": first_delta_ms,
+                        "generation_ms": _ms_since(generation_started),
+                        "total_ms": _ms_since(started),
+                    }
                     yield "answer", QueryAnswer.of(event, timings)
                 else:
                     yield "delta", AnswerDelta(event)

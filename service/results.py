@@ -23,7 +23,7 @@ asked) (the retrieval half, ``QuerySources``). A stream sends the halves on thei
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Literal, Union
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # kept light: `spanrag --help` imports the service without numpy or models
     from generation.types import Answer, Citation
@@ -76,8 +76,10 @@ class QuerySources:
     @classmethod
     def of(cls, result: RetrievalResult, trace: bool = False) -> QuerySources:
         return cls(
-            context=list(result.context.spans), context_tokens=result.context.n_tokens,
-            compression=result.compression, pipeline=result.pipeline,
+            context=list(result.context.spans),
+            context_tokens=result.context.n_tokens,
+            compression=result.compression,
+            pipeline=result.pipeline,
             retrieval_question=result.retrieval_question,
             trace=list(result.context.trace) if trace else None,
         )
@@ -86,8 +88,11 @@ class QuerySources:
         return usage_dict(self.context_tokens, self.compression)
 
     def as_dict(self) -> dict:
-        out = {"context": [span_payload(item) for item in self.context], "usage": self.usage(),
-               "pipeline": self.pipeline}
+        out = {
+            "context": [span_payload(item) for item in self.context],
+            "usage": self.usage(),
+            "pipeline": self.pipeline,
+        }
         if self.retrieval_question is not None:
             out["retrieval_question"] = self.retrieval_question
         if self.trace is not None:
@@ -117,23 +122,30 @@ class QueryResult:
         return {**self.answer.as_dict(), **self.sources.as_dict()}
 
 
-QueryEvent = Union[
-    tuple[Literal["context"], QuerySources], tuple[Literal["delta"], AnswerDelta], tuple[Literal["answer"], QueryAnswer]
-]
+QueryEvent = (
+    tuple[Literal["context"], QuerySources]
+    | tuple[Literal["delta"], AnswerDelta]
+    | tuple[Literal["answer"], QueryAnswer]
+)
 """One event of ``RagService.query_stream``: ``(kind, payload)``; ``payload.as_dict()`` is
 what a stream sends."""
 
 
 # -- JSON pieces, shared with /retrieve and the LangChain retriever -----------------------------
 
+
 def span_payload(item: ContextSpan, standalone: bool = False) -> dict:
     """``text`` is what the context shows; ``standalone`` pieces (returned one by one, best
     first) always carry their table header."""
     span = item.span
     return {
-        "span_id": span.id, "doc_id": span.doc_id,
-        "text": span.context_text if standalone else item.text, "score": item.score,
-        "granularity": span.granularity, "start": span.start, "end": span.end,
+        "span_id": span.id,
+        "doc_id": span.doc_id,
+        "text": span.context_text if standalone else item.text,
+        "score": item.score,
+        "granularity": span.granularity,
+        "start": span.start,
+        "end": span.end,
         "heading_path": span.heading_path,
     }
 
@@ -143,8 +155,7 @@ def usage_dict(context_tokens: int, report: CompressionReport | None) -> dict:
     (``compression`` is None when the pipeline has no compression stage)."""
     return {
         "context_tokens": context_tokens,
-        "compression": None if report is None else {
-            **asdict(report), "removed_share": round(report.removed_share, 4)},
+        "compression": None if report is None else {**asdict(report), "removed_share": round(report.removed_share, 4)},
     }
 
 

@@ -26,13 +26,17 @@ class Settings(BaseSettings, RetrievalOverrides):
 
     data_dir: Path = Field(Path(".spanrag"), description="where SQLite, FAISS and BM25 files live")
     dense_index: Literal["flat", "hnsw", "ivf"] = Field(
-        "flat", description="FAISS index of the span vectors: 'flat' (exact), 'hnsw' or 'ivf' (approximate, one per granularity)"
+        "flat",
+        description="FAISS index of the span vectors: 'flat' (exact), 'hnsw' or 'ivf' (approximate, one per granularity)",
     )
     store: Literal["sqlite_faiss", "qdrant"] = Field(
-        "sqlite_faiss", description="span store: SQLite + FAISS in data_dir, or Qdrant (a server/cluster, or local mode)"
+        "sqlite_faiss",
+        description="span store: SQLite + FAISS in data_dir, or Qdrant (a server/cluster, or local mode)",
     )
     qdrant_url: str | None = Field(None, description="Qdrant server or cluster, e.g. http://qdrant-1:6333")
-    qdrant_path: Path | None = Field(None, description="Qdrant local mode folder (default: data_dir/qdrant when no URL)")
+    qdrant_path: Path | None = Field(
+        None, description="Qdrant local mode folder (default: data_dir/qdrant when no URL)"
+    )
     qdrant_api_key: str | None = Field(None, description="Qdrant API key")
     qdrant_shards: int = Field(1, ge=1, description="shards of each new collection (a cluster spreads them over nodes)")
     qdrant_replication: int = Field(1, ge=1, description="copies of each shard (2: a node may die without losing data)")
@@ -54,12 +58,20 @@ class Settings(BaseSettings, RetrievalOverrides):
     token_granularities: list[Granularity] = Field(
         default_factory=lambda: ["paragraph", "row"], description="spans that get token vectors"
     )
-    graph: bool = Field(True, description="keep the graph index (entities, structure, semantic neighbours) for the bubble")
-    pipeline: str = Field("default", description="retrieval pipeline the service runs (see `spanrag eval --list-pipelines`)")
+    graph: bool = Field(
+        True, description="keep the graph index (entities, structure, semantic neighbours) for the bubble"
+    )
+    pipeline: str = Field(
+        "default", description="retrieval pipeline the service runs (see `spanrag eval --list-pipelines`)"
+    )
     # top_k, budget_tokens, compression, compress_budget_tokens, compress_ratio: the override
     # knobs of retrieval.params.RetrievalOverrides (SPANRAG_TOP_K, ...), declared there once
-    generator: str = Field("extractive", description="answer generator: 'extractive' or 'openai' (any OpenAI-compatible endpoint)")
-    llm_base_url: str = Field("http://127.0.0.1:8080/v1", description="OpenAI-compatible endpoint, up to and including /v1")
+    generator: str = Field(
+        "extractive", description="answer generator: 'extractive' or 'openai' (any OpenAI-compatible endpoint)"
+    )
+    llm_base_url: str = Field(
+        "http://127.0.0.1:8080/v1", description="OpenAI-compatible endpoint, up to and including /v1"
+    )
     llm_model: str = Field("", description="model name the endpoint serves")
     llm_api_key: str | None = Field(None, description="API key (local servers ignore it)")
     llm_timeout_s: float = Field(60.0, gt=0, description="per attempt; a whole non-streamed answer must fit in it")
@@ -68,24 +80,32 @@ class Settings(BaseSettings, RetrievalOverrides):
     llm_system_role: bool = Field(True, description="false for chat formats without a system role (Gemma on llama.cpp)")
     answer_sentences: int = Field(3, ge=1, description="sentences the extractive generator cites")
     chat_follow_up_turns: int = Field(
-        2, ge=0, description="a chat follow-up ('how many moons does it have?') is searched with this many earlier user turns; 0: the last turn alone"
+        2,
+        ge=0,
+        description="a chat follow-up ('how many moons does it have?') is searched with this many earlier user turns; 0: the last turn alone",
     )
     host: str = "127.0.0.1"
     port: int = 8000
     # -- exposure: keys, browsers, limits (README: Security) --------------------------------
     allow_open: bool = Field(
-        False, description="serve without API keys on a non-loopback address (anyone who reaches the port may read and write)"
+        False,
+        description="serve without API keys on a non-loopback address (anyone who reaches the port may read and write)",
     )
     allowed_hosts: list[str] | None = Field(
-        None, description="Host header values accepted (DNS-rebinding guard); None: the loopback names when bound to loopback, any otherwise"
+        None,
+        description="Host header values accepted (DNS-rebinding guard); None: the loopback names when bound to loopback, any otherwise",
     )
     cors_origins: list[str] = Field(
         default_factory=list, description="web origins allowed to call the API from a browser (CORS); empty: none"
     )
-    rate_limit_per_minute: int = Field(600, ge=0, description="requests a minute per API key; 0: no limit (an open server, without keys, has none)")
+    rate_limit_per_minute: int = Field(
+        600, ge=0, description="requests a minute per API key; 0: no limit (an open server, without keys, has none)"
+    )
     rate_limit_burst: int = Field(60, ge=1, description="requests a key may send at once before the rate applies")
     max_request_bytes: int = Field(1_000_000, ge=1024, description="largest request body, except document uploads")
-    max_upload_bytes: int = Field(20_000_000, ge=1024, description="largest document upload (multipart file or JSON document)")
+    max_upload_bytes: int = Field(
+        20_000_000, ge=1024, description="largest document upload (multipart file or JSON document)"
+    )
     max_document_bytes: int = Field(50_000_000, ge=1, description="largest file a parser reads (CLI ingest included)")
     max_document_chars: int = Field(5_000_000, ge=1, description="most characters of a parsed document")
     max_document_spans: int = Field(200_000, ge=1, description="most spans of one document")
@@ -95,7 +115,9 @@ class Settings(BaseSettings, RetrievalOverrides):
     max_metadata_bytes: int = Field(65_536, ge=2, description="largest document metadata, as JSON")
     max_metadata_depth: int = Field(16, ge=1, description="deepest nesting of document metadata")
     max_question_chars: int = Field(4000, ge=1, description="longest question")
-    max_chat_chars: int = Field(32_000, ge=1, description="most characters of all chat messages of one request together")
+    max_chat_chars: int = Field(
+        32_000, ge=1, description="most characters of all chat messages of one request together"
+    )
     max_chat_messages: int = Field(64, ge=1, description="most messages of one chat request")
     json_logs: bool = Field(True, description="log one JSON object per line (with the request id) from `spanrag serve`")
 

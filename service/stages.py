@@ -70,10 +70,19 @@ class PipelineRunner:
         if not compressing:
             return result
         t = time.perf_counter()
-        result.context, result.compression = self.compressor.compress(result.context, params.compress, CompressionInputs(
-            collection, question, result.query_vector, self.store, self.encoder.count_tokens,
-            result.query_tokens, self.token_encoder,
-        ))
+        result.context, result.compression = self.compressor.compress(
+            result.context,
+            params.compress,
+            CompressionInputs(
+                collection,
+                question,
+                result.query_vector,
+                self.store,
+                self.encoder.count_tokens,
+                result.query_tokens,
+                self.token_encoder,
+            ),
+        )
         timings = result.timings_ms
         timings.pop("retrieval_ms")  # the whole query's retrieval, compression included, comes last
         timings["compression_ms"] = _ms(t)

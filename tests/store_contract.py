@@ -47,22 +47,52 @@ def unit_vectors(n: int, seed: int) -> np.ndarray:
 def make_doc(doc_id: str, sentences: list[str], seed: int):
     """A document span plus one sentence span per sentence, offsets into the joined text."""
     text = " ".join(sentences)
-    doc = Document(id=doc_id, collection=C, title=doc_id, source=f"/src/{doc_id}",
-                   content_hash=f"hash-{seed}", text=text, metadata={"seed": seed})
-    spans = [Span(id=f"{doc_id}#0", doc_id=doc_id, parent_id=None, granularity="document",
-                  start=0, end=len(text), text=text, n_tokens=len(text.split()), order=0)]
+    doc = Document(
+        id=doc_id,
+        collection=C,
+        title=doc_id,
+        source=f"/src/{doc_id}",
+        content_hash=f"hash-{seed}",
+        text=text,
+        metadata={"seed": seed},
+    )
+    spans = [
+        Span(
+            id=f"{doc_id}#0",
+            doc_id=doc_id,
+            parent_id=None,
+            granularity="document",
+            start=0,
+            end=len(text),
+            text=text,
+            n_tokens=len(text.split()),
+            order=0,
+        )
+    ]
     pos = 0
     for i, sentence in enumerate(sentences, start=1):
         start = text.index(sentence, pos)
         pos = start + len(sentence)
-        spans.append(Span(id=f"{doc_id}#{i}", doc_id=doc_id, parent_id=f"{doc_id}#0",
-                          granularity="sentence", start=start, end=pos, text=sentence,
-                          heading_path=[doc_id], n_tokens=len(sentence.split()), order=i))
+        spans.append(
+            Span(
+                id=f"{doc_id}#{i}",
+                doc_id=doc_id,
+                parent_id=f"{doc_id}#0",
+                granularity="sentence",
+                start=start,
+                end=pos,
+                text=sentence,
+                heading_path=[doc_id],
+                n_tokens=len(sentence.split()),
+                order=i,
+            )
+        )
     return doc, spans, unit_vectors(len(spans), seed)
 
 
-ALPHA = make_doc("alpha", ["The giraffe has a long neck.", "Zebras have stripes.",
-                           "Lions sleep most of the day."], seed=1)
+ALPHA = make_doc(
+    "alpha", ["The giraffe has a long neck.", "Zebras have stripes.", "Lions sleep most of the day."], seed=1
+)
 BETA = make_doc("beta", ["Copper conducts electricity well.", "Iron rusts in wet air."], seed=2)
 ALPHA_V2 = make_doc("alpha", ["Penguins cannot fly."], seed=3)
 
@@ -169,7 +199,10 @@ class SpanStoreContract:
     def test_a_pipeline_needing_a_missing_capability_is_refused_when_chosen(self, store, tmp_path):
         from retrieval.pipeline import PIPELINES
         from retrieval.requirements import (
-            PipelineNotSupported, needed_capabilities, require_pipeline, supported_pipelines,
+            PipelineNotSupported,
+            needed_capabilities,
+            require_pipeline,
+            supported_pipelines,
         )
         from service.engine import RagService
         from service.settings import Settings
@@ -184,7 +217,10 @@ class SpanStoreContract:
                 require_pipeline(store, name)
                 continue
             assert name not in runs
-            for choose in (lambda: require_pipeline(store, name), lambda: rag.retrieve(C, "giraffe?", name)):
+            for choose in (
+                lambda name=name: require_pipeline(store, name),
+                lambda name=name: rag.retrieve(C, "giraffe?", name),
+            ):
                 with pytest.raises(PipelineNotSupported) as refused:
                     choose()
                 message = refused.value.args[0]
@@ -204,7 +240,7 @@ class SpanStoreContract:
         assert [s.text for s in store.document_spans(C, "alpha")] == [s.text for s in ALPHA[1]]
         assert store.count_spans(C, "alpha") == 4
         for span in store.document_spans(C, "alpha"):
-            assert doc.text[span.start:span.end] == span.text
+            assert doc.text[span.start : span.end] == span.text
         assert np.allclose(store.get_vectors(C, ["alpha#2"]), ALPHA[2][2:3])
         stats = store.collection_stats(C)
         assert stats["documents"] == 2 and stats["spans"] == 7
@@ -374,14 +410,18 @@ class SpanStoreContract:
         with pytest.raises(StoreMismatch, match="use another collection"):
             store.create_collection(C, model, dim)
 
-    @pytest.mark.parametrize("call", [
-        lambda s: s.collection_stats("ghost"),
-        lambda s: s.dense_search("ghost", unit_vectors(1, 0)[0], k=3),
-        lambda s: s.lexical_search("ghost", "giraffe", 3, "sentence"),
-        lambda s: s.replace_documents("ghost", [ALPHA]),
-        lambda s: s.delete_documents("ghost", ["alpha"]),
-        lambda s: s.get_vectors("ghost", ["alpha#0"]),
-    ], ids=["stats", "dense_search", "lexical_search", "replace", "delete", "get_vectors"])
+    @pytest.mark.parametrize(
+        "call",
+        [
+            lambda s: s.collection_stats("ghost"),
+            lambda s: s.dense_search("ghost", unit_vectors(1, 0)[0], k=3),
+            lambda s: s.lexical_search("ghost", "giraffe", 3, "sentence"),
+            lambda s: s.replace_documents("ghost", [ALPHA]),
+            lambda s: s.delete_documents("ghost", ["alpha"]),
+            lambda s: s.get_vectors("ghost", ["alpha#0"]),
+        ],
+        ids=["stats", "dense_search", "lexical_search", "replace", "delete", "get_vectors"],
+    )
     def test_unknown_collection_raises_collection_not_found(self, store, call):
         assert not store.has_collection("ghost")
         with pytest.raises(CollectionNotFound):
@@ -410,8 +450,7 @@ class SpanStoreContract:
         store.put_source(C, SourceRecord("/corpus/sub/b.md", "h2", ["b"]))
         store.put_source(C, SourceRecord("/corpus2/c.md", "h3", ["c"]))
         assert store.get_source(C, "/corpus/a.md") == SourceRecord("/corpus/a.md", "h1", ["a"])
-        assert sorted(r.path for r in store.list_sources(C, under="/corpus")) == [
-            "/corpus/a.md", "/corpus/sub/b.md"]
+        assert sorted(r.path for r in store.list_sources(C, under="/corpus")) == ["/corpus/a.md", "/corpus/sub/b.md"]
         store.put_source(C, SourceRecord("/corpus/a.md", "h9", ["a", "a2"]))
         assert store.get_source(C, "/corpus/a.md").doc_ids == ["a", "a2"]
         store.delete_source(C, "/corpus/a.md")
@@ -425,7 +464,12 @@ class SpanStoreContract:
         if not store.supports(StoreCapability.TOKEN_VECTORS):
             pytest.skip("no token vectors (the capability test checks they are refused)")
         tokens = unit_vectors(5, seed=9)
-        assert store.put_token_vectors(C, [("alpha#1", encode_tokens(tokens, codec)), ("ghost#1", encode_tokens(tokens, codec))], "tok") == 1
+        assert (
+            store.put_token_vectors(
+                C, [("alpha#1", encode_tokens(tokens, codec)), ("ghost#1", encode_tokens(tokens, codec))], "tok"
+            )
+            == 1
+        )
         (got,) = store.get_token_vectors(C, ["alpha#1"]).values()
         expected = encode_tokens(tokens, codec)
         assert got.codec == codec and np.array_equal(got.data, expected.data)

@@ -17,8 +17,10 @@ from indexing.store.base import CollectionNotFound
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 C = "docs"
 YEARS = "How long does a year last on Mercury and on Mars?"
-HISTORY = [{"role": "user", "content": "Which planets are rocky?"},
-           {"role": "assistant", "content": "Mercury, Venus, Earth and Mars [1]."}]
+HISTORY = [
+    {"role": "user", "content": "Which planets are rocky?"},
+    {"role": "assistant", "content": "Mercury, Venus, Earth and Mars [1]."},
+]
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +82,14 @@ def test_query_stream_sends_the_query_object_in_two_halves_around_the_deltas(rag
 
 
 def test_a_generator_that_cannot_answer_fails_when_the_stream_is_opened_not_when_it_is_read(make_rag, data_dir):
-    offline = make_rag(data_dir, generator="openai", llm_base_url=f"http://127.0.0.1:{free_port()}/v1",
-                       llm_model="none", llm_timeout_s=1, llm_max_retries=0)
+    offline = make_rag(
+        data_dir,
+        generator="openai",
+        llm_base_url=f"http://127.0.0.1:{free_port()}/v1",
+        llm_model="none",
+        llm_timeout_s=1,
+        llm_max_retries=0,
+    )
     result = offline.retrieve(C, YEARS)
     with pytest.raises(GeneratorUnavailable):
         offline.stream_answer(result)  # no iteration needed

@@ -51,9 +51,11 @@ def corpus(client):
     reports = {}
     for name, doc_id in SAMPLE_IDS.items():
         with open(SAMPLES / name, "rb") as f:
-            r = client.post(f"/v1/collections/{C}/documents",
-                            files={"file": (name, f, "application/octet-stream")},
-                            data={"doc_id": doc_id})
+            r = client.post(
+                f"/v1/collections/{C}/documents",
+                files={"file": (name, f, "application/octet-stream")},
+                data={"doc_id": doc_id},
+            )
         assert r.status_code == 201, r.text
         reports[name] = r.json()
     r = client.post(f"/v1/collections/{C}/documents", json=JUPITER)
@@ -68,6 +70,7 @@ def doc_url(doc_id: str, collection: str = C) -> str:
 
 # -- service basics --------------------------------------------------------------------------
 
+
 def test_healthz_is_ok(client):
     r = client.get("/healthz")
     assert r.status_code == 200 and r.json() == {"status": "ok"}
@@ -77,13 +80,18 @@ def test_openapi_schema_and_docs_are_served(client):
     schema = client.get("/openapi.json")
     assert schema.status_code == 200
     paths = schema.json()["paths"]
-    assert {"/v1/collections/{collection}/query", "/v1/collections/{collection}/retrieve",
-            "/v1/collections/{collection}/documents", "/healthz"} <= set(paths)
+    assert {
+        "/v1/collections/{collection}/query",
+        "/v1/collections/{collection}/retrieve",
+        "/v1/collections/{collection}/documents",
+        "/healthz",
+    } <= set(paths)
     docs = client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
 
 
 # -- documents -------------------------------------------------------------------------------
+
 
 def test_multipart_upload_ingests_a_sample_file(corpus):
     report = corpus["solar-system.html"]
@@ -117,11 +125,15 @@ def test_reposting_a_changed_document_replaces_it(client, corpus):
 
 
 def test_a_json_document_can_be_parsed_as_markdown(client, corpus):
-    doc = {"id": "notes/moons.md", "format": "markdown",
-           "text": "# Moons of Jupiter\n\n## Io\n\nIo is the most volcanic body in the Solar System.\n"}
+    doc = {
+        "id": "notes/moons.md",
+        "format": "markdown",
+        "text": "# Moons of Jupiter\n\n## Io\n\nIo is the most volcanic body in the Solar System.\n",
+    }
     assert client.post(f"/v1/collections/{C}/documents", json=doc).status_code == 201
-    spans = client.post(f"/v1/collections/{C}/retrieve",
-                        json={"question": "Which moon is the most volcanic?"}).json()["spans"]
+    spans = client.post(f"/v1/collections/{C}/retrieve", json={"question": "Which moon is the most volcanic?"}).json()[
+        "spans"
+    ]
     io = [s for s in spans if s["doc_id"] == doc["id"]]
     assert io and io[0]["heading_path"] == ["Moons of Jupiter", "Io"]
 
@@ -145,8 +157,9 @@ def test_delete_document_with_slashes_in_its_id_removes_it(client, corpus):
     assert r.status_code == 200 and r.json() == {"deleted": doc["id"]}
     assert client.get(doc_url(doc["id"])).status_code == 404
     assert client.delete(doc_url(doc["id"])).status_code == 404
-    hits = client.post(f"/v1/collections/{C}/retrieve",
-                       json={"question": "icy moon with a hidden ocean"}).json()["spans"]
+    hits = client.post(f"/v1/collections/{C}/retrieve", json={"question": "icy moon with a hidden ocean"}).json()[
+        "spans"
+    ]
     assert all(s["doc_id"] != doc["id"] for s in hits)
 
 
@@ -177,6 +190,7 @@ def test_collections_are_listed_with_their_sizes(client, corpus):
 
 # -- query and retrieve ----------------------------------------------------------------------
 
+
 def test_query_returns_an_answer_with_citations_in_the_documented_shape(client, corpus):
     r = client.post(f"/v1/collections/{C}/query", json={"question": MERCURY})
     assert r.status_code == 200
@@ -205,12 +219,11 @@ def test_citation_offsets_point_into_the_stored_document(client, corpus):
     out = client.post(f"/v1/collections/{C}/query", json={"question": MERCURY}).json()
     for c in out["citations"]:
         text = client.get(doc_url(c["doc_id"])).json()["text"]
-        assert text[c["start"]:c["end"]] in c["text"]
+        assert text[c["start"] : c["end"]] in c["text"]
 
 
 def test_query_respects_top_k_and_budget(client, corpus):
-    out = client.post(f"/v1/collections/{C}/query",
-                      json={"question": MERCURY, "top_k": 2, "budget_tokens": 60}).json()
+    out = client.post(f"/v1/collections/{C}/query", json={"question": MERCURY, "top_k": 2, "budget_tokens": 60}).json()
     assert 1 <= len(out["context"]) <= 2
     assert out["usage"]["context_tokens"] <= 60
 
@@ -218,8 +231,10 @@ def test_query_respects_top_k_and_budget(client, corpus):
 def test_a_query_can_ask_for_compression_and_is_told_what_it_did(client, corpus):
     full = client.post(f"/v1/collections/{C}/query", json={"question": MERCURY}).json()
     assert full["usage"]["compression"] is None  # the default pipeline has no compression stage
-    out = client.post(f"/v1/collections/{C}/query", json={
-        "question": MERCURY, "compression": "sentence", "compress_budget_tokens": 40}).json()
+    out = client.post(
+        f"/v1/collections/{C}/query",
+        json={"question": MERCURY, "compression": "sentence", "compress_budget_tokens": 40},
+    ).json()
     report = out["usage"]["compression"]
     assert report["method"] == "sentence" and report["target_tokens"] == 40
     assert report["tokens_before"] == full["usage"]["context_tokens"]
@@ -254,12 +269,17 @@ def test_unknown_pipeline_is_400(client, corpus):
 
 # -- errors ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("method, path, body", [
-    ("POST", "/v1/collections/ghost/query", {"question": "anything?"}),
-    ("POST", "/v1/collections/ghost/retrieve", {"question": "anything?"}),
-    ("GET", "/v1/collections/ghost/documents/samples/tea-notes.txt", None),
-    ("DELETE", "/v1/collections/ghost/documents/samples/tea-notes.txt", None),
-], ids=["query", "retrieve", "get-document", "delete-document"])
+
+@pytest.mark.parametrize(
+    "method, path, body",
+    [
+        ("POST", "/v1/collections/ghost/query", {"question": "anything?"}),
+        ("POST", "/v1/collections/ghost/retrieve", {"question": "anything?"}),
+        ("GET", "/v1/collections/ghost/documents/samples/tea-notes.txt", None),
+        ("DELETE", "/v1/collections/ghost/documents/samples/tea-notes.txt", None),
+    ],
+    ids=["query", "retrieve", "get-document", "delete-document"],
+)
 def test_unknown_collection_is_404(client, method, path, body):
     r = client.request(method, path, json=body)
     assert r.status_code == 404
@@ -272,19 +292,33 @@ def test_unknown_document_is_404(client, corpus, method):
     assert r.status_code == 404 and "no-such-file" in r.json()["detail"]
 
 
-@pytest.mark.parametrize("body", [
-    {"question": ""},
-    {},
-    {"question": 42},
-    {"question": MERCURY, "top_k": 0},
-    {"question": MERCURY, "top_k": -3},
-    {"question": MERCURY, "top_k": 10_000},
-    {"question": MERCURY, "top_k": "many"},
-    {"question": MERCURY, "budget_tokens": 0},
-    {"question": MERCURY, "compress_ratio": 1.5},
-    {"question": MERCURY, "compression": "zip"},
-], ids=["empty-question", "no-question", "non-string", "top_k-0", "top_k-negative",
-        "top_k-huge", "top_k-string", "budget-0", "ratio-above-1", "unknown-compression"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"question": ""},
+        {},
+        {"question": 42},
+        {"question": MERCURY, "top_k": 0},
+        {"question": MERCURY, "top_k": -3},
+        {"question": MERCURY, "top_k": 10_000},
+        {"question": MERCURY, "top_k": "many"},
+        {"question": MERCURY, "budget_tokens": 0},
+        {"question": MERCURY, "compress_ratio": 1.5},
+        {"question": MERCURY, "compression": "zip"},
+    ],
+    ids=[
+        "empty-question",
+        "no-question",
+        "non-string",
+        "top_k-0",
+        "top_k-negative",
+        "top_k-huge",
+        "top_k-string",
+        "budget-0",
+        "ratio-above-1",
+        "unknown-compression",
+    ],
+)
 @pytest.mark.parametrize("endpoint", ["query", "retrieve"])
 def test_invalid_query_is_422_with_a_reason(client, corpus, endpoint, body):
     r = client.post(f"/v1/collections/{C}/{endpoint}", json=body)
@@ -299,35 +333,42 @@ def test_a_blank_question_is_422(client, corpus):
 
 @pytest.mark.parametrize("endpoint", ["query", "retrieve", "documents"])
 def test_malformed_json_is_422(client, corpus, endpoint):
-    r = client.post(f"/v1/collections/{C}/{endpoint}", content=b'{"question": "oops"',
-                    headers={"content-type": "application/json"})
+    r = client.post(
+        f"/v1/collections/{C}/{endpoint}", content=b'{"question": "oops"', headers={"content-type": "application/json"}
+    )
     assert r.status_code == 422 and r.json()["detail"]
 
 
-@pytest.mark.parametrize("body", [
-    {"text": "no id"},
-    {"id": "x"},
-    {"id": "", "text": "empty id"},
-    {"id": "x", "text": ""},
-    {"id": "x", "text": "   \n  "},
-    {"id": "x", "text": "ok", "metadata": "not a dict"},
-    ["not", "an", "object"],
-], ids=["no-id", "no-text", "empty-id", "empty-text", "blank-text", "bad-metadata", "array"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"text": "no id"},
+        {"id": "x"},
+        {"id": "", "text": "empty id"},
+        {"id": "x", "text": ""},
+        {"id": "x", "text": "   \n  "},
+        {"id": "x", "text": "ok", "metadata": "not a dict"},
+        ["not", "an", "object"],
+    ],
+    ids=["no-id", "no-text", "empty-id", "empty-text", "blank-text", "bad-metadata", "array"],
+)
 def test_invalid_json_document_is_422(client, corpus, body):
     r = client.post(f"/v1/collections/{C}/documents", json=body)
     assert r.status_code == 422 and r.json()["detail"]
 
 
-@pytest.mark.parametrize("name, data, reason", [
-    ("junk.txt", random.Random(1).randbytes(2048), "binary"),
-    ("empty.md", b"", "empty"),
-    ("broken.pdf", b"%PDF-1.4\n1 0 obj << /Type /Catalog", "PDF"),
-    ("undecodable.txt", bytes(range(128, 256)) * 4, "UTF-8"),
-    ("slides.pptx", b"PK\x03\x04 zip bytes", "unsupported"),
-])
+@pytest.mark.parametrize(
+    "name, data, reason",
+    [
+        ("junk.txt", random.Random(1).randbytes(2048), "binary"),
+        ("empty.md", b"", "empty"),
+        ("broken.pdf", b"%PDF-1.4\n1 0 obj << /Type /Catalog", "PDF"),
+        ("undecodable.txt", bytes(range(128, 256)) * 4, "UTF-8"),
+        ("slides.pptx", b"PK\x03\x04 zip bytes", "unsupported"),
+    ],
+)
 def test_a_bad_upload_is_422_with_its_reason(client, corpus, name, data, reason):
-    r = client.post(f"/v1/collections/{C}/documents", files={"file": (name, data)},
-                    data={"doc_id": f"bad/{name}"})
+    r = client.post(f"/v1/collections/{C}/documents", files={"file": (name, data)}, data={"doc_id": f"bad/{name}"})
     assert r.status_code == 422
     assert reason in r.json()["detail"]
     assert client.get(doc_url(f"bad/{name}")).status_code == 404
@@ -339,8 +380,7 @@ def test_multipart_without_a_file_field_is_422(client, corpus):
 
 
 def test_wrong_content_type_is_415(client, corpus):
-    r = client.post(f"/v1/collections/{C}/documents", content=b"just some text",
-                    headers={"content-type": "text/plain"})
+    r = client.post(f"/v1/collections/{C}/documents", content=b"just some text", headers={"content-type": "text/plain"})
     assert r.status_code == 415 and r.json()["detail"]
 
 

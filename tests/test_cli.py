@@ -23,8 +23,12 @@ from indexing.store.sqlite_faiss import SqliteFaissStore
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 C = "demo"
 MERCURY = "How many days does Mercury take to orbit the Sun?"
-SAMPLE_IDS = ["samples/coffee-prices.csv", "samples/solar-system.html",
-              "samples/spanrag-guide.md", "samples/tea-notes.txt"]
+SAMPLE_IDS = [
+    "samples/coffee-prices.csv",
+    "samples/solar-system.html",
+    "samples/spanrag-guide.md",
+    "samples/tea-notes.txt",
+]
 HTTP_QUERY_KEYS = {"answer", "abstained", "citations", "context", "usage", "timings_ms", "pipeline", "generator"}
 
 
@@ -55,8 +59,9 @@ def spanrag(workspace):
     class Run:
         def __init__(self, args: tuple[str, ...]):
             self.args = [exe, *args]
-            self.proc = subprocess.Popen(self.args, cwd=workspace, env=env, text=True,
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            self.proc = subprocess.Popen(
+                self.args, cwd=workspace, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
             self._done: subprocess.CompletedProcess | None = None
 
         def result(self) -> subprocess.CompletedProcess:
@@ -105,6 +110,7 @@ def assert_clean_failure(result: subprocess.CompletedProcess) -> None:
 
 # -- ingest ----------------------------------------------------------------------------------
 
+
 def test_ingest_summary_shows_added_documents_and_spans(first_ingest):
     out = first_ingest.stdout
     assert summary_count(out, "added") == 4
@@ -141,6 +147,7 @@ def test_reingesting_unchanged_files_reports_them_unchanged(read_only_runs):
 
 # -- query -----------------------------------------------------------------------------------
 
+
 def test_query_json_prints_the_same_object_as_the_service(read_only_runs, make_rag, workspace):
     result = read_only_runs["query-json"]
     assert result.returncode == 0, result.stderr
@@ -163,12 +170,14 @@ def test_plain_query_prints_the_answer_with_numbered_citations(read_only_runs):
     result = read_only_runs["query"]
     assert result.returncode == 0, result.stderr
     assert "88 days" in result.stdout and "[1]" in result.stdout
-    assert re.search(r"^\[1\] samples/solar-system\.html \[\d+:\d+\] The inner planets > Orbits",
-                     result.stdout, re.MULTILINE), result.stdout
+    assert re.search(
+        r"^\[1\] samples/solar-system\.html \[\d+:\d+\] The inner planets > Orbits", result.stdout, re.MULTILINE
+    ), result.stdout
     assert "context tokens" in result.stdout
 
 
 # -- delete ----------------------------------------------------------------------------------
+
 
 def test_delete_removes_the_document(read_only_runs, spanrag, workspace):
     result = spanrag("delete", "samples/tea-notes.txt", "--collection", C, "--data-dir", "data").result()
@@ -185,10 +194,15 @@ def test_delete_removes_the_document(read_only_runs, spanrag, workspace):
 
 # -- failures --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("command", [
-    ["query", "What is a span?"],
-    ["delete", "samples/tea-notes.txt"],
-], ids=["query", "delete"])
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["query", "What is a span?"],
+        ["delete", "samples/tea-notes.txt"],
+    ],
+    ids=["query", "delete"],
+)
 def test_unknown_collection_fails_with_a_clear_message(spanrag, command):
     result = spanrag(*command, "--collection", "ghost", "--data-dir", "data").result()
     assert_clean_failure(result)

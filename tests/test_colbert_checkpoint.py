@@ -28,25 +28,50 @@ def checkpoint(tmp_path_factory):
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("all-MiniLM-L6-v2"))
     tokenizer.add_tokens(["[Q]", "[D]"])
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=HIDDEN, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
-    (path / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"},
-    ]))
+    (path / "modules.json").write_text(
+        json.dumps(
+            [
+                {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"},
+            ]
+        )
+    )
     (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 127, "do_lower_case": False}))
-    (path / "config_sentence_transformers.json").write_text(json.dumps({
-        "query_prefix": "[Q] ", "document_prefix": "[D] ", "query_length": QUERY_LENGTH,
-        "document_length": 40, "attend_to_expansion_tokens": False, "do_query_expansion": True,
-        "skiplist_words": [".", ","], "similarity_fn_name": "MaxSim",
-    }))
+    (path / "config_sentence_transformers.json").write_text(
+        json.dumps(
+            {
+                "query_prefix": "[Q] ",
+                "document_prefix": "[D] ",
+                "query_length": QUERY_LENGTH,
+                "document_length": 40,
+                "attend_to_expansion_tokens": False,
+                "do_query_expansion": True,
+                "skiplist_words": [".", ","],
+                "similarity_fn_name": "MaxSim",
+            }
+        )
+    )
     (path / "1_Dense").mkdir()
-    (path / "1_Dense" / "config.json").write_text(json.dumps({
-        "in_features": HIDDEN, "out_features": OUT, "bias": False,
-        "activation_function": "torch.nn.modules.linear.Identity",
-    }))
+    (path / "1_Dense" / "config.json").write_text(
+        json.dumps(
+            {
+                "in_features": HIDDEN,
+                "out_features": OUT,
+                "bias": False,
+                "activation_function": "torch.nn.modules.linear.Identity",
+            }
+        )
+    )
     save_file({"linear.weight": torch.randn(OUT, HIDDEN)}, str(path / "1_Dense" / "model.safetensors"))
     return path
 
@@ -76,8 +101,12 @@ def test_document_tokens_are_the_projected_marked_text_without_skiplist_tokens(c
     text = "Mercury orbits the Sun, fast."
     (vectors,) = encoder.encode_tokens([text])
     tok = encoder.tokenizer
-    ids = [tok.cls_token_id, tok.convert_tokens_to_ids("[D]"),
-           *tok(text, add_special_tokens=False)["input_ids"], tok.sep_token_id]
+    ids = [
+        tok.cls_token_id,
+        tok.convert_tokens_to_ids("[D]"),
+        *tok(text, add_special_tokens=False)["input_ids"],
+        tok.sep_token_id,
+    ]
     expected = by_hand(checkpoint, ids, [1] * len(ids))
     keep = [i for i, t in enumerate(ids) if t not in {tok.convert_tokens_to_ids(","), tok.convert_tokens_to_ids(".")}]
     assert vectors.shape == (len(keep), OUT) == (len(ids) - 2, OUT)
@@ -88,8 +117,12 @@ def test_queries_are_expanded_with_mask_tokens_to_the_query_length(checkpoint):
     encoder = ColbertTokenEncoder(checkpoint)
     vectors = encoder.encode_query_tokens("orbit of Mercury")
     tok = encoder.tokenizer
-    ids = [tok.cls_token_id, tok.convert_tokens_to_ids("[Q]"),
-           *tok("orbit of Mercury", add_special_tokens=False)["input_ids"], tok.sep_token_id]
+    ids = [
+        tok.cls_token_id,
+        tok.convert_tokens_to_ids("[Q]"),
+        *tok("orbit of Mercury", add_special_tokens=False)["input_ids"],
+        tok.sep_token_id,
+    ]
     attention = [1] * len(ids) + [0] * (QUERY_LENGTH - len(ids))
     ids += [tok.mask_token_id] * (QUERY_LENGTH - len(ids))
     assert vectors.shape == (QUERY_LENGTH, OUT)
@@ -105,7 +138,9 @@ def test_long_documents_are_windowed_so_no_word_piece_is_lost(checkpoint):
     assert len(vectors) == n_pieces + 3 * windows
 
 
-def test_a_collection_ingested_with_the_checkpoint_uses_it_for_late_interaction(make_rag, tmp_path, samples_dir, checkpoint):
+def test_a_collection_ingested_with_the_checkpoint_uses_it_for_late_interaction(
+    make_rag, tmp_path, samples_dir, checkpoint
+):
     rag = make_rag(tmp_path / "data", token_codec="fp16", token_model=str(checkpoint))
     rag.ingest_paths(C, [samples_dir])
     stats = rag.store.token_vector_stats(C)["fp16"]

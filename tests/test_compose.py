@@ -43,8 +43,12 @@ def test_the_first_node_starts_the_cluster_and_the_others_join_it(compose):
 def test_spanrag_uses_the_cluster_with_sharded_replicated_collections(compose):
     spanrag = compose["services"]["spanrag"]
     env = spanrag["environment"]
-    settings = Settings(store=env["SPANRAG_STORE"], qdrant_url=env["SPANRAG_QDRANT_URL"],
-                        qdrant_shards=env["SPANRAG_QDRANT_SHARDS"], qdrant_replication=env["SPANRAG_QDRANT_REPLICATION"])
+    settings = Settings(
+        store=env["SPANRAG_STORE"],
+        qdrant_url=env["SPANRAG_QDRANT_URL"],
+        qdrant_shards=env["SPANRAG_QDRANT_SHARDS"],
+        qdrant_replication=env["SPANRAG_QDRANT_REPLICATION"],
+    )
     assert settings.store == "qdrant" and settings.qdrant_url == "http://qdrant:6333"
     for node in NODES:  # "qdrant" reaches any live node, not only the first
         assert "qdrant" in compose["services"][node]["networks"]["default"]["aliases"]

@@ -34,8 +34,12 @@ def test_a_ratio_outside_zero_to_one_is_refused(ratio):
 
 def test_a_context_within_the_target_is_not_compressed(corpus):
     selected = corpus.retrieve(C, PLANETS, "default", WIDE)
-    result = corpus.retrieve(C, PLANETS, "default", {
-        **WIDE, "compression": "sentence", "compress_budget_tokens": selected.context.n_tokens + 50})
+    result = corpus.retrieve(
+        C,
+        PLANETS,
+        "default",
+        {**WIDE, "compression": "sentence", "compress_budget_tokens": selected.context.n_tokens + 50},
+    )
     report = result.compression
     assert report is not None and not report.applied
     assert report.tokens_after == report.tokens_before == selected.context.n_tokens
@@ -50,8 +54,9 @@ def test_pipelines_without_compression_report_none(corpus):
 def test_compression_fits_the_target_with_whole_pieces_that_point_into_their_documents(corpus, question):
     selected = corpus.retrieve(C, question, "default", WIDE)
     target = selected.context.n_tokens // 2
-    result = corpus.retrieve(C, question, "default", {
-        **WIDE, "compression": "sentence", "compress_budget_tokens": target})
+    result = corpus.retrieve(
+        C, question, "default", {**WIDE, "compression": "sentence", "compress_budget_tokens": target}
+    )
     report = result.compression
     assert report.applied and report.target_tokens == target
     assert report.tokens_before == selected.context.n_tokens
@@ -63,7 +68,7 @@ def test_compression_fits_the_target_with_whole_pieces_that_point_into_their_doc
         span = item.span
         assert span.granularity in ("sentence", "row") and span.id in selected_pieces
         document = corpus.store.get_document(C, span.doc_id)
-        assert document.text[span.start:span.end] == span.text  # a citation keeps its offsets
+        assert document.text[span.start : span.end] == span.text  # a citation keeps its offsets
         assert [p.id for p in item.pieces] == [span.id] and item.piece_vectors.shape[0] == 1
 
 
@@ -112,8 +117,9 @@ def test_a_sentence_is_scored_with_its_own_slice_of_its_paragraphs_stored_tokens
     parent_id, siblings = max(by_parent.items(), key=lambda kv: len(kv[1]))
     assert len(siblings) >= 2
     paragraph_tokens = decode_tokens(rag.store.get_token_vectors(C, [parent_id])[parent_id])
-    inputs = CompressionInputs(C, "", result.query_vector, rag.store, rag.encoder.count_tokens,
-                               paragraph_tokens, rag.token_encoder)
+    inputs = CompressionInputs(
+        C, "", result.query_vector, rag.store, rag.encoder.count_tokens, paragraph_tokens, rag.token_encoder
+    )
     vector = np.zeros_like(result.query_vector)
     coverage = ContextCompressor._token_coverage([Piece(s, vector, 1.0, k) for k, s in enumerate(siblings)], inputs)
     for sentence in siblings:
@@ -131,8 +137,7 @@ def test_token_offsets_line_up_with_the_token_vectors(encoder):
 
 
 def test_token_level_pruning_drops_words_but_keeps_numbers_and_citable_text(corpus):
-    result = corpus.retrieve(C, COFFEE, "default", {
-        **WIDE, "compression": "sentence+token", "compress_ratio": 0.5})
+    result = corpus.retrieve(C, COFFEE, "default", {**WIDE, "compression": "sentence+token", "compress_ratio": 0.5})
     assert result.compression.applied and result.compression.method == "sentence+token"
     pruned = [item for item in result.context.spans if item.display_text is not None]
     assert pruned, "some piece lost words"
@@ -145,7 +150,7 @@ def test_token_level_pruning_drops_words_but_keeps_numbers_and_citable_text(corp
     answer, _ = corpus.answer(result)
     for citation in answer.citations:  # citations quote the stored span, not the pruned text
         document = corpus.store.get_document(C, citation.doc_id)
-        assert document.text[citation.start:citation.end] == citation.text
+        assert document.text[citation.start : citation.end] == citation.text
 
 
 def test_citations_survive_compression_end_to_end(corpus):
@@ -159,4 +164,4 @@ def test_citations_survive_compression_end_to_end(corpus):
     for citation in out["citations"]:
         assert citation["span_id"] in context_ids
         document = corpus.store.get_document(C, citation["doc_id"])
-        assert document.text[citation["start"]:citation["end"]] == citation["text"]
+        assert document.text[citation["start"] : citation["end"]] == citation["text"]

@@ -15,18 +15,29 @@ HISTORY = [
 ]
 
 
-@pytest.mark.parametrize("question", [
-    "How many moons does it have?", "What is its orbital period?", "Why is that?", "And Venus?", "Why?",
-    "How do these compare with Earth?",
-])
+@pytest.mark.parametrize(
+    "question",
+    [
+        "How many moons does it have?",
+        "What is its orbital period?",
+        "Why is that?",
+        "And Venus?",
+        "Why?",
+        "How do these compare with Earth?",
+    ],
+)
 def test_turns_that_refer_back_or_are_too_short_to_stand_alone_are_follow_ups(question):
     assert is_follow_up(question)
 
 
-@pytest.mark.parametrize("question", [
-    "How many moons does Jupiter have?", "Which planet has the thickest atmosphere?",
-    "How should green tea be brewed?",
-])
+@pytest.mark.parametrize(
+    "question",
+    [
+        "How many moons does Jupiter have?",
+        "Which planet has the thickest atmosphere?",
+        "How should green tea be brewed?",
+    ],
+)
 def test_questions_that_name_their_subject_stand_alone(question):
     assert not is_follow_up(question)
     assert retrieval_question(question, HISTORY) == question
@@ -34,9 +45,11 @@ def test_questions_that_name_their_subject_stand_alone(question):
 
 def test_a_follow_up_is_searched_first_then_the_earlier_user_turns_most_recent_first():
     assert retrieval_question("How many moons does it have?", HISTORY) == (
-        "How many moons does it have? Tell me about Mars. Which planets are rocky?")
+        "How many moons does it have? Tell me about Mars. Which planets are rocky?"
+    )
     assert retrieval_question("How many moons does it have?", HISTORY, max_turns=1) == (
-        "How many moons does it have? Tell me about Mars.")
+        "How many moons does it have? Tell me about Mars."
+    )
 
 
 def test_without_earlier_user_turns_or_with_none_allowed_the_question_is_searched_alone():

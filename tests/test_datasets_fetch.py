@@ -64,12 +64,20 @@ def errors(findings) -> list[str]:
 # -- raw files in their published formats, rebuilt from the shared ones ----------------------------
 def raw_hotpotqa(records: list[dict]) -> list[dict]:
     """hotpot_dev_distractor_v1.json's layout: lists of pairs, the question's own id."""
-    return [{
-        "_id": f"{i:024x}", "answer": r["answer"], "question": r["question"],
-        "supporting_facts": [[t, s] for t, s in zip(r["supporting_facts"]["title"], r["supporting_facts"]["sent_id"])],
-        "context": [[t, s] for t, s in zip(r["context"]["title"], r["context"]["sentences"])],
-        "type": r["type"], "level": r["level"],
-    } for i, r in enumerate(records)]
+    return [
+        {
+            "_id": f"{i:024x}",
+            "answer": r["answer"],
+            "question": r["question"],
+            "supporting_facts": [
+                [t, s] for t, s in zip(r["supporting_facts"]["title"], r["supporting_facts"]["sent_id"])
+            ],
+            "context": [[t, s] for t, s in zip(r["context"]["title"], r["context"]["sentences"])],
+            "type": r["type"],
+            "level": r["level"],
+        }
+        for i, r in enumerate(records)
+    ]
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -86,9 +94,18 @@ def raw_scifact(layout: Path, out: Path) -> tuple[Path, Path]:
     scifact folder (corpus.jsonl, queries.jsonl, qrels/train.tsv) for a folder in our layout."""
     corpus = read_jsonl(layout / "corpus.jsonl")
     release = out / "release"
-    write_jsonl(release / "data" / "corpus.jsonl", [
-        {"doc_id": int(r["_id"]), "title": r["title"], "abstract": r["metadata"]["sentences"],
-         "structured": r["metadata"]["structured"]} for r in corpus])
+    write_jsonl(
+        release / "data" / "corpus.jsonl",
+        [
+            {
+                "doc_id": int(r["_id"]),
+                "title": r["title"],
+                "abstract": r["metadata"]["sentences"],
+                "structured": r["metadata"]["structured"],
+            }
+            for r in corpus
+        ],
+    )
     cited: dict[str, list[int]] = {}
     for line in (layout / "qrels" / "train.tsv").read_text(encoding="utf-8").splitlines()[1:]:
         qid, doc, _ = line.split("\t")
@@ -97,13 +114,25 @@ def raw_scifact(layout: Path, out: Path) -> tuple[Path, Path]:
     for r in read_jsonl(layout / "qrels" / "train.evidence.jsonl"):
         for e in r["evidence"]:
             evidence.setdefault(r["query-id"], {}).setdefault(e["doc"], []).append(
-                {"sentences": e["sentences"], "label": e["label"]})
-    write_jsonl(release / "data" / "claims_train.jsonl", [
-        {"id": int(q["_id"]), "claim": q["text"], "evidence": evidence.get(q["_id"], {}),
-         "cited_doc_ids": cited[q["_id"]]} for q in read_jsonl(layout / "queries.train.jsonl")])
+                {"sentences": e["sentences"], "label": e["label"]}
+            )
+    write_jsonl(
+        release / "data" / "claims_train.jsonl",
+        [
+            {
+                "id": int(q["_id"]),
+                "claim": q["text"],
+                "evidence": evidence.get(q["_id"], {}),
+                "cited_doc_ids": cited[q["_id"]],
+            }
+            for q in read_jsonl(layout / "queries.train.jsonl")
+        ],
+    )
     beir = out / "beir" / "scifact"
-    write_jsonl(beir / "corpus.jsonl", [
-        {"_id": r["_id"], "title": r["title"], "text": r["text"], "metadata": {}} for r in corpus])
+    write_jsonl(
+        beir / "corpus.jsonl",
+        [{"_id": r["_id"], "title": r["title"], "text": r["text"], "metadata": {}} for r in corpus],
+    )
     shutil.copy(layout / "queries.train.jsonl", beir / "queries.jsonl")
     (beir / "qrels").mkdir()
     shutil.copy(layout / "qrels" / "train.tsv", beir / "qrels" / "train.tsv")
@@ -182,8 +211,18 @@ def test_tatqa_dev_file_is_copied_unchanged_and_loads_the_same(tmp_path):
 
 def test_tatqa_convert_refuses_a_file_that_is_not_tatqa(tmp_path):
     bad = tmp_path / "tatqa_dataset_dev.json"
-    bad.write_text(json.dumps([{"table": {"uid": "t", "table": [["a"]]}, "paragraphs": [],
-                                "questions": [{"question": "no uid?", "answer": "x"}]}]), encoding="utf-8")
+    bad.write_text(
+        json.dumps(
+            [
+                {
+                    "table": {"uid": "t", "table": [["a"]]},
+                    "paragraphs": [],
+                    "questions": [{"question": "no uid?", "answer": "x"}],
+                }
+            ]
+        ),
+        encoding="utf-8",
+    )
     with pytest.raises(DatasetError, match="no 'uid'"):
         gd.convert("tatqa", [bad], tmp_path / "data")
     assert not (tmp_path / "data" / "tatqa").exists()
@@ -275,14 +314,17 @@ def _edit_lines(path: Path, edit) -> None:
     path.write_text("".join(edit(lines)), encoding="utf-8")
 
 
-@pytest.mark.parametrize("breakage, expected", [
-    ("no-qrels", "no qrels/<split>.tsv"),
-    ("unknown-doc", "not in corpus.jsonl"),
-    ("query-without-text", "have no query in queries.train.jsonl"),
-    ("evidence-out-of-range", "has no sentence 999"),
-    ("bad-json", "corpus.jsonl line 3: invalid JSON"),
-    ("bad-score", "qrels/train.tsv line 2: score 'x' is not an integer"),
-])
+@pytest.mark.parametrize(
+    "breakage, expected",
+    [
+        ("no-qrels", "no qrels/<split>.tsv"),
+        ("unknown-doc", "not in corpus.jsonl"),
+        ("query-without-text", "have no query in queries.train.jsonl"),
+        ("evidence-out-of-range", "has no sentence 999"),
+        ("bad-json", "corpus.jsonl line 3: invalid JSON"),
+        ("bad-score", "qrels/train.tsv line 2: score 'x' is not an integer"),
+    ],
+)
 def test_check_flags_a_broken_beir_folder(tmp_path, scifact_slice, breakage, expected):
     folder = _copy_slice(scifact_slice, tmp_path)
     if breakage == "no-qrels":
@@ -292,10 +334,12 @@ def test_check_flags_a_broken_beir_folder(tmp_path, scifact_slice, breakage, exp
     elif breakage == "query-without-text":
         _edit_lines(folder / "queries.train.jsonl", lambda ls: ls[1:])
     elif breakage == "evidence-out-of-range":
+
         def edit(lines):
             first = json.loads(lines[0])
             first["evidence"][0]["sentences"] = [999]
             return [json.dumps(first) + "\n"] + lines[1:]
+
         _edit_lines(folder / "qrels" / "train.evidence.jsonl", edit)
     elif breakage == "bad-json":
         _edit_lines(folder / "corpus.jsonl", lambda ls: ls[:2] + ['{"_id": "x", \n'] + ls[2:])
@@ -327,8 +371,10 @@ def test_check_flags_broken_hotpotqa_and_tatqa_files(tmp_path):
     (root / "tatqa" / "dev.json").write_text(json.dumps(broken), encoding="utf-8")
 
     messages = errors(gd.check(root))
-    assert any("raw.json: question 0: supporting_facts and context must be" in m
-               and "spanrag datasets convert hotpotqa" in m for m in messages), messages
+    assert any(
+        "raw.json: question 0: supporting_facts and context must be" in m and "spanrag datasets convert hotpotqa" in m
+        for m in messages
+    ), messages
     assert any("dev3.json: question 1: no 'answer'" in m for m in messages), messages
     assert any("dev.json: context 1, question 0: no 'uid'" in m for m in messages), messages
 
@@ -351,8 +397,10 @@ def test_fetch_offline_fails_with_a_message_not_a_traceback(tmp_path, monkeypatc
     assert "Traceback" not in result.output
     assert "cannot download https://scifact.s3-us-west-2.amazonaws.com/" in result.output
     assert "Temporary failure in name resolution" in result.output
-    assert f"spanrag datasets convert scifact --from data.tar.gz --from scifact.zip --to {tmp_path / 'data'}" \
+    assert (
+        f"spanrag datasets convert scifact --from data.tar.gz --from scifact.zip --to {tmp_path / 'data'}"
         in result.output
+    )
     assert not (tmp_path / "data" / "scifact").exists()
     assert not (tmp_path / "data" / gd.DOWNLOADS).exists()  # nothing half-written left behind
 
@@ -401,7 +449,8 @@ def test_fetch_all_downloads_converts_and_checks(tmp_path, monkeypatch, scifact_
     assert (out / "hotpotqa" / "dev50.json").read_bytes() == dev50.read_bytes()
     assert (out / "tatqa" / "dev.json").read_bytes() == tatqa.read_bytes()
     assert sorted(p.name for p in (out / gd.DOWNLOADS).iterdir()) == sorted(
-        s.filename for info in gd.DATASETS.values() for s in info.sources)
+        s.filename for info in gd.DATASETS.values() for s in info.sources
+    )
 
     result = run_cli("check", out)
     assert result.exit_code == 0, result.output
@@ -427,8 +476,13 @@ def test_list_names_every_source_and_licence():
 
 
 def test_usage_errors_are_messages():
-    for args in (["fetch", "scifact"], ["fetch", "--to", "x"], ["fetch", "squad", "--to", "x"],
-                 ["convert", "hotpotqa", "--to", "x"], ["frobnicate"]):
+    for args in (
+        ["fetch", "scifact"],
+        ["fetch", "--to", "x"],
+        ["fetch", "squad", "--to", "x"],
+        ["convert", "hotpotqa", "--to", "x"],
+        ["frobnicate"],
+    ):
         result = run_cli(*args)
         assert result.exit_code == 2, args
         assert "error:" in result.output and "Traceback" not in result.output, args

@@ -73,8 +73,17 @@ def test_results_json_shape(evaluated):
     assert (on_disk["dataset"], on_disk["split"], on_disk["n_queries"]) == ("tiny", "test", 4)
     for name in ("dense", "bm25"):
         m = on_disk["pipelines"][name]
-        for key in ("ndcg@10", "recall@10", "recall@100", "mrr@10", "evidence_recall",
-                    "context_tokens_mean", "context_tokens_p95", "latency_ms_p50", "latency_ms_p95"):
+        for key in (
+            "ndcg@10",
+            "recall@10",
+            "recall@100",
+            "mrr@10",
+            "evidence_recall",
+            "context_tokens_mean",
+            "context_tokens_p95",
+            "latency_ms_p50",
+            "latency_ms_p95",
+        ):
             assert key in m, key
         assert m["n_queries"] == 4
         assert "answer_in_context" not in m and "answer_em" not in m  # BEIR has no answers
@@ -124,11 +133,14 @@ def test_cli_lists_pipelines():
     assert "dense" in result.output and "bm25" in result.output and "hybrid" in result.output
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--dataset", "nope:/tmp", "--pipeline", "dense", "--out", "/tmp/x"], "unknown dataset kind"),
-    (["--dataset", "beir:/does/not/exist", "--pipeline", "dense", "--out", "/tmp/x"], "does not exist"),
-    (["--dataset", "beir:/tmp", "--pipeline", "warp-drive", "--out", "/tmp/x"], "unknown pipeline"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--dataset", "nope:/tmp", "--pipeline", "dense", "--out", "/tmp/x"], "unknown dataset kind"),
+        (["--dataset", "beir:/does/not/exist", "--pipeline", "dense", "--out", "/tmp/x"], "does not exist"),
+        (["--dataset", "beir:/tmp", "--pipeline", "warp-drive", "--out", "/tmp/x"], "unknown pipeline"),
+    ],
+)
 def test_cli_errors_exit_2_without_traceback(args, message):
     result = run_cli(*args)
     assert result.exit_code == 2

@@ -12,7 +12,6 @@ from eval.datasets import load_dataset, tatqa_document
 from eval.harness import query_metrics
 from indexing.parsers.jsonl import parse_record
 
-
 # -- ranking (ir-measures) ------------------------------------------------------------------------
 QRELS = {"q1": {"d1": 1}, "q2": {"d2": 1, "d3": 1}, "q3": {"d9": 1}}
 
@@ -109,12 +108,24 @@ def test_percentile():
 # -- dataset gold rules ----------------------------------------------------------------------------
 def test_hotpotqa_yes_no_excluded_from_answer_in_context(tmp_path):
     records = [
-        {"id": "h1", "question": "Same nationality?", "answer": "yes", "type": "comparison", "level": "hard",
-         "supporting_facts": {"title": ["A", "B"], "sent_id": [0, 0]},
-         "context": {"title": ["A", "B"], "sentences": [["A is American."], ["B is American."]]}},
-        {"id": "h2", "question": "Where is A from?", "answer": "America", "type": "bridge", "level": "easy",
-         "supporting_facts": {"title": ["A"], "sent_id": [0]},
-         "context": {"title": ["A", "C"], "sentences": [["A is American."], ["C is", " French."]]}},
+        {
+            "id": "h1",
+            "question": "Same nationality?",
+            "answer": "yes",
+            "type": "comparison",
+            "level": "hard",
+            "supporting_facts": {"title": ["A", "B"], "sent_id": [0, 0]},
+            "context": {"title": ["A", "B"], "sentences": [["A is American."], ["B is American."]]},
+        },
+        {
+            "id": "h2",
+            "question": "Where is A from?",
+            "answer": "America",
+            "type": "bridge",
+            "level": "easy",
+            "supporting_facts": {"title": ["A"], "sent_id": [0]},
+            "context": {"title": ["A", "C"], "sentences": [["A is American."], ["C is", " French."]]},
+        },
     ]
     path = tmp_path / "hp.json"
     path.write_text(json.dumps(records))
@@ -132,20 +143,34 @@ def test_hotpotqa_yes_no_excluded_from_answer_in_context(tmp_path):
 def test_tatqa_document_and_gold(tmp_path):
     context = {
         "table": {"uid": "T1", "table": [["", "2019", "2018"], ["Revenue", "10", "8"], ["Cost", "4", "3"]]},
-        "paragraphs": [{"uid": "p1", "order": 1, "text": "Revenue grew   strongly."},
-                       {"uid": "p2", "order": 2, "text": "Costs fell in Europe and Asia."}],
+        "paragraphs": [
+            {"uid": "p1", "order": 1, "text": "Revenue grew   strongly."},
+            {"uid": "p2", "order": 2, "text": "Costs fell in Europe and Asia."},
+        ],
         "questions": [
-            {"uid": "u1", "question": "Where did costs fall?", "answer": ["Europe", "Asia"],
-             "answer_type": "multi-span", "answer_from": "text", "rel_paragraphs": ["2"]},
-            {"uid": "u2", "question": "Revenue change?", "answer": 2, "answer_type": "arithmetic",
-             "answer_from": "table", "rel_paragraphs": []},
+            {
+                "uid": "u1",
+                "question": "Where did costs fall?",
+                "answer": ["Europe", "Asia"],
+                "answer_type": "multi-span",
+                "answer_from": "text",
+                "rel_paragraphs": ["2"],
+            },
+            {
+                "uid": "u2",
+                "question": "Revenue change?",
+                "answer": 2,
+                "answer_type": "arithmetic",
+                "answer_from": "table",
+                "rel_paragraphs": [],
+            },
         ],
     }
     doc, paragraphs, table_range = tatqa_document(context)
     assert doc.text.startswith(" | 2019 | 2018\nRevenue | 10 | 8")
     table = doc.blocks[0]
-    assert doc.text[table.header.start:table.header.end] == " | 2019 | 2018"
-    assert [doc.text[r.start:r.end] for r in table.rows] == ["Revenue | 10 | 8", "Cost | 4 | 3"]
+    assert doc.text[table.header.start : table.header.end] == " | 2019 | 2018"
+    assert [doc.text[r.start : r.end] for r in table.rows] == ["Revenue | 10 | 8", "Cost | 4 | 3"]
     assert doc.text[slice(*paragraphs["1"])] == "Revenue grew strongly."
     path = tmp_path / "tat.json"
     path.write_text(json.dumps([context]))
@@ -163,19 +188,19 @@ def test_beir_evidence_sentences_become_character_ranges_of_the_ingested_documen
     document text the ingest builds (title, blank line, text); one that is not there verbatim
     is left out and counted in the dataset's notes."""
     sentences = ["Aspirin lowers fever.", "It also thins the blood.", "Dose matters."]
-    record = {"_id": "d1", "title": "Aspirin", "text": " ".join(sentences),
-              "metadata": {"sentences": sentences}}
+    record = {"_id": "d1", "title": "Aspirin", "text": " ".join(sentences), "metadata": {"sentences": sentences}}
     (tmp_path / "qrels").mkdir()
     (tmp_path / "corpus.jsonl").write_text(json.dumps(record) + "\n")
     (tmp_path / "queries.train.jsonl").write_text(json.dumps({"_id": "q1", "text": "Does aspirin thin blood?"}) + "\n")
     (tmp_path / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
-    (tmp_path / "qrels" / "train.evidence.jsonl").write_text(json.dumps(
-        {"query-id": "q1", "evidence": [{"doc": "d1", "label": "SUPPORT", "sentences": [1, 7]}]}) + "\n")
+    (tmp_path / "qrels" / "train.evidence.jsonl").write_text(
+        json.dumps({"query-id": "q1", "evidence": [{"doc": "d1", "label": "SUPPORT", "sentences": [1, 7]}]}) + "\n"
+    )
     dataset = load_dataset("beir", tmp_path, "train")
     (query,) = dataset.queries
     (unit,) = query.evidence_sentences
     text = parse_record(record).text
-    assert text[unit.start:unit.end] == "It also thins the blood."
+    assert text[unit.start : unit.end] == "It also thins the blood."
     assert dataset.notes and "1 evidence sentence" in dataset.notes[0]
     gold = query.gold(dataset.qrels["q1"])
     spans = [{"doc_id": "d1", "start": unit.start, "end": unit.end}]

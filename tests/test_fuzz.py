@@ -100,8 +100,10 @@ def declare_document_body(spec: dict) -> bool:
     components = spec.setdefault("components", {}).setdefault("schemas", {})
     components.update(body.pop("$defs", {}))
     components["DocumentIn"] = body
-    operation["requestBody"] = {"required": True, "content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/DocumentIn"}}}}
+    operation["requestBody"] = {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DocumentIn"}}},
+    }
     return True
 
 
@@ -170,8 +172,7 @@ def fuzz_summary(tmp_path_factory):
 def fuzz_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz")
     admin = KeyStore(root / "data").create("*", "admin", name="fuzz").secret
-    with SpanragServer(root / "data", env={"SPANRAG_RATE_LIMIT_PER_MINUTE": "0"}, cwd=root,
-                       access_log=False) as server:
+    with SpanragServer(root / "data", env={"SPANRAG_RATE_LIMIT_PER_MINUTE": "0"}, cwd=root, access_log=False) as server:
         assert server.host == "127.0.0.1"
         doc_ids = upload_samples(server.base_url, C, {"Authorization": f"Bearer {admin}"})
         assert sorted(doc_ids) == SAMPLE_IDS
@@ -206,7 +207,8 @@ def openai_error_shape(response, case) -> None:
         return  # an unsupported method, answered by the router before the OpenAI error handler
     error = response.json().get("error")
     assert isinstance(error, dict) and {"message", "type", "param", "code"} <= set(error), (
-        f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}")
+        f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}"
+    )
 
 
 def unsupported_method(case) -> bool:
@@ -219,8 +221,9 @@ def unsupported_method(case) -> bool:
 @fuzz_settings(VALID_EXAMPLES)
 def test_with_an_admin_key_no_server_error_and_responses_match_the_schema(case, fuzz_server):
     server, admin = fuzz_server
-    response = case.call_and_validate(base_url=server.base_url, headers={"Authorization": f"Bearer {admin}"},
-                                      checks=checks_for(case), timeout=60)
+    response = case.call_and_validate(
+        base_url=server.base_url, headers={"Authorization": f"Bearer {admin}"}, checks=checks_for(case), timeout=60
+    )
     openai_error_shape(response, case)
 
 
@@ -229,8 +232,9 @@ def test_with_an_admin_key_no_server_error_and_responses_match_the_schema(case, 
 def test_with_an_invalid_key_every_operation_answers_401(case, fuzz_server):
     server, _ = fuzz_server
     bad = "sk-spanrag-000000000000-not-a-real-key"
-    response = case.call_and_validate(base_url=server.base_url, headers={"Authorization": f"Bearer {bad}"},
-                                      checks=checks_for(case), timeout=60)
+    response = case.call_and_validate(
+        base_url=server.base_url, headers={"Authorization": f"Bearer {bad}"}, checks=checks_for(case), timeout=60
+    )
     openai_error_shape(response, case)
     if case.operation.path in PUBLIC_PATHS or (unsupported_method(case) and response.status_code == 405):
         return
@@ -239,22 +243,35 @@ def test_with_an_invalid_key_every_operation_answers_401(case, fuzz_server):
     # JSON at all is refused with 400 before the key is looked at (reported; nothing of the
     # API is revealed: the same 400 comes with any key or none)
     unparsable = response.status_code == 400 and any(
-        why in response.text for why in ("There was an error parsing the body", "not valid UTF-8 JSON"))
+        why in response.text for why in ("There was an error parsing the body", "not valid UTF-8 JSON")
+    )
     assert response.status_code in (401, 413) or unmatched_route or unparsable, (
-        f"{case.operation.method.upper()} {case.formatted_path} with an invalid key: {response.status_code} {response.text[:300]}")
+        f"{case.operation.method.upper()} {case.formatted_path} with an invalid key: {response.status_code} {response.text[:300]}"
+    )
 
 
-@pytest.mark.parametrize("path, body", [
-    ("/v1/collections/{collection}/query", {"question": "How long should green tea steep?", "stream": True}),
-    ("/v1/chat/completions", {"model": f"spanrag:{C}", "stream": True,
-                              "messages": [{"role": "user", "content": "How long should green tea steep?"}]}),
-], ids=["query", "chat"])
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/v1/collections/{collection}/query", {"question": "How long should green tea steep?", "stream": True}),
+        (
+            "/v1/chat/completions",
+            {
+                "model": f"spanrag:{C}",
+                "stream": True,
+                "messages": [{"role": "user", "content": "How long should green tea steep?"}],
+            },
+        ),
+    ],
+    ids=["query", "chat"],
+)
 def test_a_streamed_answer_conforms_to_the_schema(path, body, fuzz_server):
     """Generation rarely sends ``stream: true`` to a collection that exists, so both streaming
     operations are also called once by hand, with every check."""
     server, admin = fuzz_server
     operation = schema[path]["POST"]
     case = operation.Case(path_parameters={"collection": C} if "{collection}" in path else {}, body=body)
-    response = case.call_and_validate(base_url=server.base_url, headers={"Authorization": f"Bearer {admin}"},
-                                      checks=checks_for(case), timeout=60)
+    response = case.call_and_validate(
+        base_url=server.base_url, headers={"Authorization": f"Bearer {admin}"}, checks=checks_for(case), timeout=60
+    )
     assert response.status_code == 200 and "data:" in response.text

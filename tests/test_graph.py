@@ -5,6 +5,7 @@ traversals retrieval uses (hop neighbourhoods, personalized PageRank)."""
 from __future__ import annotations
 
 import math
+import sqlite3
 
 import pytest
 
@@ -15,8 +16,7 @@ from indexing.spans import Document, Span, span_id
 C = "docs"
 
 
-def make_doc(doc_id: str, title: str, paragraphs: list[list[str]],
-             version: str = "v1") -> tuple[Document, list[Span]]:
+def make_doc(doc_id: str, title: str, paragraphs: list[list[str]], version: str = "v1") -> tuple[Document, list[Span]]:
     """A document shaped like the span tree builder's: document, title section, then per
     paragraph a paragraph span with one sentence span per sentence."""
     text = title
@@ -34,8 +34,17 @@ def make_doc(doc_id: str, title: str, paragraphs: list[list[str]],
     spans: list[Span] = []
 
     def add(granularity, start, end, parent):
-        span = Span(id=span_id(doc_id, len(spans)), doc_id=doc_id, parent_id=parent, granularity=granularity,
-                    start=start, end=end, text=text[start:end], heading_path=[title], order=len(spans))
+        span = Span(
+            id=span_id(doc_id, len(spans)),
+            doc_id=doc_id,
+            parent_id=parent,
+            granularity=granularity,
+            start=start,
+            end=end,
+            text=text[start:end],
+            heading_path=[title],
+            order=len(spans),
+        )
         spans.append(span)
         return span.id
 
@@ -45,8 +54,9 @@ def make_doc(doc_id: str, title: str, paragraphs: list[list[str]],
         paragraph = add("paragraph", start, end, section)
         for s, e in bounds:
             add("sentence", s, e, paragraph)
-    doc = Document(id=doc_id, collection=C, title=title, source=f"/tmp/{doc_id}",
-                   content_hash=f"{doc_id}-{version}", text=text)
+    doc = Document(
+        id=doc_id, collection=C, title=title, source=f"/tmp/{doc_id}", content_hash=f"{doc_id}-{version}", text=text
+    )
     return doc, spans
 
 
@@ -62,8 +72,10 @@ def edges(index: GraphIndex, kind: str | None = None) -> set[tuple[str, str, str
 
 
 def rows_of(index: GraphIndex, doc_id: str) -> list[tuple]:
-    return index._query("SELECT row_id, src, dst, kind, weight FROM edges WHERE collection = ? AND doc_id = ? "
-                        "ORDER BY row_id", (C, doc_id))
+    return index._query(
+        "SELECT row_id, src, dst, kind, weight FROM edges WHERE collection = ? AND doc_id = ? ORDER BY row_id",
+        (C, doc_id),
+    )
 
 
 def nodes_of_doc(index: GraphIndex, doc_id: str) -> set[str]:
@@ -78,13 +90,18 @@ def test_capitalized_phrases_are_entities_in_order_of_appearance():
 
 def test_connectors_join_capitalized_words_only_between_them():
     assert extract_entities("She taught at the University of the Arts in Leipzig.") == [
-        "university of the arts", "leipzig"]
+        "university of the arts",
+        "leipzig",
+    ]
     assert extract_entities("Tim Burton of the studio left.") == ["tim burton"]
 
 
 def test_and_yields_the_whole_run_and_each_side():
     assert extract_entities("Were Scott Derrickson and Ed Wood of the same nationality?") == [
-        "scott derrickson and ed wood", "scott derrickson", "ed wood"]
+        "scott derrickson and ed wood",
+        "scott derrickson",
+        "ed wood",
+    ]
 
 
 def test_sentence_initial_stopwords_are_not_entities():
@@ -94,7 +111,10 @@ def test_sentence_initial_stopwords_are_not_entities():
 
 def test_initials_abbreviations_digits_and_possessives():
     assert extract_entities("J. R. R. Tolkien taught in St. Louis on Apollo 11.") == [
-        "j r r tolkien", "st louis", "apollo 11"]
+        "j r r tolkien",
+        "st louis",
+        "apollo 11",
+    ]
     assert extract_entities("He chaired Nelson Rockefeller's Committee.") == ["nelson rockefeller", "committee"]
     assert extract_entities("He succeeded Sir Alex Ferguson.") == ["sir alex ferguson", "alex ferguson"]
 
@@ -102,7 +122,11 @@ def test_initials_abbreviations_digits_and_possessives():
 def test_known_titles_match_case_insensitively_with_or_without_their_qualifier():
     titles = ["Ed Wood (film)", "Woodson, Arkansas", "Deliver Us from Evil (2014 film)"]
     assert extract_entities("a biopic of ed wood set near Woodson, Arkansas", titles) == [
-        "ed wood film", "woodson", "woodson arkansas", "arkansas"]
+        "ed wood film",
+        "woodson",
+        "woodson arkansas",
+        "arkansas",
+    ]
     assert "deliver us from evil 2014 film" in extract_entities("He wrote Deliver Us from Evil.", titles)
     assert extract_entities("Ed Wood directed it.", titles) == ["ed wood", "ed wood film"]
 
@@ -127,10 +151,15 @@ def test_spans_point_to_their_parent_and_next_sibling_and_top_spans_to_the_docum
     doc, spans = make_doc("a", "Alpha", [["One here.", "Two here."], ["Three here."]])
     index.update_document(C, doc, spans)
     assert edges(index, "parent") == {
-        ("span:a#0", "doc:a", "parent"), ("span:a#1", "span:a#0", "parent"), ("span:a#1", "doc:a", "parent"),
-        ("span:a#2", "span:a#1", "parent"), ("span:a#3", "span:a#2", "parent"),
-        ("span:a#4", "span:a#2", "parent"), ("span:a#5", "span:a#1", "parent"),
-        ("span:a#6", "span:a#5", "parent")}
+        ("span:a#0", "doc:a", "parent"),
+        ("span:a#1", "span:a#0", "parent"),
+        ("span:a#1", "doc:a", "parent"),
+        ("span:a#2", "span:a#1", "parent"),
+        ("span:a#3", "span:a#2", "parent"),
+        ("span:a#4", "span:a#2", "parent"),
+        ("span:a#5", "span:a#1", "parent"),
+        ("span:a#6", "span:a#5", "parent"),
+    }
     # siblings of the same granularity under the same parent, in order; none across parents
     assert edges(index, "next") == {("span:a#2", "span:a#5", "next"), ("span:a#3", "span:a#4", "next")}
     kinds = dict(index.graph(C).nodes(data="kind"))
@@ -142,15 +171,26 @@ def test_only_paragraphs_sentences_rows_and_the_document_title_mention_entities(
     index.update_document(C, doc, spans)
     assert edges(index, "mentions") == {
         ("doc:a", "ent:alpha centauri", "mentions"),
-        ("span:a#2", "ent:bob marley", "mentions"), ("span:a#3", "ent:bob marley", "mentions")}
+        ("span:a#2", "ent:bob marley", "mentions"),
+        ("span:a#3", "ent:bob marley", "mentions"),
+    }
     assert index.entities_of(C, "a#3") == ["bob marley"] and index.entities_of(C, "a#1") == []
 
 
 def test_a_row_mentions_the_entities_of_its_cells_not_of_its_header(index):
     doc, spans = make_doc("t", "Capitals", [["France | Paris"]])
     row = spans[2]
-    spans[2] = Span(id=row.id, doc_id="t", parent_id=row.parent_id, granularity="row", start=row.start,
-                    end=row.end, text=row.text, header="Country | Capital", order=row.order)
+    spans[2] = Span(
+        id=row.id,
+        doc_id="t",
+        parent_id=row.parent_id,
+        granularity="row",
+        start=row.start,
+        end=row.end,
+        text=row.text,
+        header="Country | Capital",
+        order=row.order,
+    )
     index.update_document(C, doc, spans[:3])
     assert index.entities_of(C, "t#2") == ["france", "paris"]
 
@@ -206,8 +246,9 @@ def test_the_graph_survives_a_restart(tmp_path):
 
 def test_updating_a_document_leaves_nothing_of_its_old_version_and_touches_no_other_document(index):
     index.update_document(C, *make_doc("a", "Alpha", [["Victor Hugo lived in Paris."], ["Then Guernsey."]]))
-    index.update_document(C, *make_doc("b", "Beta", [["Victor Hugo wrote in Brussels."]]),
-                          similar={"b#2": [("a#5", 0.9), ("a#2", 0.7)]})
+    index.update_document(
+        C, *make_doc("b", "Beta", [["Victor Hugo wrote in Brussels."]]), similar={"b#2": [("a#5", 0.9), ("a#2", 0.7)]}
+    )
     index.update_document(C, *make_doc("c", "Gamma", [["Berlin is far."]]))
     b_own_rows = [r for r in rows_of(index, "b") if r[3] != "similar"]
     c_rows = rows_of(index, "c")
@@ -236,8 +277,9 @@ def test_first_indexing_or_reindexing_an_unchanged_document_keeps_the_similar_ed
 
 def test_deleting_a_document_leaves_no_stale_node_and_removes_incoming_similar_edges(index):
     index.update_document(C, *make_doc("a", "Alpha", [["Victor Hugo lived in Paris."]]))
-    index.update_document(C, *make_doc("b", "Beta", [["Victor Hugo wrote in Brussels."]]),
-                          similar={"b#2": [("a#2", 0.9)]})
+    index.update_document(
+        C, *make_doc("b", "Beta", [["Victor Hugo wrote in Brussels."]]), similar={"b#2": [("a#2", 0.9)]}
+    )
     b_rows = [r for r in rows_of(index, "b") if r[3] != "similar"]
     index.delete_document(C, "a")
     graph = index.graph(C)
@@ -270,7 +312,7 @@ def test_a_failed_update_leaves_the_previous_version_in_place(index):
     index.update_document(C, doc, spans)
     before, generation = rows_of(index, "a"), index.generation(C)
     new_doc, new_spans = make_doc("a", "Alpha", [["London."]], version="v2")
-    with pytest.raises(Exception):  # a NaN weight violates NOT NULL mid-transaction
+    with pytest.raises(sqlite3.IntegrityError):  # a NaN weight violates NOT NULL mid-transaction
         index.update_document(C, new_doc, new_spans, similar={"a#2": [("b#2", math.nan)]})
     assert rows_of(index, "a") == before and index.generation(C) == generation
     assert index.document_hashes(C) == {"a": "a-v1"}
@@ -296,8 +338,9 @@ def test_titles_of_stored_documents_are_known_when_another_document_is_indexed(i
     index.delete_document(C, "film")
     index.update_document(C, *make_doc("y", "Yarn", [["About ed wood."]]))
     assert index.entities_of(C, "y#2") == []
-    index.update_document(C, *make_doc("z", "Zed", [["About deliver us from evil."]]),
-                          known_titles=["Deliver Us from Evil (2014 film)"])
+    index.update_document(
+        C, *make_doc("z", "Zed", [["About deliver us from evil."]]), known_titles=["Deliver Us from Evil (2014 film)"]
+    )
     assert index.entities_of(C, "z#2") == ["deliver us from evil 2014 film"]
 
 
@@ -314,8 +357,9 @@ def test_stale_and_orphan_documents_are_found_for_repair(index):
 def build_world(index: GraphIndex) -> None:
     index.update_document(C, *make_doc("a", "Alpha", [["Marie Curie worked in Paris."]]))
     index.update_document(C, *make_doc("b", "Beta", [["Marie Curie won a Nobel Prize."]]))
-    index.update_document(C, *make_doc("c", "Gamma", [["Penguins live in Antarctica."]]),
-                          similar={"c#2": [("d#2", 0.9)]})
+    index.update_document(
+        C, *make_doc("c", "Gamma", [["Penguins live in Antarctica."]]), similar={"c#2": [("d#2", 0.9)]}
+    )
     index.update_document(C, *make_doc("d", "Delta", [["Seals hunt near Antarctica."]]))
 
 
@@ -336,10 +380,14 @@ def test_same_input_gives_same_graph_and_same_answers_in_the_same_order(tmp_path
     for run in range(2):
         index = GraphIndex(tmp_path / f"g{run}.sqlite3")
         build_world(index)
-        answers.append((
-            list(index.graph(C).edges(data=True, keys=True)), list(index.graph(C).nodes(data=True)),
-            list(index.neighbours(C, "a#2", {"mentions", "parent", "next"}, hops=3).items()),
-            index.personalized_pagerank(C, {"a#2": 1.0, "c#2": 0.5}), index.stats(C),
-        ))
+        answers.append(
+            (
+                list(index.graph(C).edges(data=True, keys=True)),
+                list(index.graph(C).nodes(data=True)),
+                list(index.neighbours(C, "a#2", {"mentions", "parent", "next"}, hops=3).items()),
+                index.personalized_pagerank(C, {"a#2": 1.0, "c#2": 0.5}),
+                index.stats(C),
+            )
+        )
         index.close()
     assert answers[0] == answers[1]

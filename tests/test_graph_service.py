@@ -12,10 +12,8 @@ def backend(request) -> str:
     return request.param
 
 
-FILM = ("Big Stone Gap is a 2014 American romantic comedy film directed by Adriana Trigiani. "
-        "It was filmed in Virginia.")
-AUTHOR = ("Adriana Trigiani is an American author and film director. "
-          "She is based in Greenwich Village, New York City.")
+FILM = "Big Stone Gap is a 2014 American romantic comedy film directed by Adriana Trigiani. It was filmed in Virginia."
+AUTHOR = "Adriana Trigiani is an American author and film director. She is based in Greenwich Village, New York City."
 OTHER = "Lake Placid is a village in the Adirondack Mountains of New York. It hosted the Winter Olympics."
 
 

@@ -99,10 +99,7 @@ def test_a_layer_does_not_import_the_layers_above_it(package):
 
 
 def test_compression_reads_only_the_shared_modules_of_retrieval():
-    wrong = [
-        (m, name) for m, name in imports_of("compression")
-        if in_package(name, "retrieval") and not _shared(name)
-    ]
+    wrong = [(m, name) for m, name in imports_of("compression") if in_package(name, "retrieval") and not _shared(name)]
     assert wrong == [], f"compression may import only {sorted(RETRIEVAL_SHARED)} of retrieval: {wrong}"
 
 
@@ -137,6 +134,4 @@ def test_the_checker_sees_imports_inside_functions_and_relative_ones(tmp_path, m
 def _shared(name: str) -> bool:
     """``name`` is a shared module of retrieval, or a name imported from one
     (``retrieval.types.Context``)."""
-    return name in RETRIEVAL_SHARED or any(
-        name.startswith(shared + ".") for shared in RETRIEVAL_SHARED - {"retrieval"}
-    )
+    return name in RETRIEVAL_SHARED or any(name.startswith(shared + ".") for shared in RETRIEVAL_SHARED - {"retrieval"})

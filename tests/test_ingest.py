@@ -58,6 +58,7 @@ def ingested(rag, samples_dir):
 
 # -- first ingest and incremental re-ingest --------------------------------------------------
 
+
 def test_ingesting_the_samples_adds_every_file_with_spans(rag, ingested):
     assert (ingested.added, ingested.updated, ingested.unchanged, ingested.removed) == (4, 0, 0, 0)
     assert ingested.spans > 0
@@ -69,7 +70,7 @@ def test_ingesting_the_samples_adds_every_file_with_spans(rag, ingested):
         doc = rag.store.get_document(C, doc_id)
         spans = rag.store.document_spans(C, doc_id)
         assert spans and spans[0].granularity == "document"
-        assert all(doc.text[s.start:s.end] == s.text for s in spans)
+        assert all(doc.text[s.start : s.end] == s.text for s in spans)
 
 
 def test_reingesting_unchanged_files_does_no_work(rag, samples_dir, ingested):
@@ -150,6 +151,7 @@ def test_a_deleted_file_comes_back_when_its_folder_is_reingested(rag, samples_di
 
 # -- JSONL corpora ---------------------------------------------------------------------------
 
+
 @pytest.fixture
 def corpus(tmp_path) -> Path:
     folder = tmp_path / "scifact"
@@ -217,6 +219,7 @@ def test_a_deleted_jsonl_record_comes_back_on_reingest_of_the_same_file(rag, cor
 
 # -- bad files -------------------------------------------------------------------------------
 
+
 def pdf_bytes(text: str) -> bytes:
     pdf = FPDF()
     pdf.add_page()
@@ -282,8 +285,7 @@ def test_a_missing_path_is_reported(bad_batch):
 
 def test_bad_files_do_not_stop_the_good_files_of_the_batch(bad_batch):
     rag, report = bad_batch
-    assert sorted(Path(f.source).name for f in report.failed) == sorted(
-        [*BAD_FILES, UNSUPPORTED, "missing.md"])
+    assert sorted(Path(f.source).name for f in report.failed) == sorted([*BAD_FILES, UNSUPPORTED, "missing.md"])
     assert report.added == 3  # tea-notes.txt, saturn.pdf, latin1.txt
     names = sorted(Path(d).name for d in report.doc_ids)
     assert names == ["latin1.txt", "saturn.pdf", "tea-notes.txt"]
@@ -308,6 +310,7 @@ def test_a_jsonl_file_with_duplicate_ids_is_reported_and_the_batch_goes_on(rag, 
 
 # -- interrupted writes ----------------------------------------------------------------------
 
+
 class PowerCut(Exception):
     pass
 
@@ -322,6 +325,7 @@ def crash_in_encoder(rag, monkeypatch):
 
 def crash_before_commit(rag, monkeypatch):
     """Everything is deleted and re-inserted, then the process 'dies' just before COMMIT."""
+
     def die(collection):
         raise PowerCut("power cut")
 
@@ -330,12 +334,12 @@ def crash_before_commit(rag, monkeypatch):
 
 
 @pytest.mark.parametrize("crash", [crash_in_encoder, crash_before_commit], ids=["mid-write", "before-commit"])
-def test_an_interrupted_write_leaves_the_previous_version_readable(
-    rag, samples_dir, ingested, monkeypatch, crash
-):
+def test_an_interrupted_write_leaves_the_previous_version_readable(rag, samples_dir, ingested, monkeypatch, crash):
     if rag.settings.store == "qdrant":
-        pytest.skip("Qdrant has no multi-point transactions: its store validates before writing and"
-                    " writes the document record last instead (see indexing/store/qdrant.py)")
+        pytest.skip(
+            "Qdrant has no multi-point transactions: its store validates before writing and"
+            " writes the document record last instead (see indexing/store/qdrant.py)"
+        )
     tea = doc_id_of(ingested.doc_ids, "tea-notes.txt")
     old_doc = rag.store.get_document(C, tea)
     old_spans = [(s.id, s.text) for s in rag.store.document_spans(C, tea)]

@@ -77,7 +77,8 @@ def test_per_call_options_override_the_retrievers_own(rag):
     per_call = retriever.invoke(MERCURY, pipeline="default", top_k=None)
     assert per_call != retriever.invoke(MERCURY)
     assert [d.metadata["span_id"] for d in per_call] == [
-        d.metadata["span_id"] for d in SpanRAGRetriever(collection=C, service=rag).invoke(MERCURY)]
+        d.metadata["span_id"] for d in SpanRAGRetriever(collection=C, service=rag).invoke(MERCURY)
+    ]
     assert len(retriever.invoke(MERCURY)) == 4, "a call's options do not stick"
 
 
@@ -89,20 +90,37 @@ def test_batch_and_ainvoke_honour_per_call_options(rag):
     assert len(asyncio.run(retriever.ainvoke(MERCURY, k=1))) == 1
 
 
-@pytest.mark.parametrize("bad", [
-    {"k": 0}, {"k": -3}, {"k": 1.5}, {"k": True}, {"top_k": 0}, {"top_k": 201}, {"budget_tokens": -1},
-    {"limit": 3}, {"search_kwargs": {"k": 0}}, {"search_kwargs": {"top_k": -3}},
-    {"search_kwargs": {"compression": "zip"}}, {"search_kwargs": {"n": 3}},
-    {"k": 2, "search_kwargs": {"k": 3}}, {"timeout_s": 0},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"k": 0},
+        {"k": -3},
+        {"k": 1.5},
+        {"k": True},
+        {"top_k": 0},
+        {"top_k": 201},
+        {"budget_tokens": -1},
+        {"limit": 3},
+        {"search_kwargs": {"k": 0}},
+        {"search_kwargs": {"top_k": -3}},
+        {"search_kwargs": {"compression": "zip"}},
+        {"search_kwargs": {"n": 3}},
+        {"k": 2, "search_kwargs": {"k": 3}},
+        {"timeout_s": 0},
+    ],
+)
 def test_unknown_or_invalid_constructor_arguments_are_refused(rag, bad):
     with pytest.raises(pydantic.ValidationError):
         SpanRAGRetriever(collection=C, service=rag, **bad)
 
 
-@pytest.mark.parametrize("bad", [
-    {"base_url": "http://127.0.0.1:9"}, {"data_dir": "elsewhere"},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"base_url": "http://127.0.0.1:9"},
+        {"data_dir": "elsewhere"},
+    ],
+)
 def test_one_mode_at_a_time(rag, bad):
     with pytest.raises(pydantic.ValidationError, match="not both"):
         SpanRAGRetriever(collection=C, service=rag, **bad)
@@ -123,11 +141,11 @@ def test_unknown_or_invalid_per_call_kwargs_are_refused(rag):
 def test_data_dir_mode_opens_the_collection_itself(rag, monkeypatch):
     retriever = SpanRAGRetriever(collection=C, data_dir=rag.settings.data_dir, top_k=3)
     # reuse the already loaded model instead of loading another copy
-    monkeypatch.setattr("app.langchain_retriever.RagService",
-                        lambda settings: _with_encoder(settings, rag))
+    monkeypatch.setattr("app.langchain_retriever.RagService", lambda settings: _with_encoder(settings, rag))
     docs = retriever.invoke(MERCURY)
     assert [d.metadata["span_id"] for d in docs] == [
-        d.metadata["span_id"] for d in SpanRAGRetriever(collection=C, service=rag, top_k=3).invoke(MERCURY)]
+        d.metadata["span_id"] for d in SpanRAGRetriever(collection=C, service=rag, top_k=3).invoke(MERCURY)
+    ]
 
 
 def _with_encoder(settings, rag):
@@ -145,14 +163,14 @@ def test_unknown_collection_raises(rag):
 
 # -- remote mode -----------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def server_url(rag):
     """The real HTTP app on a loopback port, served by uvicorn in a thread over ``rag``."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(service=rag), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(service=rag), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -177,7 +195,8 @@ def test_remote_mode_honours_k_and_per_call_options(rag, server_url):
     remote = SpanRAGRetriever(collection=C, base_url=server_url, k=3)
     local = SpanRAGRetriever(collection=C, service=rag, k=3)
     assert [d.metadata["span_id"] for d in remote.invoke(MERCURY)] == [
-        d.metadata["span_id"] for d in local.invoke(MERCURY)]
+        d.metadata["span_id"] for d in local.invoke(MERCURY)
+    ]
     assert len(remote.invoke(MERCURY, k=1)) == 1
     dense = remote.invoke(MERCURY, pipeline="dense", top_k=1, k=None)
     assert [d.metadata["granularity"] for d in dense] == ["document"]

@@ -24,6 +24,7 @@ SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 C = "samples"
 MERCURY = "How many days does Mercury take to orbit the Sun?"
 
+
 @pytest.fixture(scope="module")
 def local_service(make_rag, tmp_path_factory):
     service = make_rag(tmp_path_factory.mktemp("langchain-standard") / "data")
@@ -40,12 +41,16 @@ def keyed_server(tmp_path_factory):
     admin, reader = keys.create("*", "admin").secret, keys.create(C, "read").secret
     keys.close()
     with SpanragServer(root / "data", cwd=root) as server:
-        with httpx.Client(base_url=server.base_url, timeout=120, headers={
-            "Authorization": f"Bearer {admin}", "X-Requested-With": "spanrag-tests"}) as client:
+        with httpx.Client(
+            base_url=server.base_url,
+            timeout=120,
+            headers={"Authorization": f"Bearer {admin}", "X-Requested-With": "spanrag-tests"},
+        ) as client:
             for path in sorted(SAMPLES.iterdir()):
                 with open(path, "rb") as f:
-                    r = client.post(f"/v1/collections/{C}/documents",
-                                    files={"file": (path.name, f, "application/octet-stream")})
+                    r = client.post(
+                        f"/v1/collections/{C}/documents", files={"file": (path.name, f, "application/octet-stream")}
+                    )
                 assert r.status_code == 201, r.text
         yield server.base_url, reader
 
@@ -95,6 +100,7 @@ class TestRemoteStandard(RetrieversIntegrationTests):
 
 # -- the key, and the per-call options, over real HTTP -------------------------------------
 
+
 def test_remote_mode_needs_the_key_and_never_shows_it(keyed_server):
     base_url, key = keyed_server
     with pytest.raises(httpx.HTTPStatusError) as caught:
@@ -110,8 +116,9 @@ def test_remote_mode_needs_the_key_and_never_shows_it(keyed_server):
 
 def test_remote_mode_passes_per_call_options_to_the_server(keyed_server):
     base_url, key = keyed_server
-    retriever = SpanRAGRetriever(collection=C, base_url=base_url, api_key=key,
-                                 search_kwargs={"pipeline": "dense", "top_k": 2})
+    retriever = SpanRAGRetriever(
+        collection=C, base_url=base_url, api_key=key, search_kwargs={"pipeline": "dense", "top_k": 2}
+    )
     assert len(retriever.invoke(MERCURY)) == 2
     assert len(retriever.invoke(MERCURY, top_k=1)) == 1
     assert [d.metadata["granularity"] for d in retriever.invoke(MERCURY, top_k=1)] == ["document"]

@@ -34,12 +34,13 @@ MERCURY = {
     "id": "planets/mercury",
     "title": "Mercury",
     "text": "Mercury is the closest planet to the Sun. It takes 88 days to orbit the Sun. "
-            "A day on Mercury lasts 59 Earth days.",
+    "A day on Mercury lasts 59 Earth days.",
 }
 HEX_ID = re.compile(r"[0-9a-f]{32}")
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
 
 def scrape(client: TestClient) -> list:
     """Every sample of ``/metrics``, parsed by prometheus_client's own parser."""
@@ -66,6 +67,7 @@ def bare_service(tmp_path) -> RagService:
 
 # The clients below are not entered (``with TestClient(app)``): the app's start-up would warm
 # the service up in the background, and these tests need it cold (or already set up).
+
 
 @pytest.fixture
 def bare(tmp_path) -> Iterator[tuple[FastAPI, RagService, TestClient]]:
@@ -112,14 +114,19 @@ def log_lines(stream: io.StringIO) -> list[dict]:
 
 # -- /metrics ----------------------------------------------------------------------------------
 
+
 def test_metrics_is_prometheus_text_and_scraping_it_loads_nothing(bare):
     _, rag, client = bare
     samples = scrape(client)
 
     names = {s.name for s in samples}
     # counters with label sets are exported at 0 from the start
-    assert {"spanrag_ingest_documents_total", "spanrag_ingest_spans_total",
-            "spanrag_documents_deleted_total", "spanrag_ingest_spans_per_second"} <= names
+    assert {
+        "spanrag_ingest_documents_total",
+        "spanrag_ingest_spans_total",
+        "spanrag_documents_deleted_total",
+        "spanrag_ingest_spans_per_second",
+    } <= names
     for outcome in ("added", "updated", "unchanged", "removed", "failed"):
         assert value(samples, "spanrag_ingest_documents_total", outcome=outcome) == 0
     # neither the model nor the store is opened by a scrape (create_app builds only the generator)
@@ -181,9 +188,12 @@ def test_a_query_feeds_the_retrieval_stage_histogram(served):
 
 
 def test_a_streamed_query_is_counted_once_finished_and_carries_its_request_id(served):
-    with served.stream("POST", f"/v1/collections/{C}/query",
-                       json={"question": "How long is a day on Mercury?", "stream": True},
-                       headers={"X-Request-ID": "stream-1"}) as response:
+    with served.stream(
+        "POST",
+        f"/v1/collections/{C}/query",
+        json={"question": "How long is a day on Mercury?", "stream": True},
+        headers={"X-Request-ID": "stream-1"},
+    ) as response:
         body = "".join(response.iter_text())
     assert response.status_code == 200 and response.headers["x-request-id"] == "stream-1"
     assert "event: done" in body
@@ -265,6 +275,7 @@ def test_refusals_by_the_outer_middleware_are_counted_with_their_id(client):
 
 # -- request ids --------------------------------------------------------------------------------
 
+
 def test_a_safe_request_id_is_echoed_and_seen_by_the_endpoint(bare):
     app, _, client = bare
 
@@ -287,7 +298,9 @@ def test_a_request_id_is_made_when_absent_and_on_error_responses(client):
     assert HEX_ID.fullmatch(client.post(f"/v1/collections/{C}/query", json={}).headers["x-request-id"])
 
 
-@pytest.mark.parametrize("hostile", ["a" * 65, "../../etc/passwd;rm", "<script>alert(1)</script>", "id with spaces", ""])
+@pytest.mark.parametrize(
+    "hostile", ["a" * 65, "../../etc/passwd;rm", "<script>alert(1)</script>", "id with spaces", ""]
+)
 def test_an_unsafe_request_id_is_replaced(client, hostile):
     response = client.get("/healthz", headers={"X-Request-ID": hostile})
     assert HEX_ID.fullmatch(response.headers["x-request-id"])
@@ -295,6 +308,7 @@ def test_an_unsafe_request_id_is_replaced(client, hostile):
 
 
 # -- logs ---------------------------------------------------------------------------------------
+
 
 def test_one_json_access_line_per_request_without_secrets(client, json_log):
     response = client.post(
@@ -340,8 +354,15 @@ def test_the_json_formatter_writes_one_object_per_line_with_the_traceback():
         raise ValueError("bad\nvalue")
     except ValueError:
         record = logging.getLogger("spanrag.test").makeRecord(
-            "spanrag.test", logging.ERROR, __file__, 1, "failed %s", ("twice",), __import__("sys").exc_info(),
-            extra={"status": 500, "color_message": "\x1b[31mfailed\x1b[0m"})
+            "spanrag.test",
+            logging.ERROR,
+            __file__,
+            1,
+            "failed %s",
+            ("twice",),
+            __import__("sys").exc_info(),
+            extra={"status": 500, "color_message": "\x1b[31mfailed\x1b[0m"},
+        )
     text = JsonLogFormatter().format(record)
     assert "\n" not in text
     line = json.loads(text)

@@ -53,6 +53,7 @@ class Orbit(BaseModel):
 
 # -- server ------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("conventions")
@@ -83,8 +84,9 @@ def llm(server) -> ChatOpenAI:
 
 
 def chat(http: httpx.Client, stream: bool = False, **fields) -> httpx.Response:
-    return http.post("/v1/chat/completions", json={"model": MODEL, "messages": [user(MERCURY)], "stream": stream,
-                                                   **fields})
+    return http.post(
+        "/v1/chat/completions", json={"model": MODEL, "messages": [user(MERCURY)], "stream": stream, **fields}
+    )
 
 
 def streamed_chunks(response: httpx.Response) -> list[dict]:
@@ -106,9 +108,16 @@ UNSUPPORTED = [
     ({"tool_choice": {"type": "function", "function": {"name": "lookup"}}}, "tool_choice", "unsupported_value"),
     ({"function_call": "auto"}, "function_call", "unsupported_value"),
     ({"response_format": {"type": "json_object"}}, "response_format", "unsupported_value"),
-    ({"response_format": {"type": "json_schema",
-                          "json_schema": {"name": "Orbit", "schema": Orbit.model_json_schema()}}},
-     "response_format", "unsupported_value"),
+    (
+        {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "Orbit", "schema": Orbit.model_json_schema()},
+            }
+        },
+        "response_format",
+        "unsupported_value",
+    ),
     ({"logprobs": True}, "logprobs", "unsupported_value"),
     ({"logprobs": True, "top_logprobs": 5}, "logprobs", "unsupported_value"),
     ({"top_logprobs": 2}, "top_logprobs", "unsupported_value"),
@@ -119,10 +128,27 @@ UNSUPPORTED = [
     ({"modalities": ["audio"]}, "modalities", "unsupported_value"),
     ({"web_search_options": {}}, "web_search_options", "unsupported_parameter"),
 ]
-UNSUPPORTED_IDS = ["tools", "tools+required", "tools+parallel", "functions", "tool_choice-required", "tool_choice-auto",
-                   "tool_choice-named", "function_call", "json_object", "json_schema", "logprobs", "logprobs+top",
-                   "top_logprobs", "n-2", "logit_bias", "audio+modalities", "audio", "modalities-audio",
-                   "web_search"]
+UNSUPPORTED_IDS = [
+    "tools",
+    "tools+required",
+    "tools+parallel",
+    "functions",
+    "tool_choice-required",
+    "tool_choice-auto",
+    "tool_choice-named",
+    "function_call",
+    "json_object",
+    "json_schema",
+    "logprobs",
+    "logprobs+top",
+    "top_logprobs",
+    "n-2",
+    "logit_bias",
+    "audio+modalities",
+    "audio",
+    "modalities-audio",
+    "web_search",
+]
 
 
 @pytest.mark.parametrize("fields, param, code", UNSUPPORTED, ids=UNSUPPORTED_IDS)
@@ -139,8 +165,10 @@ def test_an_unsupported_feature_is_400_in_openai_shape_naming_the_parameter(http
 
 
 def test_an_unsupported_feature_is_refused_before_the_model_is_looked_up(http):
-    error = http.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": [user(MERCURY)],
-                                                    "response_format": {"type": "json_object"}}).json()["error"]
+    error = http.post(
+        "/v1/chat/completions",
+        json={"model": "gpt-4o", "messages": [user(MERCURY)], "response_format": {"type": "json_object"}},
+    ).json()["error"]
     assert error["param"] == "response_format"
 
 
@@ -152,13 +180,29 @@ def test_a_malformed_value_of_a_refused_parameter_is_400_naming_it(http):
 def test_the_fields_clients_always_send_and_fields_nobody_defines_keep_working(http):
     plain = chat(http).json()
     harmless = {
-        "tools": [], "functions": [], "tool_choice": "none", "function_call": "none",
+        "tools": [],
+        "functions": [],
+        "tool_choice": "none",
+        "function_call": "none",
         "response_format": {"type": "text"},
-        "logprobs": False, "top_logprobs": 0, "n": 1, "logit_bias": {}, "modalities": ["text"], "audio": None,
-        "parallel_tool_calls": False, "user": "u-1", "metadata": {"trace": "t-1"}, "store": False,
-        "service_tier": "auto", "prediction": {"type": "content", "content": "88 days"}, "reasoning_effort": "low",
-        "verbosity": "low", "prompt_cache_key": "k", "safety_identifier": "s",
-        "chat_template_kwargs": {"enable_thinking": False}, "x_gateway_request_id": 7,  # no one's parameters
+        "logprobs": False,
+        "top_logprobs": 0,
+        "n": 1,
+        "logit_bias": {},
+        "modalities": ["text"],
+        "audio": None,
+        "parallel_tool_calls": False,
+        "user": "u-1",
+        "metadata": {"trace": "t-1"},
+        "store": False,
+        "service_tier": "auto",
+        "prediction": {"type": "content", "content": "88 days"},
+        "reasoning_effort": "low",
+        "verbosity": "low",
+        "prompt_cache_key": "k",
+        "safety_identifier": "s",
+        "chat_template_kwargs": {"enable_thinking": False},
+        "x_gateway_request_id": 7,  # no one's parameters
     }
     answered = chat(http, **harmless)
     assert answered.status_code == 200, answered.text
@@ -167,8 +211,10 @@ def test_the_fields_clients_always_send_and_fields_nobody_defines_keep_working(h
     streamed = chat(http, stream=True, stream_options={"include_usage": True}, **harmless)
     assert streamed.status_code == 200, streamed.text
     chunks = streamed_chunks(streamed)
-    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) \
+    assert (
+        "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
         == plain["choices"][0]["message"]["content"]
+    )
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == plain["usage"]
 
 
@@ -193,6 +239,7 @@ def test_the_openai_client_raises_bad_request_naming_the_parameter(client):
 
 
 # -- citations where OpenAI's fields carry them ---------------------------------------------------
+
 
 def test_the_citations_ride_in_the_choices_logprobs_too_streamed_or_not(client):
     reply = client.chat.completions.create(model=MODEL, messages=[user(YEARS)])
@@ -221,7 +268,7 @@ def test_chat_openai_invoke_reaches_the_citations_in_response_metadata(llm, clie
     for c in citations:  # each [n] resolves to a stored span
         assert f"[{c['id']}]" in message.content
         document = http.get(f"/v1/collections/{C}/documents/{c['doc_id']}").json()
-        assert document["text"][c["start"]:c["end"]] == c["text"]
+        assert document["text"][c["start"] : c["end"]] == c["text"]
     assert message.response_metadata["finish_reason"] == "stop" and message.response_metadata["model_name"] == MODEL
 
 
@@ -243,15 +290,26 @@ def test_chat_openai_stream_reaches_the_citations_in_the_added_up_chunks(llm):
 
 # -- LangChain's structured output and tools fail at once, naming the parameter -----------------------
 
-@pytest.mark.parametrize("make, param", [
-    (lambda llm: llm.with_structured_output(Orbit), "response_format"),  # json_schema, LangChain's default
-    (lambda llm: llm.with_structured_output(Orbit, method="json_mode"), "response_format"),
-    (lambda llm: llm.with_structured_output(Orbit, method="function_calling"), "tools"),
-    (lambda llm: llm.bind_tools([Orbit]), "tools"),
-    (lambda llm: llm.bind_tools([Orbit], tool_choice="required"), "tools"),
-    (lambda llm: llm.bind(logprobs=True), "logprobs"),
-], ids=["structured-json_schema", "structured-json_mode", "structured-function_calling", "bind_tools",
-        "bind_tools-required", "logprobs"])
+
+@pytest.mark.parametrize(
+    "make, param",
+    [
+        (lambda llm: llm.with_structured_output(Orbit), "response_format"),  # json_schema, LangChain's default
+        (lambda llm: llm.with_structured_output(Orbit, method="json_mode"), "response_format"),
+        (lambda llm: llm.with_structured_output(Orbit, method="function_calling"), "tools"),
+        (lambda llm: llm.bind_tools([Orbit]), "tools"),
+        (lambda llm: llm.bind_tools([Orbit], tool_choice="required"), "tools"),
+        (lambda llm: llm.bind(logprobs=True), "logprobs"),
+    ],
+    ids=[
+        "structured-json_schema",
+        "structured-json_mode",
+        "structured-function_calling",
+        "bind_tools",
+        "bind_tools-required",
+        "logprobs",
+    ],
+)
 def test_chat_openai_structured_output_and_tools_fail_at_once_with_a_400_naming_the_parameter(llm, make, param):
     runnable = make(llm)
     with warnings.catch_warnings(record=True) as caught, pytest.raises(openai.BadRequestError) as raised:

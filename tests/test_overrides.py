@@ -22,11 +22,21 @@ C = "docs"
 QUESTION = "How many days does Mercury take to orbit the Sun?"
 
 OUT_OF_RANGE: list[tuple[str, object]] = [
-    ("top_k", 0), ("top_k", -3), ("top_k", 201), ("top_k", "many"),
-    ("budget_tokens", 0), ("budget_tokens", -1), ("budget_tokens", 100_001),
-    ("compression", "words"), ("compression", ""),
-    ("compress_budget_tokens", 0), ("compress_budget_tokens", 100_001),
-    ("compress_ratio", 0), ("compress_ratio", 1), ("compress_ratio", 1.5), ("compress_ratio", -0.1),
+    ("top_k", 0),
+    ("top_k", -3),
+    ("top_k", 201),
+    ("top_k", "many"),
+    ("budget_tokens", 0),
+    ("budget_tokens", -1),
+    ("budget_tokens", 100_001),
+    ("compression", "words"),
+    ("compression", ""),
+    ("compress_budget_tokens", 0),
+    ("compress_budget_tokens", 100_001),
+    ("compress_ratio", 0),
+    ("compress_ratio", 1),
+    ("compress_ratio", 1.5),
+    ("compress_ratio", -0.1),
 ]
 IDS = [f"{name}={value!r}" for name, value in OUT_OF_RANGE]
 
@@ -120,9 +130,14 @@ def test_native_http_answers_422_naming_the_field(http, endpoint, name, value):
 
 @pytest.mark.parametrize(("name", "value"), OUT_OF_RANGE, ids=IDS)
 def test_openai_extra_body_answers_400_in_openai_shape(http, name, value):
-    r = http.post("/v1/chat/completions", json={
-        "model": f"spanrag:{C}", "messages": [{"role": "user", "content": QUESTION}], name: value,
-    })
+    r = http.post(
+        "/v1/chat/completions",
+        json={
+            "model": f"spanrag:{C}",
+            "messages": [{"role": "user", "content": QUESTION}],
+            name: value,
+        },
+    )
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert error["type"] == "invalid_request_error" and error["param"] == name, error

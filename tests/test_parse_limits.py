@@ -66,6 +66,7 @@ def refused(excinfo, limit_name: str) -> DocumentTooLarge:
 
 # -- the limits themselves --------------------------------------------------------------------
 
+
 def test_limits_have_documented_defaults_and_refuse_non_positive_values():
     limits = ParseLimits()
     assert (limits.max_bytes, limits.max_chars, limits.max_spans) == (50_000_000, 5_000_000, 200_000)
@@ -85,6 +86,7 @@ def test_document_too_large_is_a_parse_error_naming_limit_value_and_setting():
 
 
 # -- bytes and characters ---------------------------------------------------------------------
+
 
 def test_bytes_over_the_limit_are_refused_before_parsing(monkeypatch):
     def no_parsing(*args, **kwargs):
@@ -106,13 +108,16 @@ def test_a_file_over_the_limit_is_refused_without_reading_it(tmp_path, monkeypat
     assert "60000000 bytes" in str(refused(excinfo, "max_bytes"))
 
 
-@pytest.mark.parametrize("name, data", [
-    ("a.txt", b"Plenty of words here. " * 20),
-    ("a.md", b"# Title\n\n" + b"Plenty of words here. " * 20),
-    ("a.html", b"<p>" + b"Plenty of words here. " * 20 + b"</p>"),
-    ("a.csv", b"a,b\n" + b"plenty,words\n" * 40),
-    ("a.jsonl", json.dumps({"_id": "1", "text": "Plenty of words here. " * 20}).encode()),
-])
+@pytest.mark.parametrize(
+    "name, data",
+    [
+        ("a.txt", b"Plenty of words here. " * 20),
+        ("a.md", b"# Title\n\n" + b"Plenty of words here. " * 20),
+        ("a.html", b"<p>" + b"Plenty of words here. " * 20 + b"</p>"),
+        ("a.csv", b"a,b\n" + b"plenty,words\n" * 40),
+        ("a.jsonl", json.dumps({"_id": "1", "text": "Plenty of words here. " * 20}).encode()),
+    ],
+)
 def test_text_over_max_chars_is_refused_in_every_format(name, data):
     parse_bytes(data, name, ParseLimits(max_chars=10_000))  # fits a larger limit
     with pytest.raises(ParseError) as excinfo:
@@ -127,6 +132,7 @@ def test_parse_text_holds_text_to_max_chars():
 
 
 # -- tables -----------------------------------------------------------------------------------
+
 
 def test_a_csv_with_a_million_columns_is_refused_fast_in_bounded_memory(tmp_path):
     header = ",".join(f"c{i}" for i in range(1_000_000))
@@ -203,6 +209,7 @@ def test_html_and_markdown_tables_are_limited_in_columns():
 
 # -- nesting ----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("depth", [5_000, 100_000])
 @pytest.mark.parametrize("tag", ["div", "span", "ul"])
 def test_deeply_nested_html_is_refused_fast_without_recursion_error(depth, tag):
@@ -227,11 +234,19 @@ def test_nesting_the_quick_estimate_misses_is_caught_in_the_parsed_tree():
 
 def test_sloppy_but_ordinary_html_is_not_refused():
     # thousands of unclosed <p>, <li>, <td>, <option> and formatting elements: a flat page
-    page = ("<table>" + "<tr><td>a<td>b" * 2000 + "</table>"
-            + "<ul>" + "<li>item <b>bold" * 2000 + "</ul>"
-            + "<select>" + "<option>o" * 2000 + "</select>"
-            + "<a href=1>one<a href=2>two" * 1000
-            + "<p>para <i>x" * 2000)
+    page = (
+        "<table>"
+        + "<tr><td>a<td>b" * 2000
+        + "</table>"
+        + "<ul>"
+        + "<li>item <b>bold" * 2000
+        + "</ul>"
+        + "<select>"
+        + "<option>o" * 2000
+        + "</select>"
+        + "<a href=1>one<a href=2>two" * 1000
+        + "<p>para <i>x" * 2000
+    )
     [doc] = parse_bytes(page.encode(), "sloppy.html")
     assert "item bold" in doc.text and "a | b" in doc.text
 
@@ -258,6 +273,7 @@ def test_a_deeply_nested_jsonl_record_is_refused(depth):
 
 # -- metadata and text that cannot be stored ----------------------------------------------------
 
+
 @pytest.mark.parametrize("depth", [300, 2_000])
 def test_metadata_nested_too_deep_is_refused(depth):
     with pytest.raises(ParseError) as excinfo:
@@ -273,8 +289,7 @@ def test_metadata_with_non_finite_numbers_is_refused(value):
 
 
 def test_metadata_must_be_json_with_string_keys_and_encodable_strings():
-    check_metadata({"year": 2024, "tags": ["a", "b"], "ok": None, "x": {"y": 1.5, "z": True}},
-                   ParseLimits())
+    check_metadata({"year": 2024, "tags": ["a", "b"], "ok": None, "x": {"y": 1.5, "z": True}}, ParseLimits())
     with pytest.raises(ParseError, match="non-string key 1"):
         check_metadata({1: "one"}, ParseLimits())
     with pytest.raises(ParseError, match="unpaired surrogate"):
@@ -295,8 +310,7 @@ def test_metadata_larger_than_its_byte_limit_is_refused():
 
 def test_jsonl_records_with_bad_metadata_or_unpaired_surrogates_are_refused():
     with pytest.raises(ParseError, match="line 2: metadata.*NaN"):
-        parse_bytes(b'{"_id": "1", "text": "ok"}\n{"_id": "2", "text": "x", "metadata": {"v": NaN}}',
-                    "c.jsonl")
+        parse_bytes(b'{"_id": "1", "text": "ok"}\n{"_id": "2", "text": "x", "metadata": {"v": NaN}}', "c.jsonl")
     for field in ("_id", "title", "text"):
         record = {"_id": "1", "title": "T", "text": "Body."}
         record[field] = "bad \ud800"
@@ -309,10 +323,11 @@ def test_parse_text_refuses_unpaired_surrogates_in_text_and_title():
         parse_text("Some text \ud83d here.")
     with pytest.raises(ParseError, match="title contains an unpaired surrogate"):
         parse_text("Some text.", title="\udc00")
-    check_text("paired: \U0001F600", "question")  # a real astral character is fine
+    check_text("paired: \U0001f600", "question")  # a real astral character is fine
 
 
 # -- undecodable bytes and unexpected errors ----------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["a.md", "a.txt", "a.html", "a.csv", "a.jsonl"])
 def test_undecodable_bytes_are_a_parse_error_with_a_reason(name):
@@ -325,8 +340,9 @@ def test_undecodable_bytes_are_a_parse_error_with_a_reason(name):
         parse_bytes(b"\xff\xfe" + "text".encode("utf-16-le") + b"\x00\xd8", name)
 
 
-@pytest.mark.parametrize("error", [RecursionError("maximum recursion depth exceeded"),
-                                   ValueError("a library's complaint"), MemoryError()])
+@pytest.mark.parametrize(
+    "error", [RecursionError("maximum recursion depth exceeded"), ValueError("a library's complaint"), MemoryError()]
+)
 def test_any_other_error_inside_a_parser_becomes_a_parse_error(monkeypatch, error):
     def broken(*args, **kwargs):
         raise error
@@ -340,6 +356,7 @@ def test_any_other_error_inside_a_parser_becomes_a_parse_error(monkeypatch, erro
 
 
 # -- spans ------------------------------------------------------------------------------------
+
 
 def test_a_span_tree_over_max_spans_is_refused_while_it_is_built():
     parsed = parse_text("One. Two. Three. Four. Five. Six. Seven. Eight.")  # 1 + 1 + 8 spans
@@ -357,6 +374,7 @@ def test_a_span_tree_over_max_spans_is_refused_while_it_is_built():
 
 
 # -- ingest ---------------------------------------------------------------------------------------
+
 
 class CountingEncoder:
     """Wraps the session's encoder, recording every text it was asked to embed."""
@@ -379,8 +397,9 @@ def ingestor(make_rag, tmp_path):
     rag = make_rag(tmp_path / "data")
 
     def make(batch_docs: int = 32, **limits) -> Ingestor:
-        made = Ingestor(rag.store, CountingEncoder(rag.encoder), SentenceSplitter(), batch_docs,
-                        limits=ParseLimits(**limits))
+        made = Ingestor(
+            rag.store, CountingEncoder(rag.encoder), SentenceSplitter(), batch_docs, limits=ParseLimits(**limits)
+        )
         made.rag = rag  # type: ignore[attr-defined]
         return made
 
@@ -412,11 +431,18 @@ def test_a_batch_stores_the_good_files_and_reports_the_deeply_nested_one(ingesto
     assert stored_names(ing) == ["a-bees.md", "c-tea.txt"]
 
 
-@pytest.mark.parametrize("error", [RecursionError("maximum recursion depth exceeded"),
-                                   UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
-                                   MemoryError(), KeyError("surprise")])
+@pytest.mark.parametrize(
+    "error",
+    [
+        RecursionError("maximum recursion depth exceeded"),
+        UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
+        MemoryError(),
+        KeyError("surprise"),
+    ],
+)
 def test_any_error_parsing_one_file_of_a_batch_is_reported_and_the_batch_goes_on(
-        ingestor, tmp_path, monkeypatch, error):
+    ingestor, tmp_path, monkeypatch, error
+):
     import indexing.ingest
 
     real_parse_path = indexing.ingest.parse_path
@@ -467,8 +493,9 @@ def test_an_error_building_one_files_spans_fails_that_file_only(ingestor, tmp_pa
     monkeypatch.setattr(indexing.ingest, "build_span_tree", build)
     folder = tmp_path / "batch"
     folder.mkdir()
-    (folder / "corpus.jsonl").write_text("\n".join(
-        json.dumps({"_id": f"r{i}", "text": f"Body {i}."}) for i in range(4)))
+    (folder / "corpus.jsonl").write_text(
+        "\n".join(json.dumps({"_id": f"r{i}", "text": f"Body {i}."}) for i in range(4))
+    )
     (folder / "tea.txt").write_bytes(GOOD_TXT)
     ing = ingestor(batch_docs=1)
     report = ing.ingest_paths(C, [folder])
@@ -482,8 +509,9 @@ def test_a_file_over_max_bytes_is_reported_without_being_read(ingestor, tmp_path
     (folder / "big.txt").write_bytes(GOOD_TXT * 10)
     (folder / "small.txt").write_bytes(GOOD_TXT)
     real_read = Path.read_bytes
-    monkeypatch.setattr(Path, "read_bytes",
-                        lambda self: pytest.fail("read") if self.name == "big.txt" else real_read(self))
+    monkeypatch.setattr(
+        Path, "read_bytes", lambda self: pytest.fail("read") if self.name == "big.txt" else real_read(self)
+    )
     ing = ingestor(max_bytes=200)
     report = ing.ingest_paths(C, [folder])
     assert "SPANRAG_MAX_DOCUMENT_BYTES" in failure(report, "big.txt")
@@ -503,8 +531,9 @@ def test_an_upload_over_a_limit_raises_and_writes_nothing(ingestor):
 
 def test_ingest_parsed_checks_ids_titles_and_metadata(ingestor):
     ing = ingestor()
-    doc = ParsedDocument(text="Body.", title="T", blocks=parse_text("Body.").blocks, doc_id="d",
-                         metadata={"score": math.nan})
+    doc = ParsedDocument(
+        text="Body.", title="T", blocks=parse_text("Body.").blocks, doc_id="d", metadata={"score": math.nan}
+    )
     with pytest.raises(ParseError, match="NaN"):
         ing.ingest_parsed(C, "api:d", [doc])
     doc.metadata, doc.title = {}, "bad \ud800"
@@ -514,11 +543,15 @@ def test_ingest_parsed_checks_ids_titles_and_metadata(ingestor):
     assert ing.ingest_parsed(C, "api:d", [doc]).added == 1
 
 
-def test_checking_every_tree_first_splits_each_paragraph_once_and_stores_the_same_spans(
-        ingestor, tmp_path):
-    records = [{"_id": f"r{i}", "title": f"Record {i}",
-                "text": f"First sentence {i}. Second one here.\n\nAnother paragraph {i}. Done."}
-               for i in range(5)]
+def test_checking_every_tree_first_splits_each_paragraph_once_and_stores_the_same_spans(ingestor, tmp_path):
+    records = [
+        {
+            "_id": f"r{i}",
+            "title": f"Record {i}",
+            "text": f"First sentence {i}. Second one here.\n\nAnother paragraph {i}. Done.",
+        }
+        for i in range(5)
+    ]
     path = tmp_path / "corpus.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in records))
     calls: list[str] = []
@@ -537,4 +570,5 @@ def test_checking_every_tree_first_splits_each_paragraph_once_and_stores_the_sam
         expected = build_span_tree(parsed.doc_id, parsed, ing.encoder.count_tokens, SentenceSplitter())
         stored = ing.store.document_spans(C, parsed.doc_id)
         assert [(s.id, s.granularity, s.start, s.end, s.n_tokens) for s in stored] == [
-            (s.id, s.granularity, s.start, s.end, s.n_tokens) for s in expected]
+            (s.id, s.granularity, s.start, s.end, s.n_tokens) for s in expected
+        ]

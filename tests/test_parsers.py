@@ -16,7 +16,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def block_texts(doc: ParsedDocument, kind: str | None = None) -> list[str]:
-    return [doc.text[b.start:b.end] for b in doc.blocks if kind is None or b.kind == kind]
+    return [doc.text[b.start : b.end] for b in doc.blocks if kind is None or b.kind == kind]
 
 
 def only_table(doc: ParsedDocument) -> Block:
@@ -26,7 +26,7 @@ def only_table(doc: ParsedDocument) -> Block:
 
 
 def row_texts(doc: ParsedDocument, table: Block) -> list[str]:
-    return [doc.text[r.start:r.end] for r in table.rows]
+    return [doc.text[r.start : r.end] for r in table.rows]
 
 
 def assert_blocks_in_text(doc: ParsedDocument) -> None:
@@ -51,12 +51,18 @@ def make_pdf(path: Path, paragraphs: list[str], title: str = "") -> Path:
 
 # --- Markdown -----------------------------------------------------------------------
 
+
 def test_markdown_headings_paragraphs_lists_and_title():
     [doc] = parse_path(FIXTURES / "guide.md")
     assert doc.title == "Spanrag Guide"
-    headings = [(b.level, doc.text[b.start:b.end]) for b in doc.blocks if b.kind == "heading"]
-    assert headings == [(1, "Spanrag Guide"), (2, "Installation"), (3, "Requirements"),
-                        (2, "Configuration"), (2, "Setext Heading")]
+    headings = [(b.level, doc.text[b.start : b.end]) for b in doc.blocks if b.kind == "heading"]
+    assert headings == [
+        (1, "Spanrag Guide"),
+        (2, "Installation"),
+        (3, "Requirements"),
+        (2, "Configuration"),
+        (2, "Setext Heading"),
+    ]
     paragraphs = block_texts(doc, "paragraph")
     assert "Install the package with pip. Then run the server." in paragraphs
     assert "- Python 3.11 or newer" in paragraphs  # each list item is a paragraph
@@ -66,9 +72,11 @@ def test_markdown_headings_paragraphs_lists_and_title():
 def test_markdown_pipe_table_has_header_and_rows():
     [doc] = parse_path(FIXTURES / "guide.md")
     table = only_table(doc)
-    assert doc.text[table.header.start:table.header.end] == "| Setting | Default | Meaning |"
-    assert row_texts(doc, table) == ["| top_k | 8 | Spans returned per query |",
-                                     "| granularity | sentence | Finest span level |"]
+    assert doc.text[table.header.start : table.header.end] == "| Setting | Default | Meaning |"
+    assert row_texts(doc, table) == [
+        "| top_k | 8 | Spans returned per query |",
+        "| granularity | sentence | Finest span level |",
+    ]
 
 
 def test_markdown_text_is_source_with_normalized_newlines():
@@ -80,31 +88,37 @@ def test_markdown_text_is_source_with_normalized_newlines():
 
 # --- HTML ---------------------------------------------------------------------------
 
+
 def test_html_drops_script_style_nav_and_keeps_structure():
     [doc] = parse_path(FIXTURES / "report.html")
     assert doc.title == "Quarterly Report"
     for junk in ("console.log", "font-family", "Home", "About"):
         assert junk not in doc.text
-    assert [(b.level, doc.text[b.start:b.end]) for b in doc.blocks if b.kind == "heading"] == [
-        (1, "Quarterly Report"), (2, "Regional results"), (2, "Outlook")]
+    assert [(b.level, doc.text[b.start : b.end]) for b in doc.blocks if b.kind == "heading"] == [
+        (1, "Quarterly Report"),
+        (2, "Regional results"),
+        (2, "Outlook"),
+    ]
     assert block_texts(doc, "paragraph") == [
         "Revenue grew in the third quarter. Costs stayed flat.",
-        "Hire two engineers.", "Open a new office.", "code line 1\n  code line 2"]
+        "Hire two engineers.",
+        "Open a new office.",
+        "code line 1\n  code line 2",
+    ]
     assert_blocks_in_text(doc)
 
 
 def test_html_table_rows_are_pipe_joined_with_th_header():
     [doc] = parse_path(FIXTURES / "report.html")
     table = only_table(doc)
-    assert doc.text[table.header.start:table.header.end] == "Region | Revenue | Growth"
+    assert doc.text[table.header.start : table.header.end] == "Region | Revenue | Growth"
     assert row_texts(doc, table) == ["North | 120 | 5%", "South | 95 | -2%"]
 
 
 def test_html_table_without_th_uses_first_row_as_header():
-    doc = parse_text("<table><tr><td>a</td><td>b</td></tr><tr><td>1</td><td>2</td></tr></table>",
-                     fmt="html")
+    doc = parse_text("<table><tr><td>a</td><td>b</td></tr><tr><td>1</td><td>2</td></tr></table>", fmt="html")
     table = only_table(doc)
-    assert doc.text[table.header.start:table.header.end] == "a | b"
+    assert doc.text[table.header.start : table.header.end] == "a | b"
     assert row_texts(doc, table) == ["1 | 2"]
 
 
@@ -114,6 +128,7 @@ def test_html_title_falls_back_to_h1_then_stem():
 
 
 # --- Plain text ---------------------------------------------------------------------
+
 
 def test_text_paragraphs_and_short_standalone_lines_as_headings():
     [doc] = parse_path(FIXTURES / "article.txt")
@@ -145,8 +160,7 @@ def test_text_rejects_binary_junk():
         parse_bytes(bytes(range(0x80, 0x100)) * 4, "junk.txt")
 
 
-@pytest.mark.parametrize("name", ["empty.txt", "empty.md", "empty.csv", "empty.jsonl",
-                                  "empty.html", "empty.pdf"])
+@pytest.mark.parametrize("name", ["empty.txt", "empty.md", "empty.csv", "empty.jsonl", "empty.html", "empty.pdf"])
 def test_empty_or_whitespace_file_is_rejected(name):
     with pytest.raises(ParseError, match="empty file"):
         parse_bytes(b"  \n\t\n", name)
@@ -164,16 +178,22 @@ def test_wiki_article_headings():
 
 # --- PDF ----------------------------------------------------------------------------
 
+
 def test_pdf_text_and_paragraphs(tmp_path):
-    path = make_pdf(tmp_path / "memo.pdf", [
-        "The first paragraph talks about spans. It has two sentences.",
-        "The second paragraph is about tables and rows.",
-    ], title="Span Memo")
+    path = make_pdf(
+        tmp_path / "memo.pdf",
+        [
+            "The first paragraph talks about spans. It has two sentences.",
+            "The second paragraph is about tables and rows.",
+        ],
+        title="Span Memo",
+    )
     [doc] = parse_path(path)
     assert doc.title == "Span Memo"
     assert block_texts(doc, "paragraph") == [
         "The first paragraph talks about spans. It has two sentences.",
-        "The second paragraph is about tables and rows."]
+        "The second paragraph is about tables and rows.",
+    ]
     assert doc.metadata["pages"] == [(0, len(doc.text))]
 
 
@@ -211,14 +231,17 @@ def test_pdf_encrypted_is_rejected(tmp_path):
 
 # --- CSV ----------------------------------------------------------------------------
 
+
 def test_csv_is_one_table_with_header_and_every_data_row():
     [doc] = parse_path(FIXTURES / "people.csv")
     assert doc.title == "people"
-    assert doc.text == ("name | role | years\nAda Lovelace | Analyst | 1843\n"
-                        "Alan Turing | Mathematician, cryptanalyst | 1936\n"
-                        "Grace Hopper | Admiral | 1952")
+    assert doc.text == (
+        "name | role | years\nAda Lovelace | Analyst | 1843\n"
+        "Alan Turing | Mathematician, cryptanalyst | 1936\n"
+        "Grace Hopper | Admiral | 1952"
+    )
     table = only_table(doc)
-    assert doc.text[table.header.start:table.header.end] == "name | role | years"
+    assert doc.text[table.header.start : table.header.end] == "name | role | years"
     assert len(table.rows) == 3  # the blank line is not a row
 
 
@@ -231,6 +254,7 @@ def test_csv_sniffs_semicolons_and_tsv_uses_tabs():
 
 # --- JSONL --------------------------------------------------------------------------
 
+
 def test_jsonl_one_document_per_record():
     path = FIXTURES / "scifact_5.jsonl"
     records = [json.loads(line) for line in path.read_text().splitlines()]
@@ -240,14 +264,12 @@ def test_jsonl_one_document_per_record():
         assert doc.title == record["title"]
         assert doc.text == f"{record['title']}\n\n{record['text']}"
         heading = doc.blocks[0]
-        assert (heading.kind, heading.level, doc.text[heading.start:heading.end]) == (
-            "heading", 1, record["title"])
+        assert (heading.kind, heading.level, doc.text[heading.start : heading.end]) == ("heading", 1, record["title"])
         assert block_texts(doc, "paragraph") == [record["text"]]
 
 
 def test_jsonl_splits_body_paragraphs_and_keeps_metadata():
-    data = json.dumps({"_id": "d1", "title": "", "text": "One.\n\nTwo.",
-                       "metadata": {"year": 2020}}).encode()
+    data = json.dumps({"_id": "d1", "title": "", "text": "One.\n\nTwo.", "metadata": {"year": 2020}}).encode()
     [doc] = parse_bytes(data, "corpus.jsonl")
     assert doc.text == "One.\n\nTwo."  # no title: no heading, no blank prefix
     assert block_texts(doc) == ["One.", "Two."]
@@ -264,9 +286,20 @@ def test_jsonl_malformed_line_names_its_number():
 
 # --- Registry -----------------------------------------------------------------------
 
+
 def test_registry_suffixes_and_unsupported_type(tmp_path):
-    assert set(SUPPORTED_SUFFIXES) >= {".md", ".markdown", ".html", ".htm", ".txt", ".text",
-                                       ".pdf", ".csv", ".tsv", ".jsonl"}
+    assert set(SUPPORTED_SUFFIXES) >= {
+        ".md",
+        ".markdown",
+        ".html",
+        ".htm",
+        ".txt",
+        ".text",
+        ".pdf",
+        ".csv",
+        ".tsv",
+        ".jsonl",
+    }
     with pytest.raises(ParseError, match=r"unsupported file type \.xyz"):
         parse_bytes(b"hello", "file.xyz")
     (tmp_path / "file.docx").write_bytes(b"PK")
@@ -286,12 +319,16 @@ def test_parse_text_formats():
 
 # --- Sentences ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("text", [
-    "Hello world. It is 3.5 degrees today (n = 17, p = 0.016)! Is it? Yes",
-    "  leading space. Dr. Smith arrived at 5 p.m. yesterday.  ",
-    "One line\nno punctuation\n\nnew paragraph here.",
-    "- bullet one\n- bullet two.",
-])
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Hello world. It is 3.5 degrees today (n = 17, p = 0.016)! Is it? Yes",
+        "  leading space. Dr. Smith arrived at 5 p.m. yesterday.  ",
+        "One line\nno punctuation\n\nnew paragraph here.",
+        "- bullet one\n- bullet two.",
+    ],
+)
 def test_sentence_offsets_are_trimmed_ordered_and_cover_the_text(text):
     spans = SentenceSplitter().split(text)
     assert spans
@@ -308,5 +345,6 @@ def test_sentence_splitter_splits_sentences():
     text = "Alterations of white matter can affect development. A line scan (n = 17) was applied."
     assert [text[s:e] for s, e in SentenceSplitter().split(text)] == [
         "Alterations of white matter can affect development.",
-        "A line scan (n = 17) was applied."]
+        "A line scan (n = 17) was applied.",
+    ]
     assert SentenceSplitter().split("   ") == []

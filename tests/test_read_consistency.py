@@ -59,6 +59,7 @@ A day on Mercury lasts 176 Earth days.
 
 # -- helpers -------------------------------------------------------------------------------------
 
+
 class WriteDuringRead:
     """The service's store, except that the first call of one of ``methods`` runs ``write``
     just before it (``when="before"``) or just after it returns (``"after"``): a concurrent
@@ -110,6 +111,7 @@ def taken(result) -> set[str]:
 
 
 # -- deterministic: one write at one point of one query ----------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def corpus_dir(tmp_path_factory) -> Path:
@@ -168,7 +170,8 @@ DELETE_POINTS = [
 
 
 @pytest.mark.parametrize(
-    ("pipeline", "methods", "when"), DELETE_POINTS,
+    ("pipeline", "methods", "when"),
+    DELETE_POINTS,
     ids=[f"{p}-{'vectors' if m is VECTORS else next(iter(m))}-{w}" for p, m, w in DELETE_POINTS],
 )
 def test_a_document_deleted_under_a_query_is_left_out_of_its_context(rag, monkeypatch, pipeline, methods, when):
@@ -197,15 +200,22 @@ def test_a_delete_between_selection_and_compression_leaves_the_selected_context(
     check_answer(rag, result, answer)
 
 
-@pytest.mark.parametrize(("methods", "when"), [({"get_spans"}, "after"), (VECTORS, "before")], ids=["get_spans", "vectors"])
+@pytest.mark.parametrize(
+    ("methods", "when"), [({"get_spans"}, "after"), (VECTORS, "before")], ids=["get_spans", "vectors"]
+)
 @pytest.mark.parametrize("pipeline", ["default", "hybrid"])
 def test_a_document_replaced_under_a_query_is_cited_from_one_version(rag, monkeypatch, pipeline, methods, when):
     """A replace gives the span ids to the new version: whatever the query read of either
     version, each context span shows its own pieces and each citation is one version's text."""
     old = rag.store.get_document(C, NOTES).text
     assert any(item.span.doc_id == NOTES for item in rag.retrieve(C, MERCURY, pipeline).context.spans)
-    hook = race(rag, monkeypatch, methods, when,
-                lambda: rag.ingest_text(C, NOTES, NOTES_V2, title="Mercury notes", fmt="markdown"))
+    hook = race(
+        rag,
+        monkeypatch,
+        methods,
+        when,
+        lambda: rag.ingest_text(C, NOTES, NOTES_V2, title="Mercury notes", fmt="markdown"),
+    )
 
     result = rag.retrieve(C, MERCURY, pipeline)
     answer, _ = rag.answer(result)
@@ -235,19 +245,42 @@ def test_find_vectors_returns_the_spans_that_exist_and_skips_the_rest(rag):
 
 # -- stress: a writer against two readers ---------------------------------------------------------------
 
+
 def _small_doc(doc_id: str, n: int, seed: int):
     """A document span and ``n`` sentence spans with random unit vectors (dim 8)."""
     sentences = [f"{doc_id} sentence {i} about topic {seed % 5}." for i in range(n)]
     text = " ".join(sentences)
-    doc = Document(id=doc_id, collection=C, title=doc_id, source=f"/src/{doc_id}", content_hash=f"h{seed}",
-                   text=text, metadata={})
-    spans = [Span(id=f"{doc_id}#0", doc_id=doc_id, parent_id=None, granularity="document", start=0,
-                  end=len(text), text=text, n_tokens=len(text.split()), order=0)]
+    doc = Document(
+        id=doc_id, collection=C, title=doc_id, source=f"/src/{doc_id}", content_hash=f"h{seed}", text=text, metadata={}
+    )
+    spans = [
+        Span(
+            id=f"{doc_id}#0",
+            doc_id=doc_id,
+            parent_id=None,
+            granularity="document",
+            start=0,
+            end=len(text),
+            text=text,
+            n_tokens=len(text.split()),
+            order=0,
+        )
+    ]
     for i, sentence in enumerate(sentences, start=1):
         start = text.index(sentence)
-        spans.append(Span(id=f"{doc_id}#{i}", doc_id=doc_id, parent_id=f"{doc_id}#0", granularity="sentence",
-                          start=start, end=start + len(sentence), text=sentence, n_tokens=len(sentence.split()),
-                          order=i))
+        spans.append(
+            Span(
+                id=f"{doc_id}#{i}",
+                doc_id=doc_id,
+                parent_id=f"{doc_id}#0",
+                granularity="sentence",
+                start=start,
+                end=start + len(sentence),
+                text=sentence,
+                n_tokens=len(sentence.split()),
+                order=i,
+            )
+        )
     vectors = np.random.default_rng(seed).standard_normal((len(spans), 8)).astype(np.float32)
     return doc, spans, vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
@@ -311,18 +344,42 @@ def _doc(topic: str, version: str, sentences: list[str]) -> str:
 
 CORPUS = {
     "volcanoes": [
-        _doc("Volcanoes", "A", ["Basaltic lava erupts at about 1,150 degrees Celsius.",
-                                "Shield volcanoes are built from fluid lava flows.",
-                                "Mauna Loa is the largest active volcano on Earth."]),
-        _doc("Volcanoes", "B", ["Lava from a volcano is hotter than 1,000 degrees Celsius.",
-                                "Stratovolcanoes erupt explosively with viscous lava.",
-                                "Ash clouds from volcanoes disrupt air travel."]),
+        _doc(
+            "Volcanoes",
+            "A",
+            [
+                "Basaltic lava erupts at about 1,150 degrees Celsius.",
+                "Shield volcanoes are built from fluid lava flows.",
+                "Mauna Loa is the largest active volcano on Earth.",
+            ],
+        ),
+        _doc(
+            "Volcanoes",
+            "B",
+            [
+                "Lava from a volcano is hotter than 1,000 degrees Celsius.",
+                "Stratovolcanoes erupt explosively with viscous lava.",
+                "Ash clouds from volcanoes disrupt air travel.",
+            ],
+        ),
     ],
     "honeybees": [
-        _doc("Honeybees", "A", ["Honeybees communicate the direction of flowers with a waggle dance.",
-                                "A colony has one queen and thousands of workers."]),
-        _doc("Honeybees", "B", ["Worker bees dance to tell the hive where nectar is.",
-                                "Drones are male honeybees that do not gather food."]),
+        _doc(
+            "Honeybees",
+            "A",
+            [
+                "Honeybees communicate the direction of flowers with a waggle dance.",
+                "A colony has one queen and thousands of workers.",
+            ],
+        ),
+        _doc(
+            "Honeybees",
+            "B",
+            [
+                "Worker bees dance to tell the hive where nectar is.",
+                "Drones are male honeybees that do not gather food.",
+            ],
+        ),
     ],
     "lighthouses": [
         "# Lighthouses\n\nLighthouses use Fresnel lenses to focus their beam.\n\n"
@@ -330,16 +387,32 @@ CORPUS = {
         "# Lighthouses\n\nA Fresnel lens lets a lighthouse beam reach sailors far away.\n\n"
         "| lighthouse | height (m) |\n|---|---|\n| Jeddah Light | 133 |\n| Hook Head | 35 |\n",
     ],
-    "tides": [_doc("Tides", "A", ["Ocean tides are caused by the gravity of the Moon and the Sun.",
-                                  "Spring tides happen at new and full moon."])],
-    "glaciers": [_doc("Glaciers", "A", ["Most glaciers move a few centimetres to a few metres a day.",
-                                        "Glaciers carve U-shaped valleys."])],
+    "tides": [
+        _doc(
+            "Tides",
+            "A",
+            [
+                "Ocean tides are caused by the gravity of the Moon and the Sun.",
+                "Spring tides happen at new and full moon.",
+            ],
+        )
+    ],
+    "glaciers": [
+        _doc(
+            "Glaciers",
+            "A",
+            ["Most glaciers move a few centimetres to a few metres a day.", "Glaciers carve U-shaped valleys."],
+        )
+    ],
 }
 VICTIMS = ["volcanoes", "honeybees", "lighthouses"]
 QUESTIONS = [
-    "How hot is lava from a volcano?", "How do honeybees tell each other where flowers are?",
-    "What lens does a lighthouse use?", "How tall is the Jeddah Light lighthouse?",
-    "What causes ocean tides?", "How fast do glaciers move?",
+    "How hot is lava from a volcano?",
+    "How do honeybees tell each other where flowers are?",
+    "What lens does a lighthouse use?",
+    "How tall is the Jeddah Light lighthouse?",
+    "What causes ocean tides?",
+    "How fast do glaciers move?",
 ]
 PIPELINES = ["default", "hybrid", "adaptive-k", "clustered", "default-compressed", "bubble"]
 SECONDS = 4.0  # per backend

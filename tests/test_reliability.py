@@ -58,8 +58,10 @@ def marker(rng: random.Random) -> str:
 
 
 def note_markdown(title: str, mark: str, rng: random.Random) -> str:
-    return (f"# {title}\n\nThe marker {mark} opens this note. {' '.join(rng.sample(FILLER, 2))}\n\n"
-            f"## Details\n\nThe second paragraph names {mark} again. {' '.join(rng.sample(FILLER, 3))}\n")
+    return (
+        f"# {title}\n\nThe marker {mark} opens this note. {' '.join(rng.sample(FILLER, 2))}\n\n"
+        f"## Details\n\nThe second paragraph names {mark} again. {' '.join(rng.sample(FILLER, 3))}\n"
+    )
 
 
 def store_problems(data_dir: Path, collection: str, indexes: bool) -> tuple[list[str], dict[str, str]]:
@@ -85,9 +87,13 @@ def store_problems(data_dir: Path, collection: str, indexes: bool) -> tuple[list
             problems.append(f"documents without spans: {empty}")
         missing = store.spans_missing_token_vectors(collection, TOKEN_GRANULARITIES)
         if missing:
-            problems.append(f"{len(missing)} paragraph/row spans have no token vectors, in documents"
-                            f" {sorted({s.doc_id for s in missing})}")
-        orphans = store._query("SELECT COUNT(*) FROM token_vectors WHERE row_id NOT IN (SELECT row_id FROM spans)")[0][0]
+            problems.append(
+                f"{len(missing)} paragraph/row spans have no token vectors, in documents"
+                f" {sorted({s.doc_id for s in missing})}"
+            )
+        orphans = store._query("SELECT COUNT(*) FROM token_vectors WHERE row_id NOT IN (SELECT row_id FROM spans)")[0][
+            0
+        ]
         if orphans:
             problems.append(f"{orphans} token vector rows without their span")
         stale = graph.stale_documents(collection, hashes)
@@ -123,6 +129,7 @@ def kill_hard(process: subprocess.Popen) -> None:
 
 # -- load ------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def keyed_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("load")
@@ -141,8 +148,10 @@ def test_mixed_load_has_no_server_error_and_no_consistency_violation(keyed_serve
     out = root / "load.json"
     out.write_text(json.dumps(report.as_dict(), indent=2), encoding="utf-8")
     print(f"\n{report.markdown()}\nreport: {out}")
-    detail = (f"{json.dumps(report.error_samples[:5], indent=1)}\n{json.dumps(report.violation_samples[:10], indent=1)}\n"
-              f"server log (tail):\n{server.output(6000)}")
+    detail = (
+        f"{json.dumps(report.error_samples[:5], indent=1)}\n{json.dumps(report.violation_samples[:10], indent=1)}\n"
+        f"server log (tail):\n{server.output(6000)}"
+    )
     assert report.server_errors == 0, detail
     assert report.transport_errors == 0, detail
     assert report.violations == 0, detail
@@ -174,8 +183,16 @@ class Upload:
         path = f"/v1/collections/{collection}/documents"
         if self.multipart:
             return client.post(path, files={"file": ("note.md", self.text.encode())}, data={"doc_id": self.doc_id})
-        return client.post(path, json={"id": self.doc_id, "text": self.text, "title": f"JSON {self.doc_id}",
-                                       "format": "markdown", "metadata": {"marker": self.mark}})
+        return client.post(
+            path,
+            json={
+                "id": self.doc_id,
+                "text": self.text,
+                "title": f"JSON {self.doc_id}",
+                "format": "markdown",
+                "metadata": {"marker": self.mark},
+            },
+        )
 
 
 @dataclass
@@ -232,7 +249,9 @@ def check_after_restart(server: SpanragServer, headers: dict, book: CrashBook) -
             if not upload.sent:
                 continue
             got = document(client, C, upload.doc_id)
-            assert got.status_code in (200, 404), f"GET {upload.doc_id}: {got.status_code} {got.text}\n{server.output()}"
+            assert got.status_code in (200, 404), (
+                f"GET {upload.doc_id}: {got.status_code} {got.text}\n{server.output()}"
+            )
             if got.status_code == 404:
                 if upload.acknowledged:
                     problems.append(f"{upload.doc_id}: acknowledged (201) but gone after the restart")
@@ -242,20 +261,26 @@ def check_after_restart(server: SpanragServer, headers: dict, book: CrashBook) -
             counts["acknowledged" if upload.acknowledged else "cut_off_present"] += 1
             present.append((upload, got.json()))
         # 2. each document that is there reads, and is retrieved, as a complete one
-        for upload, doc in present:
-            response = client.post(f"/v1/collections/{C}/retrieve",
-                                   json={"question": f"Which note names {upload.mark}?", "pipeline": "bm25"})
+        for upload, _doc in present:
+            response = client.post(
+                f"/v1/collections/{C}/retrieve",
+                json={"question": f"Which note names {upload.mark}?", "pipeline": "bm25"},
+            )
             assert response.status_code == 200, f"{response.status_code} {response.text}\n{server.output()}"
             if upload.doc_id not in {s["doc_id"] for s in response.json()["spans"]}:
                 problems.append(f"{upload.doc_id}: not retrieved by its marker {upload.mark}")
-            response = client.post(f"/v1/collections/{C}/query", json={"question": f"What does the note on {upload.mark} say?"})
+            response = client.post(
+                f"/v1/collections/{C}/query", json={"question": f"What does the note on {upload.mark} say?"}
+            )
             assert response.status_code == 200, f"{response.status_code} {response.text}\n{server.output()}"
         # 3. ... and exactly as a fresh ingest of its payload does (writes go to another collection)
         for upload, doc in present:
             expected = reference_of(client, book, upload)
             if comparable(doc) != comparable(expected):
-                problems.append(f"{upload.doc_id}: differs from a fresh ingest of its payload:"
-                                f" {comparable(doc)} != {comparable(expected)}")
+                problems.append(
+                    f"{upload.doc_id}: differs from a fresh ingest of its payload:"
+                    f" {comparable(doc)} != {comparable(expected)}"
+                )
     return counts, problems
 
 
@@ -272,8 +297,11 @@ def test_sigkill_during_uploads_loses_no_acknowledged_write_and_leaves_no_partia
     # when to kill: after a seeded random delay (twice), and right after a write is committed
     # (seen in SQLite), which lands between the commit and its 201: token vectors, index
     # refresh and graph sync still to do
-    kill_points = [("after_s", round(rng.uniform(2.0, 3.5), 2)), ("after_s", round(rng.uniform(3.5, 5.0), 2)),
-                   ("after_commits", rng.randint(2, 4))]
+    kill_points = [
+        ("after_s", round(rng.uniform(2.0, 3.5), 2)),
+        ("after_s", round(rng.uniform(3.5, 5.0), 2)),
+        ("after_commits", rng.randint(2, 4)),
+    ]
     server = SpanragServer(tmp_path / "data", env=NO_RATE_LIMIT, cwd=tmp_path, access_log=False).start()
     rounds = []
     try:
@@ -308,8 +336,16 @@ def test_sigkill_during_uploads_loses_no_acknowledged_write_and_leaves_no_partia
             assert all(s == 201 for s in answered.values()), f"{answered}\n{log}"
             server = SpanragServer(tmp_path / "data", env=NO_RATE_LIMIT, cwd=tmp_path, access_log=False).start()
             counts, problems = check_after_restart(server, headers, book)
-            rounds.append({"round": round_no, "kill": f"{kind}={value}", "killed_at_s": round(killed_at, 2),
-                           "commits_before_kill": commits() - before, **counts, "problems": problems})
+            rounds.append(
+                {
+                    "round": round_no,
+                    "kill": f"{kind}={value}",
+                    "killed_at_s": round(killed_at, 2),
+                    "commits_before_kill": commits() - before,
+                    **counts,
+                    "problems": problems,
+                }
+            )
             print(f"\ncrash round {rounds[-1]}")
             if problems:
                 print(f"-- log of the killed server (tail):\n{log[-2000:]}")
@@ -328,7 +364,8 @@ def test_sigkill_during_uploads_loses_no_acknowledged_write_and_leaves_no_partia
     assert not any(r["problems"] for r in rounds) and not after_next_write and not final, (
         "\n".join(f"round {r['round']} ({r['kill']}): {p}" for r in rounds for p in r["problems"])
         + "".join(f"\nafter one more write: {p}" for p in after_next_write)
-        + "".join(f"\nat the end: {p}" for p in final))
+        + "".join(f"\nat the end: {p}" for p in final)
+    )
 
 
 # -- SIGKILL of `spanrag ingest` ---------------------------------------------------------------
@@ -392,11 +429,20 @@ def test_sigkilled_cli_ingest_completes_on_rerun_and_leaves_a_consistent_collect
     def run(kill_when=None, what: str = "") -> dict:
         """One ``spanrag ingest files``; ``kill_when(start)`` polled every 10 ms decides the SIGKILL."""
         with open(tmp_path / "cli.log", "w+") as log:
-            proc = subprocess.Popen([exe, "ingest", "files", "--collection", CLI_C, "--data-dir", "data", "--json"],
-                                    cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+            proc = subprocess.Popen(
+                [exe, "ingest", "files", "--collection", CLI_C, "--data-dir", "data", "--json"],
+                cwd=tmp_path,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
             began = time.monotonic()
-            start = {"generation": watch.generation(), "token_rows": watch.token_rows(),
-                     "graph_documents": watch.graph_documents()}
+            start = {
+                "generation": watch.generation(),
+                "token_rows": watch.token_rows(),
+                "graph_documents": watch.graph_documents(),
+            }
             deadline = time.monotonic() + 300
             killed = False
             try:
@@ -412,15 +458,21 @@ def test_sigkilled_cli_ingest_completes_on_rerun_and_leaves_a_consistent_collect
                     kill_hard(proc)
             log.seek(0)
             output = log.read()
-        result = {"what": what, "killed": killed, "returncode": proc.returncode, "seconds": round(time.monotonic() - began, 1),
-                  "generation": watch.generation(), "token_rows": watch.token_rows(),
-                  "graph_documents": watch.graph_documents()}
+        result = {
+            "what": what,
+            "killed": killed,
+            "returncode": proc.returncode,
+            "seconds": round(time.monotonic() - began, 1),
+            "generation": watch.generation(),
+            "token_rows": watch.token_rows(),
+            "graph_documents": watch.graph_documents(),
+        }
         print(f"\ncli run: {result}")
         if kill_when is not None and not killed:
             print(f"(the kill point was not reached before the ingest finished)\n{output[-2000:]}")
         if not killed:
             assert proc.returncode == 0, output
-            result["report"] = json.loads(output[output.index("{"):])
+            result["report"] = json.loads(output[output.index("{") :])
         # a killed ingest leaves a store that still opens and answers
         store = SqliteFaissStore(tmp_path / "data")
         try:

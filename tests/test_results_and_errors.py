@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.api import create_app
-from app.errors import ERRORS, ERROR_TYPES, native_response, service_error
+from app.errors import ERROR_TYPES, ERRORS, native_response, service_error
 from app.openai_api import as_openai_error
 from app.security import AccessDenied, RateLimited
 from generation.openai_compatible import GeneratorUnavailable
@@ -75,12 +75,15 @@ def http(rag) -> TestClient:
 
 def ask(http: TestClient) -> tuple:
     native = http.post(f"/v1/collections/{C}/query", json={"question": "How long is a year on Mercury?"})
-    openai = http.post("/v1/chat/completions", json={
-        "model": f"spanrag:{C}", "messages": [{"role": "user", "content": "How long is a year on Mercury?"}]})
+    openai = http.post(
+        "/v1/chat/completions",
+        json={"model": f"spanrag:{C}", "messages": [{"role": "user", "content": "How long is a year on Mercury?"}]},
+    )
     return native, openai
 
 
 # -- one error table -------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", ERROR_TYPES, ids=lambda kind: kind.__name__)
 def test_both_surfaces_answer_an_exception_with_the_table_status_and_message(kind, rag, http, monkeypatch):
@@ -101,8 +104,9 @@ def test_both_surfaces_answer_an_exception_with_the_table_status_and_message(kin
     answered, chatted = ask(http)  # end to end: the handlers the app installed
     assert answered.status_code == chatted.status_code == status
     assert answered.json() == {"detail": error.message}
-    assert chatted.json() == {"error": {"message": error.message, "type": error.error_type,
-                                        "param": error.param, "code": error.code}}
+    assert chatted.json() == {
+        "error": {"message": error.message, "type": error.error_type, "param": error.param, "code": error.code}
+    }
     for name, value in (error.headers or {}).items():
         assert answered.headers[name] == chatted.headers[name] == value
 
@@ -119,44 +123,119 @@ def test_an_exception_outside_the_table_is_not_answered_as_one():
 
 # -- one typed result -------------------------------------------------------------------------
 
+
 def sample_result(trace: bool = True, retrieval_question: str | None = None) -> QueryResult:
     doc = "samples/solar-system.html"
-    sentence = Span(id=span_id(doc, 7), doc_id=doc, parent_id=span_id(doc, 6), granularity="sentence", start=120,
-                    end=160, text="A year on Mercury lasts 88 days.", heading_path=["Planets", "Orbits"], n_tokens=9)
-    row = Span(id=span_id(doc, 12), doc_id=doc, parent_id=span_id(doc, 11), granularity="row", start=300, end=315,
-               text="Mercury | 88", header="Planet | Days", n_tokens=6)
-    context = Context([ContextSpan(sentence, 0.91), ContextSpan(row, 0.5, show_header=False)], n_tokens=15,
-                      trace=[TraceEntry(sentence.id, 1, {"fused": 0.91}, 9, "taken", "rank within k and budget")])
+    sentence = Span(
+        id=span_id(doc, 7),
+        doc_id=doc,
+        parent_id=span_id(doc, 6),
+        granularity="sentence",
+        start=120,
+        end=160,
+        text="A year on Mercury lasts 88 days.",
+        heading_path=["Planets", "Orbits"],
+        n_tokens=9,
+    )
+    row = Span(
+        id=span_id(doc, 12),
+        doc_id=doc,
+        parent_id=span_id(doc, 11),
+        granularity="row",
+        start=300,
+        end=315,
+        text="Mercury | 88",
+        header="Planet | Days",
+        n_tokens=6,
+    )
+    context = Context(
+        [ContextSpan(sentence, 0.91), ContextSpan(row, 0.5, show_header=False)],
+        n_tokens=15,
+        trace=[TraceEntry(sentence.id, 1, {"fused": 0.91}, 9, "taken", "rank within k and budget")],
+    )
     report = CompressionReport("sentence", True, 15, 20, 15, 4, 3)
-    result = RetrievalResult("How long is a year on Mercury?", "default", np.zeros(3), [], [], context,
-                             {"retrieval_ms": 1.5}, report, retrieval_question)
+    result = RetrievalResult(
+        "How long is a year on Mercury?",
+        "default",
+        np.zeros(3),
+        [],
+        [],
+        context,
+        {"retrieval_ms": 1.5},
+        report,
+        retrieval_question,
+    )
     citation = Citation(1, sentence.id, doc, sentence.text, sentence.start, sentence.end, sentence.heading_path)
     answer = Answer("A year on Mercury lasts 88 days [1].", [citation], "extractive")
-    return QueryResult(QueryAnswer.of(answer, {"retrieval_ms": 1.5, "generation_ms": 0.2, "total_ms": 2.0}),
-                       QuerySources.of(result, trace))
+    return QueryResult(
+        QueryAnswer.of(answer, {"retrieval_ms": 1.5, "generation_ms": 0.2, "total_ms": 2.0}),
+        QuerySources.of(result, trace),
+    )
 
 
 DOCUMENTED = {  # the answer object, as /query and `spanrag query --json` have always sent it
     "answer": "A year on Mercury lasts 88 days [1].",
-    "citations": [{"id": 1, "span_id": "samples/solar-system.html#7", "doc_id": "samples/solar-system.html",
-                   "text": "A year on Mercury lasts 88 days.", "start": 120, "end": 160,
-                   "heading_path": ["Planets", "Orbits"]}],
+    "citations": [
+        {
+            "id": 1,
+            "span_id": "samples/solar-system.html#7",
+            "doc_id": "samples/solar-system.html",
+            "text": "A year on Mercury lasts 88 days.",
+            "start": 120,
+            "end": 160,
+            "heading_path": ["Planets", "Orbits"],
+        }
+    ],
     "abstained": False,
     "timings_ms": {"retrieval_ms": 1.5, "generation_ms": 0.2, "total_ms": 2.0},
     "generator": "extractive",
     "context": [
-        {"span_id": "samples/solar-system.html#7", "doc_id": "samples/solar-system.html",
-         "text": "A year on Mercury lasts 88 days.", "score": 0.91, "granularity": "sentence", "start": 120,
-         "end": 160, "heading_path": ["Planets", "Orbits"]},
-        {"span_id": "samples/solar-system.html#12", "doc_id": "samples/solar-system.html", "text": "Mercury | 88",
-         "score": 0.5, "granularity": "row", "start": 300, "end": 315, "heading_path": []},
+        {
+            "span_id": "samples/solar-system.html#7",
+            "doc_id": "samples/solar-system.html",
+            "text": "A year on Mercury lasts 88 days.",
+            "score": 0.91,
+            "granularity": "sentence",
+            "start": 120,
+            "end": 160,
+            "heading_path": ["Planets", "Orbits"],
+        },
+        {
+            "span_id": "samples/solar-system.html#12",
+            "doc_id": "samples/solar-system.html",
+            "text": "Mercury | 88",
+            "score": 0.5,
+            "granularity": "row",
+            "start": 300,
+            "end": 315,
+            "heading_path": [],
+        },
     ],
-    "usage": {"context_tokens": 15, "compression": {
-        "method": "sentence", "applied": True, "target_tokens": 15, "tokens_before": 20, "tokens_after": 15,
-        "pieces_before": 4, "pieces_after": 3, "removed_share": 0.25}},
+    "usage": {
+        "context_tokens": 15,
+        "compression": {
+            "method": "sentence",
+            "applied": True,
+            "target_tokens": 15,
+            "tokens_before": 20,
+            "tokens_after": 15,
+            "pieces_before": 4,
+            "pieces_after": 3,
+            "removed_share": 0.25,
+        },
+    },
     "pipeline": "default",
-    "trace": [{"span_id": "samples/solar-system.html#7", "rank": 1, "scores": {"fused": 0.91}, "n_tokens": 9,
-               "decision": "taken", "reason": "rank within k and budget", "source": "first_stage"}],
+    "trace": [
+        {
+            "span_id": "samples/solar-system.html#7",
+            "rank": 1,
+            "scores": {"fused": 0.91},
+            "n_tokens": 9,
+            "decision": "taken",
+            "reason": "rank within k and budget",
+            "source": "first_stage",
+        }
+    ],
 }
 
 
@@ -192,8 +271,12 @@ def test_each_surface_sends_the_typed_result_converted_once(rag, http, monkeypat
 
 def test_a_native_stream_sends_each_typed_event_as_its_json(rag, http, monkeypatch):
     result = sample_result(trace=False)
-    events = [("context", result.sources), ("delta", AnswerDelta("A year on Mercury lasts 88 days")),
-              ("delta", AnswerDelta(" [1].")), ("answer", result.answer)]
+    events = [
+        ("context", result.sources),
+        ("delta", AnswerDelta("A year on Mercury lasts 88 days")),
+        ("delta", AnswerDelta(" [1].")),
+        ("answer", result.answer),
+    ]
     monkeypatch.setattr(rag, "query_stream", lambda *args, **kwargs: iter(events))
     response = http.post(f"/v1/collections/{C}/query", json={"question": "How long is a year?", "stream": True})
     sent = [line.removeprefix("data: ") for line in response.text.splitlines() if line.startswith("data: ")]
@@ -201,6 +284,7 @@ def test_a_native_stream_sends_each_typed_event_as_its_json(rag, http, monkeypat
 
 
 # -- one id helper ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("doc_id", ["a.md", "notes#v2.md", "x#"])
 def test_span_ids_are_read_back_by_the_one_helper(doc_id):

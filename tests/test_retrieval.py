@@ -42,6 +42,7 @@ def spans_overlap(a, b) -> bool:
 
 # -- the right spans -------------------------------------------------------------------------
 
+
 def test_mercury_orbit_question_retrieves_the_orbit_sentence_and_table_row(rag):
     solar = rag.doc_ids["solar-system.html"]
     context = rag.retrieve(C, MERCURY).context.spans
@@ -81,7 +82,7 @@ def test_cited_spans_point_at_the_exact_characters_of_their_document(rag):
             doc = rag.store.get_document(C, c["doc_id"])
             (span,) = rag.store.get_spans(C, [c["span_id"]])
             assert (span.start, span.end) == (c["start"], c["end"])
-            assert doc.text[c["start"]:c["end"]] == span.text
+            assert doc.text[c["start"] : c["end"]] == span.text
 
 
 def test_sentence_citation_text_equals_the_cited_characters(rag):
@@ -89,7 +90,7 @@ def test_sentence_citation_text_equals_the_cited_characters(rag):
     assert out["citations"]
     for c in out["citations"]:
         doc = rag.store.get_document(C, c["doc_id"])
-        assert doc.text[c["start"]:c["end"]] == c["text"]
+        assert doc.text[c["start"] : c["end"]] == c["text"]
 
 
 def test_table_row_citation_text_equals_the_cited_characters(rag):
@@ -98,14 +99,13 @@ def test_table_row_citation_text_equals_the_cited_characters(rag):
     assert rows
     for c in out["citations"]:
         doc = rag.store.get_document(C, c["doc_id"])
-        assert doc.text[c["start"]:c["end"]] == c["text"]
+        assert doc.text[c["start"] : c["end"]] == c["text"]
 
 
 def test_a_csv_row_in_the_context_comes_with_its_header(rag):
     coffee = rag.doc_ids["coffee-prices.csv"]
     result = rag.retrieve(C, "How much does Kenyan AA coffee cost per kilogram?")
-    rows = [item.span for item in result.context.spans
-            if item.span.doc_id == coffee and item.span.granularity == "row"]
+    rows = [item.span for item in result.context.spans if item.span.doc_id == coffee and item.span.granularity == "row"]
     kenya = [s for s in rows if s.text.startswith("Kenya")]
     assert kenya, [item.span.text for item in result.context.spans]
     assert kenya[0].header == "origin | variety | price_per_kg_usd | roast"
@@ -117,6 +117,7 @@ def test_a_csv_row_in_the_context_comes_with_its_header(rag):
 
 
 # -- budget, overlap, top_k ------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("budget", [15, 40, 100, 300])
 def test_the_token_budget_is_never_exceeded(rag, budget):
@@ -152,7 +153,9 @@ def test_top_k_caps_the_number_of_context_spans(rag, top_k):
         result = rag.retrieve(C, question, "hybrid", overrides={"top_k": top_k, "budget_tokens": None})
         assert len(result.context.spans) == top_k
         for pipeline in ("default", "bubble", "adaptive-k", "clustered"):
-            assert len(rag.query(C, question, pipeline=pipeline, overrides={"top_k": top_k}).as_dict()["context"]) <= top_k
+            assert (
+                len(rag.query(C, question, pipeline=pipeline, overrides={"top_k": top_k}).as_dict()["context"]) <= top_k
+            )
 
 
 def test_the_context_is_the_best_candidates_in_reading_order(rag):
@@ -199,8 +202,7 @@ def test_the_default_pipeline_fuses_dense_and_bm25_over_all_granularities(rag):
     assert result.pipeline == "default"
     keys = signal_keys(result)
     assert "dense" in keys and {"bm25:sentence", "bm25:row"} <= keys
-    assert any("dense" in c.scores and any(k.startswith("bm25:") for k in c.scores)
-               for c in result.candidates)
+    assert any("dense" in c.scores and any(k.startswith("bm25:") for k in c.scores) for c in result.candidates)
     fused = [c.fused for c in result.candidates]
     assert fused == sorted(fused, reverse=True)
     granularities = {s.granularity for s in rag.store.get_spans(C, [c.span_id for c in result.candidates])}
@@ -223,6 +225,7 @@ def test_unknown_pipeline_and_unknown_collection_are_rejected(rag):
 
 
 # -- concurrent writers ----------------------------------------------------------------------
+
 
 def test_a_document_deleted_by_another_writer_during_a_query_does_not_break_it(make_rag, tmp_path):
     from indexing.store.sqlite_faiss import SqliteFaissStore

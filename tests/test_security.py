@@ -28,6 +28,7 @@ BETA_TEXT = f"The beta project codename is {BETA_SECRET}; its launch is planned 
 
 # -- a server with keys --------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory):
     """A server with keys, two tenants (alpha, beta) and one document in each."""
@@ -47,10 +48,15 @@ def keyed(tmp_path_factory):
     store.close()
     with SpanragServer(data, cwd=root) as server:
         with httpx.Client(base_url=server.base_url, timeout=60) as http:
-            for collection, key, text in (("alpha", keys["alpha_write"], ALPHA_TEXT),
-                                          ("beta", keys["beta_write"], BETA_TEXT)):
-                r = http.post(f"/v1/collections/{collection}/documents", headers=bearer(key),
-                              json={"id": f"{collection}-notes", "text": text})
+            for collection, key, text in (
+                ("alpha", keys["alpha_write"], ALPHA_TEXT),
+                ("beta", keys["beta_write"], BETA_TEXT),
+            ):
+                r = http.post(
+                    f"/v1/collections/{collection}/documents",
+                    headers=bearer(key),
+                    json={"id": f"{collection}-notes", "text": text},
+                )
                 assert r.status_code == 201, r.text
             yield server, keys, http
 
@@ -65,8 +71,12 @@ ENDPOINTS = [  # (method, path, body, scope needed)
     ("POST", "/v1/collections/alpha/query", {"question": "Where are the bicycles kept?"}, "read"),
     ("POST", "/v1/collections/alpha/retrieve", {"question": "Where are the bicycles kept?"}, "read"),
     ("GET", "/v1/collections/alpha/documents/alpha-notes", None, "read"),
-    ("POST", "/v1/chat/completions", {"model": "spanrag:alpha",
-                                      "messages": [{"role": "user", "content": "Where are the bicycles?"}]}, "read"),
+    (
+        "POST",
+        "/v1/chat/completions",
+        {"model": "spanrag:alpha", "messages": [{"role": "user", "content": "Where are the bicycles?"}]},
+        "read",
+    ),
     ("POST", "/v1/collections/alpha/documents", {"id": "alpha-extra", "text": "Extra alpha note."}, "write"),
     ("DELETE", "/v1/collections/alpha/documents/alpha-extra", None, "write"),
 ]
@@ -75,7 +85,12 @@ ENDPOINTS = [  # (method, path, body, scope needed)
 @pytest.mark.parametrize("method,path,body,scope", ENDPOINTS)
 def test_every_endpoint_needs_a_valid_key(keyed, method, path, body, scope):
     _, keys, http = keyed
-    for headers in ({}, bearer("sk-spanrag-000000000000-not-a-key"), bearer(keys["revoked"]), {"Authorization": "Basic x"}):
+    for headers in (
+        {},
+        bearer("sk-spanrag-000000000000-not-a-key"),
+        bearer(keys["revoked"]),
+        {"Authorization": "Basic x"},
+    ):
         r = http.request(method, path, json=body, headers=headers)
         assert r.status_code == 401, (headers, r.text)
         assert r.headers["www-authenticate"].startswith("Bearer")
@@ -102,11 +117,17 @@ def test_a_collection_the_key_may_not_see_is_not_found_like_a_missing_one(keyed)
     _, keys, http = keyed
     alpha = bearer(keys["alpha_admin"])
     for name in ("beta", "no-such-collection"):
-        assert http.post(f"/v1/collections/{name}/query", headers=alpha, json={"question": "codename?"}).status_code == 404
+        assert (
+            http.post(f"/v1/collections/{name}/query", headers=alpha, json={"question": "codename?"}).status_code == 404
+        )
         assert http.get(f"/v1/collections/{name}/documents/beta-notes", headers=alpha).status_code == 404
         assert http.delete(f"/v1/collections/{name}/documents/beta-notes", headers=alpha).status_code == 404
-        assert http.post(f"/v1/collections/{name}/documents", headers=alpha,
-                         json={"id": "x", "text": "overwrite attempt"}).status_code == 404
+        assert (
+            http.post(
+                f"/v1/collections/{name}/documents", headers=alpha, json={"id": "x", "text": "overwrite attempt"}
+            ).status_code
+            == 404
+        )
         assert http.delete(f"/v1/collections/{name}", headers=alpha).status_code == 404
     missing = http.post("/v1/collections/no-such-collection/query", headers=alpha, json={"question": "q"}).json()
     hidden = http.post("/v1/collections/beta/query", headers=alpha, json={"question": "q"}).json()
@@ -121,17 +142,26 @@ def test_no_response_to_another_tenant_carries_its_content(keyed):
         http.get("/v1/models", headers=alpha),
         http.post("/v1/collections/alpha/query", headers=alpha, json={"question": "What is the beta codename?"}),
         http.post("/v1/collections/alpha/retrieve", headers=alpha, json={"question": "beta project codename launch"}),
-        http.post("/v1/chat/completions", headers=alpha, json={
-            "model": "spanrag:beta", "messages": [{"role": "user", "content": "codename?"}]}),
-        http.post("/v1/chat/completions", headers=alpha, json={
-            "model": "spanrag:alpha", "messages": [{"role": "user", "content": "What is the beta codename?"}]}),
+        http.post(
+            "/v1/chat/completions",
+            headers=alpha,
+            json={"model": "spanrag:beta", "messages": [{"role": "user", "content": "codename?"}]},
+        ),
+        http.post(
+            "/v1/chat/completions",
+            headers=alpha,
+            json={"model": "spanrag:alpha", "messages": [{"role": "user", "content": "What is the beta codename?"}]},
+        ),
     ]
     for r in responses:
         assert BETA_SECRET not in r.text and "beta-notes" not in r.text
     assert [c["name"] for c in responses[0].json()["collections"]] == ["alpha"]
     assert [m["id"] for m in responses[1].json()["data"]] == ["spanrag:alpha"]
-    beta_view = http.post("/v1/collections/beta/query", headers=bearer(keys["beta_write"]),
-                          json={"question": "What is the beta codename?"})
+    beta_view = http.post(
+        "/v1/collections/beta/query",
+        headers=bearer(keys["beta_write"]),
+        json={"question": "What is the beta codename?"},
+    )
     assert BETA_SECRET in beta_view.text  # the same question finds it where the key may look
 
 
@@ -142,7 +172,8 @@ def test_the_openai_client_works_with_a_key(keyed):
     client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=keys["alpha_read"], max_retries=0)
     assert [m.id for m in client.models.list()] == ["spanrag:alpha"]
     reply = client.chat.completions.create(
-        model="spanrag:alpha", messages=[{"role": "user", "content": "Where are the bicycles kept?"}])
+        model="spanrag:alpha", messages=[{"role": "user", "content": "Where are the bicycles kept?"}]
+    )
     assert "shed" in reply.choices[0].message.content
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="spanrag:beta", messages=[{"role": "user", "content": "codename?"}])
@@ -180,15 +211,24 @@ def test_only_admin_deletes_a_collection_and_it_is_gone_everywhere(keyed):
     store = KeyStore(server.data_dir)
     gamma_write, gamma_admin = store.create("gamma", "write").secret, store.create("gamma", "admin").secret
     store.close()
-    r = http.post("/v1/collections/gamma/documents", headers=bearer(gamma_write),
-                  json={"id": "g", "text": "Gamma rays are the most energetic light."})
+    r = http.post(
+        "/v1/collections/gamma/documents",
+        headers=bearer(gamma_write),
+        json={"id": "g", "text": "Gamma rays are the most energetic light."},
+    )
     assert r.status_code == 201
     assert http.delete("/v1/collections/gamma", headers=bearer(gamma_write)).status_code == 403
     assert http.delete("/v1/collections/gamma", headers=bearer(gamma_admin)).json() == {"deleted": "gamma"}
     listed = http.get("/v1/collections", headers=bearer(keys["admin"])).json()["collections"]
     assert "gamma" not in [c["name"] for c in listed]
-    assert http.post("/v1/collections/gamma/query", headers=bearer(gamma_admin),
-                     json={"question": "Which light is most energetic?"}).status_code == 404
+    assert (
+        http.post(
+            "/v1/collections/gamma/query",
+            headers=bearer(gamma_admin),
+            json={"question": "Which light is most energetic?"},
+        ).status_code
+        == 404
+    )
 
 
 def test_keys_are_stored_hashed_in_a_private_file(keyed):
@@ -197,7 +237,7 @@ def test_keys_are_stored_hashed_in_a_private_file(keyed):
     raw = (server.data_dir / KeyStore.FILE_NAME).read_bytes()
     for key in keys.values():
         assert key.encode() not in raw
-        random_part = key[len(KEY_PREFIX):].split("-", 1)[1]
+        random_part = key[len(KEY_PREFIX) :].split("-", 1)[1]
         assert len(random_part) >= 40
         assert random_part.encode() not in raw
 
@@ -212,15 +252,18 @@ def test_no_key_appears_in_the_server_log(keyed):
 
 # -- the keys CLI and serve ------------------------------------------------------------------
 
+
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_keys_cli_creates_lists_and_revokes(tmp_path):
     data = str(tmp_path / "data")
-    made = run_cli("keys", "create", "--collection", "docs", "--scope", "write", "--name", "ci", "--data-dir", data,
-                   cwd=tmp_path)
+    made = run_cli(
+        "keys", "create", "--collection", "docs", "--scope", "write", "--name", "ci", "--data-dir", data, cwd=tmp_path
+    )
     assert made.returncode == 0, made.stderr
     secret = made.stdout.strip()
     assert secret.startswith("sk-spanrag-")
@@ -237,8 +280,19 @@ def test_keys_cli_creates_lists_and_revokes(tmp_path):
 
 def test_keys_create_if_none_writes_one_key_file_for_containers(tmp_path):
     data, out = tmp_path / "data", tmp_path / "data" / "admin.key"
-    args = ("keys", "create", "--collection", "*", "--scope", "admin", "--if-none", "--out", str(out),
-            "--data-dir", str(data))
+    args = (
+        "keys",
+        "create",
+        "--collection",
+        "*",
+        "--scope",
+        "admin",
+        "--if-none",
+        "--out",
+        str(out),
+        "--data-dir",
+        str(data),
+    )
     assert run_cli(*args, cwd=tmp_path).returncode == 0
     first = out.read_text().strip()
     assert oct(out.stat().st_mode & 0o777) == "0o600"
@@ -263,27 +317,35 @@ def test_collections_delete_removes_one_collection(tmp_path):
 
 
 def test_serve_refuses_a_public_address_without_keys(tmp_path):
-    r = run_cli("serve", "--host", "0.0.0.0", "--port", str(free_port()), "--data-dir", str(tmp_path / "d"),
-                cwd=tmp_path)
+    r = run_cli(
+        "serve", "--host", "0.0.0.0", "--port", str(free_port()), "--data-dir", str(tmp_path / "d"), cwd=tmp_path
+    )
     assert r.returncode == 1
     assert "without API keys" in r.stderr and "--allow-open" in r.stderr
 
 
 def test_a_generator_that_cannot_be_built_stops_the_start(tmp_path):
-    code = ("import sys; sys.modules['openai'] = None\n"
-            "from app.api import create_app\nfrom service.settings import Settings\n"
-            f"create_app(Settings(data_dir={str(tmp_path)!r}, generator='openai', llm_model='m'))")
+    code = (
+        "import sys; sys.modules['openai'] = None\n"
+        "from app.api import create_app\nfrom service.settings import Settings\n"
+        f"create_app(Settings(data_dir={str(tmp_path)!r}, generator='openai', llm_model='m'))"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "needs the openai package" in r.stderr
 
 
 # -- an open server: browser rules, limits and hostile input ------------------------------
 
+
 @pytest.fixture(scope="module")
 def open_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("open")
-    env = {"SPANRAG_MAX_UPLOAD_BYTES": "300000", "SPANRAG_MAX_REQUEST_BYTES": "100000",
-           "SPANRAG_MAX_CHAT_CHARS": "20000", "SPANRAG_RATE_LIMIT_PER_MINUTE": "0"}
+    env = {
+        "SPANRAG_MAX_UPLOAD_BYTES": "300000",
+        "SPANRAG_MAX_REQUEST_BYTES": "100000",
+        "SPANRAG_MAX_CHAT_CHARS": "20000",
+        "SPANRAG_RATE_LIMIT_PER_MINUTE": "0",
+    }
     with SpanragServer(root / "data", cwd=root, env=env) as server:
         with httpx.Client(base_url=server.base_url, timeout=60) as http:
             r = http.post("/v1/collections/docs/documents", json={"id": "alpha-notes", "text": ALPHA_TEXT})
@@ -299,17 +361,25 @@ def test_a_cross_site_form_cannot_write(open_server):
     _, http = open_server
     form = http.post("/v1/collections/docs/documents", files={"file": ("evil.txt", b"Injected text.")})
     assert form.status_code == 415 and "X-Requested-With" in form.json()["detail"]
-    urlencoded = post_raw(http, "/v1/collections/docs/documents", b"id=alpha-notes&text=x",
-                          "application/x-www-form-urlencoded")
-    plain = post_raw(http, "/v1/collections/docs/documents", json.dumps({"id": "alpha-notes", "text": "x"}).encode(),
-                     "text/plain")
+    urlencoded = post_raw(
+        http, "/v1/collections/docs/documents", b"id=alpha-notes&text=x", "application/x-www-form-urlencoded"
+    )
+    plain = post_raw(
+        http, "/v1/collections/docs/documents", json.dumps({"id": "alpha-notes", "text": "x"}).encode(), "text/plain"
+    )
     assert urlencoded.status_code == 415 and plain.status_code == 415
-    other_origin = http.post("/v1/collections/docs/documents", json={"id": "alpha-notes", "text": "Injected."},
-                             headers={"Origin": "http://evil.example"})
+    other_origin = http.post(
+        "/v1/collections/docs/documents",
+        json={"id": "alpha-notes", "text": "Injected."},
+        headers={"Origin": "http://evil.example"},
+    )
     assert other_origin.status_code == 403
     assert http.get("/v1/collections/docs/documents/alpha-notes").json()["text"] == ALPHA_TEXT
-    tool = http.post("/v1/collections/docs/documents", files={"file": ("tool.txt", b"A tool's upload.")},
-                     headers={"X-Requested-With": "curl"})
+    tool = http.post(
+        "/v1/collections/docs/documents",
+        files={"file": ("tool.txt", b"A tool's upload.")},
+        headers={"X-Requested-With": "curl"},
+    )
     assert tool.status_code == 201, tool.text
 
 
@@ -321,22 +391,26 @@ def test_a_rebound_host_name_is_refused(open_server):
 
 def test_cors_is_off_unless_origins_are_configured(open_server):
     _, http = open_server
-    preflight = http.options("/v1/collections/docs/query", headers={
-        "Origin": "http://app.example", "Access-Control-Request-Method": "POST"})
+    preflight = http.options(
+        "/v1/collections/docs/query", headers={"Origin": "http://app.example", "Access-Control-Request-Method": "POST"}
+    )
     assert "access-control-allow-origin" not in preflight.headers
 
 
-@pytest.mark.parametrize("raw", [
-    b'{"question": "q", "compress_ratio": NaN}',
-    b'{"question": "q", "compress_ratio": Infinity}',
-    b'{"question": "q", "top_k": -Infinity}',
-    b'{"question": "\\ud800"}',
-    b'{"question": "ok \\u0000 nul"}',
-    b'{"question": "caf\xe9"}',
-    b'{"question": ' + b'[' * 5000 + b']' * 5000 + b'}',
-    b'{"question": "   "}',
-    b'{"question": "q", "pipeline": "no-such-pipeline"}',
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"question": "q", "compress_ratio": NaN}',
+        b'{"question": "q", "compress_ratio": Infinity}',
+        b'{"question": "q", "top_k": -Infinity}',
+        b'{"question": "\\ud800"}',
+        b'{"question": "ok \\u0000 nul"}',
+        b'{"question": "caf\xe9"}',
+        b'{"question": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b'{"question": "   "}',
+        b'{"question": "q", "pipeline": "no-such-pipeline"}',
+    ],
+)
 def test_hostile_query_bodies_are_4xx(open_server, raw):
     _, http = open_server
     for path in ("/v1/collections/docs/query", "/v1/collections/docs/retrieve"):
@@ -345,12 +419,15 @@ def test_hostile_query_bodies_are_4xx(open_server, raw):
         assert r.json()["detail"]
 
 
-@pytest.mark.parametrize("body", [
-    {"id": "\ud800", "text": "x"},
-    {"id": "ok", "text": "bad \ud800 text"},
-    {"id": "ok", "text": "fine", "title": "\udfff"},
-    {"id": "ok", "text": "fine", "metadata": {"k": "\ud800"}},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"id": "\ud800", "text": "x"},
+        {"id": "ok", "text": "bad \ud800 text"},
+        {"id": "ok", "text": "fine", "title": "\udfff"},
+        {"id": "ok", "text": "fine", "metadata": {"k": "\ud800"}},
+    ],
+)
 def test_lone_surrogates_in_documents_are_422(open_server, body):
     _, http = open_server
     raw = json.dumps(body).encode()  # json.dumps escapes them as \\udXXX, as a client would
@@ -386,15 +463,21 @@ def test_stored_metadata_is_always_readable_back(open_server):
 def test_invalid_utf8_and_non_finite_numbers_in_a_json_document_are_422(open_server):
     _, http = open_server
     assert post_raw(http, "/v1/collections/docs/documents", b'{"id": "u", "text": "caf\xe9"}').status_code == 422
-    assert post_raw(http, "/v1/collections/docs/documents",
-                    b'{"id": "u", "text": "t", "metadata": {"x": NaN}}').status_code == 422
+    assert (
+        post_raw(
+            http, "/v1/collections/docs/documents", b'{"id": "u", "text": "t", "metadata": {"x": NaN}}'
+        ).status_code
+        == 422
+    )
 
 
 def test_the_chat_endpoint_answers_bad_bytes_in_openai_shape(open_server):
     _, http = open_server
-    for raw in (b'{"model": "spanrag:docs", "messages": [{"role": "user", "content": "caf\xe9"}]}',
-                b'{"model": "spanrag:docs", "messages": [{"role": "user", "content": "\\ud800"}]}',
-                b'{"model": "spanrag:docs", "temperature": NaN, "messages": [{"role": "user", "content": "q"}]}'):
+    for raw in (
+        b'{"model": "spanrag:docs", "messages": [{"role": "user", "content": "caf\xe9"}]}',
+        b'{"model": "spanrag:docs", "messages": [{"role": "user", "content": "\\ud800"}]}',
+        b'{"model": "spanrag:docs", "temperature": NaN, "messages": [{"role": "user", "content": "q"}]}',
+    ):
         r = post_raw(http, "/v1/chat/completions", raw)
         assert r.status_code == 400, r.text
         assert set(r.json()["error"]) >= {"message", "type", "code"}
@@ -403,10 +486,17 @@ def test_the_chat_endpoint_answers_bad_bytes_in_openai_shape(open_server):
 def test_a_long_earlier_chat_turn_counts_towards_the_limit(open_server):
     _, http = open_server
     started = time.monotonic()
-    r = http.post("/v1/chat/completions", json={"model": "spanrag:docs", "messages": [
-        {"role": "user", "content": "bikes " * 5000},
-        {"role": "assistant", "content": "ok"},
-        {"role": "user", "content": "and where are they?"}]})
+    r = http.post(
+        "/v1/chat/completions",
+        json={
+            "model": "spanrag:docs",
+            "messages": [
+                {"role": "user", "content": "bikes " * 5000},
+                {"role": "assistant", "content": "ok"},
+                {"role": "user", "content": "and where are they?"},
+            ],
+        },
+    )
     assert r.status_code == 400 and "SPANRAG_MAX_CHAT_CHARS" in r.json()["error"]["message"]
     assert time.monotonic() - started < 5
 
@@ -426,8 +516,11 @@ def test_bodies_over_the_limits_are_413(open_server):
     assert query.status_code == 413
     document = http.post("/v1/collections/docs/documents", json={"id": "big", "text": "word " * 100_000})
     assert document.status_code == 413
-    upload = http.post("/v1/collections/docs/documents", files={"file": ("big.txt", b"word " * 100_000)},
-                       headers={"X-Requested-With": "t"})
+    upload = http.post(
+        "/v1/collections/docs/documents",
+        files={"file": ("big.txt", b"word " * 100_000)},
+        headers={"X-Requested-With": "t"},
+    )
     assert upload.status_code == 413
 
     def chunks():  # no Content-Length: the limit is counted as the body streams
@@ -445,8 +538,9 @@ def test_a_huge_table_or_deep_html_upload_is_refused_fast_and_creates_nothing(op
     deep_html = b"<html><body>" + b"<div>" * 20_000 + b"deep" + b"</div>" * 20_000 + b"</body></html>"
     for name, data in (("wide.csv", wide_csv), ("deep.html", deep_html)):
         started = time.monotonic()
-        r = http.post("/v1/collections/fresh/documents", files={"file": (name, data)},
-                      headers={"X-Requested-With": "t"})
+        r = http.post(
+            "/v1/collections/fresh/documents", files={"file": (name, data)}, headers={"X-Requested-With": "t"}
+        )
         assert r.status_code in (413, 422), r.text
         assert time.monotonic() - started < 10
     names = [c["name"] for c in http.get("/v1/collections").json()["collections"]]
@@ -478,13 +572,17 @@ def test_405_names_every_method_of_the_path(open_server):
 
 def test_every_response_carries_a_request_id(open_server):
     _, http = open_server
-    for r in (http.get("/v1/collections"), http.get("/v1/collections", headers={"Host": "attacker.example"}),
-              http.post("/v1/collections/docs/query", json={"question": "q" * 200_000})):
+    for r in (
+        http.get("/v1/collections"),
+        http.get("/v1/collections", headers={"Host": "attacker.example"}),
+        http.post("/v1/collections/docs/query", json={"question": "q" * 200_000}),
+    ):
         assert len(r.headers["x-request-id"]) >= 16
     assert http.get("/healthz", headers={"X-Request-ID": "trace-42"}).headers["x-request-id"] == "trace-42"
 
 
 # -- provenance ----------------------------------------------------------------------------
+
 
 def test_an_http_write_cannot_replace_a_file_ingested_document(tmp_path):
     folder = tmp_path / "notes"
@@ -496,8 +594,12 @@ def test_an_http_write_cannot_replace_a_file_ingested_document(tmp_path):
     with SpanragServer(data, cwd=tmp_path) as server, httpx.Client(base_url=server.base_url, timeout=60) as http:
         r = http.post("/v1/collections/docs/documents", json={"id": "notes/bikes.md", "text": "Injected text."})
         assert r.status_code == 409 and "spanrag ingest" in r.json()["detail"]
-        r = http.post("/v1/collections/docs/documents", files={"file": ("bikes.md", b"Injected.")},
-                      data={"doc_id": "notes/bikes.md"}, headers={"X-Requested-With": "t"})
+        r = http.post(
+            "/v1/collections/docs/documents",
+            files={"file": ("bikes.md", b"Injected.")},
+            data={"doc_id": "notes/bikes.md"},
+            headers={"X-Requested-With": "t"},
+        )
         assert r.status_code == 409
         doc = http.get("/v1/collections/docs/documents/notes/bikes.md").json()
         assert "blue shed" in doc["text"]
@@ -508,22 +610,32 @@ def test_an_http_write_cannot_replace_a_file_ingested_document(tmp_path):
 
 # -- secrets -------------------------------------------------------------------------------
 
+
 def test_an_unreachable_llm_answers_503_without_its_credentials(tmp_path):
-    env = {"SPANRAG_GENERATOR": "openai", "SPANRAG_LLM_MODEL": "m", "SPANRAG_LLM_MAX_RETRIES": "0",
-           "SPANRAG_LLM_BASE_URL": f"http://bob:hunter2@127.0.0.1:{free_port()}/v1?api_key=sekrit"}
-    with SpanragServer(tmp_path / "data", cwd=tmp_path, env=env) as server, \
-            httpx.Client(base_url=server.base_url, timeout=60) as http:
+    env = {
+        "SPANRAG_GENERATOR": "openai",
+        "SPANRAG_LLM_MODEL": "m",
+        "SPANRAG_LLM_MAX_RETRIES": "0",
+        "SPANRAG_LLM_BASE_URL": f"http://bob:hunter2@127.0.0.1:{free_port()}/v1?api_key=sekrit",
+    }
+    with (
+        SpanragServer(tmp_path / "data", cwd=tmp_path, env=env) as server,
+        httpx.Client(base_url=server.base_url, timeout=60) as http,
+    ):
         assert http.post("/v1/collections/docs/documents", json={"id": "a", "text": ALPHA_TEXT}).status_code == 201
         r = http.post("/v1/collections/docs/query", json={"question": "Where are the bicycles?"})
         assert r.status_code == 503
-        chat = http.post("/v1/chat/completions", json={"model": "spanrag:docs", "stream": True,
-                                                        "messages": [{"role": "user", "content": "bicycles?"}]})
+        chat = http.post(
+            "/v1/chat/completions",
+            json={"model": "spanrag:docs", "stream": True, "messages": [{"role": "user", "content": "bicycles?"}]},
+        )
         assert chat.status_code == 503
         for text in (r.text, chat.text, server.output(tail_chars=1_000_000)):
             assert "hunter2" not in text and "sekrit" not in text
 
 
 # -- settings variants, in-process -----------------------------------------------------------
+
 
 def in_process(make_rag, tmp_path, **settings) -> TestClient:
     from app.api import create_app
@@ -534,11 +646,13 @@ def in_process(make_rag, tmp_path, **settings) -> TestClient:
 
 def test_configured_cors_origins_may_call_from_a_browser(make_rag, tmp_path):
     with in_process(make_rag, tmp_path, cors_origins=["http://app.example"]) as client:
-        ok = client.options("/v1/collections", headers={"Origin": "http://app.example",
-                                                        "Access-Control-Request-Method": "GET"})
+        ok = client.options(
+            "/v1/collections", headers={"Origin": "http://app.example", "Access-Control-Request-Method": "GET"}
+        )
         assert ok.headers["access-control-allow-origin"] == "http://app.example"
-        other = client.options("/v1/collections", headers={"Origin": "http://evil.example",
-                                                           "Access-Control-Request-Method": "GET"})
+        other = client.options(
+            "/v1/collections", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "GET"}
+        )
         assert "access-control-allow-origin" not in other.headers
 
 

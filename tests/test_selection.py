@@ -10,23 +10,38 @@ from retrieval.selection.clustered import cluster_labels
 C = "docs"
 PLANETS = "How many moons does Mars have and how long is its orbital period?"
 COFFEE = "Which coffee origin has the highest price per kg, and how is it roasted?"
-REASONS = {"budget", "overlap", "k_reached", "below_cut", "cluster_duplicate", "redundant",
-           "section_cap", "doc_cap", "low_gain", "expanded into its pieces", "outside the bubble"}
+REASONS = {
+    "budget",
+    "overlap",
+    "k_reached",
+    "below_cut",
+    "cluster_duplicate",
+    "redundant",
+    "section_cap",
+    "doc_cap",
+    "low_gain",
+    "expanded into its pieces",
+    "outside the bubble",
+}
 
 
 # -- adaptive-k ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("scores, options, expected", [
-    ([0.9, 0.88, 0.86, 0.5, 0.48, 0.47], {}, 3),                 # the one big drop
-    ([0.9, 0.5, 0.49, 0.48, 0.1, 0.09], {}, 1),                  # largest gap right after the top
-    ([0.9, 0.5, 0.49, 0.48, 0.1, 0.09], {"head_fraction": 0.34, "ignore_below_median": False}, 4),  # head skipped
-    ([0.9, 0.8, 0.79, 0.2, 0.19, 0.18, 0.17, 0.01], {}, 3),      # tail gap 0.17→0.01 is below the median
-    ([0.9, 0.8, 0.79, 0.2, 0.19, 0.18, 0.17, 0.0], {"ignore_below_median": False}, 3),
-    ([0.9, 0.88, 0.86, 0.5, 0.48, 0.47], {"buffer": 2}, 5),
-    ([0.5, 0.5, 0.5], {}, 1),                                    # no gap at all: keep the first
-    ([0.7], {}, 1),
-    ([], {}, 0),
-])
+
+@pytest.mark.parametrize(
+    "scores, options, expected",
+    [
+        ([0.9, 0.88, 0.86, 0.5, 0.48, 0.47], {}, 3),  # the one big drop
+        ([0.9, 0.5, 0.49, 0.48, 0.1, 0.09], {}, 1),  # largest gap right after the top
+        ([0.9, 0.5, 0.49, 0.48, 0.1, 0.09], {"head_fraction": 0.34, "ignore_below_median": False}, 4),  # head skipped
+        ([0.9, 0.8, 0.79, 0.2, 0.19, 0.18, 0.17, 0.01], {}, 3),  # tail gap 0.17→0.01 is below the median
+        ([0.9, 0.8, 0.79, 0.2, 0.19, 0.18, 0.17, 0.0], {"ignore_below_median": False}, 3),
+        ([0.9, 0.88, 0.86, 0.5, 0.48, 0.47], {"buffer": 2}, 5),
+        ([0.5, 0.5, 0.5], {}, 1),  # no gap at all: keep the first
+        ([0.7], {}, 1),
+        ([], {}, 0),
+    ],
+)
 def test_adaptive_k_cuts_at_the_largest_gap(scores, options, expected):
     assert adaptive_cut(scores, **options) == expected
 
@@ -47,6 +62,7 @@ def test_the_adaptive_k_pipeline_keeps_only_what_is_above_the_cut(rag, samples_d
 
 # -- clustered ----------------------------------------------------------------------------------
 
+
 def test_clustering_puts_planted_near_duplicates_together():
     rng = np.random.default_rng(1)
     base = rng.normal(size=(3, 32))
@@ -61,22 +77,27 @@ def test_clustering_puts_planted_near_duplicates_together():
 def test_the_clustered_pipeline_drops_duplicated_passages(rag, tmp_path):
     folder = tmp_path / "dupes"
     folder.mkdir()
-    passage = ("Mars has two small moons, Phobos and Deimos, and a thin carbon dioxide atmosphere. "
-               "A Martian year lasts 687 Earth days.")
+    passage = (
+        "Mars has two small moons, Phobos and Deimos, and a thin carbon dioxide atmosphere. "
+        "A Martian year lasts 687 Earth days."
+    )
     for i in range(3):
         (folder / f"copy{i}.txt").write_text(passage + "\n")
     (folder / "other.txt").write_text("Jupiter has dozens of moons; Ganymede is the largest.\n")
     rag.ingest_paths(C, [folder])
     clustered = rag.retrieve(C, "How many moons does Mars have?", pipeline="clustered")
     topk = rag.retrieve(C, "How many moons does Mars have?", pipeline="hybrid")
+
     def texts(result):
         return [s.span.text for s in result.context.spans]
+
     assert len(texts(topk)) > len(set(texts(topk)))  # fixed top-k repeats the passage
     assert len(texts(clustered)) == len(set(texts(clustered)))
     assert any(t.reason == "cluster_duplicate" for t in clustered.context.trace)
 
 
 # -- context bubble -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("budget", [40, 80, 150, 400])
 @pytest.mark.parametrize("question", [PLANETS, COFFEE, "What does spanrag do at ingest?"])
@@ -104,8 +125,9 @@ def test_table_rows_come_with_their_header_once_per_table(rag, samples_dir):
 
 def test_the_bubble_respects_section_and_document_caps(rag, samples_dir):
     rag.ingest_paths(C, [samples_dir])
-    context = rag.retrieve(C, PLANETS, pipeline="bubble",
-                           overrides={"bubble_doc_cap": 2, "bubble_section_cap": 1}).context
+    context = rag.retrieve(
+        C, PLANETS, pipeline="bubble", overrides={"bubble_doc_cap": 2, "bubble_section_cap": 1}
+    ).context
     per_doc: dict[str, int] = {}
     for item in context.spans:
         per_doc[item.span.doc_id] = per_doc.get(item.span.doc_id, 0) + 1
@@ -120,7 +142,8 @@ def test_the_bubble_trace_explains_every_candidate_and_is_deterministic(rag, sam
     again = rag.retrieve(C, PLANETS, pipeline="bubble")
     trace = first.context.trace
     assert [(t.span_id, t.decision, t.reason) for t in trace] == [
-        (t.span_id, t.decision, t.reason) for t in again.context.trace]
+        (t.span_id, t.decision, t.reason) for t in again.context.trace
+    ]
     for mine, other in zip(trace, again.context.trace):  # equal up to float rounding of the vector store
         assert mine.scores == pytest.approx(other.scores, rel=1e-6, abs=1e-7)
     traced = {t.span_id for t in trace}

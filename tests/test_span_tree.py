@@ -32,7 +32,7 @@ def assert_tree_invariants(spans: list[Span], text: str) -> None:
     assert spans[0].granularity == "document" and spans[0].parent_id is None
     assert (spans[0].start, spans[0].end) == (0, len(text))
     for order, span in enumerate(spans):
-        assert text[span.start:span.end] == span.text
+        assert text[span.start : span.end] == span.text
         assert span.order == order and span.id == span_id(span.doc_id, order)
         assert span.n_tokens == len(span.context_text.split())
         if order:
@@ -77,7 +77,9 @@ def test_paragraphs_always_get_sentence_children():
         assert all(c.heading_path == paragraph.heading_path for c in children)
     install = next(p for p in of(spans, "paragraph") if p.text.startswith("Install"))
     assert [s.text for s in spans if s.parent_id == install.id] == [
-        "Install the package with pip.", "Then run the server."]
+        "Install the package with pip.",
+        "Then run the server.",
+    ]
     single = next(p for p in of(spans, "paragraph") if p.text == "- Python 3.11 or newer")
     assert [s.text for s in spans if s.parent_id == single.id] == ["- Python 3.11 or newer"]
 
@@ -107,8 +109,7 @@ def test_plain_text_headings_become_flat_sections():
     [parsed] = parse_path(FIXTURES / "article.txt")
     spans = build(parsed)
     assert_tree_invariants(spans, parsed.text)
-    assert [s.heading_path for s in of(spans, "section")] == [
-        ["Life"], ["Theoretical philosophy"], ["Logic"]]
+    assert [s.heading_path for s in of(spans, "section")] == [["Life"], ["Theoretical philosophy"], ["Logic"]]
     intro = of(spans, "paragraph")[0]
     assert intro.heading_path == [] and intro.parent_id == spans[0].id
 
@@ -136,14 +137,16 @@ def test_pdf_spans_round_trip(tmp_path):
     spans = build(parsed)
     assert_tree_invariants(spans, parsed.text)
     assert [p.text for p in of(spans, "paragraph")] == [
-        "First page text. Two sentences.", "Another paragraph here.", "Second page paragraph."]
+        "First page text. Two sentences.",
+        "Another paragraph here.",
+        "Second page paragraph.",
+    ]
     first, second = parsed.metadata["pages"]
-    assert parsed.text[second[0]:second[1]] == "Second page paragraph."
+    assert parsed.text[second[0] : second[1]] == "Second page paragraph."
 
 
 def test_sections_close_at_same_or_higher_level():
-    parsed = parse_text("# A\n\n## B\n\nb text.\n\n# C\n\nc text.\n\n### D\n\nd text.",
-                        fmt="markdown")
+    parsed = parse_text("# A\n\n## B\n\nb text.\n\n# C\n\nc text.\n\n### D\n\nd text.", fmt="markdown")
     spans = build(parsed)
     assert_tree_invariants(spans, parsed.text)
     assert [(s.heading_path, s.text) for s in of(spans, "section")] == [
@@ -156,14 +159,24 @@ def test_sections_close_at_same_or_higher_level():
 
 def test_blocks_are_trimmed_and_empty_blocks_dropped():
     text = "  Heading  \n\n  Body text.  \n\n   "
-    parsed = ParsedDocument(text=text, title="t", blocks=[
-        Block("heading", 0, 11, level=1), Block("paragraph", 11, 28), Block("paragraph", 28, 33),
-        Block("table", 30, 33, header=TableRow(30, 31), rows=[TableRow(31, 33)])])
+    parsed = ParsedDocument(
+        text=text,
+        title="t",
+        blocks=[
+            Block("heading", 0, 11, level=1),
+            Block("paragraph", 11, 28),
+            Block("paragraph", 28, 33),
+            Block("table", 30, 33, header=TableRow(30, 31), rows=[TableRow(31, 33)]),
+        ],
+    )
     spans = build(parsed)
     assert_tree_invariants(spans, text)
     assert [(s.granularity, s.text) for s in spans] == [
-        ("document", text), ("section", "Heading  \n\n  Body text."),
-        ("paragraph", "Body text."), ("sentence", "Body text.")]
+        ("document", text),
+        ("section", "Heading  \n\n  Body text."),
+        ("paragraph", "Body text."),
+        ("sentence", "Body text."),
+    ]
 
 
 def test_count_tokens_is_called_once_with_every_span():
@@ -186,5 +199,5 @@ def test_every_scifact_span_round_trips_to_its_document_text():
     for parsed in docs:
         spans = build_span_tree(parsed.doc_id, parsed, count_tokens, splitter)
         n_spans += len(spans)
-        assert all(parsed.text[s.start:s.end] == s.text for s in spans)
+        assert all(parsed.text[s.start : s.end] == s.text for s in spans)
     assert len(docs) == 5183 and n_spans > 5 * len(docs)

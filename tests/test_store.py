@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from store_contract import ALPHA, BETA, DIM, MODEL, C, SpanStoreContract, generation, make_doc
 
 from indexing.store.base import (
     ALL_CAPABILITIES,
@@ -23,7 +24,6 @@ from indexing.store.base import (
 )
 from indexing.store.qdrant import QdrantStore
 from indexing.store.sqlite_faiss import SqliteFaissStore
-from store_contract import ALPHA, BETA, DIM, MODEL, C, SpanStoreContract, generation, make_doc
 
 # -- the contract, on each backend ---------------------------------------------------------------
 
@@ -39,6 +39,7 @@ class TestQdrantStore(SpanStoreContract):
 
 
 # -- SQLite + FAISS: derived index files ------------------------------------------------------------
+
 
 @pytest.fixture
 def faiss_store(tmp_path) -> SqliteFaissStore:
@@ -95,6 +96,7 @@ def test_an_index_behind_another_writer_is_rebuilt_on_next_use(faiss_store, tmp_
 
 # -- Qdrant: layout and replicas -------------------------------------------------------------------
 
+
 def test_a_qdrant_collection_has_dense_and_maxsim_multivector_spaces(tmp_path):
     from qdrant_client import models
 
@@ -138,14 +140,23 @@ def test_two_qdrant_writers_racing_still_invalidate_every_replicas_lexical_cache
 
 # -- capabilities: declarations, and pipelines refused when chosen ----------------------------------
 
+
 class CoreOnly(SpanStore):
     """A store with the methods every store has and no capability."""
 
     def create_collection(self, name, model, dim): ...
-    def has_collection(self, name): return name == C
-    def list_collections(self): return [C]
-    def collection_model(self, name): return MODEL
-    def collection_stats(self, name): return {}
+    def has_collection(self, name):
+        return name == C
+
+    def list_collections(self):
+        return [C]
+
+    def collection_model(self, name):
+        return MODEL
+
+    def collection_stats(self, name):
+        return {}
+
     def close(self): ...
 
 
@@ -224,8 +235,10 @@ def test_a_pipeline_the_store_cannot_run_is_a_400_over_http(qdrant_service):
         detail = response.json()["detail"]
         assert "pipeline 'xtr' needs token_search" in detail and "qdrant store" in detail
         assert "maxsim" in detail  # what it can run instead
-    response = client.post("/v1/chat/completions", json={
-        "model": f"spanrag:{C}", "messages": [{"role": "user", "content": "giraffe?"}], "pipeline": "xtr-only"})
+    response = client.post(
+        "/v1/chat/completions",
+        json={"model": f"spanrag:{C}", "messages": [{"role": "user", "content": "giraffe?"}], "pipeline": "xtr-only"},
+    )
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["param"] == "pipeline" and "pipeline 'xtr-only' needs token_search" in error["message"]

@@ -17,11 +17,17 @@ def unit(rows):
 
 def test_maxsim_sums_each_query_tokens_best_match_in_each_candidate():
     query = unit([[1, 0, 0], [0, 1, 0]])
-    tokens = unit([[1, 0, 0], [0, 0, 1],      # candidate A: matches query token 1 only
-                   [0, 1, 0], [1, 1, 0],      # candidate B: 0.707 and 1.0
-                   [0, 0, 1]])                # candidate C: matches nothing
+    tokens = unit(
+        [
+            [1, 0, 0],
+            [0, 0, 1],  # candidate A: matches query token 1 only
+            [0, 1, 0],
+            [1, 1, 0],  # candidate B: 0.707 and 1.0
+            [0, 0, 1],
+        ]
+    )  # candidate C: matches nothing
     scores = maxsim(query, tokens, np.array([0, 2, 4, 5]))
-    assert scores == pytest.approx([1.0 + 0.0, 2 ** -0.5 + 1.0, 0.0], abs=1e-6)
+    assert scores == pytest.approx([1.0 + 0.0, 2**-0.5 + 1.0, 0.0], abs=1e-6)
     assert np.argmax(scores) == 1
 
 
@@ -75,6 +81,7 @@ def test_an_unknown_codec_is_refused():
 
 # -- token vectors from the real model ------------------------------------------------------
 
+
 def test_token_vectors_cover_every_word_piece_even_past_the_model_window(encoder):
     long_text = " ".join(f"term{i}" for i in range(200))  # several pieces per word
     texts = ["Mercury orbits the Sun in 88 days.", long_text, ""]
@@ -110,10 +117,14 @@ def test_one_pass_gives_the_query_vector_and_its_token_vectors(encoder, words):
 
 # -- token retrieval (XTR) --------------------------------------------------------------------
 
+
 def test_xtr_scores_a_document_from_its_retrieved_tokens_and_imputes_the_rest():
     hits = TokenHits(
-        ["a", "b"], doc_index=np.array([0, 0, 1]), query_index=np.array([0, 0, 1]),
-        similarity=np.array([0.6, 0.9, 0.8]), floor=np.array([0.5, 0.3]),
+        ["a", "b"],
+        doc_index=np.array([0, 0, 1]),
+        query_index=np.array([0, 0, 1]),
+        similarity=np.array([0.6, 0.9, 0.8]),
+        floor=np.array([0.5, 0.3]),
     )
     # a: best of its two hits for q0 (0.9), q1 imputed (0.3); b: q0 imputed (0.5), q1 0.8
     np.testing.assert_allclose(xtr_scores(hits), [(0.9 + 0.3) / 2, (0.5 + 0.8) / 2])
@@ -152,8 +163,9 @@ def test_packing_documents_gives_their_tokens_in_the_order_asked():
 def test_a_token_matrix_with_mixed_codecs_is_refused():
     vectors = np.eye(4, dtype=np.float32)
     with pytest.raises(ValueError, match="codecs"):
-        TokenMatrix.build([("a#1", "a", encode_tokens(vectors, "fp16")),
-                           ("b#1", "b", encode_tokens(vectors, "binary"))], stamp=(1, 1))
+        TokenMatrix.build(
+            [("a#1", "a", encode_tokens(vectors, "fp16")), ("b#1", "b", encode_tokens(vectors, "binary"))], stamp=(1, 1)
+        )
 
 
 @pytest.mark.parametrize("codec", CODECS)
@@ -174,8 +186,10 @@ def test_large_token_sets_use_an_inverted_file_that_still_finds_exact_matches(tm
     hits = loaded.search(query, k=2)
     assert isinstance(loaded.binary_index(), faiss.IndexBinaryIVF)
     assert list((tmp_path / "tokens").glob("signs.1.1.faissbin"))  # cached for the next process
-    top = {q: hits.doc_ids[hits.doc_index[np.argmax(np.where(hits.query_index == q, hits.similarity, -9))]]
-           for q in range(2)}
+    top = {
+        q: hits.doc_ids[hits.doc_index[np.argmax(np.where(hits.query_index == q, hits.similarity, -9))]]
+        for q in range(2)
+    }
     assert top == {0: "d4", 1: "d15"}
     assert TokenMatrix.load(tmp_path / "tokens", stamp=(1, 2)) is None  # another stamp: rebuild
 

@@ -21,16 +21,20 @@ def faiss_only(rag) -> None:
 
 
 def token_spans(rag):
-    return [s for d in rag.store.list_sources(C) for doc in d.doc_ids
-            for s in rag.store.document_spans(C, doc) if s.granularity in ("paragraph", "row")]
+    return [
+        s
+        for d in rag.store.list_sources(C)
+        for doc in d.doc_ids
+        for s in rag.store.document_spans(C, doc)
+        if s.granularity in ("paragraph", "row")
+    ]
 
 
 def orphan_token_rows(rag) -> int:
     """Token vectors whose span is gone (Qdrant keeps them on the span's point, so none can be)."""
     if rag.settings.store != "sqlite_faiss":
         return 0
-    return rag.store._query(
-        "SELECT COUNT(*) FROM token_vectors WHERE row_id NOT IN (SELECT row_id FROM spans)")[0][0]
+    return rag.store._query("SELECT COUNT(*) FROM token_vectors WHERE row_id NOT IN (SELECT row_id FROM spans)")[0][0]
 
 
 def test_every_paragraph_and_row_gets_one_token_vector_per_word_piece(token_rag, samples_dir):
@@ -103,8 +107,11 @@ def test_the_maxsim_pipeline_adds_a_token_level_document_signal(token_rag, sampl
     result = token_rag.retrieve(C, question, pipeline="maxsim")
     assert "maxsim_ms" in result.timings_ms
     hybrid = token_rag.retrieve(C, question, pipeline="hybrid")
-    assert result.ranked_documents[0].doc_id == hybrid.ranked_documents[0].doc_id == next(
-        d.doc_id for d in hybrid.ranked_documents if d.doc_id.endswith("solar-system.html"))
+    assert (
+        result.ranked_documents[0].doc_id
+        == hybrid.ranked_documents[0].doc_id
+        == next(d.doc_id for d in hybrid.ranked_documents if d.doc_id.endswith("solar-system.html"))
+    )
     # the document scores now carry the MaxSim list's reciprocal rank on top of hybrid's
     assert result.ranked_documents[0].score > hybrid.ranked_documents[0].score
 
@@ -144,8 +151,12 @@ def test_the_packed_token_index_follows_updates_and_deletes(token_rag, samples_d
     token_rag.ingest_paths(C, [folder])
     changed = next(d for d in all_doc_ids(token_rag) if d.endswith(".txt"))
     packed = token_rag.store.document_tokens(C, [changed])
-    assert len(packed.vectors) == token_rag.encoder.count_tokens(
-        [s.context_text for s in token_rag.store.document_spans(C, changed) if s.granularity == "paragraph"])[0]
+    assert (
+        len(packed.vectors)
+        == token_rag.encoder.count_tokens(
+            [s.context_text for s in token_rag.store.document_spans(C, changed) if s.granularity == "paragraph"]
+        )[0]
+    )
 
 
 def test_the_xtr_pipelines_rank_by_retrieved_tokens(token_rag, samples_dir):
@@ -160,7 +171,9 @@ def test_the_xtr_pipelines_rank_by_retrieved_tokens(token_rag, samples_dir):
     assert fused.ranked_documents[0].score > hybrid.ranked_documents[0].score
 
 
-def test_the_index_footprint_counts_token_vectors_only_where_they_are_stored(token_rag, make_rag, tmp_path, samples_dir):
+def test_the_index_footprint_counts_token_vectors_only_where_they_are_stored(
+    token_rag, make_rag, tmp_path, samples_dir
+):
     faiss_only(token_rag)
     rag = make_rag(tmp_path / "plain", token_codec="off")
     rag.ingest_paths(C, [samples_dir])

@@ -37,9 +37,20 @@ from indexing.parsers.markdown import parse_markdown, parse_markdown_bytes
 from indexing.parsers.pdf import parse_pdf_bytes
 from indexing.parsers.text import parse_plain_text, parse_text_bytes
 
-__all__ = ["SUPPORTED_SUFFIXES", "Block", "DocumentTooLarge", "ParseError", "ParseLimits",
-           "ParsedDocument", "TableRow", "check_metadata", "check_text", "parse_bytes",
-           "parse_path", "parse_text"]
+__all__ = [
+    "SUPPORTED_SUFFIXES",
+    "Block",
+    "DocumentTooLarge",
+    "ParseError",
+    "ParseLimits",
+    "ParsedDocument",
+    "TableRow",
+    "check_metadata",
+    "check_text",
+    "parse_bytes",
+    "parse_path",
+    "parse_text",
+]
 
 # Each takes the file's bytes, a fallback title (the file stem) and the limits.
 _PARSERS: dict[str, Callable[[bytes, str, ParseLimits], list[ParsedDocument]]] = {
@@ -91,8 +102,7 @@ def parse_bytes(data: bytes, filename: str, limits: ParseLimits | None = None) -
     return docs
 
 
-def parse_text(text: str, title: str = "", fmt: str = "text",
-               limits: ParseLimits | None = None) -> ParsedDocument:
+def parse_text(text: str, title: str = "", fmt: str = "text", limits: ParseLimits | None = None) -> ParsedDocument:
     """Parse an in-memory string; ``fmt`` is ``text``, ``markdown``, ``html`` or ``csv``.
     ``text`` and ``title`` must be encodable (no unpaired surrogates)."""
     if fmt not in _TEXT_FORMATS:

@@ -28,8 +28,9 @@ _DELIMITERS = ",;\t|"
 _QUOTE = '"'  # the csv module's default dialect: '"' quotes, doubled inside a quoted field
 
 
-def parse_csv(text: str, title: str = "", delimiter: str | None = None,
-              limits: ParseLimits | None = None) -> ParsedDocument:
+def parse_csv(
+    text: str, title: str = "", delimiter: str | None = None, limits: ParseLimits | None = None
+) -> ParsedDocument:
     """Parse delimited text; the delimiter is sniffed unless given."""
     limits = resolve(limits)
     text = normalize_newlines(text)
@@ -44,8 +45,9 @@ def parse_csv(text: str, title: str = "", delimiter: str | None = None,
             if len(record) > limits.max_table_columns:  # _BoundedLines makes this unreachable
                 raise _too_many_columns(len(record), len(rows) + 1, limits)
             if cells > limits.max_table_cells:
-                raise DocumentTooLarge("max_table_cells", limits.max_table_cells,
-                                       f"table has at least {cells} cells", cells)
+                raise DocumentTooLarge(
+                    "max_table_cells", limits.max_table_cells, f"table has at least {cells} cells", cells
+                )
             normalized = [" ".join(cell.split()) for cell in record]
             if any(normalized):
                 line = " | ".join(normalized)
@@ -102,8 +104,9 @@ class _BoundedLines:
                 if fields > limit:
                     quoted = text.find(_QUOTE, self.record_start, end) != -1
                     exact = None if quoted else self.delimiters + 1
-                    raise _too_many_columns(exact or fields, self.records + 1, limits=self.limits,
-                                            at_least=exact is None)
+                    raise _too_many_columns(
+                        exact or fields, self.records + 1, limits=self.limits, at_least=exact is None
+                    )
             self.pos = end
             yield text[start:end]
 
@@ -146,8 +149,7 @@ class _FieldScanner:
 def _too_many_columns(columns: int, row: int, limits: ParseLimits, at_least: bool = False) -> DocumentTooLarge:
     where = "table" if row == 1 else f"table row {row}"
     amount = f"more than {columns - 1}" if at_least else str(columns)
-    return DocumentTooLarge("max_table_columns", limits.max_table_columns,
-                            f"{where} has {amount} columns", columns)
+    return DocumentTooLarge("max_table_columns", limits.max_table_columns, f"{where} has {amount} columns", columns)
 
 
 def _sniff(text: str) -> str:

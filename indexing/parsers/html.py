@@ -28,14 +28,52 @@ from indexing.parsers.base import Block, ParsedDocument, TableRow
 from indexing.parsers.limits import DocumentTooLarge, ParseLimits, resolve, too_deep
 from indexing.parsers.text import decode_text
 
-_SKIP = {"script", "style", "nav", "noscript", "template", "head", "svg", "iframe",
-         "object", "canvas", "select", "button", "-comment", "-doctype"}
+_SKIP = {
+    "script",
+    "style",
+    "nav",
+    "noscript",
+    "template",
+    "head",
+    "svg",
+    "iframe",
+    "object",
+    "canvas",
+    "select",
+    "button",
+    "-comment",
+    "-doctype",
+}
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
-_PARAGRAPHS = {"p", "li", "pre", "blockquote", "dt", "dd", "figcaption", "caption",
-               "address", "summary"}
-_CONTAINERS = {"html", "body", "div", "section", "article", "main", "header", "footer",
-               "aside", "ul", "ol", "dl", "figure", "form", "fieldset", "details", "center",
-               "hgroup", "menu", "br", "hr", "tr", "td", "th", "tbody", "thead"}
+_PARAGRAPHS = {"p", "li", "pre", "blockquote", "dt", "dd", "figcaption", "caption", "address", "summary"}
+_CONTAINERS = {
+    "html",
+    "body",
+    "div",
+    "section",
+    "article",
+    "main",
+    "header",
+    "footer",
+    "aside",
+    "ul",
+    "ol",
+    "dl",
+    "figure",
+    "form",
+    "fieldset",
+    "details",
+    "center",
+    "hgroup",
+    "menu",
+    "br",
+    "hr",
+    "tr",
+    "td",
+    "th",
+    "tbody",
+    "thead",
+}
 
 
 @dataclass
@@ -55,9 +93,12 @@ class _TextBuilder:
         self.parts.append(chunk)
         self.length += len(chunk)
         if self.length > self.limits.max_chars:
-            raise DocumentTooLarge("max_chars", self.limits.max_chars,
-                                   f"document has more than {self.limits.max_chars} characters of text",
-                                   self.length)
+            raise DocumentTooLarge(
+                "max_chars",
+                self.limits.max_chars,
+                f"document has more than {self.limits.max_chars} characters of text",
+                self.length,
+            )
         return start
 
     def add(self, kind: str, text: str, level: int = 0) -> None:
@@ -100,8 +141,7 @@ def parse_html(html: str, fallback_title: str = "", limits: ParseLimits | None =
     if not title:
         h1 = tree.css_first("h1")
         title = _collapse(_inline_text(h1)) if h1 else ""
-    return ParsedDocument(text=builder.text, title=title or fallback_title,
-                          blocks=builder.blocks)
+    return ParsedDocument(text=builder.text, title=title or fallback_title, blocks=builder.blocks)
 
 
 def _walk(node: LexborNode, builder: _TextBuilder, pending: list[str]) -> None:
@@ -180,13 +220,17 @@ def _table(table: LexborNode, builder: _TextBuilder) -> None:
             if c.tag in ("td", "th"):
                 cells.append(c)
                 if len(cells) > limits.max_table_columns:
-                    raise DocumentTooLarge("max_table_columns", limits.max_table_columns,
-                                           f"table row {len(rows) + 1} has more than "
-                                           f"{limits.max_table_columns} columns", len(cells))
+                    raise DocumentTooLarge(
+                        "max_table_columns",
+                        limits.max_table_columns,
+                        f"table row {len(rows) + 1} has more than {limits.max_table_columns} columns",
+                        len(cells),
+                    )
         n_cells += len(cells)
         if n_cells > limits.max_table_cells:
-            raise DocumentTooLarge("max_table_cells", limits.max_table_cells,
-                                   f"table has at least {n_cells} cells", n_cells)
+            raise DocumentTooLarge(
+                "max_table_cells", limits.max_table_cells, f"table has at least {n_cells} cells", n_cells
+            )
         texts = [_collapse(_inline_text(c)).replace("|", "/") for c in cells]
         if not any(texts):
             continue
@@ -239,36 +283,169 @@ def _check_depth(root: LexborNode | None, limits: ParseLimits) -> None:
 # Comments, doctypes, then tags: (end-tag slash, name, attributes). Quoted attribute values
 # may hold ``<`` and ``>``; an unquoted ``<`` ends an attempt, so the scan stays linear on
 # text full of stray ``<``.
-_TOKENS = re.compile(r"<!--.*?(?:-->|$)|<[!?][^<>]*>"
-                     r"|<(/?)([A-Za-z][^\t\n\f\r /<>]*)((?:\"[^\"]*\"|'[^']*'|[^'\"<>])*)>",
-                     re.DOTALL)
-_VOID = {"area", "base", "basefont", "bgsound", "br", "col", "embed", "frame", "hr", "image",
-         "img", "input", "keygen", "link", "meta", "param", "source", "track", "wbr"}
+_TOKENS = re.compile(
+    r"<!--.*?(?:-->|$)|<[!?][^<>]*>"
+    r"|<(/?)([A-Za-z][^\t\n\f\r /<>]*)((?:\"[^\"]*\"|'[^']*'|[^'\"<>])*)>",
+    re.DOTALL,
+)
+_VOID = {
+    "area",
+    "base",
+    "basefont",
+    "bgsound",
+    "br",
+    "col",
+    "embed",
+    "frame",
+    "hr",
+    "image",
+    "img",
+    "input",
+    "keygen",
+    "link",
+    "meta",
+    "param",
+    "source",
+    "track",
+    "wbr",
+}
 # Their content is text up to their own end tag.
-_RAW_TEXT = {"script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes",
-             "noscript"}
+_RAW_TEXT = {"script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes", "noscript"}
 # Elements whose end tag may be left out: kept on the stack, so that the elements that
 # close them implicitly can pop them (and whatever is still open inside them), but not
 # counted, so the estimate runs low rather than high.
-_IMPLIED_END = {"html", "head", "body", "p", "li", "dt", "dd", "option", "tr", "td", "th",
-                "thead", "tbody", "tfoot", "colgroup", "caption"}
+_IMPLIED_END = {
+    "html",
+    "head",
+    "body",
+    "p",
+    "li",
+    "dt",
+    "dd",
+    "option",
+    "tr",
+    "td",
+    "th",
+    "thead",
+    "tbody",
+    "tfoot",
+    "colgroup",
+    "caption",
+}
 # Table parts mean something only inside a table: elsewhere the tree builder drops them.
 _TABLE_PARTS = {"tr", "td", "th", "thead", "tbody", "tfoot", "colgroup", "caption"}
-_CLOSES_P = {"address", "article", "aside", "blockquote", "center", "details", "dialog", "dir",
-             "div", "dl", "fieldset", "figcaption", "figure", "footer", "form", "header",
-             "hgroup", "hr", "li", "listing", "main", "menu", "nav", "ol", "p", "pre",
-             "search", "section", "summary", "table", "ul", "dd", "dt", *_HEADINGS}
+_CLOSES_P = {
+    "address",
+    "article",
+    "aside",
+    "blockquote",
+    "center",
+    "details",
+    "dialog",
+    "dir",
+    "div",
+    "dl",
+    "fieldset",
+    "figcaption",
+    "figure",
+    "footer",
+    "form",
+    "header",
+    "hgroup",
+    "hr",
+    "li",
+    "listing",
+    "main",
+    "menu",
+    "nav",
+    "ol",
+    "p",
+    "pre",
+    "search",
+    "section",
+    "summary",
+    "table",
+    "ul",
+    "dd",
+    "dt",
+    *_HEADINGS,
+}
 # The HTML spec's "special" elements but address, div and p: where the search for an open
 # <li> or <dd> to close stops.
-_SPECIAL = {"applet", "area", "article", "aside", "base", "basefont", "bgsound", "blockquote",
-            "body", "br", "button", "caption", "center", "col", "colgroup", "details", "dir",
-            "dl", "embed", "fieldset", "figcaption", "figure", "footer", "form", "frame",
-            "frameset", "head", "header", "hgroup", "hr", "html", "iframe", "img", "input",
-            "keygen", "link", "listing", "main", "marquee", "menu", "meta", "nav", "noembed",
-            "noframes", "noscript", "object", "ol", "param", "plaintext", "pre", "script",
-            "search", "section", "select", "source", "style", "summary", "table", "tbody",
-            "td", "template", "textarea", "tfoot", "th", "thead", "title", "tr", "track", "ul",
-            "wbr", "xmp", *_HEADINGS}
+_SPECIAL = {
+    "applet",
+    "area",
+    "article",
+    "aside",
+    "base",
+    "basefont",
+    "bgsound",
+    "blockquote",
+    "body",
+    "br",
+    "button",
+    "caption",
+    "center",
+    "col",
+    "colgroup",
+    "details",
+    "dir",
+    "dl",
+    "embed",
+    "fieldset",
+    "figcaption",
+    "figure",
+    "footer",
+    "form",
+    "frame",
+    "frameset",
+    "head",
+    "header",
+    "hgroup",
+    "hr",
+    "html",
+    "iframe",
+    "img",
+    "input",
+    "keygen",
+    "link",
+    "listing",
+    "main",
+    "marquee",
+    "menu",
+    "meta",
+    "nav",
+    "noembed",
+    "noframes",
+    "noscript",
+    "object",
+    "ol",
+    "param",
+    "plaintext",
+    "pre",
+    "script",
+    "search",
+    "section",
+    "select",
+    "source",
+    "style",
+    "summary",
+    "table",
+    "tbody",
+    "td",
+    "template",
+    "textarea",
+    "tfoot",
+    "th",
+    "thead",
+    "title",
+    "tr",
+    "track",
+    "ul",
+    "wbr",
+    "xmp",
+    *_HEADINGS,
+}
 _RUBY_PARTS = {"rb", "rt", "rp", "rtc"}
 # Opening the key pops the nearest open element named in the first set, searching down the
 # stack no further than an element of the second.
@@ -288,12 +465,36 @@ _IMPLIED_CLOSE: dict[str, tuple[set[str], set[str]]] = {
     "button": ({"button"}, {"table", "td", "th", "caption"}),
 }
 _NOTHING: set[str] = set()
-_P_SCOPE = {"button", "table", "td", "th", "caption", "html", "marquee", "object", "applet",
-            "template", "select"}
+_P_SCOPE = {"button", "table", "td", "th", "caption", "html", "marquee", "object", "applet", "template", "select"}
 # How many of these are open, so that most searches are skipped.
-_TRACKED = {"svg", "math", "table", "select", "ruby", "form", "p", "li", "dt", "dd", "a", "nobr",
-            "button", "option", "optgroup", "tr", "td", "th", "tbody", "thead", "tfoot",
-            "rb", "rt", "rp", "rtc", *_HEADINGS}
+_TRACKED = {
+    "svg",
+    "math",
+    "table",
+    "select",
+    "ruby",
+    "form",
+    "p",
+    "li",
+    "dt",
+    "dd",
+    "a",
+    "nobr",
+    "button",
+    "option",
+    "optgroup",
+    "tr",
+    "td",
+    "th",
+    "tbody",
+    "thead",
+    "tfoot",
+    "rb",
+    "rt",
+    "rp",
+    "rtc",
+    *_HEADINGS,
+}
 
 
 class _OpenElements:
@@ -384,8 +585,10 @@ def estimated_depth(html: str, limit: int) -> int:
             stack.pop_to(*_IMPLIED_CLOSE[name])
         elif name in ("option", "optgroup"):
             if stack.open["select"]:
-                stack.pop_to({"option", "optgroup"} if name == "optgroup" else {"option"},
-                             {"select", "optgroup"} if name == "option" else {"select"})
+                stack.pop_to(
+                    {"option", "optgroup"} if name == "optgroup" else {"option"},
+                    {"select", "optgroup"} if name == "option" else {"select"},
+                )
             elif stack.names and stack.names[-1] == "option":
                 stack.pop_to_any(("option",), _NOTHING)
         elif name in _RUBY_PARTS and stack.open["ruby"]:

@@ -48,8 +48,9 @@ def parse_jsonl(text: str, limits: ParseLimits | None = None) -> list[ParsedDocu
         except json.JSONDecodeError as exc:
             raise ParseError(f"line {line_no}: invalid JSON ({exc.msg})") from exc
         except RecursionError as exc:  # nested far deeper than any limit
-            raise DocumentTooLarge("max_nesting_depth", limits.max_nesting_depth,
-                                   f"line {line_no}: JSON is nested too deeply to read") from exc
+            raise DocumentTooLarge(
+                "max_nesting_depth", limits.max_nesting_depth, f"line {line_no}: JSON is nested too deeply to read"
+            ) from exc
         doc = parse_record(record, line_no, limits)
         if doc is not None:
             docs.append(doc)
@@ -67,21 +68,24 @@ def parse_record(record: Any, line_no: int = 0, limits: ParseLimits | None = Non
     nesting_depth(record, limits, f"{where}record")
     doc_id = record.get("_id", record.get("id"))
     if doc_id is None or str(doc_id) == "":
-        raise ParseError(f"{where}missing \"_id\"")
+        raise ParseError(f'{where}missing "_id"')
     if isinstance(doc_id, (dict, list)):
-        raise ParseError(f"{where}\"_id\" must be a string or a number")
+        raise ParseError(f'{where}"_id" must be a string or a number')
     title, body = record.get("title") or "", record.get("text") or ""
     if not isinstance(title, str) or not isinstance(body, str):
-        raise ParseError(f"{where}\"title\" and \"text\" must be strings")
-    check_text(str(doc_id), f"{where}\"_id\"")
-    check_text(title, f"{where}\"title\"")
-    check_text(body, f"{where}\"text\"")
+        raise ParseError(f'{where}"title" and "text" must be strings')
+    check_text(str(doc_id), f'{where}"_id"')
+    check_text(title, f'{where}"title"')
+    check_text(body, f'{where}"text"')
     title = " ".join(title.split())
     body = normalize_newlines(body).strip()
     if not title and not body:
         return None
-    check_chars(len(title) + 2 + len(body) if title and body else len(title or body), limits,
-                f"{where}document {str(doc_id)[:100]!r}")
+    check_chars(
+        len(title) + 2 + len(body) if title and body else len(title or body),
+        limits,
+        f"{where}document {str(doc_id)[:100]!r}",
+    )
     blocks: list[Block] = []
     offset = 0
     if title:
@@ -98,8 +102,13 @@ def parse_record(record: Any, line_no: int = 0, limits: ParseLimits | None = Non
     metadata = record.get("metadata")
     if isinstance(metadata, dict):
         check_metadata(metadata, limits, f"{where}metadata")
-    return ParsedDocument(text=text, title=title, blocks=blocks, doc_id=str(doc_id),
-                          metadata=dict(metadata) if isinstance(metadata, dict) else {})
+    return ParsedDocument(
+        text=text,
+        title=title,
+        blocks=blocks,
+        doc_id=str(doc_id),
+        metadata=dict(metadata) if isinstance(metadata, dict) else {},
+    )
 
 
 def parse_jsonl_bytes(data: bytes, title: str, limits: ParseLimits | None = None) -> list[ParsedDocument]:

@@ -58,8 +58,8 @@ class ParseLimits:
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(
-                    f"ParseLimits.{f.name} ({ENV_NAMES[f.name]}) must be a positive integer, "
-                    f"got {value!r}")
+                    f"ParseLimits.{f.name} ({ENV_NAMES[f.name]}) must be a positive integer, got {value!r}"
+                )
 
 
 DEFAULT_LIMITS = ParseLimits()
@@ -72,8 +72,7 @@ class DocumentTooLarge(ParseError):
     ``observed`` what was seen (a lower bound when the check stopped early: the message
     then says "more than")."""
 
-    def __init__(self, limit_name: str, limit: int, description: str,
-                 observed: int | None = None) -> None:
+    def __init__(self, limit_name: str, limit: int, description: str, observed: int | None = None) -> None:
         self.limit_name = limit_name
         self.env = ENV_NAMES[limit_name]
         self.limit = limit
@@ -91,6 +90,7 @@ def resolve(limits: ParseLimits | None) -> ParseLimits:
 
 # -- checks shared by the parsers --------------------------------------------------------------
 
+
 def check_bytes(size: int, limits: ParseLimits, what: str = "file") -> None:
     if size > limits.max_bytes:
         raise DocumentTooLarge("max_bytes", limits.max_bytes, f"{what} has {size} bytes", size)
@@ -100,8 +100,7 @@ def check_chars(text: str | int, limits: ParseLimits, what: str = "document") ->
     """``text`` or its length."""
     n = text if isinstance(text, int) else len(text)
     if n > limits.max_chars:
-        raise DocumentTooLarge("max_chars", limits.max_chars,
-                               f"{what} has {n} characters of text", n)
+        raise DocumentTooLarge("max_chars", limits.max_chars, f"{what} has {n} characters of text", n)
 
 
 def check_spans(count: int, limits: ParseLimits, what: str = "document") -> None:
@@ -111,8 +110,9 @@ def check_spans(count: int, limits: ParseLimits, what: str = "document") -> None
 
 def too_deep(depth: int, limits: ParseLimits, what: str, limit_name: str = "max_nesting_depth") -> DocumentTooLarge:
     """The refusal for ``what`` nested at least ``depth`` levels deep (checks stop early)."""
-    return DocumentTooLarge(limit_name, getattr(limits, limit_name),
-                            f"{what} is nested more than {depth - 1} levels deep", depth)
+    return DocumentTooLarge(
+        limit_name, getattr(limits, limit_name), f"{what} is nested more than {depth - 1} levels deep", depth
+    )
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -130,8 +130,9 @@ def check_text(text: str, what: str) -> None:
     """
     match = _SURROGATE.search(text)
     if match is not None:
-        raise ParseError(f"{what} contains an unpaired surrogate "
-                         f"(U+{ord(match.group()):04X}) at character {match.start()}")
+        raise ParseError(
+            f"{what} contains an unpaired surrogate (U+{ord(match.group()):04X}) at character {match.start()}"
+        )
 
 
 def nesting_depth(value: Any, limits: ParseLimits, what: str, limit_name: str = "max_nesting_depth") -> int:
@@ -175,8 +176,7 @@ def check_metadata(metadata: dict, limits: ParseLimits | None = None, what: str 
             size += 1 + max(1, 2 * len(item))  # braces, colons and commas
             for key, child in item.items():
                 if not isinstance(key, str):
-                    raise ParseError(f"{_path(what, trail)} has a non-string key {key!r}: "
-                                     "JSON object keys are strings")
+                    raise ParseError(f"{_path(what, trail)} has a non-string key {key!r}: JSON object keys are strings")
                 check_text(key, f"{_path(what, trail)} key {json.dumps(key[:40])}")
                 size += _json_bytes(key)
                 stack.append((child, (key, trail)))
@@ -191,16 +191,19 @@ def check_metadata(metadata: dict, limits: ParseLimits | None = None, what: str 
         elif item is None or isinstance(item, (bool, int, float)):
             size += len(json.dumps(item))
         else:
-            raise ParseError(f"{_path(what, trail)} is a {type(item).__name__}, "
-                             "which JSON cannot hold")
+            raise ParseError(f"{_path(what, trail)} is a {type(item).__name__}, which JSON cannot hold")
         if size > limits.max_metadata_bytes:
-            raise DocumentTooLarge("max_metadata_bytes", limits.max_metadata_bytes,
-                                   f"{what} has more than {limits.max_metadata_bytes} bytes as JSON",
-                                   size)
+            raise DocumentTooLarge(
+                "max_metadata_bytes",
+                limits.max_metadata_bytes,
+                f"{what} has more than {limits.max_metadata_bytes} bytes as JSON",
+                size,
+            )
 
 
 def _json_bytes(text: str) -> int:
     return len(json.dumps(text, ensure_ascii=False).encode("utf-8"))
+
 
 def _path(what: str, trail: tuple | None) -> str:
     keys = []

@@ -28,8 +28,11 @@ _LIST_TOKENS = {"bullet_list_open", "ordered_list_open"}
 # maxNesting.
 _MARKDOWN = MarkdownIt("commonmark").enable("table").disable("inline")
 # A GFM table's delimiter row: pipes, dashes, colons and spaces only (``|---|:--:|``).
-_DELIMITER_ROW = re.compile(r"^[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)+\|?[ \t]*$"
-                            r"|^[ \t]*\|[ \t]*:?-+:?[ \t]*\|?[ \t]*$", re.MULTILINE)
+_DELIMITER_ROW = re.compile(
+    r"^[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)+\|?[ \t]*$"
+    r"|^[ \t]*\|[ \t]*:?-+:?[ \t]*\|?[ \t]*$",
+    re.MULTILINE,
+)
 _BLANK_LINE = re.compile(r"\n[ \t]*(?:\n|$)")
 _DASHES = re.compile("-+")
 
@@ -67,13 +70,13 @@ def parse_markdown(text: str, fallback_title: str = "", limits: ParseLimits | No
             block = _heading(token, tokens[i + 1], lines)
             blocks.append(block)
             if not title and block.level == 1:
-                title = text[block.start:block.end]
+                title = text[block.start : block.end]
         elif token.type in _PARAGRAPH_TOKENS and token.level == 0:
             blocks.append(Block("paragraph", *lines.span(*token.map)))
         elif token.type == "list_item_open" and token.level == 1:
             blocks.append(Block("paragraph", *lines.span(*token.map)))
         elif token.type == "table_open" and token.level == 0:
-            blocks.append(_table(token, tokens[i + 1:], lines))
+            blocks.append(_table(token, tokens[i + 1 :], lines))
     return ParsedDocument(text=text, title=title or fallback_title, blocks=blocks)
 
 
@@ -87,14 +90,18 @@ def _check_tables(text: str, limits: ParseLimits) -> None:
             continue
         columns = len(_DASHES.findall(row))
         if columns > limits.max_table_columns:
-            raise DocumentTooLarge("max_table_columns", limits.max_table_columns,
-                                   f"table has {columns} columns", columns)
+            raise DocumentTooLarge(
+                "max_table_columns", limits.max_table_columns, f"table has {columns} columns", columns
+            )
         blank = _BLANK_LINE.search(text, match.end())
         rows = text.count("\n", match.end(), blank.start() if blank else len(text)) + 1
         if columns * rows > limits.max_table_cells:
-            raise DocumentTooLarge("max_table_cells", limits.max_table_cells,
-                                   f"table has up to {columns * rows} cells "
-                                   f"({columns} columns, {rows} rows)", columns * rows)
+            raise DocumentTooLarge(
+                "max_table_cells",
+                limits.max_table_cells,
+                f"table has up to {columns * rows} cells ({columns} columns, {rows} rows)",
+                columns * rows,
+            )
 
 
 def _heading(token: Token, inline: Token, lines: _Lines) -> Block:

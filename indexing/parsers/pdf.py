@@ -60,8 +60,7 @@ def parse_pdf(data: bytes, fallback_title: str = "", limits: ParseLimits | None 
     text = "".join(pieces)
     if not text.strip():
         raise ParseError("PDF has no extractable text (scanned images?)")
-    return ParsedDocument(text=text, title=_title(reader) or fallback_title, blocks=blocks,
-                          metadata={"pages": pages})
+    return ParsedDocument(text=text, title=_title(reader) or fallback_title, blocks=blocks, metadata={"pages": pages})
 
 
 def _open(data: bytes) -> PdfReader:
@@ -127,9 +126,11 @@ def _paragraphs(lines: list[_Line]) -> list[str]:
     typical = statistics.median(lengths)
     # The tightest ordinary step between consecutive lines is the line spacing; steps
     # smaller than most of a line height are sub/superscripts, not lines.
-    steps = [a.y - b.y for a, b in zip(lines, lines[1:])
-             if a.text and b.text and a.y is not None and b.y is not None
-             and a.y - b.y >= 0.8 * b.size]
+    steps = [
+        a.y - b.y
+        for a, b in zip(lines, lines[1:])
+        if a.text and b.text and a.y is not None and b.y is not None and a.y - b.y >= 0.8 * b.size
+    ]
     spacing = min(steps) if steps else None
     sizes = [line.size for line in lines if line.text and line.size]
     if sizes and (spacing is None or spacing > 2.5 * statistics.median(sizes)):

@@ -69,8 +69,7 @@ def _decode_legacy(data: bytes, utf8_error: UnicodeDecodeError) -> str:
 
 def _reject_control_chars(text: str) -> None:
     sample = text[:_SNIFF_BYTES]
-    controls = sum(1 for ch in sample
-                   if unicodedata.category(ch) == "Cc" and ch not in "\t\n\r\f\v")
+    controls = sum(1 for ch in sample if unicodedata.category(ch) == "Cc" and ch not in "\t\n\r\f\v")
     if controls / len(sample) > 0.02:
         raise ParseError(f"binary content: {controls / len(sample):.0%} control characters")
 
@@ -116,15 +115,13 @@ def _chunks(text: str) -> list[tuple[int, int]]:
 
 def _looks_like_heading(line: str) -> bool:
     line = line.strip()
-    return (0 < len(line) < MAX_HEADING_CHARS
-            and line[0].isalnum()
-            and not line.endswith(_CLOSING_PUNCTUATION))
+    return 0 < len(line) < MAX_HEADING_CHARS and line[0].isalnum() and not line.endswith(_CLOSING_PUNCTUATION)
 
 
 def _trimmed(text: str, blocks: list[Block]) -> list[Block]:
     out = []
     for block in blocks:
-        segment = text[block.start:block.end]
+        segment = text[block.start : block.end]
         start = block.start + len(segment) - len(segment.lstrip())
         end = start + len(segment.strip())
         if end > start:

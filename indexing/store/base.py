@@ -80,8 +80,7 @@ COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 def check_collection_name(name: str) -> str:
     if not COLLECTION_NAME.match(name) or ".." in name:
         raise InvalidCollectionName(
-            f"invalid collection name {name!r}: 1-64 letters, digits, '_', '.', '-', "
-            "starting with a letter or digit"
+            f"invalid collection name {name!r}: 1-64 letters, digits, '_', '.', '-', starting with a letter or digit"
         )
     return name
 
@@ -245,9 +244,7 @@ class SpanStore(ABC):
 
     # -- writes (WRITE; reading source records: SPAN_READ): each call is one transaction --
     @_capability(StoreCapability.WRITE)
-    def replace_documents(
-        self, collection: str, items: list[tuple[Document, list[Span], np.ndarray]]
-    ) -> None:
+    def replace_documents(self, collection: str, items: list[tuple[Document, list[Span], np.ndarray]]) -> None:
         """Write documents with their spans and span vectors (rows aligned with spans),
         replacing any earlier version of the same document ids, atomically."""
 
@@ -319,9 +316,7 @@ class SpanStore(ABC):
         """Spans of these granularities that have no token vectors yet (to backfill)."""
 
     @_capability(StoreCapability.TOKEN_VECTORS)
-    def put_token_vectors(
-        self, collection: str, items: list[tuple[str, EncodedTokens]], model: str
-    ) -> int:
+    def put_token_vectors(self, collection: str, items: list[tuple[str, EncodedTokens]], model: str) -> int:
         """Store token vectors by span id in one transaction; spans gone meanwhile are skipped.
         Token vectors live and die with their span: replacing or deleting a document removes
         them. ``model`` names the token encoder (see :meth:`token_model`)."""
@@ -339,9 +334,7 @@ class SpanStore(ABC):
     def get_token_vectors(self, collection: str, span_ids: list[str]) -> dict[str, EncodedTokens]: ...
 
     @_capability(StoreCapability.TOKEN_VECTORS)
-    def document_token_vectors(
-        self, collection: str, doc_ids: list[str]
-    ) -> dict[str, list[tuple[str, EncodedTokens]]]:
+    def document_token_vectors(self, collection: str, doc_ids: list[str]) -> dict[str, list[tuple[str, EncodedTokens]]]:
         """Per document, its spans' token vectors in document order."""
 
     @_capability(StoreCapability.TOKEN_VECTORS)
@@ -376,9 +369,7 @@ class SpanStore(ABC):
         """Inner-product search over span vectors, optionally only some granularities."""
 
     @_capability(StoreCapability.LEXICAL_SEARCH)
-    def lexical_search(
-        self, collection: str, query: str, k: int, granularity: Granularity
-    ) -> list[ScoredSpanId]:
+    def lexical_search(self, collection: str, query: str, k: int, granularity: Granularity) -> list[ScoredSpanId]:
         """BM25 over the spans of one granularity (each granularity has its own statistics)."""
 
     # -- every store -----------------------------------------------------------------------

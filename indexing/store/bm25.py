@@ -28,9 +28,9 @@ def _tokenize(texts: list[str], stemmer):
 class Bm25Index:
     """A bm25s index whose documents are span row ids.
 
-        >>> index = Bm25Index.build(np.array([7, 9]), ["red apples", "green pears"])
-        >>> index.search("apple", k=1)[0][0]
-        7
+    >>> index = Bm25Index.build(np.array([7, 9]), ["red apples", "green pears"])
+    >>> index.search("apple", k=1)[0][0]
+    7
     """
 
     def __init__(self, retriever, row_ids: np.ndarray):  # retriever: a bm25s.BM25, None when empty

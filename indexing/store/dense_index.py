@@ -83,6 +83,7 @@ def ivf_lists(n: int) -> int:
 
 def _build_part(spec: DenseIndexSpec, dim: int, row_ids: np.ndarray, vectors: np.ndarray) -> faiss.Index:
     import faiss
+
     ip, fp16 = faiss.METRIC_INNER_PRODUCT, faiss.ScalarQuantizer.QT_fp16
     if spec.kind == "flat" or (spec.kind == "ivf" and ivf_lists(len(row_ids)) == 1):
         # fp16: the exhaustive scan is memory-bound, half the bytes to read (and one
@@ -126,6 +127,7 @@ class TorchFlatSearch:
     def from_faiss(cls, index: faiss.Index, device: str) -> TorchFlatSearch:
         """The vectors and ids of a flat ``IndexIDMap2`` (decoded from its fp16 codes)."""
         import faiss
+
         row_ids = faiss.vector_to_array(index.id_map).astype(np.int64)
         return cls(row_ids, index.index.reconstruct_n(0, index.ntotal), device)
 
@@ -158,6 +160,7 @@ class DenseIndex:
 
     def __post_init__(self) -> None:
         import faiss
+
         device = self.spec.device
         if device == "auto":  # resolved here, when an index is loaded, so store-only commands skip torch
             from indexing.embed import pick_device
@@ -222,6 +225,7 @@ class DenseIndex:
 
     def _search_flat(self, q, k, granularities, rows_by_granularity) -> list[tuple[int, float]]:
         import faiss
+
         index = self.parts[ALL]
         params = None
         allowed = None
@@ -241,6 +245,7 @@ class DenseIndex:
 
     def _params(self, part: faiss.Index, k: int) -> faiss.SearchParameters | None:
         import faiss
+
         inner = faiss.downcast_index(part.index)
         if isinstance(inner, faiss.IndexHNSW):
             return faiss.SearchParametersHNSW(efSearch=max(self.spec.hnsw_ef_search, k))
@@ -253,17 +258,17 @@ class DenseIndex:
     def save(self, directory: Path) -> None:
         """``dense.faiss`` (flat) or ``dense.<granularity>.faiss``, and ``dense.json``."""
         import faiss
+
         for name, part in self.cpu_parts().items():
             faiss.write_index(part, str(directory / _file_name(name)))
-        (directory / "dense.json").write_text(
-            json.dumps({"signature": self.spec.signature, "parts": list(self.parts)})
-        )
+        (directory / "dense.json").write_text(json.dumps({"signature": self.spec.signature, "parts": list(self.parts)}))
 
     @classmethod
     def load(cls, spec: DenseIndexSpec, directory: Path) -> DenseIndex | None:
         """The index saved in ``directory`` if it was built as ``spec`` says, else None.
         (A flat index saved before ``dense.json`` existed is its one ``dense.faiss``.)"""
         import faiss
+
         try:
             saved = json.loads((directory / "dense.json").read_text())
         except FileNotFoundError:
@@ -275,8 +280,11 @@ class DenseIndex:
     def cpu_parts(self) -> dict[str, faiss.Index]:
         """The parts as CPU indexes (GPU clones are copied back for writing)."""
         import faiss
-        return {name: faiss.index_gpu_to_cpu(part) if "Gpu" in type(part).__name__ else part
-                for name, part in self.parts.items()}
+
+        return {
+            name: faiss.index_gpu_to_cpu(part) if "Gpu" in type(part).__name__ else part
+            for name, part in self.parts.items()
+        }
 
 
 def _file_name(part: str) -> str:

@@ -164,8 +164,12 @@ class QdrantStore(SpanStore):
         offset = None
         while True:
             points, offset = self.client.scroll(
-                name, scroll_filter=query_filter, limit=BATCH, offset=offset,
-                with_payload=True, with_vectors=with_vectors,
+                name,
+                scroll_filter=query_filter,
+                limit=BATCH,
+                offset=offset,
+                with_payload=True,
+                with_vectors=with_vectors,
             )
             yield from points
             if offset is None:
@@ -177,15 +181,24 @@ class QdrantStore(SpanStore):
 
     def _put_meta(self, kind: str, collection: str, key: str, payload: dict) -> None:
         m = self._models()
-        self.client.upsert(self._meta, [m.PointStruct(
-            id=point_id(kind, collection, key), vector={},
-            payload={"kind": kind, "collection": collection, "key": key, **payload},
-        )], wait=True)
+        self.client.upsert(
+            self._meta,
+            [
+                m.PointStruct(
+                    id=point_id(kind, collection, key),
+                    vector={},
+                    payload={"kind": kind, "collection": collection, "key": key, **payload},
+                )
+            ],
+            wait=True,
+        )
 
     def _delete_meta(self, kind: str, collection: str, keys: list[str]) -> None:
         m = self._models()
         if keys:
-            self.client.delete(self._meta, m.PointIdsList(points=[point_id(kind, collection, k) for k in keys]), wait=True)
+            self.client.delete(
+                self._meta, m.PointIdsList(points=[point_id(kind, collection, k) for k in keys]), wait=True
+            )
 
     def _require(self, collection: str) -> dict:
         record = self._meta_record("collection", collection, collection)
@@ -198,8 +211,12 @@ class QdrantStore(SpanStore):
         return record.get("generation", 0), record.get("write_token", "")
 
     def _put_collection_record(self, collection: str, record: dict) -> None:
-        self._put_meta("collection", collection, collection,
-                       {k: v for k, v in record.items() if k not in ("kind", "collection", "key")})
+        self._put_meta(
+            "collection",
+            collection,
+            collection,
+            {k: v for k, v in record.items() if k not in ("kind", "collection", "key")},
+        )
 
     def _bump(self, collection: str, rows_used: int = 0) -> None:
         record = self._require(collection)
@@ -227,16 +244,28 @@ class QdrantStore(SpanStore):
                     vectors_config={
                         "dense": m.VectorParams(size=dim, distance=m.Distance.COSINE),
                         "tokens": m.VectorParams(
-                            size=dim, distance=m.Distance.DOT,  # spanrag's MaxSim is a dot product of decoded codes
+                            size=dim,
+                            distance=m.Distance.DOT,  # spanrag's MaxSim is a dot product of decoded codes
                             multivector_config=m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM),
                         ),
                     },
-                    shard_number=self.shards, replication_factor=self.replication,
+                    shard_number=self.shards,
+                    replication_factor=self.replication,
                 )
                 self._index_payload(spans, SPAN_INDEXES)
-            self._put_meta("collection", name, name, {
-                "name": name, "model": model, "dim": dim, "generation": 0, "next_row": 0, "token_model": None,
-            })
+            self._put_meta(
+                "collection",
+                name,
+                name,
+                {
+                    "name": name,
+                    "model": model,
+                    "dim": dim,
+                    "generation": 0,
+                    "next_row": 0,
+                    "token_model": None,
+                },
+            )
 
     def has_collection(self, name: str) -> bool:
         return self._meta_record("collection", name, name) is not None
@@ -256,8 +285,13 @@ class QdrantStore(SpanStore):
             if n:
                 by_granularity[g] = n
         return {
-            "name": name, "model": record["model"], "dim": record["dim"], "generation": record["generation"],
-            "documents": n_docs, "spans": sum(by_granularity.values()), "spans_by_granularity": by_granularity,
+            "name": name,
+            "model": record["model"],
+            "dim": record["dim"],
+            "generation": record["generation"],
+            "documents": n_docs,
+            "spans": sum(by_granularity.values()),
+            "spans_by_granularity": by_granularity,
         }
 
     # -- writes ----------------------------------------------------------------------------------
@@ -274,21 +308,33 @@ class QdrantStore(SpanStore):
             self._delete_in_order(collection, [doc.id for doc, _, _ in items])
             row = record.get("next_row", 0)
             points = []
-            for doc, spans, vectors in items:
+            for _doc, spans, vectors in items:
                 for span, vector in zip(spans, np.asarray(vectors, dtype=np.float32)):
-                    points.append(m.PointStruct(
-                        id=point_id(span.id), vector={"dense": vector.tolist()},
-                        payload={**_span_payload(span), "row": row},
-                    ))
+                    points.append(
+                        m.PointStruct(
+                            id=point_id(span.id),
+                            vector={"dense": vector.tolist()},
+                            payload={**_span_payload(span), "row": row},
+                        )
+                    )
                     row += 1
             for start in range(0, len(points), BATCH):
                 self.client.upsert(self._spans(collection), points[start : start + BATCH], wait=True)
             for doc, spans, _ in items:
-                self._put_meta("document", collection, doc.id, {
-                    "doc_id": doc.id, "title": doc.title, "source": doc.source,
-                    "content_hash": doc.content_hash, "text": doc.text, "metadata": doc.metadata,
-                    "span_ids": [span.id for span in spans],  # per-document reads by point id, not by filter
-                })
+                self._put_meta(
+                    "document",
+                    collection,
+                    doc.id,
+                    {
+                        "doc_id": doc.id,
+                        "title": doc.title,
+                        "source": doc.source,
+                        "content_hash": doc.content_hash,
+                        "text": doc.text,
+                        "metadata": doc.metadata,
+                        "span_ids": [span.id for span in spans],  # per-document reads by point id, not by filter
+                    },
+                )
             self._bump(collection, row - record.get("next_row", 0))
 
     def _document_records(self, collection: str, doc_ids: list[str]) -> dict[str, dict]:
@@ -304,7 +350,9 @@ class QdrantStore(SpanStore):
         self._delete_meta("document", collection, list(records))
         span_points = [point_id(s) for r in records.values() for s in r.get("span_ids", [])]
         for start in range(0, len(span_points), BATCH):
-            self.client.delete(self._spans(collection), m.PointIdsList(points=span_points[start : start + BATCH]), wait=True)
+            self.client.delete(
+                self._spans(collection), m.PointIdsList(points=span_points[start : start + BATCH]), wait=True
+            )
         return len(records)
 
     def delete_documents(self, collection: str, doc_ids: list[str]) -> int:
@@ -320,9 +368,16 @@ class QdrantStore(SpanStore):
         return None if record is None else SourceRecord(record["path"], record["content_hash"], list(record["doc_ids"]))
 
     def put_source(self, collection: str, record: SourceRecord) -> None:
-        self._put_meta("source", collection, record.path, {
-            "path": record.path, "content_hash": record.content_hash, "doc_ids": list(record.doc_ids),
-        })
+        self._put_meta(
+            "source",
+            collection,
+            record.path,
+            {
+                "path": record.path,
+                "content_hash": record.content_hash,
+                "doc_ids": list(record.doc_ids),
+            },
+        )
 
     def delete_source(self, collection: str, path: str) -> None:
         self._delete_meta("source", collection, [path])
@@ -350,7 +405,9 @@ class QdrantStore(SpanStore):
             if not doc_ids:
                 return {}
             conditions["key"] = list(doc_ids)
-        found = {p.payload["doc_id"]: p.payload["content_hash"] for p in self._scroll(self._meta, self._match(**conditions))}
+        found = {
+            p.payload["doc_id"]: p.payload["content_hash"] for p in self._scroll(self._meta, self._match(**conditions))
+        }
         return dict(sorted(found.items()))
 
     def count_spans(self, collection: str, doc_id: str) -> int:
@@ -361,8 +418,12 @@ class QdrantStore(SpanStore):
         out = {}
         ids = list(dict.fromkeys(span_ids))
         for start in range(0, len(ids), BATCH):
-            for p in self.client.retrieve(self._spans(collection), [point_id(s) for s in ids[start : start + BATCH]],
-                                          with_payload=True, with_vectors=vectors):
+            for p in self.client.retrieve(
+                self._spans(collection),
+                [point_id(s) for s in ids[start : start + BATCH]],
+                with_payload=True,
+                with_vectors=vectors,
+            ):
                 out[p.payload["span_id"]] = p
         return out
 
@@ -390,7 +451,8 @@ class QdrantStore(SpanStore):
         if not granularities:
             return []
         inside = [
-            s for s in self.document_spans(collection, span.doc_id)
+            s
+            for s in self.document_spans(collection, span.doc_id)
             if s.granularity in granularities and s.start >= span.start and s.end <= span.end
         ]
         return sorted(inside, key=lambda s: (s.start, s.order))
@@ -409,8 +471,7 @@ class QdrantStore(SpanStore):
         self._require(collection)
         found = self._span_points(collection, span_ids, vectors=["dense"])
         return {
-            s: np.asarray(found[s].vector["dense"], dtype=np.float32)
-            for s in dict.fromkeys(span_ids) if s in found
+            s: np.asarray(found[s].vector["dense"], dtype=np.float32) for s in dict.fromkeys(span_ids) if s in found
         }
 
     # -- token vectors -----------------------------------------------------------------------------
@@ -441,13 +502,19 @@ class QdrantStore(SpanStore):
             kept = [(point_id(s), e) for s, e in items if s in present and len(e)]
             for start in range(0, len(kept), BATCH):
                 batch = kept[start : start + BATCH]
-                self.client.update_vectors(self._spans(collection), [
-                    m.PointVectors(id=pid, vector={"tokens": decode_tokens(e).tolist()}) for pid, e in batch
-                ], wait=True)
-                self.client.batch_update_points(self._spans(collection), [
-                    m.SetPayloadOperation(set_payload=m.SetPayload(payload=_token_payload(e), points=[pid]))
-                    for pid, e in batch
-                ], wait=True)
+                self.client.update_vectors(
+                    self._spans(collection),
+                    [m.PointVectors(id=pid, vector={"tokens": decode_tokens(e).tolist()}) for pid, e in batch],
+                    wait=True,
+                )
+                self.client.batch_update_points(
+                    self._spans(collection),
+                    [
+                        m.SetPayloadOperation(set_payload=m.SetPayload(payload=_token_payload(e), points=[pid]))
+                        for pid, e in batch
+                    ],
+                    wait=True,
+                )
             written = len(kept)
             if record.get("token_model") != model:  # token writes leave the span generation alone
                 record["token_model"] = model
@@ -464,8 +531,9 @@ class QdrantStore(SpanStore):
             ids = [p.id for p in self._scroll(self._spans(collection), self._token_filter(True))]
             if ids:
                 self.client.delete_vectors(self._spans(collection), ["tokens"], m.PointIdsList(points=ids), wait=True)
-                self.client.delete_payload(self._spans(collection), list(_token_payload_keys()),
-                                           m.PointIdsList(points=ids), wait=True)
+                self.client.delete_payload(
+                    self._spans(collection), list(_token_payload_keys()), m.PointIdsList(points=ids), wait=True
+                )
             return len(ids)
 
     def get_token_vectors(self, collection: str, span_ids: list[str]) -> dict[str, EncodedTokens]:
@@ -478,7 +546,9 @@ class QdrantStore(SpanStore):
         query = self._token_filter(True, doc_id=list(doc_ids))
         out: dict[str, list[tuple[int, str, EncodedTokens]]] = {}
         for p in self._scroll(self._spans(collection), query):
-            out.setdefault(p.payload["doc_id"], []).append((p.payload["order"], p.payload["span_id"], _payload_tokens(p.payload)))
+            out.setdefault(p.payload["doc_id"], []).append(
+                (p.payload["order"], p.payload["span_id"], _payload_tokens(p.payload))
+            )
         return {d: [(s, e) for _, s, e in sorted(rows, key=lambda r: r[0])] for d, rows in out.items()}
 
     def token_vector_stats(self, collection: str) -> dict[str, dict[str, int]]:
@@ -505,12 +575,15 @@ class QdrantStore(SpanStore):
             return cached
         # Spans in write order; the BM25 ids are positions in that order, not the stored row
         # numbers, which two concurrent writers could have handed out twice.
-        payloads = sorted((p.payload for p in self._scroll(self._spans(collection))),
-                          key=lambda pl: (pl["row"], pl["span_id"]))
+        payloads = sorted(
+            (p.payload for p in self._scroll(self._spans(collection))), key=lambda pl: (pl["row"], pl["span_id"])
+        )
         rows: dict[str, list[tuple[int, str]]] = {g: [] for g in GRANULARITIES}
         span_id_of_row = {}
         for position, pl in enumerate(payloads):
-            rows[pl["granularity"]].append((position, f"{pl['header']}\n{pl['text']}" if pl.get("header") else pl["text"]))
+            rows[pl["granularity"]].append(
+                (position, f"{pl['header']}\n{pl['text']}" if pl.get("header") else pl["text"])
+            )
             span_id_of_row[position] = pl["span_id"]
         bm25 = {}
         for g, part in rows.items():
@@ -519,15 +592,21 @@ class QdrantStore(SpanStore):
         self._lexical[collection] = cached
         return cached
 
-    def dense_search(self, collection: str, query: np.ndarray, k: int, granularities: list[Granularity] | None = None) -> list[ScoredSpanId]:
+    def dense_search(
+        self, collection: str, query: np.ndarray, k: int, granularities: list[Granularity] | None = None
+    ) -> list[ScoredSpanId]:
         self._require(collection)
         if k <= 0 or (granularities is not None and not granularities):
             return []
         every = granularities is None or set(GRANULARITIES) <= set(granularities)
         query_filter = None if every else self._match(granularity=list(granularities))
         hits = self.client.query_points(
-            self._spans(collection), query=np.asarray(query, dtype=np.float32).tolist(), using="dense",
-            query_filter=query_filter, limit=k, with_payload=["span_id"],
+            self._spans(collection),
+            query=np.asarray(query, dtype=np.float32).tolist(),
+            using="dense",
+            query_filter=query_filter,
+            limit=k,
+            with_payload=["span_id"],
         ).points
         return [ScoredSpanId(h.payload["span_id"], float(h.score)) for h in hits]
 
@@ -552,17 +631,33 @@ class QdrantStore(SpanStore):
 # -- payloads ---------------------------------------------------------------------------------------
 def _span_payload(span: Span) -> dict:
     return {
-        "span_id": span.id, "doc_id": span.doc_id, "parent_id": span.parent_id, "granularity": span.granularity,
-        "start": span.start, "end": span.end, "text": span.text, "heading_path": list(span.heading_path),
-        "n_tokens": span.n_tokens, "header": span.header, "order": span.order,
+        "span_id": span.id,
+        "doc_id": span.doc_id,
+        "parent_id": span.parent_id,
+        "granularity": span.granularity,
+        "start": span.start,
+        "end": span.end,
+        "text": span.text,
+        "heading_path": list(span.heading_path),
+        "n_tokens": span.n_tokens,
+        "header": span.header,
+        "order": span.order,
     }
 
 
 def _payload_span(p: dict) -> Span:
     return Span(
-        id=p["span_id"], doc_id=p["doc_id"], parent_id=p["parent_id"], granularity=p["granularity"],
-        start=p["start"], end=p["end"], text=p["text"], heading_path=list(p["heading_path"]),
-        n_tokens=p["n_tokens"], header=p["header"], order=p["order"],
+        id=p["span_id"],
+        doc_id=p["doc_id"],
+        parent_id=p["parent_id"],
+        granularity=p["granularity"],
+        start=p["start"],
+        end=p["end"],
+        text=p["text"],
+        heading_path=list(p["heading_path"]),
+        n_tokens=p["n_tokens"],
+        header=p["header"],
+        order=p["order"],
     )
 
 
@@ -572,17 +667,25 @@ def _token_payload_keys() -> tuple[str, ...]:
 
 def _token_payload(encoded: EncodedTokens) -> dict:
     return {
-        "token_codec": encoded.codec, "token_dim": encoded.dim, "token_n": len(encoded),
+        "token_codec": encoded.codec,
+        "token_dim": encoded.dim,
+        "token_n": len(encoded),
         "token_codes": base64.b64encode(np.ascontiguousarray(encoded.data).tobytes()).decode("ascii"),
-        "token_scales": None if encoded.scales is None
+        "token_scales": None
+        if encoded.scales is None
         else base64.b64encode(np.ascontiguousarray(encoded.scales, dtype=np.float32).tobytes()).decode("ascii"),
     }
 
 
 def _payload_tokens(p: dict) -> EncodedTokens:
     scales = p.get("token_scales")
-    return encoded_from_bytes(p["token_codec"], p["token_dim"], p["token_n"], base64.b64decode(p["token_codes"]),
-                              None if scales is None else base64.b64decode(scales))
+    return encoded_from_bytes(
+        p["token_codec"],
+        p["token_dim"],
+        p["token_n"],
+        base64.b64decode(p["token_codes"]),
+        None if scales is None else base64.b64decode(scales),
+    )
 
 
 __all__ = ["QdrantStore", "point_id"]

@@ -28,10 +28,6 @@ from pathlib import Path
 import numpy as np
 
 from indexing.spans import GRANULARITIES, Document, Granularity, Span
-from indexing.store.dense_index import DenseIndex, DenseIndexKind, DenseIndexSpec
-from indexing.store.files import staging_for, swap_in
-from indexing.store.token_matrix import PackedTokens, TokenHits, TokenMatrix
-from indexing.token_codecs import EncodedTokens, encoded_from_bytes
 from indexing.store.base import (
     ALL_CAPABILITIES,
     CollectionNotFound,
@@ -42,6 +38,10 @@ from indexing.store.base import (
     check_collection_name,
 )
 from indexing.store.bm25 import Bm25Index
+from indexing.store.dense_index import DenseIndex, DenseIndexKind, DenseIndexSpec
+from indexing.store.files import staging_for, swap_in
+from indexing.store.token_matrix import PackedTokens, TokenHits, TokenMatrix
+from indexing.token_codecs import EncodedTokens, encoded_from_bytes
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS collections (
@@ -82,9 +82,17 @@ def _chunks(items: list, size: int = _CHUNK):
 
 def _row_to_span(row: tuple) -> Span:
     return Span(
-        id=row[0], doc_id=row[1], parent_id=row[2], granularity=row[3], start=row[4],
-        end=row[5], text=row[6], heading_path=json.loads(row[7]), n_tokens=row[8],
-        header=row[9], order=row[10],
+        id=row[0],
+        doc_id=row[1],
+        parent_id=row[2],
+        granularity=row[3],
+        start=row[4],
+        end=row[5],
+        text=row[6],
+        heading_path=json.loads(row[7]),
+        n_tokens=row[8],
+        header=row[9],
+        order=row[10],
     )
 
 
@@ -112,9 +120,7 @@ class SqliteFaissStore(SpanStore):
         self.data_dir = Path(data_dir)
         self.dense_spec = dense_index if isinstance(dense_index, DenseIndexSpec) else DenseIndexSpec(dense_index)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(
-            self.data_dir / "spanrag.sqlite3", check_same_thread=False, isolation_level=None
-        )
+        self._db = sqlite3.connect(self.data_dir / "spanrag.sqlite3", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
@@ -147,9 +153,7 @@ class SqliteFaissStore(SpanStore):
                 self._db.execute("COMMIT")
 
     def _require(self, collection: str) -> tuple[str, int, int]:
-        rows = self._query(
-            "SELECT model, dim, generation FROM collections WHERE name = ?", (collection,)
-        )
+        rows = self._query("SELECT model, dim, generation FROM collections WHERE name = ?", (collection,))
         if not rows:
             raise CollectionNotFound(collection)
         return rows[0]
@@ -166,9 +170,7 @@ class SqliteFaissStore(SpanStore):
                 if tuple(rows[0]) != (model, dim):
                     raise StoreMismatch.for_model(name, tuple(rows[0]), (model, dim))
                 return
-            self._db.execute(
-                "INSERT INTO collections (name, model, dim) VALUES (?, ?, ?)", (name, model, dim)
-            )
+            self._db.execute("INSERT INTO collections (name, model, dim) VALUES (?, ?, ?)", (name, model, dim))
 
     def has_collection(self, name: str) -> bool:
         return bool(self._query("SELECT 1 FROM collections WHERE name = ?", (name,)))
@@ -189,8 +191,12 @@ class SqliteFaissStore(SpanStore):
             )
         )
         return {
-            "name": name, "model": model, "dim": dim, "generation": generation,
-            "documents": n_docs, "spans": sum(by_granularity.values()),
+            "name": name,
+            "model": model,
+            "dim": dim,
+            "generation": generation,
+            "documents": n_docs,
+            "spans": sum(by_granularity.values()),
             "spans_by_granularity": by_granularity,
         }
 
@@ -204,22 +210,16 @@ class SqliteFaissStore(SpanStore):
                 f"WHERE collection = ? AND doc_id IN ({marks}))",
                 [collection, *chunk],
             )
-            self._db.execute(
-                f"DELETE FROM spans WHERE collection = ? AND doc_id IN ({marks})", [collection, *chunk]
-            )
+            self._db.execute(f"DELETE FROM spans WHERE collection = ? AND doc_id IN ({marks})", [collection, *chunk])
             existed += self._db.execute(
                 f"DELETE FROM documents WHERE collection = ? AND id IN ({marks})", [collection, *chunk]
             ).rowcount
         return existed
 
     def _bump(self, collection: str) -> None:
-        self._db.execute(
-            "UPDATE collections SET generation = generation + 1 WHERE name = ?", (collection,)
-        )
+        self._db.execute("UPDATE collections SET generation = generation + 1 WHERE name = ?", (collection,))
 
-    def replace_documents(
-        self, collection: str, items: list[tuple[Document, list[Span], np.ndarray]]
-    ) -> None:
+    def replace_documents(self, collection: str, items: list[tuple[Document, list[Span], np.ndarray]]) -> None:
         _, dim, _ = self._require(collection)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -232,17 +232,36 @@ class SqliteFaissStore(SpanStore):
                         )
                     self._db.execute(
                         "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (collection, doc.id, doc.title, doc.source, doc.content_hash, doc.text,
-                         json.dumps(doc.metadata)),
+                        (
+                            collection,
+                            doc.id,
+                            doc.title,
+                            doc.source,
+                            doc.content_hash,
+                            doc.text,
+                            json.dumps(doc.metadata),
+                        ),
                     )
                     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
                     self._db.executemany(
                         f"INSERT INTO spans (collection, {SPAN_COLUMNS}, vector) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [
-                            (collection, s.id, s.doc_id, s.parent_id, s.granularity, s.start, s.end,
-                             s.text, json.dumps(s.heading_path), s.n_tokens, s.header, s.order,
-                             vectors[i].tobytes())
+                            (
+                                collection,
+                                s.id,
+                                s.doc_id,
+                                s.parent_id,
+                                s.granularity,
+                                s.start,
+                                s.end,
+                                s.text,
+                                json.dumps(s.heading_path),
+                                s.n_tokens,
+                                s.header,
+                                s.order,
+                                vectors[i].tobytes(),
+                            )
                             for i, s in enumerate(spans)
                         ],
                     )
@@ -272,7 +291,8 @@ class SqliteFaissStore(SpanStore):
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute(
-                    "DELETE FROM token_vectors WHERE row_id IN (SELECT row_id FROM spans WHERE collection = ?)", (name,))
+                    "DELETE FROM token_vectors WHERE row_id IN (SELECT row_id FROM spans WHERE collection = ?)", (name,)
+                )
                 for table in ("spans", "documents", "sources"):
                     self._db.execute(f"DELETE FROM {table} WHERE collection = ?", (name,))
                 self._db.execute("DELETE FROM collections WHERE name = ?", (name,))
@@ -304,21 +324,14 @@ class SqliteFaissStore(SpanStore):
             self._db.execute("DELETE FROM sources WHERE collection = ? AND path = ?", (collection, path))
 
     def list_sources(self, collection: str, under: str | None = None) -> list[SourceRecord]:
-        rows = self._query(
-            "SELECT path, content_hash, doc_ids FROM sources WHERE collection = ?", (collection,)
-        )
+        rows = self._query("SELECT path, content_hash, doc_ids FROM sources WHERE collection = ?", (collection,))
         prefix = None if under is None else under.rstrip(os.sep) + os.sep
-        return [
-            SourceRecord(p, h, json.loads(d))
-            for p, h, d in rows
-            if prefix is None or p.startswith(prefix)
-        ]
+        return [SourceRecord(p, h, json.loads(d)) for p, h, d in rows if prefix is None or p.startswith(prefix)]
 
     # -- reads -------------------------------------------------------------------------------
     def get_document(self, collection: str, doc_id: str) -> Document | None:
         rows = self._query(
-            "SELECT id, title, source, content_hash, text, metadata FROM documents "
-            "WHERE collection = ? AND id = ?",
+            "SELECT id, title, source, content_hash, text, metadata FROM documents WHERE collection = ? AND id = ?",
             (collection, doc_id),
         )
         if not rows:
@@ -328,9 +341,9 @@ class SqliteFaissStore(SpanStore):
 
     def document_hashes(self, collection: str, doc_ids: list[str] | None = None) -> dict[str, str]:
         if doc_ids is None:
-            return dict(self._query(
-                "SELECT id, content_hash FROM documents WHERE collection = ? ORDER BY id", (collection,)
-            ))
+            return dict(
+                self._query("SELECT id, content_hash FROM documents WHERE collection = ? ORDER BY id", (collection,))
+            )
         out: dict[str, str] = {}
         for chunk in _chunks(doc_ids):
             marks = ",".join("?" * len(chunk))
@@ -343,9 +356,7 @@ class SqliteFaissStore(SpanStore):
         return out
 
     def count_spans(self, collection: str, doc_id: str) -> int:
-        return self._query(
-            "SELECT COUNT(*) FROM spans WHERE collection = ? AND doc_id = ?", (collection, doc_id)
-        )[0][0]
+        return self._query("SELECT COUNT(*) FROM spans WHERE collection = ? AND doc_id = ?", (collection, doc_id))[0][0]
 
     def get_spans(self, collection: str, span_ids: list[str]) -> list[Span]:
         found: dict[str, Span] = {}
@@ -424,9 +435,7 @@ class SqliteFaissStore(SpanStore):
         )
         return [_row_to_span(r) for r in rows]
 
-    def put_token_vectors(
-        self, collection: str, items: list[tuple[str, EncodedTokens]], model: str
-    ) -> int:
+    def put_token_vectors(self, collection: str, items: list[tuple[str, EncodedTokens]], model: str) -> int:
         self._require(collection)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -438,14 +447,18 @@ class SqliteFaissStore(SpanStore):
                         continue  # the span was replaced or deleted meanwhile
                     self._db.execute(
                         "INSERT OR REPLACE INTO token_vectors VALUES (?, ?, ?, ?, ?, ?)",
-                        (row_of[span_id], encoded.codec, encoded.dim, len(encoded),
-                         encoded.data.tobytes(),
-                         None if encoded.scales is None else encoded.scales.tobytes()),
+                        (
+                            row_of[span_id],
+                            encoded.codec,
+                            encoded.dim,
+                            len(encoded),
+                            encoded.data.tobytes(),
+                            None if encoded.scales is None else encoded.scales.tobytes(),
+                        ),
                     )
                     written += 1
                 self._db.execute(
-                    "UPDATE collections SET token_generation = token_generation + 1, token_model = ? "
-                    "WHERE name = ?",
+                    "UPDATE collections SET token_generation = token_generation + 1, token_model = ? WHERE name = ?",
                     (model, collection),
                 )
                 self._db.execute("COMMIT")
@@ -464,13 +477,11 @@ class SqliteFaissStore(SpanStore):
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 removed = self._db.execute(
-                    "DELETE FROM token_vectors WHERE row_id IN "
-                    "(SELECT row_id FROM spans WHERE collection = ?)",
+                    "DELETE FROM token_vectors WHERE row_id IN (SELECT row_id FROM spans WHERE collection = ?)",
                     (collection,),
                 ).rowcount
                 self._db.execute(
-                    "UPDATE collections SET token_generation = token_generation + 1, token_model = NULL "
-                    "WHERE name = ?",
+                    "UPDATE collections SET token_generation = token_generation + 1, token_model = NULL WHERE name = ?",
                     (collection,),
                 )
                 self._db.execute("COMMIT")
@@ -494,9 +505,7 @@ class SqliteFaissStore(SpanStore):
     def get_token_vectors(self, collection: str, span_ids: list[str]) -> dict[str, EncodedTokens]:
         return {span_id: encoded for _, span_id, encoded in self._token_rows(collection, "id", span_ids)}
 
-    def document_token_vectors(
-        self, collection: str, doc_ids: list[str]
-    ) -> dict[str, list[tuple[str, EncodedTokens]]]:
+    def document_token_vectors(self, collection: str, doc_ids: list[str]) -> dict[str, list[tuple[str, EncodedTokens]]]:
         out: dict[str, list[tuple[str, EncodedTokens]]] = {}
         for doc_id, span_id, encoded in self._token_rows(collection, "doc_id", doc_ids):
             out.setdefault(doc_id, []).append((span_id, encoded))
@@ -514,9 +523,7 @@ class SqliteFaissStore(SpanStore):
         self._require(collection)
         with self._read_transaction():  # the rows read below are exactly the stamp's
             stamp = tuple(
-                self._query(
-                    "SELECT generation, token_generation FROM collections WHERE name = ?", (collection,)
-                )[0]
+                self._query("SELECT generation, token_generation FROM collections WHERE name = ?", (collection,))[0]
             )
             matrix = self._token_matrices.get(collection)
             if matrix is not None and matrix.stamp == stamp:
@@ -530,9 +537,7 @@ class SqliteFaissStore(SpanStore):
                     "ORDER BY s.row_id",
                     (collection,),
                 )
-                matrix = TokenMatrix.build(
-                    ((r[0], r[1], encoded_from_bytes(*r[2:])) for r in rows), stamp
-                )
+                matrix = TokenMatrix.build(((r[0], r[1], encoded_from_bytes(*r[2:])) for r in rows), stamp)
                 matrix.save(directory)
                 matrix = TokenMatrix.load(directory, stamp) or matrix
             self._token_matrices[collection] = matrix
@@ -579,8 +584,7 @@ class SqliteFaissStore(SpanStore):
         """Bring the search indexes up to the committed generation (build or load them)."""
         self._indexes(collection)
         if self._query(
-            "SELECT 1 FROM token_vectors t JOIN spans s ON s.row_id = t.row_id "
-            "WHERE s.collection = ? LIMIT 1",
+            "SELECT 1 FROM token_vectors t JOIN spans s ON s.row_id = t.row_id WHERE s.collection = ? LIMIT 1",
             (collection,),
         ):
             self._token_matrix(collection)
@@ -593,9 +597,7 @@ class SqliteFaissStore(SpanStore):
             loaded = self._loaded.get(collection)
             if loaded is not None and loaded.generation == generation:
                 return loaded
-            loaded = self._load_from_disk(collection, generation) or self._rebuild(
-                collection, dim, generation
-            )
+            loaded = self._load_from_disk(collection, generation) or self._rebuild(collection, dim, generation)
             self._loaded[collection] = loaded
             # The span directory is hundreds of thousands of long-lived objects; frozen, they
             # are no longer rescanned by every full garbage collection a query triggers
@@ -635,8 +637,7 @@ class SqliteFaissStore(SpanStore):
         seconds: dict[str, float] = {}
         started = time.perf_counter()
         rows = self._query(
-            "SELECT row_id, granularity, header, text, vector FROM spans "
-            "WHERE collection = ? ORDER BY row_id",
+            "SELECT row_id, granularity, header, text, vector FROM spans WHERE collection = ? ORDER BY row_id",
             (collection,),
         )
         vectors = np.frombuffer(b"".join(r[4] for r in rows), dtype=np.float32).reshape(-1, dim)
@@ -690,13 +691,9 @@ class SqliteFaissStore(SpanStore):
         hits = idx.dense.search(query, k, granularities, idx.rows_by_granularity)
         return [ScoredSpanId(idx.span_id_of_row[r], s) for r, s in hits]
 
-    def lexical_search(
-        self, collection: str, query: str, k: int, granularity: Granularity
-    ) -> list[ScoredSpanId]:
+    def lexical_search(self, collection: str, query: str, k: int, granularity: Granularity) -> list[ScoredSpanId]:
         idx = self._indexes(collection)
-        return [
-            ScoredSpanId(idx.span_id_of_row[r], s) for r, s in idx.bm25[granularity].search(query, k)
-        ]
+        return [ScoredSpanId(idx.span_id_of_row[r], s) for r, s in idx.bm25[granularity].search(query, k)]
 
     def close(self) -> None:
         with self._lock:

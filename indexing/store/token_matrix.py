@@ -103,9 +103,7 @@ class TokenMatrix:
         return int(self.span_starts[-1])
 
     @classmethod
-    def build(
-        cls, rows: Iterable[tuple[str, str, EncodedTokens]], stamp: tuple[int, int]
-    ) -> "TokenMatrix":
+    def build(cls, rows: Iterable[tuple[str, str, EncodedTokens]], stamp: tuple[int, int]) -> TokenMatrix:
         """From ``(span_id, doc_id, codes)`` in storage order (a document's spans together)."""
         parts, scales, span_ids, lengths, doc_ids, doc_starts = [], [], [], [], [], []
         codec, dim = "binary", 0
@@ -130,7 +128,10 @@ class TokenMatrix:
         dtype = {"binary": np.uint8, "int8": np.int8, "fp16": np.float16}[codec]
         codes = np.concatenate(parts) if parts else np.zeros((0, width), dtype)
         return cls(
-            stamp, codec, dim, codes,
+            stamp,
+            codec,
+            dim,
+            codes,
             np.concatenate(scales) if scales else None,
             span_ids,
             np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64),
@@ -154,7 +155,7 @@ class TokenMatrix:
         swap_in(staging, directory)
 
     @classmethod
-    def load(cls, directory: Path, stamp: tuple[int, int]) -> "TokenMatrix | None":
+    def load(cls, directory: Path, stamp: tuple[int, int]) -> TokenMatrix | None:
         """The saved matrix if it was built for ``stamp``, else None (codes memory-mapped)."""
         try:
             meta = json.loads((directory / "meta.json").read_text())
@@ -162,7 +163,9 @@ class TokenMatrix:
                 return None
             scales_path = directory / "scales.npy"
             matrix = cls(
-                stamp, meta["codec"], meta["dim"],
+                stamp,
+                meta["codec"],
+                meta["dim"],
                 np.load(directory / "codes.npy", mmap_mode="r"),
                 np.load(scales_path) if scales_path.exists() else None,
                 json.loads((directory / "span_ids.json").read_text()),
@@ -186,7 +189,8 @@ class TokenMatrix:
         if not ranges:
             return PackedTokens([], np.zeros((0, self.dim), np.float32), np.zeros(1, np.int64))
         vectors = EncodedTokens(
-            self.codec, self.dim,
+            self.codec,
+            self.dim,
             np.concatenate([self.codes[s:e] for s, e in ranges]),
             None if self.scales is None else np.concatenate([self.scales[s:e] for s, e in ranges]),
         )
@@ -217,7 +221,9 @@ class TokenMatrix:
                 index = faiss.IndexBinaryFlat(bits)
             else:
                 index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(bits), bits, self.IVF_LISTS)
-                sample = np.random.default_rng(0).choice(len(signs), min(len(signs), 64 * self.IVF_LISTS), replace=False)
+                sample = np.random.default_rng(0).choice(
+                    len(signs), min(len(signs), 64 * self.IVF_LISTS), replace=False
+                )
                 index.train(signs[np.sort(sample)])
             index.add(signs)
             if cached is not None:

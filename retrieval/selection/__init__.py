@@ -14,6 +14,12 @@ SELECTORS: dict[str, type] = {
 }
 
 __all__ = [
-    "SELECTORS", "AdaptiveKSelector", "ClusteredSelector", "ContextBubble", "SelectionInputs", "Selector",
-    "TopKSelector", "adaptive_cut",
+    "SELECTORS",
+    "AdaptiveKSelector",
+    "ClusteredSelector",
+    "ContextBubble",
+    "SelectionInputs",
+    "Selector",
+    "TopKSelector",
+    "adaptive_cut",
 ]

@@ -67,12 +67,17 @@ class AdaptiveKSelector:
             c.scores["relevance"] = float(r)
         ordered = sorted(live, key=lambda c: (-c.scores["relevance"], c.span_id))
         k = adaptive_cut(
-            [c.scores["relevance"] for c in ordered], options.head_fraction,
-            options.ignore_below_median, options.buffer,
+            [c.scores["relevance"] for c in ordered],
+            options.head_fraction,
+            options.ignore_below_median,
+            options.buffer,
         )
         gone = [c for c in candidates if c.span_id in vanished]
         return pack_in_order(
-            ordered + gone, limits, limit=min(k, limits.top_k),
-            cut_reason="below_cut", cut_note=f"adaptive-k cut after {k} of {len(ordered)}",
+            ordered + gone,
+            limits,
+            limit=min(k, limits.top_k),
+            cut_reason="below_cut",
+            cut_note=f"adaptive-k cut after {k} of {len(ordered)}",
             pre_dropped=vanished,
         )

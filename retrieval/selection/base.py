@@ -90,8 +90,11 @@ class Selector(Protocol):
 
 def trace_entry(candidate: Candidate, rank: int, reason: str | None, taken_note: str) -> TraceEntry:
     return TraceEntry(
-        span_id=candidate.span_id, rank=rank, scores=dict(candidate.scores),
-        n_tokens=candidate.span.n_tokens, decision="dropped" if reason else "taken",
+        span_id=candidate.span_id,
+        rank=rank,
+        scores=dict(candidate.scores),
+        n_tokens=candidate.span.n_tokens,
+        decision="dropped" if reason else "taken",
         reason=reason or taken_note,
     )
 
@@ -144,6 +147,12 @@ def allowed_candidates(candidates: list[Candidate], limits: SelectionParams) -> 
 
 
 __all__ = [
-    "SelectionInputs", "Selector", "allowed_candidates", "overlaps", "pack_in_order",
-    "reading_order", "split_vanished", "trace_entry",
+    "SelectionInputs",
+    "Selector",
+    "allowed_candidates",
+    "overlaps",
+    "pack_in_order",
+    "reading_order",
+    "split_vanished",
+    "trace_entry",
 ]

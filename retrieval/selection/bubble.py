@@ -122,8 +122,10 @@ class ContextBubble:
         if inputs.graph is not None and options.graph_docs:
             # bridge documents: those an anchor's pieces name by title, best anchor first
             anchor_pieces = [
-                u.span.id for a in anchors[: options.bridge_anchors]
-                for u in units.values() if u.span.doc_id == a.doc_id
+                u.span.id
+                for a in anchors[: options.bridge_anchors]
+                for u in units.values()
+                if u.span.doc_id == a.doc_id
             ]
             linked = inputs.graph.linked_documents(collection, anchor_pieces)
             added = 0
@@ -196,17 +198,20 @@ class ContextBubble:
                 lead_of[doc] = i
         floor_reached = False
         question_list = sorted(question_terms)
-        mentions = np.array(
-            [[t in u.terms for t in question_list] for u in ordered], dtype=bool
-        ).reshape(len(ordered), len(question_list))
+        mentions = np.array([[t in u.terms for t in question_list] for u in ordered], dtype=bool).reshape(
+            len(ordered), len(question_list)
+        )
         covered_mask = np.zeros(len(question_list), dtype=bool)
         is_open = np.ones(len(ordered), dtype=bool)
         while True:
             open_units = np.flatnonzero(is_open).tolist()
             if floor_reached:
                 represented = {ordered[t].span.doc_id for t in taken}
-                open_units = [i for i in open_units if lead_of.get(ordered[i].span.doc_id) == i
-                              and ordered[i].span.doc_id not in represented]
+                open_units = [
+                    i
+                    for i in open_units
+                    if lead_of.get(ordered[i].span.doc_id) == i and ordered[i].span.doc_id not in represented
+                ]
             if not open_units:
                 break
             if len(taken) >= limits.top_k:
@@ -220,18 +225,25 @@ class ContextBubble:
             best = int(np.argmax(gains))
             i = open_units[best]
             unit = ordered[i]
-            unit.scores.update({
-                "coverage_gain": float(coverage[best]), "redundancy": float(max(closest[i], 0.0)),
-                "gain": float(gains[best]),
-            })
+            unit.scores.update(
+                {
+                    "coverage_gain": float(coverage[best]),
+                    "redundancy": float(max(closest[i], 0.0)),
+                    "gain": float(gains[best]),
+                }
+            )
             if not taken:
                 floor = max(options.min_gain, options.relative_min_gain * float(gains[best]))
             if gains[best] < floor and not floor_reached:
                 floor_reached = True
                 continue
-            cost = unit.span.n_tokens - (unit.header_tokens if unit.region in tables_paid and unit.span.granularity == "row" else 0)
+            cost = unit.span.n_tokens - (
+                unit.header_tokens if unit.region in tables_paid and unit.span.granularity == "row" else 0
+            )
             is_open[i] = False
-            if closest[i] >= options.duplicate_similarity or any(overlaps(unit.span, ordered[t].span) for t in taken_by_doc.get(unit.span.doc_id, ())):
+            if closest[i] >= options.duplicate_similarity or any(
+                overlaps(unit.span, ordered[t].span) for t in taken_by_doc.get(unit.span.doc_id, ())
+            ):
                 decided[i] = "redundant"
             elif per_doc.get(unit.span.doc_id, 0) >= options.doc_cap:
                 decided[i] = "doc_cap"
@@ -263,23 +275,34 @@ class ContextBubble:
             if i not in rank_of:
                 rank_of[i] = next_rank
                 next_rank += 1
-            trace.append(TraceEntry(
-                span_id=unit.span.id, rank=rank_of[i], scores=dict(unit.scores),
-                n_tokens=unit.span.n_tokens, decision="taken" if reason == "" else "dropped",
-                reason=f"taken ({unit.source})" if reason == "" else reason, source=unit.source,
-            ))
+            trace.append(
+                TraceEntry(
+                    span_id=unit.span.id,
+                    rank=rank_of[i],
+                    scores=dict(unit.scores),
+                    n_tokens=unit.span.n_tokens,
+                    decision="taken" if reason == "" else "dropped",
+                    reason=f"taken ({unit.source})" if reason == "" else reason,
+                    source=unit.source,
+                )
+            )
         trace.extend(_vanished_trace(vanished, next_rank))
         next_rank += len(vanished)
         vanished_ids = {u.span.id for u in vanished}
         unit_docs = {u.span.doc_id for u in units.values()}
         for c in candidates:
             if c.span_id not in units and c.span_id not in vanished_ids:
-                trace.append(TraceEntry(
-                    span_id=c.span_id, rank=next_rank, scores=dict(c.scores), n_tokens=c.span.n_tokens,
-                    decision="dropped",
-                    reason="expanded into its pieces" if c.doc_id in unit_docs else "outside the bubble",
-                    source="first_stage",
-                ))
+                trace.append(
+                    TraceEntry(
+                        span_id=c.span_id,
+                        rank=next_rank,
+                        scores=dict(c.scores),
+                        n_tokens=c.span.n_tokens,
+                        decision="dropped",
+                        reason="expanded into its pieces" if c.doc_id in unit_docs else "outside the bubble",
+                        source="first_stage",
+                    )
+                )
                 next_rank += 1
         trace.sort(key=lambda t: t.rank)
 
@@ -291,8 +314,15 @@ class ContextBubble:
 
 def _vanished_trace(units: list[Unit], first_rank: int) -> list[TraceEntry]:
     return [
-        TraceEntry(span_id=u.span.id, rank=first_rank + n, scores=dict(u.scores), n_tokens=u.span.n_tokens,
-                   decision="dropped", reason="vanished", source=u.source)
+        TraceEntry(
+            span_id=u.span.id,
+            rank=first_rank + n,
+            scores=dict(u.scores),
+            n_tokens=u.span.n_tokens,
+            decision="dropped",
+            reason="vanished",
+            source=u.source,
+        )
         for n, u in enumerate(sorted(units, key=lambda u: u.span.id))
     ]
 

@@ -18,7 +18,10 @@ class TopKSelector:
     group = None  # no knobs of its own
 
     def select(
-        self, candidates: list[Candidate], limits: SelectionParams, inputs: SelectionInputs | None = None,
+        self,
+        candidates: list[Candidate],
+        limits: SelectionParams,
+        inputs: SelectionInputs | None = None,
         options: None = None,
     ) -> Context:
         return pack_in_order(allowed_candidates(candidates, limits), limits, limit=limits.top_k)
