@@ -27,6 +27,38 @@ SAMPLES = REPO_ROOT / "samples"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 MODEL_NAME = "all-MiniLM-L6-v2"
 
+# `pytest -m "not slow"` is the quick loop: the in-process tests on the embedded store.
+# Slow (run by the full suite and CI): the same tests again on Qdrant (local mode), and the
+# modules whose tests start processes (spanrag servers, the CLI, llama.cpp), fuzz and load, or
+# ingest afresh in nearly every test (ingest, token vectors, concurrent reads).
+SLOW_MODULES = {
+    "test_api",
+    "test_chat_api",
+    "test_cli",
+    "test_compose",
+    "test_datasets_fetch",
+    "test_eval_harness",
+    "test_fuzz",
+    "test_langchain_standard",
+    "test_openai_conventions",
+    "test_openai_generator",
+    "test_overrides",
+    "test_reliability",
+    "test_security",
+    "test_ingest",
+    "test_token_vectors",
+    "test_read_consistency",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_qdrant = callspec is not None and "qdrant" in callspec.params.values()
+        module = getattr(item, "module", None)
+        if on_qdrant or (module is not None and module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def encoder():

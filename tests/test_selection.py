@@ -99,7 +99,9 @@ def test_the_clustered_pipeline_drops_duplicated_passages(rag, tmp_path):
 # -- context bubble -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("budget", [40, 80, 150, 400])
+@pytest.mark.parametrize(
+    "budget", [40, pytest.param(80, marks=pytest.mark.slow), pytest.param(150, marks=pytest.mark.slow), 400]
+)
 @pytest.mark.parametrize("question", [PLANETS, COFFEE, "What does spanrag do at ingest?"])
 def test_the_bubble_never_exceeds_its_budget(rag, samples_dir, budget, question):
     rag.ingest_paths(C, [samples_dir])

@@ -191,6 +191,7 @@ def test_count_tokens_is_called_once_with_every_span():
     assert calls == [[s.context_text for s in spans]]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not SCIFACT.exists(), reason="SciFact corpus not present")
 def test_every_scifact_span_round_trips_to_its_document_text():
     docs = parse_path(SCIFACT)

@@ -33,6 +33,7 @@ class TestSqliteFaissStore(SpanStoreContract):
         return SqliteFaissStore(tmp_path / "data")
 
 
+@pytest.mark.slow
 class TestQdrantStore(SpanStoreContract):
     def make_store(self, tmp_path: Path) -> SpanStore:
         return QdrantStore(path=tmp_path / "data" / "qdrant")  # local mode
