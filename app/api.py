@@ -47,7 +47,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -149,7 +149,7 @@ class DocumentIn(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict, description="JSON object; size and depth are limited")
 
 
-def validation_errors(errors: list[dict], limit: int = 10) -> list[dict]:
+def validation_errors(errors: Sequence[Mapping[str, Any]], limit: int = 10) -> list[dict]:
     """Validation errors without the input they refer to (a 20 MB field must not come back)
     and with reasons cut short."""
     out = []
@@ -251,7 +251,9 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
         return error(422, validation_errors(list(exc.errors())))
 
     async def _service_error(_: Request, exc: Exception):
-        return native_response(service_error(exc))  # app.errors: one table for both surfaces
+        answer = service_error(exc)  # app.errors: one table for both surfaces
+        assert answer is not None  # registered for ERROR_TYPES only, each of which has an answer
+        return native_response(answer)
 
     for kind in ERROR_TYPES:
         app.add_exception_handler(kind, _service_error)
@@ -262,9 +264,9 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
         # DELETE of a document are two routes, so the Allow header lists every route's methods.
         allowed: set[str] = set()
         for route in app.router.routes:
-            match, _ = (
-                route.matches({**request.scope, "method": "GET"}) if isinstance(route, APIRoute) else (Match.NONE, None)
-            )
+            if not isinstance(route, APIRoute):
+                continue
+            match, _ = route.matches({**request.scope, "method": "GET"})
             if match != Match.NONE:
                 allowed |= set(route.methods or ())
         allow = ", ".join(sorted(allowed | ({"HEAD"} if "GET" in allowed else set())))
@@ -370,6 +372,8 @@ def create_app(settings: Settings | None = None, service: RagService | None = No
                     " (SPANRAG_MAX_UPLOAD_BYTES)",
                 )
             doc_id = form.get("doc_id") or None
+            if doc_id is not None and not isinstance(doc_id, str):
+                raise HTTPException(422, "doc_id must be a text field, not a file")
             names = [upload.filename or "upload.txt", *([doc_id] if isinstance(doc_id, str) else [])]
             try:
                 for name in names:

@@ -10,14 +10,18 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, cast
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from eval.cli import eval_command
 from eval.get_datasets import datasets_command
+
+if TYPE_CHECKING:
+    from app.keys import Scope
 
 # Commands import what they use when they run: `spanrag collections`, `keys` and `--help`
 # start without loading torch, FAISS or the retrieval stack.
@@ -74,7 +78,7 @@ def make_service(data_dir: Path | None, **overrides):
     return RagService(settings_for(data_dir, **overrides))
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
 
@@ -85,7 +89,7 @@ class RichIngestProgress:
     def __init__(self, progress: Progress):
         self.progress = progress
         self.file_task = progress.add_task("files", total=None)
-        self.doc_task = None
+        self.doc_task: TaskID | None = None
 
     def files(self, done: int, total: int) -> None:
         self.progress.update(self.file_task, completed=done, total=total)
@@ -322,7 +326,7 @@ def keys_create(
         console.print("an active key exists: none made")
         return
     try:
-        made = keys.create(collection, scope, name)
+        made = keys.create(collection, cast("Scope", scope), name)  # create() checks the scope
     except (KeyRequestError, InvalidCollectionName) as exc:
         fail(str(exc))
     if out is not None:

@@ -48,7 +48,7 @@ import sys
 import time
 import traceback
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -203,7 +203,7 @@ class ServiceMetrics:
 
     def _ingested(self, report: Any) -> None:
         for outcome in INGEST_OUTCOMES:
-            value = getattr(report, outcome, 0)
+            value: Any = getattr(report, outcome, 0)
             n = len(value) if outcome == "failed" else int(value or 0)
             if n:
                 self.ingest_documents.labels(outcome).inc(n)
@@ -436,16 +436,17 @@ def install_observability(app: FastAPI, rag: RagService, access: AccessControl |
     def exposition() -> Response:
         return Response(content=metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    if access is None:
+    def open_metrics() -> Response:
+        return exposition()
 
-        def prometheus_metrics() -> Response:
-            return exposition()
-    else:
+    endpoint: Callable[..., Response] = open_metrics
+    if access is not None:
 
-        def prometheus_metrics(principal: Principal = Depends(access)) -> Response:
+        def admin_metrics(principal: Principal = Depends(access)) -> Response:
             principal.require_global_admin("/metrics")
             return exposition()
 
-    app.add_api_route("/metrics", prometheus_metrics, methods=["GET"], include_in_schema=False)
+        endpoint = admin_metrics
+    app.add_api_route("/metrics", endpoint, methods=["GET"], include_in_schema=False, name="prometheus_metrics")
     app.add_middleware(RequestObservabilityMiddleware, metrics=metrics)
     return metrics

@@ -86,7 +86,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -327,7 +327,7 @@ class OpenAIError(Exception):
         error_type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ):
         super().__init__(message)
         self.status, self.message, self.error_type = status, message, error_type
@@ -479,15 +479,17 @@ class Completion:
         """``RagService.query_stream``'s events as OpenAI chunks (see module doc)."""
         context_tokens = 0
         try:
-            for kind, payload in events:
-                if kind == "context":
-                    context_tokens = payload.context_tokens
-                    yield sse.data(self.chunk({"role": "assistant", "content": ""}, spanrag=payload.as_dict()))
-                elif kind == "delta":
-                    yield sse.data(self.chunk({"content": payload.text}))
+            for event in events:
+                if event[0] == "context":
+                    sources = event[1]
+                    context_tokens = sources.context_tokens
+                    yield sse.data(self.chunk({"role": "assistant", "content": ""}, spanrag=sources.as_dict()))
+                elif event[0] == "delta":
+                    yield sse.data(self.chunk({"content": event[1].text}))
                 else:  # the final answer
-                    usage = token_usage(rag, question, payload.text, context_tokens)
-                    answer = payload.as_dict()
+                    final = event[1]
+                    usage = token_usage(rag, question, final.text, context_tokens)
+                    answer = final.as_dict()
                     yield sse.data(
                         self.chunk(
                             {"citations": answer["citations"]},

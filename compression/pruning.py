@@ -162,11 +162,12 @@ class ContextCompressor:
         stored = inputs.store.get_token_vectors(inputs.collection, [*hosts, *dict.fromkeys(parent_ids)])
         missing_parents = [pid for pid in dict.fromkeys(parent_ids) if pid in stored and pid not in hosts]
         hosts.update({s.id: s for s in inputs.store.get_spans(inputs.collection, missing_parents)})
-        host_of = {
-            p.span.id: p.span.id if p.span.id in stored else p.span.parent_id
-            for p in pieces
-            if p.span.id in stored or (p.span.parent_id in stored and p.span.parent_id in hosts)
-        }
+        host_of: dict[str, str] = {}
+        for p in pieces:
+            if p.span.id in stored:
+                host_of[p.span.id] = p.span.id
+            elif p.span.parent_id is not None and p.span.parent_id in stored and p.span.parent_id in hosts:
+                host_of[p.span.id] = p.span.parent_id
         used = sorted(set(host_of.values()))
         offsets = dict(zip(used, inputs.token_encoder.token_offsets([hosts[h].context_text for h in used])))
         sims = {h: similarities(inputs.query_tokens, stored[h]) for h in used}
@@ -218,12 +219,14 @@ class ContextCompressor:
         coverage = np.zeros((n, 0))
         covered = np.zeros(0)
         if with_coverage:
-            n_q = len(pieces[with_coverage[0]].coverage)
+            first_coverage = pieces[with_coverage[0]].coverage
+            assert first_coverage is not None  # with_coverage lists pieces that have one
+            n_q = len(first_coverage)
             coverage = np.stack([p.coverage if p.coverage is not None else np.zeros(n_q) for p in pieces])
             covered = np.median(coverage[with_coverage], axis=0)
         lead = np.array([_is_lead(p.span) for p in pieces], dtype=float)
         base = params.relevance_weight * relevance + params.prior_weight * prior + params.lead_weight * lead
-        is_open = np.ones(n, dtype=bool)
+        is_open: np.ndarray = np.ones(n, dtype=bool)
         docs_kept: set[str] = set()
         tables_paid: set[str] = set()
         decided: dict[int, str] = {}
@@ -295,7 +298,8 @@ class ContextCompressor:
                 continue
             tokens = item.span.text.split(" ")
             split.append(tokens)
-            for w, (token, r) in enumerate(zip(tokens, _word_relevance(item.span.text, tokens, inputs))):
+            relevance = _word_relevance(item.span.text, tokens, inputs.token_encoder, inputs.query_tokens)
+            for w, (token, r) in enumerate(zip(tokens, relevance)):
                 if token and not _NUMBER.search(token):
                     words.append((r, k, w))
         costs = dict(zip(((k, w) for _, k, w in words), inputs.count_tokens([split[k][w] for _, k, w in words])))
@@ -326,12 +330,12 @@ def _is_lead(span: Span) -> bool:
     return parent_order is not None and parent_order + 1 == span.order
 
 
-def _word_relevance(text: str, words: list[str], inputs: CompressionInputs) -> list[float]:
+def _word_relevance(text: str, words: list[str], encoder: TokenEncoder, query_tokens: np.ndarray) -> list[float]:
     """Each space-separated word's best similarity to a question token (its word pieces
     encoded in context, from one forward pass over the text)."""
-    (vectors,) = inputs.token_encoder.encode_tokens([text])
-    (offsets,) = inputs.token_encoder.token_offsets([text])
-    sims = (inputs.query_tokens @ vectors.T).max(axis=0) if len(vectors) else np.zeros(0)
+    (vectors,) = encoder.encode_tokens([text])
+    (offsets,) = encoder.token_offsets([text])
+    sims = (query_tokens @ vectors.T).max(axis=0) if len(vectors) else np.zeros(0)
     out, start = [], 0
     for word in words:
         end = start + len(word)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -20,7 +21,7 @@ from rich.console import Console
 console = Console(stderr=True)
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     console.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
 
@@ -80,10 +81,10 @@ def eval_command(
         ds = load_dataset(kind, path, split)
         other = None
         if unanswerable_from:
-            spec, _, other_split = (
+            other_spec, _, other_split = (
                 unanswerable_from.rpartition("@") if "@" in unanswerable_from else (unanswerable_from, "", "")
             )
-            other = load_dataset(*parse_spec(spec), other_split or None)
+            other = load_dataset(*parse_spec(other_spec), other_split or None)
     except DatasetError as exc:
         _fail(str(exc))
 
@@ -93,7 +94,7 @@ def eval_command(
     from service.engine import RagService, UnknownGenerator
     from service.settings import Settings
 
-    values = {}
+    values: dict[str, Any] = {}
     if data_dir is not None:
         values["data_dir"] = data_dir
     if generator is not None:

@@ -357,6 +357,8 @@ def load_tatqa(path: Path, split: str | None = None) -> EvalDataset:
     missing = 0
     for context in contexts:
         doc, paragraphs, table_range = tatqa_document(context)
+        doc_id = doc.doc_id
+        assert doc_id is not None  # tatqa_document names the document by its table
         docs.append(doc)
         for q in context.get("questions", []):
             qid = str(q["uid"])
@@ -364,11 +366,11 @@ def load_tatqa(path: Path, split: str | None = None) -> EvalDataset:
             for ref in q.get("rel_paragraphs") or []:
                 if str(ref) in paragraphs:
                     start, end = paragraphs[str(ref)]
-                    units.append(EvidenceUnit(doc.doc_id, start, end, label=f"paragraph {ref}"))
+                    units.append(EvidenceUnit(doc_id, start, end, label=f"paragraph {ref}"))
                 else:
                     missing += 1
             if "table" in str(q.get("answer_from", "")) and table_range is not None:
-                units.append(EvidenceUnit(doc.doc_id, *table_range, label="table"))
+                units.append(EvidenceUnit(doc_id, *table_range, label="table"))
             answers, context_answers, require_all = _tatqa_answers(q)
             queries.append(
                 EvalQuery(
@@ -385,7 +387,7 @@ def load_tatqa(path: Path, split: str | None = None) -> EvalDataset:
                     },
                 )
             )
-            qrels[qid] = {doc.doc_id: 1}
+            qrels[qid] = {doc_id: 1}
     notes = [f"{missing} relevant-paragraph references did not resolve"] if missing else []
     return EvalDataset("tatqa", "tatqa", split or path.stem, path, queries, qrels, corpus_docs=docs, notes=notes)
 

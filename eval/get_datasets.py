@@ -55,10 +55,10 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -326,8 +326,9 @@ def _scifact_sources(paths: list[Path]) -> _SciFactSources:
                 raise DatasetError(f"{files.where(claims)}: no corpus.jsonl beside it (the SciFact release has both)")
             found.release = (files, corpus)
             for name in ("claims_train.jsonl", "claims_dev.jsonl"):
-                if files.sibling(claims, name):
-                    found.claims.append((files, files.sibling(claims, name)))
+                sibling = files.sibling(claims, name)
+                if sibling:
+                    found.claims.append((files, sibling))
             used = True
         queries = files.find("queries.jsonl")
         if queries is not None:
@@ -360,7 +361,9 @@ def convert_scifact(
     if src.beir is not None:
         files, corpus_name = src.beir
         beir_corpus = _jsonl(files, corpus_name)
-        for r in _jsonl(files, files.sibling(corpus_name, "queries.jsonl")):
+        queries_name = files.sibling(corpus_name, "queries.jsonl")
+        assert queries_name is not None  # the corpus was found beside queries.jsonl (_scifact_sources)
+        for r in _jsonl(files, queries_name):
             beir_queries[str(r["_id"])] = r.get("text", "")
 
     def beir_qrels(split: str) -> list[tuple[str, str, int]] | None:
@@ -902,7 +905,7 @@ def _load_check(kind: str, path: Path, label: str) -> list[Finding]:
     """What the harness itself makes of it (eval.datasets.load_dataset)."""
     from eval.datasets import load_dataset
 
-    splits = [None]
+    splits: Sequence[str | None] = [None]
     if kind == "beir":
         splits = sorted(p.name[:-4] for p in (path / "qrels").glob("*.tsv"))
     found = []
@@ -976,7 +979,7 @@ def _check_one(kind: str, path: Path, label: str) -> list[Finding]:
 
 
 # -- the command --------------------------------------------------------------------------------
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = 2) -> NoReturn:
     console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
     raise typer.Exit(code)
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -177,7 +177,7 @@ class OpenAICompatibleGenerator:
         }
         return request | {name: value for name, value in optional.items() if value is not None}
 
-    def _open_stream(self, prompt: Prompt, sampling: Sampling | None = None) -> Iterator[str]:
+    def _open_stream(self, prompt: Prompt, sampling: Sampling | None = None) -> Generator[str, None, None]:
         """Send the request and wait for the first delta, so that failures before any text
         (connect, status, a first token that never comes) are retried like ``generate``'s."""
         response = self._client.chat.completions.create(**self._request(prompt, sampling), stream=True)
@@ -188,7 +188,7 @@ class OpenAICompatibleGenerator:
             response.close()
             raise
 
-        def rest() -> Iterator[str]:
+        def rest() -> Generator[str, None, None]:
             try:
                 if first is not None:
                     yield first

@@ -29,6 +29,7 @@ import json
 import string
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -103,7 +104,7 @@ class ColbertTokenEncoder:
         self.name = f"colbert:{self.path.resolve()}"
         self.device = device
         self.batch_size = batch_size
-        self.config = dict(DEFAULTS)
+        self.config: dict[str, Any] = dict(DEFAULTS)  # and the checkpoint's JSON config
         st_config = self.path / "config_sentence_transformers.json"
         if st_config.exists():
             saved = json.loads(st_config.read_text())
@@ -225,7 +226,7 @@ class ColbertTokenEncoder:
             kept: list[tuple[int, int] | None] = []
             for start in range(0, max(len(ids), 1), window):
                 wrapped = self._wrap(ids[start : start + window], self.document_prefix_id)
-                spans = [None] * (len(wrapped) - len(ids[start : start + window]) - 1)
+                spans: list[tuple[int, int] | None] = [None] * (len(wrapped) - len(ids[start : start + window]) - 1)
                 spans += [(int(a), int(b)) for a, b in offsets[start : start + window]] + [None]
                 kept.extend(span for token, span in zip(wrapped, spans) if token not in self.skip_ids)
             out.append(kept)

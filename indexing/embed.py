@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -210,7 +210,7 @@ class Encoder:
     def _device(self):
         return next(self._model[0].auto_model.parameters()).device
 
-    def _hidden_states(self, ids: list[list[int]]) -> Iterator[tuple[np.ndarray, object, object]]:
+    def _hidden_states(self, ids: list[list[int]]) -> Iterator[tuple[np.ndarray, Any, Any]]:
         """The transformer's last hidden states for token id lists that hold their special
         tokens, in batches of similar length (less padding): yields each batch's positions in
         ``ids``, its float32 hidden states [b, width, dim] and its attention mask [b, width],
@@ -227,7 +227,7 @@ class Encoder:
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
             width = int(lengths[rows[0]])
-            batch = np.full((len(rows), width), pad, dtype=np.int64)
+            batch: np.ndarray = np.full((len(rows), width), pad, dtype=np.int64)
             for r, i in enumerate(rows):
                 batch[r, : lengths[i]] = ids[i]
             mask = (np.arange(width)[None, :] < lengths[rows][:, None]).astype(np.int64)

@@ -39,6 +39,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import networkx as nx
 
@@ -68,10 +69,13 @@ def _node_kind(node: str) -> str:
     return {"doc": "doc", "span": "span", "ent": "entity"}[node.split(":", 1)[0]]
 
 
+_T = TypeVar("_T")
+
+
 @dataclass
-class _Cached:
+class _Cached(Generic[_T]):
     generation: int
-    value: object
+    value: _T
 
 
 class GraphIndex:
@@ -92,8 +96,8 @@ class GraphIndex:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
         self._lock = threading.RLock()
-        self._graphs: dict[str, _Cached] = {}
-        self._titles: dict[str, _Cached] = {}
+        self._graphs: dict[str, _Cached[nx.MultiDiGraph]] = {}
+        self._titles: dict[str, _Cached[TitleMatcher]] = {}
         self._titled_cache: dict[str, tuple[nx.MultiDiGraph, dict[str, list[str]]]] = {}
 
     # -- helpers -------------------------------------------------------------------------------

@@ -51,7 +51,8 @@ def document_edges(
         for a, b in zip(group, group[1:]):
             edges.append(Edge(f"span:{a.id}", f"span:{b.id}", "next"))
     own = {s.id for s in spans}
-    for source in sorted(similar or {}):
+    similar = similar or {}
+    for source in sorted(similar):
         if source not in own:
             raise ValueError(f"similar: {source!r} is not a span of document {doc.id!r}")
         for target, cosine in similar[source]:

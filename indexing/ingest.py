@@ -308,7 +308,7 @@ class Ingestor:
         stale = graph.stale_documents(collection, live)
         docs = [d for d in (self.store.get_document(collection, doc_id) for doc_id in stale) if d is not None]
 
-        def items():
+        def items() -> Iterator[tuple[Document, list[Span], dict[str, list[tuple[str, float]]]]]:
             for n, doc in enumerate(docs, start=1):
                 spans = self.store.document_spans(collection, doc.id)
                 linked = [s for s in spans if s.granularity in ("paragraph", "row")]
@@ -388,21 +388,22 @@ class Ingestor:
     ) -> None:
         """Write ``parsed_docs`` as the documents of ``source``. Every ParseError (a
         document over a limit included) is raised before anything is written."""
+        ids: list[str] = []
         for parsed in parsed_docs:
             if not parsed.doc_id:
                 raise ParseError("a document has no id")
-        ids = [p.doc_id for p in parsed_docs]
+            ids.append(parsed.doc_id)
         duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
         if duplicates:
             raise ParseError(f"duplicate document ids: {', '.join(duplicates[:5])}")
         stored = self.store.document_hashes(collection, ids)
         pending: list[tuple[ParsedDocument, str, bool]] = []
-        for parsed in parsed_docs:
+        for parsed, doc_id in zip(parsed_docs, ids, strict=True):
             digest = document_hash(parsed)
-            if stored.get(parsed.doc_id) == digest:
+            if stored.get(doc_id) == digest:
                 report.unchanged += 1
             else:
-                pending.append((parsed, digest, parsed.doc_id in stored))
+                pending.append((parsed, digest, doc_id in stored))
         # Every tree is built (and checked) before the first write. Only the first batch's
         # trees are kept; later batches' are rebuilt when written, so that memory holds one
         # batch of trees, replaying the sentence splits recorded here (the costly part).
@@ -439,9 +440,11 @@ class Ingestor:
         """``parsed``'s span tree, within the limits; any error building it is a ParseError.
         Without ``count_tokens`` the tree is only being checked: token counts are left 0."""
         counter = self.encoder.count_tokens if count_tokens else _no_token_counts
+        doc_id = parsed.doc_id
+        assert doc_id is not None  # _ingest_parsed refuses a document without an id
         try:
             check_chars(parsed.text, self.limits, f"document {parsed.doc_id!r}")
-            return build_span_tree(parsed.doc_id, parsed, counter, splitter, self.limits.max_spans)
+            return build_span_tree(doc_id, parsed, counter, splitter, self.limits.max_spans)
         except Exception as exc:  # RecursionError, MemoryError, a library's error...
             error = as_parse_error(f"the spans of document {parsed.doc_id!r}", exc, doing="build")
             if error is exc:
@@ -460,6 +463,7 @@ class Ingestor:
         vectors = self.encoder.encode(texts)
         items, offset = [], 0
         for (parsed, digest, existed), spans in zip(batch, trees, strict=True):
+            assert parsed.doc_id is not None  # _ingest_parsed refuses a document without an id
             doc = Document(
                 id=parsed.doc_id,
                 collection=collection,

@@ -58,7 +58,7 @@ def encode_tokens(vectors: np.ndarray, codec: Codec) -> EncodedTokens:
     raise ValueError(f"unknown token codec {codec!r}; known: {', '.join(CODECS)}")
 
 
-def encoded_from_bytes(codec: str, dim: int, n: int, data: bytes, scales: bytes | None) -> EncodedTokens:
+def encoded_from_bytes(codec: Codec, dim: int, n: int, data: bytes, scales: bytes | None) -> EncodedTokens:
     """The ``EncodedTokens`` whose ``data`` (and int8 ``scales``) were stored as raw bytes."""
     if codec == "binary":
         array = np.frombuffer(data, dtype=np.uint8).reshape(n, (dim + 7) // 8)
@@ -72,6 +72,7 @@ def decode_tokens(encoded: EncodedTokens) -> np.ndarray:
     if encoded.codec == "fp16":
         return encoded.data.astype(np.float32)
     if encoded.codec == "int8":
+        assert encoded.scales is not None  # int8 codes always carry their scales
         return encoded.data.astype(np.float32) * encoded.scales[:, None]
     bits = np.unpackbits(encoded.data, axis=1, count=encoded.dim).astype(np.float32)
     return (bits * 2.0 - 1.0) / np.sqrt(encoded.dim, dtype=np.float32)
@@ -90,5 +91,6 @@ def similarities(query: np.ndarray, tokens: EncodedTokens | np.ndarray) -> np.nd
         dot = query @ bits.T.astype(np.float32)
         return (2.0 * dot - query.sum(axis=1, keepdims=True)) / np.float32(np.sqrt(tokens.dim))
     if tokens.codec == "int8":
+        assert tokens.scales is not None  # int8 codes always carry their scales
         return (query @ tokens.data.T.astype(np.float32)) * tokens.scales[None, :]
     return query @ tokens.data.T.astype(np.float32)

@@ -28,7 +28,8 @@ annotated types below, shared by :class:`RetrievalParams` and :class:`RetrievalO
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -77,6 +78,7 @@ class RetrievalOverrides(BaseModel):
 # -- the groups ------------------------------------------------------------------------------
 
 _GROUP_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+_BM25_GRANULARITIES: tuple[Granularity, ...] = ("document", "paragraph", "sentence", "row")
 
 
 class FirstStageParams(BaseModel):
@@ -89,7 +91,7 @@ class FirstStageParams(BaseModel):
         description="span granularities searched densely; empty turns dense search off",
     )
     bm25_granularities: list[Granularity] = Field(
-        default_factory=lambda: ["document", "paragraph", "sentence", "row"],
+        default_factory=lambda: list(_BM25_GRANULARITIES),
         description="one BM25 list per granularity; empty turns BM25 off",
     )
     k: int = Field(1000, ge=1, description="spans fetched per first-stage signal (deep, for document recall@100)")
@@ -276,6 +278,11 @@ class RetrievalParams(BaseModel):
     bubble: BubbleParams = Field(default_factory=BubbleParams)
     compress: CompressionParams = Field(default_factory=CompressionParams)
 
+    if TYPE_CHECKING:
+        # Flat names (``top_k=3``) are accepted next to the groups (see _flat_names_into_groups),
+        # which the pydantic plugin's generated __init__ would refuse; the model still validates.
+        def __init__(self, **data: Any) -> None: ...
+
     @model_validator(mode="before")
     @classmethod
     def _flat_names_into_groups(cls, data: Any) -> Any:
@@ -298,7 +305,7 @@ class RetrievalParams(BaseModel):
                 out[group][name] = value
         return out
 
-    def with_overrides(self, overrides: dict[str, Any] | None) -> RetrievalParams:
+    def with_overrides(self, overrides: Mapping[str, Any] | None) -> RetrievalParams:
         """These parameters with ``overrides`` (flat names, or ``{group: {name: value}}``)
         applied, validated like the pipeline definitions: an unknown name or an out-of-range
         value raises pydantic's ``ValidationError`` (a ``ValueError``)."""
@@ -313,7 +320,7 @@ class RetrievalParams(BaseModel):
                 merged[key] = value
         return type(self).model_validate(merged)
 
-    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> RetrievalParams:
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> RetrievalParams:
         """``model_copy(update=...)`` validates here (it is :meth:`with_overrides`): pydantic's
         own would set an unchecked value (``top_k=-3``) or an unknown name."""
         if update:

@@ -7,9 +7,9 @@ from typing import Literal
 
 import numpy as np
 
-from indexing.spans import Span, doc_id_of  # noqa: F401  (doc_id_of: re-exported, its home is indexing.spans)
+from indexing.spans import Granularity, Span, doc_id_of  # noqa: F401  (doc_id_of: re-exported, its home is indexing.spans)
 
-PIECE_GRANULARITIES = ("sentence", "row")  # what a context shows and an answer cites
+PIECE_GRANULARITIES: tuple[Granularity, ...] = ("sentence", "row")  # what a context shows and an answer cites
 
 
 @dataclass
@@ -29,6 +29,13 @@ class Candidate:
     @property
     def doc_id(self) -> str:
         return doc_id_of(self.span_id)
+
+    @property
+    def loaded_span(self) -> Span:
+        """``span``, for the stages after it is loaded (selection: candidates arrive loaded)."""
+        if self.span is None:
+            raise ValueError(f"candidate {self.span_id!r} reached selection without its span")
+        return self.span
 
     @property
     def fused(self) -> float:

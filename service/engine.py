@@ -463,8 +463,9 @@ class RagService:
     def close(self) -> None:
         if "store" in self.__dict__:
             self.store.close()
-        if self.__dict__.get("graph") is not None:
-            self.graph.close()
+        graph = self.__dict__.get("graph")  # the cached property, if it was ever read
+        if graph is not None:
+            graph.close()
 
 
 def _ms_since(started: float) -> float:

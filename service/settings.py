@@ -16,6 +16,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from indexing.spans import Granularity
 from retrieval.params import RetrievalOverrides
 
+_TOKEN_GRANULARITIES: tuple[Granularity, ...] = ("paragraph", "row")
+
 
 class Settings(BaseSettings, RetrievalOverrides):
     """Every ``SPANRAG_*`` setting; the retrieval override knobs (``top_k``, ``budget_tokens``,
@@ -56,7 +58,7 @@ class Settings(BaseSettings, RetrievalOverrides):
         description="ColBERT checkpoint in PyLate format (a folder) for token vectors; None: the embedding model's own",
     )
     token_granularities: list[Granularity] = Field(
-        default_factory=lambda: ["paragraph", "row"], description="spans that get token vectors"
+        default_factory=lambda: list(_TOKEN_GRANULARITIES), description="spans that get token vectors"
     )
     graph: bool = Field(
         True, description="keep the graph index (entities, structure, semantic neighbours) for the bubble"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
@@ -521,7 +522,7 @@ class _OpenElements:
         if any(self.open[t] for t in targets):
             self.pop_to_any(targets, stop)
 
-    def pop_to_any(self, targets: set[str] | tuple[str], stop: set[str]) -> None:
+    def pop_to_any(self, targets: Collection[str], stop: set[str]) -> None:
         names = self.names
         if names and names[-1] in targets:
             i = len(names) - 1

@@ -54,10 +54,10 @@ from __future__ import annotations
 import functools
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import numpy as np
 
@@ -168,24 +168,27 @@ def require(store: Any, needed: Iterable[StoreCapability], what: str) -> None:
         raise UnsupportedCapability(store_name(store), missing, what)
 
 
-def _capability(capability: StoreCapability, *, required: bool = True):
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _capability(capability: StoreCapability, *, required: bool = True) -> Callable[[_Method], _Method]:
     """Marks a :class:`SpanStore` method as part of ``capability``. On a store without the
     capability it raises :class:`UnsupportedCapability`. ``required``: a store declaring the
     capability must implement the method (SpanStore's body is only its contract); otherwise
     SpanStore's body is a working default built on the capability's other methods."""
 
-    def mark(method):
+    def mark(method: _Method) -> _Method:
         @functools.wraps(method)
-        def guarded(self, *args, **kwargs):
+        def guarded(self: SpanStore, *args: Any, **kwargs: Any) -> Any:
             if capability not in self.capabilities:
                 raise UnsupportedCapability(store_name(self), {capability}, f"{method.__name__}()")
             if required:  # unreachable: SpanStore.__init_subclass__ refuses such a class
                 raise NotImplementedError(f"{type(self).__name__}.{method.__name__}")
             return method(self, *args, **kwargs)
 
-        guarded.capability = capability
-        guarded.required = required
-        return guarded
+        # markers read by CAPABILITY_METHODS and SpanStore.__init_subclass__
+        guarded.__dict__.update(capability=capability, required=required)
+        return cast(_Method, guarded)
 
     return mark
 
@@ -247,99 +250,123 @@ class SpanStore(ABC):
     def replace_documents(self, collection: str, items: list[tuple[Document, list[Span], np.ndarray]]) -> None:
         """Write documents with their spans and span vectors (rows aligned with spans),
         replacing any earlier version of the same document ids, atomically."""
+        raise NotImplementedError
 
     @_capability(StoreCapability.WRITE)
     def delete_documents(self, collection: str, doc_ids: list[str]) -> int:
         """Remove documents, their spans and vectors everywhere; returns how many existed."""
+        raise NotImplementedError
 
     @_capability(StoreCapability.WRITE)
     def drop_collection(self, name: str) -> None:
         """Remove the collection and everything in it (documents, spans, vectors, token
         vectors, file records, search indexes); ``CollectionNotFound`` when there is none."""
+        raise NotImplementedError
 
     @_capability(StoreCapability.SPAN_READ)
-    def get_source(self, collection: str, path: str) -> SourceRecord | None: ...
+    def get_source(self, collection: str, path: str) -> SourceRecord | None:
+        raise NotImplementedError
 
     @_capability(StoreCapability.WRITE)
-    def put_source(self, collection: str, record: SourceRecord) -> None: ...
+    def put_source(self, collection: str, record: SourceRecord) -> None:
+        raise NotImplementedError
 
     @_capability(StoreCapability.WRITE)
-    def delete_source(self, collection: str, path: str) -> None: ...
+    def delete_source(self, collection: str, path: str) -> None:
+        raise NotImplementedError
 
     @_capability(StoreCapability.SPAN_READ)
-    def list_sources(self, collection: str, under: str | None = None) -> list[SourceRecord]: ...
+    def list_sources(self, collection: str, under: str | None = None) -> list[SourceRecord]:
+        raise NotImplementedError
 
     # -- reads (SPAN_READ) -----------------------------------------------------------------
     @_capability(StoreCapability.SPAN_READ)
-    def get_document(self, collection: str, doc_id: str) -> Document | None: ...
+    def get_document(self, collection: str, doc_id: str) -> Document | None:
+        raise NotImplementedError
 
     @_capability(StoreCapability.SPAN_READ)
     def document_hashes(self, collection: str, doc_ids: list[str] | None = None) -> dict[str, str]:
         """``{doc_id: content_hash}`` of these documents (None: of every document)."""
+        raise NotImplementedError
 
     @_capability(StoreCapability.SPAN_READ)
-    def count_spans(self, collection: str, doc_id: str) -> int: ...
+    def count_spans(self, collection: str, doc_id: str) -> int:
+        raise NotImplementedError
 
     @_capability(StoreCapability.SPAN_READ)
     def get_spans(self, collection: str, span_ids: list[str]) -> list[Span]:
         """Spans in the order asked for; unknown ids are skipped."""
+        raise NotImplementedError
 
     @_capability(StoreCapability.SPAN_READ)
     def document_spans(self, collection: str, doc_id: str) -> list[Span]:
         """Every span of one document in document order ([] for an unknown document)."""
+        raise NotImplementedError
 
     @_capability(StoreCapability.SPAN_READ)
-    def children(self, collection: str, span_id: str) -> list[Span]: ...
+    def children(self, collection: str, span_id: str) -> list[Span]:
+        raise NotImplementedError
 
     @_capability(StoreCapability.SPAN_READ)
-    def descendants(self, collection: str, span_id: str, granularity: Granularity) -> list[Span]: ...
+    def descendants(self, collection: str, span_id: str, granularity: Granularity) -> list[Span]:
+        raise NotImplementedError
 
     @_capability(StoreCapability.SPAN_READ)
     def spans_within(self, collection: str, span: Span, granularities: list[Granularity]) -> list[Span]:
         """Spans of these granularities inside ``span`` (same document, within its offsets),
         in reading order."""
+        raise NotImplementedError
 
     @_capability(StoreCapability.SPAN_READ)
     def get_vectors(self, collection: str, span_ids: list[str]) -> np.ndarray:
         """Dense vectors of the given spans, rows in the order asked for; ``KeyError`` when
         one is missing. Strict: the query path reads with :meth:`find_vectors` instead."""
+        raise NotImplementedError
 
     @_capability(StoreCapability.SPAN_READ)
     def find_vectors(self, collection: str, span_ids: list[str]) -> dict[str, np.ndarray]:
         """``{span_id: vector}`` of those of ``span_ids`` that exist now, in the order asked
         (each id once); spans deleted or replaced away since the caller saw them are left
         out, not an error. What every read of vectors on the query path uses."""
+        raise NotImplementedError
 
     # -- token vectors (TOKEN_VECTORS; token_search: TOKEN_SEARCH) ------------------------
     @_capability(StoreCapability.TOKEN_VECTORS)
     def spans_missing_token_vectors(self, collection: str, granularities: list[Granularity]) -> list[Span]:
         """Spans of these granularities that have no token vectors yet (to backfill)."""
+        raise NotImplementedError
 
     @_capability(StoreCapability.TOKEN_VECTORS)
     def put_token_vectors(self, collection: str, items: list[tuple[str, EncodedTokens]], model: str) -> int:
         """Store token vectors by span id in one transaction; spans gone meanwhile are skipped.
         Token vectors live and die with their span: replacing or deleting a document removes
         them. ``model`` names the token encoder (see :meth:`token_model`)."""
+        raise NotImplementedError
 
     @_capability(StoreCapability.TOKEN_VECTORS)
     def token_model(self, collection: str) -> str | None:
         """The token encoder that made the stored token vectors (None: none stored, or
         stored before the model was recorded)."""
+        raise NotImplementedError
 
     @_capability(StoreCapability.TOKEN_VECTORS)
     def delete_token_vectors(self, collection: str) -> int:
         """Remove every token vector of the collection (a new token model or codec)."""
+        raise NotImplementedError
 
     @_capability(StoreCapability.TOKEN_VECTORS)
-    def get_token_vectors(self, collection: str, span_ids: list[str]) -> dict[str, EncodedTokens]: ...
+    def get_token_vectors(self, collection: str, span_ids: list[str]) -> dict[str, EncodedTokens]:
+        raise NotImplementedError
 
     @_capability(StoreCapability.TOKEN_VECTORS)
     def document_token_vectors(self, collection: str, doc_ids: list[str]) -> dict[str, list[tuple[str, EncodedTokens]]]:
         """Per document, its spans' token vectors in document order."""
+        raise NotImplementedError
 
     @_capability(StoreCapability.TOKEN_VECTORS)
     def token_vector_stats(self, collection: str) -> dict[str, dict[str, int]]:
         """Per codec: tokens, bytes and spans stored."""
+        raise NotImplementedError
 
     @_capability(StoreCapability.TOKEN_VECTORS, required=False)
     def document_tokens(self, collection: str, doc_ids: list[str]) -> PackedTokens:
@@ -356,6 +383,7 @@ class SpanStore(ABC):
     @_capability(StoreCapability.TOKEN_SEARCH)
     def token_search(self, collection: str, query_tokens: np.ndarray, k: int) -> TokenHits:
         """XTR's first stage: the ``k`` stored tokens nearest each query token."""
+        raise NotImplementedError
 
     # -- search (DENSE_SEARCH, LEXICAL_SEARCH) --------------------------------------------
     @_capability(StoreCapability.DENSE_SEARCH)
@@ -367,10 +395,12 @@ class SpanStore(ABC):
         granularities: list[Granularity] | None = None,
     ) -> list[ScoredSpanId]:
         """Inner-product search over span vectors, optionally only some granularities."""
+        raise NotImplementedError
 
     @_capability(StoreCapability.LEXICAL_SEARCH)
     def lexical_search(self, collection: str, query: str, k: int, granularity: Granularity) -> list[ScoredSpanId]:
         """BM25 over the spans of one granularity (each granularity has its own statistics)."""
+        raise NotImplementedError
 
     # -- every store -----------------------------------------------------------------------
     def index_footprint(self, collection: str) -> dict[str, int]:

@@ -29,7 +29,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import numpy as np
 
@@ -85,13 +85,16 @@ def _build_part(spec: DenseIndexSpec, dim: int, row_ids: np.ndarray, vectors: np
     import faiss
 
     ip, fp16 = faiss.METRIC_INNER_PRODUCT, faiss.ScalarQuantizer.QT_fp16
+    inner: faiss.Index
     if spec.kind == "flat" or (spec.kind == "ivf" and ivf_lists(len(row_ids)) == 1):
         # fp16: the exhaustive scan is memory-bound, half the bytes to read (and one
         # inverted list would be the same scan)
         inner = faiss.IndexScalarQuantizer(dim, fp16, ip)
     elif spec.kind == "hnsw":
-        inner = faiss.IndexHNSWSQ(dim, fp16, spec.hnsw_m, ip)
-        inner.hnsw.efConstruction = spec.hnsw_ef_construction
+        # faiss's stub types the second argument as a ScalarQuantizer; the constructor takes its QuantizerType
+        hnsw = faiss.IndexHNSWSQ(dim, fp16, spec.hnsw_m, ip)  # type: ignore[arg-type]
+        hnsw.hnsw.efConstruction = spec.hnsw_ef_construction
+        inner = hnsw
     else:
         nlist = ivf_lists(len(row_ids))
         inner = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, nlist, fp16, ip)
@@ -128,8 +131,9 @@ class TorchFlatSearch:
         """The vectors and ids of a flat ``IndexIDMap2`` (decoded from its fp16 codes)."""
         import faiss
 
-        row_ids = faiss.vector_to_array(index.id_map).astype(np.int64)
-        return cls(row_ids, index.index.reconstruct_n(0, index.ntotal), device)
+        id_map = cast("faiss.IndexIDMap", index)  # every part is an IndexIDMap2 (_build_part)
+        row_ids = faiss.vector_to_array(id_map.id_map).astype(np.int64)
+        return cls(row_ids, id_map.index.reconstruct_n(0, index.ntotal), device)
 
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
         import torch
@@ -188,10 +192,10 @@ class DenseIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(row_ids), dim)
         if spec.kind == "flat":
             return cls(spec, {ALL: _build_part(spec, dim, row_ids, vectors)})
-        granularities = np.asarray(granularities)
-        parts = {}
+        labels = np.asarray(granularities)
+        parts: dict[str, faiss.Index] = {}
         for g in GRANULARITIES:
-            mask = granularities == g
+            mask = labels == g
             if mask.any():
                 parts[g] = _build_part(spec, dim, row_ids[mask], vectors[mask])
         return cls(spec, parts)
@@ -233,7 +237,8 @@ class DenseIndex:
             allowed = np.concatenate([rows_by_granularity.get(g, np.zeros(0, np.int64)) for g in granularities])
             if len(allowed) == 0:
                 return []
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+            # faiss's stub lacks the keyword constructor its Python wrapper adds (it keeps `sel` alive)
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))  # type: ignore[call-arg]
             k = min(k, len(allowed))
         if self._torch_flat is not None:
             return self._torch_flat.search(q, k, allowed)
@@ -246,12 +251,14 @@ class DenseIndex:
     def _params(self, part: faiss.Index, k: int) -> faiss.SearchParameters | None:
         import faiss
 
-        inner = faiss.downcast_index(part.index)
+        inner = faiss.downcast_index(cast("faiss.IndexIDMap", part).index)  # every part is an IndexIDMap2
+        # faiss's stub lacks SearchParametersHNSW and the keyword constructors its Python wrapper adds
         if isinstance(inner, faiss.IndexHNSW):
-            return faiss.SearchParametersHNSW(efSearch=max(self.spec.hnsw_ef_search, k))
+            return faiss.SearchParametersHNSW(efSearch=max(self.spec.hnsw_ef_search, k))  # type: ignore[attr-defined]
         if isinstance(inner, faiss.IndexIVF):
             wanted = math.ceil(2 * k * inner.nlist / part.ntotal)  # lists that hold ~2k vectors
-            return faiss.SearchParametersIVF(nprobe=min(inner.nlist, max(self.spec.ivf_nprobe, wanted)))
+            nprobe = min(inner.nlist, max(self.spec.ivf_nprobe, wanted))
+            return faiss.SearchParametersIVF(nprobe=nprobe)  # type: ignore[call-arg]
         return None  # a part too small for lists: exact
 
     # -- files -------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -60,6 +61,9 @@ from indexing.store.base import (
 )
 from indexing.store.bm25 import Bm25Index
 from indexing.token_codecs import EncodedTokens, decode_tokens, encoded_from_bytes
+
+if TYPE_CHECKING:
+    from qdrant_client import models
 
 NAMESPACE = uuid.UUID("6f1c1f8e-2f4e-4f5e-9d1a-6a1b5c0e7d21")
 SPAN_INDEXES = ("span_id", "doc_id", "parent_id", "granularity")
@@ -115,9 +119,9 @@ class QdrantStore(SpanStore):
     ):
         from qdrant_client import QdrantClient
 
-        if url is None and path is None:
-            raise ValueError("QdrantStore needs a url (server or cluster) or a path (local mode)")
         if url is None:
+            if path is None:
+                raise ValueError("QdrantStore needs a url (server or cluster) or a path (local mode)")
             Path(path).mkdir(parents=True, exist_ok=True)
         self.local = url is None  # local mode: brute force, payload indexes do nothing there
         client = QdrantClient(url=url, api_key=api_key) if url else QdrantClient(path=str(path))
@@ -150,7 +154,7 @@ class QdrantStore(SpanStore):
         for key in keys:
             self.client.create_payload_index(name, key, m.PayloadSchemaType.KEYWORD)
 
-    def _match(self, **conditions) -> object:
+    def _match(self, **conditions) -> models.Filter:
         m = self._models()
         must = []
         for key, value in conditions.items():
@@ -400,7 +404,7 @@ class QdrantStore(SpanStore):
         return Document(r["doc_id"], collection, r["title"], r["source"], r["content_hash"], r["text"], r["metadata"])
 
     def document_hashes(self, collection: str, doc_ids: list[str] | None = None) -> dict[str, str]:
-        conditions = {"kind": "document", "collection": collection}
+        conditions: dict[str, str | list[str]] = {"kind": "document", "collection": collection}
         if doc_ids is not None:
             if not doc_ids:
                 return {}
@@ -414,7 +418,7 @@ class QdrantStore(SpanStore):
         record = self._document_records(collection, [doc_id]).get(doc_id)
         return 0 if record is None else len(record.get("span_ids", []))
 
-    def _span_points(self, collection: str, span_ids: list[str], vectors=False) -> dict[str, object]:
+    def _span_points(self, collection: str, span_ids: list[str], vectors=False) -> dict[str, models.Record]:
         out = {}
         ids = list(dict.fromkeys(span_ids))
         for start in range(0, len(ids), BATCH):
@@ -444,8 +448,11 @@ class QdrantStore(SpanStore):
         return [s for s in self.document_spans(collection, doc_id) if s.parent_id == span_id]
 
     def descendants(self, collection: str, span_id: str, granularity: Granularity) -> list[Span]:
-        (parent,) = self.get_spans(collection, [span_id]) or [None]
-        return [] if parent is None else self.spans_within(collection, parent, [granularity])
+        found = self.get_spans(collection, [span_id])
+        if not found:
+            return []
+        (parent,) = found
+        return self.spans_within(collection, parent, [granularity])
 
     def spans_within(self, collection: str, span: Span, granularities: list[Granularity]) -> list[Span]:
         if not granularities:
@@ -475,7 +482,7 @@ class QdrantStore(SpanStore):
         }
 
     # -- token vectors -----------------------------------------------------------------------------
-    def _token_filter(self, has_tokens: bool, **must) -> object:
+    def _token_filter(self, has_tokens: bool, **must) -> models.Filter:
         """Spans with (or without) token vectors, matching ``must`` as :meth:`_match` does."""
         m = self._models()
         no_tokens = m.IsEmptyCondition(is_empty=m.PayloadField(key="token_codec"))
@@ -599,7 +606,7 @@ class QdrantStore(SpanStore):
         if k <= 0 or (granularities is not None and not granularities):
             return []
         every = granularities is None or set(GRANULARITIES) <= set(granularities)
-        query_filter = None if every else self._match(granularity=list(granularities))
+        query_filter = None if every or granularities is None else self._match(granularity=list(granularities))
         hits = self.client.query_points(
             self._spans(collection),
             query=np.asarray(query, dtype=np.float32).tolist(),

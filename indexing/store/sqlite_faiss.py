@@ -104,7 +104,7 @@ class _LoadedIndexes:
     dense: DenseIndex
     span_id_of_row: dict[int, str]
     rows_by_granularity: dict[str, np.ndarray]
-    bm25: dict[str, Bm25Index] = field(default_factory=dict)
+    bm25: dict[Granularity, Bm25Index] = field(default_factory=dict)
     build_seconds: dict[str, float] = field(default_factory=dict)  # empty when loaded from disk
 
 
@@ -384,8 +384,11 @@ class SqliteFaissStore(SpanStore):
         return [_row_to_span(r) for r in rows]
 
     def descendants(self, collection: str, span_id: str, granularity: Granularity) -> list[Span]:
-        (parent,) = self.get_spans(collection, [span_id]) or [None]
-        return [] if parent is None else self.spans_within(collection, parent, [granularity])
+        found = self.get_spans(collection, [span_id])
+        if not found:
+            return []
+        (parent,) = found
+        return self.spans_within(collection, parent, [granularity])
 
     def spans_within(self, collection: str, span: Span, granularities: list[Granularity]) -> list[Span]:
         marks = ",".join("?" * len(granularities))

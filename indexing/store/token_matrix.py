@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from indexing.store.files import staging_for, swap_in
-from indexing.token_codecs import EncodedTokens, similarities
+from indexing.token_codecs import Codec, EncodedTokens, similarities
 
 if TYPE_CHECKING:
     import faiss
@@ -76,7 +76,7 @@ class TokenMatrix:
     def __init__(
         self,
         stamp: tuple[int, int],
-        codec: str,
+        codec: Codec,
         dim: int,
         codes: np.ndarray,
         scales: np.ndarray | None,
@@ -105,8 +105,14 @@ class TokenMatrix:
     @classmethod
     def build(cls, rows: Iterable[tuple[str, str, EncodedTokens]], stamp: tuple[int, int]) -> TokenMatrix:
         """From ``(span_id, doc_id, codes)`` in storage order (a document's spans together)."""
-        parts, scales, span_ids, lengths, doc_ids, doc_starts = [], [], [], [], [], []
-        codec, dim = "binary", 0
+        parts: list[np.ndarray] = []
+        scales: list[np.ndarray] = []
+        span_ids: list[str] = []
+        lengths: list[int] = []
+        doc_ids: list[str] = []
+        doc_starts: list[int] = []
+        codec: Codec = "binary"
+        dim = 0
         for span_id, doc_id, encoded in rows:
             if parts and (encoded.codec, encoded.dim) != (codec, dim):
                 raise ValueError(
@@ -241,7 +247,7 @@ class TokenMatrix:
         ones MaxSim would use."""
         n_q = len(query_tokens)
         if self.n_tokens == 0 or n_q == 0:
-            empty = np.zeros(0, np.int64)
+            empty: np.ndarray = np.zeros(0, np.int64)
             return TokenHits([], empty, empty, np.zeros(0, np.float32), np.zeros(n_q, np.float32))
         index = self.binary_index()
         fetch = min(k * oversample, self.n_tokens)
@@ -261,7 +267,7 @@ class TokenMatrix:
         rank_in_query = np.arange(len(keep)) - np.searchsorted(query_of, query_of, side="left")
         top = rank_in_query < k
         query_of, sims, token_of = query_of[top], sims[top], token_of[top]
-        floor = np.full(n_q, np.inf, dtype=np.float32)
+        floor: np.ndarray = np.full(n_q, np.inf, dtype=np.float32)
         np.minimum.at(floor, query_of, sims.astype(np.float32))
         floor[np.isinf(floor)] = 0.0
         span_of = np.searchsorted(self.span_starts, token_of, side="right") - 1

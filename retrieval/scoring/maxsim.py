@@ -27,7 +27,7 @@ def maxsim(query_tokens: np.ndarray, tokens: np.ndarray | EncodedTokens, offsets
     """
     offsets = np.asarray(offsets, dtype=np.int64)
     n_candidates = len(offsets) - 1
-    scores = np.zeros(n_candidates, dtype=np.float32)
+    scores: np.ndarray = np.zeros(n_candidates, dtype=np.float32)
     lengths = np.diff(offsets)
     nonempty = lengths > 0
     if n_candidates == 0 or not nonempty.any() or len(query_tokens) == 0:

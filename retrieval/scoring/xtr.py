@@ -26,7 +26,7 @@ def xtr_scores(hits: TokenHits) -> np.ndarray:
     n_docs, n_q = len(hits.doc_ids), len(hits.floor)
     if n_docs == 0:
         return np.zeros(0, dtype=np.float32)
-    best = np.full((n_docs, n_q), -np.inf, dtype=np.float32)
+    best: np.ndarray = np.full((n_docs, n_q), -np.inf, dtype=np.float32)
     np.maximum.at(best, (hits.doc_index, hits.query_index), hits.similarity.astype(np.float32))
     best = np.where(np.isinf(best), hits.floor[None, :].astype(np.float32), best)
     return best.mean(axis=1)

@@ -49,7 +49,7 @@ def adaptive_cut(
     if not allowed.any():
         return min(n, max(min_k, 1) + buffer)
     best = int(np.argmax(np.where(allowed, gaps, -np.inf)))
-    return int(min(n, keep_counts[best] + buffer))
+    return min(n, int(keep_counts[best]) + buffer)
 
 
 class AdaptiveKSelector:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from indexing.spans import Span
 from indexing.store.base import SpanStore
 from retrieval.params import SelectionParams
 from retrieval.types import Candidate, Context, ContextSpan, TraceEntry
+
+if TYPE_CHECKING:
+    from indexing.graph import GraphIndex
 
 
 def overlaps(a: Span, b: Span) -> bool:
@@ -46,7 +49,7 @@ class SelectionInputs:
     query_vector: np.ndarray
     store: SpanStore
     count_tokens: Callable[[list[str]], list[int]]
-    graph: object | None = None  # indexing.graph.GraphIndex when the collection has one
+    graph: GraphIndex | None = None  # when the collection has one
     _vectors: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _vanished: set[str] = field(default_factory=set, repr=False)
 
@@ -93,7 +96,7 @@ def trace_entry(candidate: Candidate, rank: int, reason: str | None, taken_note:
         span_id=candidate.span_id,
         rank=rank,
         scores=dict(candidate.scores),
-        n_tokens=candidate.span.n_tokens,
+        n_tokens=candidate.loaded_span.n_tokens,
         decision="dropped" if reason else "taken",
         reason=reason or taken_note,
     )
@@ -116,7 +119,7 @@ def pack_in_order(
     total = 0
     pre_dropped = pre_dropped or {}
     for rank, candidate in enumerate(ordered, start=1):
-        span = candidate.span
+        span = candidate.loaded_span
         reason = pre_dropped.get(candidate.span_id)
         if reason is None:
             if len(taken) >= limit:
@@ -143,7 +146,7 @@ def split_vanished(candidates: list[Candidate], inputs: SelectionInputs) -> tupl
 def allowed_candidates(candidates: list[Candidate], limits: SelectionParams) -> list[Candidate]:
     if not limits.context_granularities:
         return list(candidates)
-    return [c for c in candidates if c.span.granularity in limits.context_granularities]
+    return [c for c in candidates if c.loaded_span.granularity in limits.context_granularities]
 
 
 __all__ = [

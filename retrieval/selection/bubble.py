@@ -117,7 +117,7 @@ class ContextBubble:
                     units[piece.id] = Unit(piece, source if piece.id != anchor.id else "anchor")
 
         for anchor in anchors:
-            add_region(anchor.span, "structure")
+            add_region(anchor.loaded_span, "structure")
 
         if inputs.graph is not None and options.graph_docs:
             # bridge documents: those an anchor's pieces name by title, best anchor first
@@ -141,8 +141,8 @@ class ContextBubble:
                 added += 1
 
         for c in candidates:
-            if c.span.granularity in PIECE_GRANULARITIES and c.span_id not in units:
-                units[c.span_id] = Unit(c.span, "first_stage")
+            if c.loaded_span.granularity in PIECE_GRANULARITIES and c.span_id not in units:
+                units[c.span_id] = Unit(c.loaded_span, "first_stage")
 
         # units whose spans a concurrent delete or replace removed since they were read
         present = set(inputs.present(list(units)))
@@ -201,8 +201,8 @@ class ContextBubble:
         mentions = np.array([[t in u.terms for t in question_list] for u in ordered], dtype=bool).reshape(
             len(ordered), len(question_list)
         )
-        covered_mask = np.zeros(len(question_list), dtype=bool)
-        is_open = np.ones(len(ordered), dtype=bool)
+        covered_mask: np.ndarray = np.zeros(len(question_list), dtype=bool)
+        is_open: np.ndarray = np.ones(len(ordered), dtype=bool)
         while True:
             open_units = np.flatnonzero(is_open).tolist()
             if floor_reached:
@@ -228,7 +228,7 @@ class ContextBubble:
             unit.scores.update(
                 {
                     "coverage_gain": float(coverage[best]),
-                    "redundancy": float(max(closest[i], 0.0)),
+                    "redundancy": max(float(closest[i]), 0.0),
                     "gain": float(gains[best]),
                 }
             )
@@ -297,7 +297,7 @@ class ContextBubble:
                         span_id=c.span_id,
                         rank=next_rank,
                         scores=dict(c.scores),
-                        n_tokens=c.span.n_tokens,
+                        n_tokens=c.loaded_span.n_tokens,
                         decision="dropped",
                         reason="expanded into its pieces" if c.doc_id in unit_docs else "outside the bubble",
                         source="first_stage",
