@@ -20,8 +20,9 @@ metric counts the dataset's own (answerable) questions only; ``abstain_precision
 ``abstain_recall``, ``abstained_answerable`` (:func:`eval.metrics.abstention_metrics`) and
 ``answered_in_context`` (the answer is in the context *and* the generator did not abstain)
 count them all. Each record keeps ``abstained`` and the ``support`` the extractive
-generator's abstention rule reads (best piece cosine, term coverage), so a threshold can be
-refit from run files.
+generator's abstention rule reads (``generation.extractive.Support``: ``best_cosine``,
+``median_cosine``, ``coverage``, ``specific_coverage``, ``n_specific``), so the rule can be
+refit from run files (``ExtractiveOptions().supports(Support(**record["support"]))``).
 
 Metric definitions live in :mod:`eval.metrics`. Per query: the context is the final
 context in reading order; its text is each span's shown text (a table row with its
@@ -50,11 +51,25 @@ ROUND = 6
 
 #: Metric order in results.json and the report.
 METRIC_ORDER = (
-    "ndcg@10", "recall@10", "recall@100", "mrr@10", "evidence_recall", "sentence_evidence_recall",
-    "answer_in_context", "answered_in_context",
-    "answer_em", "answer_f1", "context_tokens_mean", "context_tokens_p95", "latency_ms_p50",
+    "ndcg@10",
+    "recall@10",
+    "recall@100",
+    "mrr@10",
+    "evidence_recall",
+    "sentence_evidence_recall",
+    "answer_in_context",
+    "answered_in_context",
+    "answer_em",
+    "answer_f1",
+    "context_tokens_mean",
+    "context_tokens_p95",
+    "latency_ms_p50",
     "latency_ms_p95",
-    "abstain_precision", "abstain_recall", "abstained_answerable", "n_queries", "n_unanswerable",
+    "abstain_precision",
+    "abstain_recall",
+    "abstained_answerable",
+    "n_queries",
+    "n_unanswerable",
 )
 UNANSWERABLE_PREFIX = "unanswerable:"
 
@@ -69,11 +84,18 @@ def context_records(result) -> list[dict]:
         if key in seen:
             continue
         seen.add(key)
-        out.append({
-            "span_id": span.id, "doc_id": span.doc_id, "text": item.text,
-            "start": span.start, "end": span.end, "granularity": span.granularity,
-            "n_tokens": item.n_tokens, "score": item.score,
-        })
+        out.append(
+            {
+                "span_id": span.id,
+                "doc_id": span.doc_id,
+                "text": item.text,
+                "start": span.start,
+                "end": span.end,
+                "granularity": span.granularity,
+                "n_tokens": item.n_tokens,
+                "score": item.score,
+            }
+        )
     return out
 
 
@@ -98,7 +120,7 @@ def run_query(rag, collection: str, pipeline: str, query, qid: str | None = None
         "answer": answer.text,
         "citations": [asdict(c) for c in answer.citations],
         "abstained": answer.abstained,
-        "support": {"best_cosine": round(evidence.best_cosine, ROUND), "coverage": round(evidence.coverage, ROUND)},
+        "support": {k: round(v, ROUND) if isinstance(v, float) else v for k, v in asdict(evidence).items()},
         # the selector's decisions, compact: [span_id, decision, reason, source, {score: value}]
         "trace": [
             [t.span_id, t.decision, t.reason, t.source, {k: round(v, 4) for k, v in t.scores.items()}]
@@ -116,8 +138,11 @@ def query_metrics(record: Mapping, gold: Mapping) -> dict[str, float | None]:
     context_answers = gold.get("context_answers")
     answers = gold.get("answers") or []
     prediction = M.strip_citations(record.get("answer", ""))
-    in_context = None if context_answers is None \
+    in_context = (
+        None
+        if context_answers is None
         else M.answer_in_context(context_text, context_answers, bool(gold.get("require_all")))
+    )
     return {
         "evidence_recall": M.evidence_recall(evidence, spans),
         "sentence_evidence_recall": M.evidence_recall(sentences, spans),
@@ -145,9 +170,15 @@ def aggregate(records: Sequence[Mapping], golds: Mapping[str, Mapping]) -> dict[
         run = {r["qid"]: [d for d, _ in r["ranked"]] for r in records}
         out.update(M.ranking_metrics(run, qrels))
     per_query = [query_metrics(r, golds[r["qid"]]) for r in records]
-    for name in ("evidence_recall", "sentence_evidence_recall", "answer_in_context", "answered_in_context",
-                 "answer_em", "answer_f1"):
-        values = [m[name] for m in per_query if m[name] is not None]
+    for name in (
+        "evidence_recall",
+        "sentence_evidence_recall",
+        "answer_in_context",
+        "answered_in_context",
+        "answer_em",
+        "answer_f1",
+    ):
+        values = [v for m in per_query if (v := m[name]) is not None]
         if values and (name != "answered_in_context" or unanswerable):
             out[name] = M.mean(values)
     tokens = [r["context_tokens"] for r in records]
@@ -173,9 +204,10 @@ def golds_of(dataset: EvalDataset, unanswerable: EvalDataset | None = None) -> d
 def metrics_from_run(run_json: Mapping | str | Path, dataset: EvalDataset | None = None) -> dict:
     """Recompute a pipeline's metrics from a ``run.<pipeline>.json`` (a path or the loaded
     object). Gold data come from ``dataset`` when given, else from the run file itself."""
-    if not isinstance(run_json, Mapping):
-        run_json = json.loads(Path(run_json).read_text(encoding="utf-8"))
-    records = run_json["queries"]
+    loaded: Mapping = (
+        run_json if isinstance(run_json, Mapping) else json.loads(Path(run_json).read_text(encoding="utf-8"))
+    )
+    records = loaded["queries"]
     if dataset is not None:
         golds = golds_of(dataset)
         golds |= {r["qid"]: r["gold"] for r in records if r["qid"].startswith(UNANSWERABLE_PREFIX)}
@@ -198,9 +230,13 @@ def _running_summary(records: list[dict], golds: Mapping[str, Mapping], has_qrel
         qrels = {r["qid"]: golds[r["qid"]]["qrels"] for r in records}
         parts.insert(0, f"nDCG@10 {M.ranking_metrics(run, qrels)['ndcg@10']:.3f}")
     per_query = [query_metrics(r, golds[r["qid"]]) for r in records]
-    for name, label in (("evidence_recall", "ev"), ("sentence_evidence_recall", "sent"),
-                        ("answer_in_context", "aic"), ("answer_f1", "F1")):
-        values = [m[name] for m in per_query if m[name] is not None]
+    for name, label in (
+        ("evidence_recall", "ev"),
+        ("sentence_evidence_recall", "sent"),
+        ("answer_in_context", "aic"),
+        ("answer_f1", "F1"),
+    ):
+        values = [v for m in per_query if (v := m[name]) is not None]
         if values:
             parts.append(f"{label} {M.mean(values):.3f}")
     parts.append(f"tok {M.mean(r['context_tokens'] for r in records):.0f}")
@@ -230,8 +266,12 @@ def make_progress(enabled: bool = True):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(
-        TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.fields[metrics]}"), console=Console(stderr=True),
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[metrics]}"),
+        console=Console(stderr=True),
     )
 
 
@@ -272,20 +312,29 @@ def run_eval(
     started = time.perf_counter()
     collection, ingest_report = dataset.ingest(rag)
     ingest_s = time.perf_counter() - started
-    log(f"collection {collection}: {ingest_report['added']} added, {ingest_report['updated']} updated, "
-        f"{ingest_report['unchanged']} unchanged ({ingest_s:.1f}s)")
+    log(
+        f"collection {collection}: {ingest_report['added']} added, {ingest_report['updated']} updated, "
+        f"{ingest_report['unchanged']} unchanged ({ingest_s:.1f}s)"
+    )
     golds = golds_of(dataset, unanswerable)
-    rag.encoder  # load the model before timing queries
+    rag.encoder  # noqa: B018  # load the model before timing queries
     if dataset.queries:  # warm-up: first query pays lazy loads (indexes, tokenizer caches)
         rag.retrieve(collection, dataset.queries[0].text, specs[0].name)
     freeze_long_lived_objects()
 
     results: dict[str, Any] = {
-        "dataset": dataset.name, "split": dataset.split, "n_queries": len(dataset.queries), "pipelines": {},
+        "dataset": dataset.name,
+        "split": dataset.split,
+        "n_queries": len(dataset.queries),
+        "pipelines": {},
     }
     if unanswerable is not None:
-        results["unanswerable_from"] = {"dataset": unanswerable.name, "kind": unanswerable.kind,
-                                        "split": unanswerable.split, "n_queries": len(unanswerable.queries)}
+        results["unanswerable_from"] = {
+            "dataset": unanswerable.name,
+            "kind": unanswerable.kind,
+            "split": unanswerable.split,
+            "n_queries": len(unanswerable.queries),
+        }
     all_records: dict[str, list[dict]] = {}
     wall: dict[str, float] = {}
     costs: dict[str, dict[str, float]] = {}
@@ -296,7 +345,7 @@ def run_eval(
             t0 = time.perf_counter()
             for i, (query, qid) in enumerate(asked, start=1):
                 records.append(run_query(rag, collection, spec.name, query, qid))
-                update = {"completed": i}
+                update: dict[str, object] = {"completed": i}
                 if i % 10 == 0 or i == len(asked):
                     update["metrics"] = _running_summary(records, golds, dataset.has_qrels)
                 bar.update(task, **update)
@@ -309,17 +358,20 @@ def run_eval(
                     sum(footprint.get(s, 0) for s in spec.search_structures) / 2**20, 1
                 )
             run_file = {
-                "dataset": dataset.name, "kind": dataset.kind, "split": dataset.split,
-                "pipeline": spec.name, "description": spec.description,
-                "params": spec.params.model_dump(), "collection": collection,
-                "embedding_model": rag.settings.embedding_model, "generator": rag.settings.generator,
+                "dataset": dataset.name,
+                "kind": dataset.kind,
+                "split": dataset.split,
+                "pipeline": spec.name,
+                "description": spec.description,
+                "params": spec.params.flat(),  # the flat names, as in earlier run records
+                "collection": collection,
+                "embedding_model": rag.settings.embedding_model,
+                "generator": rag.settings.generator,
                 "settings_overrides": rag.settings.retrieval_overrides(),
                 "metric_notes": __doc__.split("Metric definitions", 1)[1].strip(),
                 "queries": [{**r, "gold": golds[r["qid"]]} for r in records],
             }
-            (out_dir / f"run.{spec.name}.json").write_text(
-                json.dumps(run_file, ensure_ascii=False), encoding="utf-8"
-            )
+            (out_dir / f"run.{spec.name}.json").write_text(json.dumps(run_file, ensure_ascii=False), encoding="utf-8")
     base = results["pipelines"].get("dense", {}).get("latency_ms_p95")
     for name, metrics in results["pipelines"].items():
         if base and "latency_ms_p95" in metrics:
@@ -328,9 +380,18 @@ def run_eval(
     results["costs"] = costs
     (out_dir / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     latencies = {name: [r["timings_ms"]["retrieval_ms"] for r in recs] for name, recs in all_records.items()}
-    write_report(out_dir, results, latencies, command=command, collection=collection,
-                 extra={"ingest_seconds": round(ingest_s, 2), "wall_seconds": {k: round(v, 1) for k, v in wall.items()},
-                        "notes": dataset.notes})
+    write_report(
+        out_dir,
+        results,
+        latencies,
+        command=command,
+        collection=collection,
+        extra={
+            "ingest_seconds": round(ingest_s, 2),
+            "wall_seconds": {k: round(v, 1) for k, v in wall.items()},
+            "notes": dataset.notes,
+        },
+    )
     return results
 
 

@@ -59,8 +59,9 @@ def per_query_ranking(
     run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]]
 ) -> dict[str, dict[str, float]]:
     """``{metric: {qid: value}}`` for every judged query (at least one relevant doc)."""
-    judged = {q: {d: int(r) for d, r in docs.items()} for q, docs in qrels.items()
-              if any(int(r) > 0 for r in docs.values())}
+    judged = {
+        q: {d: int(r) for d, r in docs.items()} for q, docs in qrels.items() if any(int(r) > 0 for r in docs.values())
+    }
     ir_run = {q: rank_scores(run.get(q, [])) for q in judged}
     ir_run = {q: docs for q, docs in ir_run.items() if docs}
     out: dict[str, dict[str, float]] = {name: {q: 0.0 for q in judged} for name in RANKING_MEASURES}
@@ -71,9 +72,7 @@ def per_query_ranking(
     return out
 
 
-def ranking_metrics(
-    run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]]
-) -> dict[str, float]:
+def ranking_metrics(run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]]) -> dict[str, float]:
     """Mean ``ndcg@10``, ``recall@10``, ``recall@100``, ``mrr@10`` over judged queries."""
     per_query = per_query_ranking(run, qrels)
     return {name: mean(values.values()) for name, values in per_query.items()}
@@ -164,7 +163,7 @@ class EvidenceUnit:
         return {"doc_id": self.doc_id, "start": self.start, "end": self.end, "label": self.label}
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "EvidenceUnit":
+    def from_dict(cls, d: Mapping) -> EvidenceUnit:
         return cls(str(d["doc_id"]), d.get("start"), d.get("end"), d.get("label", ""))
 
 
@@ -243,7 +242,19 @@ def percentile(values: Iterable[float], q: float) -> float:
 
 
 __all__ = [
-    "RANKING_MEASURES", "EvidenceUnit", "abstention_metrics", "answer_in_context", "evidence_recall", "mean",
-    "normalize_answer", "per_query_ranking", "percentile", "rank_scores", "ranking_metrics",
-    "squad_em", "squad_f1", "strip_citations", "unit_found",
+    "RANKING_MEASURES",
+    "EvidenceUnit",
+    "abstention_metrics",
+    "answer_in_context",
+    "evidence_recall",
+    "mean",
+    "normalize_answer",
+    "per_query_ranking",
+    "percentile",
+    "rank_scores",
+    "ranking_metrics",
+    "squad_em",
+    "squad_f1",
+    "strip_citations",
+    "unit_found",
 ]

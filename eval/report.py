@@ -12,25 +12,33 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 COLUMNS = (
-    ("ndcg@10", "nDCG@10", "{:.3f}"), ("recall@10", "R@10", "{:.3f}"), ("recall@100", "R@100", "{:.3f}"),
-    ("mrr@10", "MRR@10", "{:.3f}"), ("evidence_recall", "evidence recall", "{:.3f}"),
+    ("ndcg@10", "nDCG@10", "{:.3f}"),
+    ("recall@10", "R@10", "{:.3f}"),
+    ("recall@100", "R@100", "{:.3f}"),
+    ("mrr@10", "MRR@10", "{:.3f}"),
+    ("evidence_recall", "evidence recall", "{:.3f}"),
     ("sentence_evidence_recall", "evidence sentences", "{:.3f}"),
     ("answer_in_context", "answer in context", "{:.3f}"),
-    ("answered_in_context", "answered in context", "{:.3f}"), ("answer_em", "EM", "{:.3f}"),
-    ("answer_f1", "F1", "{:.3f}"), ("context_tokens_mean", "ctx tokens mean", "{:.0f}"),
-    ("context_tokens_p95", "ctx tokens p95", "{:.0f}"), ("latency_ms_p50", "latency p50 ms", "{:.1f}"),
-    ("latency_ms_p95", "latency p95 ms", "{:.1f}"), ("latency_p95_vs_dense", "p95 / dense", "{:.2f}x"),
+    ("answered_in_context", "answered in context", "{:.3f}"),
+    ("answer_em", "EM", "{:.3f}"),
+    ("answer_f1", "F1", "{:.3f}"),
+    ("context_tokens_mean", "ctx tokens mean", "{:.0f}"),
+    ("context_tokens_p95", "ctx tokens p95", "{:.0f}"),
+    ("latency_ms_p50", "latency p50 ms", "{:.1f}"),
+    ("latency_ms_p95", "latency p95 ms", "{:.1f}"),
+    ("latency_p95_vs_dense", "p95 / dense", "{:.2f}x"),
     ("index_mb", "index MB", "{:.1f}"),
-    ("abstain_precision", "abstain precision", "{:.3f}"), ("abstain_recall", "abstain recall", "{:.3f}"),
+    ("abstain_precision", "abstain precision", "{:.3f}"),
+    ("abstain_recall", "abstain recall", "{:.3f}"),
     ("abstained_answerable", "answerable abstained", "{:.3f}"),
-    ("n_queries", "queries", "{:d}"), ("n_unanswerable", "unanswerable", "{:d}"),
+    ("n_queries", "queries", "{:d}"),
+    ("n_unanswerable", "unanswerable", "{:d}"),
 )
 
 
 def markdown_table(pipelines: Mapping[str, Mapping[str, float]]) -> str:
     present = [c for c in COLUMNS if any(c[0] in m for m in pipelines.values())]
-    lines = ["| pipeline | " + " | ".join(label for _, label, _ in present) + " |",
-             "|---|" + "---:|" * len(present)]
+    lines = ["| pipeline | " + " | ".join(label for _, label, _ in present) + " |", "|---|" + "---:|" * len(present)]
     for name, m in pipelines.items():
         cells = [fmt.format(m[key]) if key in m else "–" for key, _, fmt in present]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -60,8 +68,9 @@ def plot_quality(pipelines: Mapping[str, Mapping[str, float]], path: Path, title
     for n, ((x, y), names) in enumerate(sorted(points.items())):
         ax.scatter([x], [y], s=50)
         # alternate label sides so neighbouring points stay readable
-        ax.annotate(" = ".join(names), (x, y), textcoords="offset points",
-                    xytext=(5, 6 if n % 2 == 0 else -12), fontsize=8)
+        ax.annotate(
+            " = ".join(names), (x, y), textcoords="offset points", xytext=(5, 6 if n % 2 == 0 else -12), fontsize=8
+        )
     ax.set_xlabel("context tokens (mean)")
     ax.set_ylabel(metric)
     ax.set_title(title)
@@ -114,12 +123,16 @@ def write_report(
     if extra.get("ingest_seconds") is not None:
         lines.append(f"Ingest (or the check that nothing changed): {extra['ingest_seconds']} s.")
     if extra.get("wall_seconds"):
-        lines.append("Wall time per pipeline (s): " + ", ".join(f"{k} {v}" for k, v in extra["wall_seconds"].items()) + ".")
+        lines.append(
+            "Wall time per pipeline (s): " + ", ".join(f"{k} {v}" for k, v in extra["wall_seconds"].items()) + "."
+        )
     other = results.get("unanswerable_from")
     if other:
-        lines.append(f"Unanswerable: {other['n_queries']} questions of {other['dataset']} ({other['split']}) asked "
-                     "of this collection too; abstention columns count them, every other column only this "
-                     "dataset's questions.")
+        lines.append(
+            f"Unanswerable: {other['n_queries']} questions of {other['dataset']} ({other['split']}) asked "
+            "of this collection too; abstention columns count them, every other column only this "
+            "dataset's questions."
+        )
     for note in extra.get("notes") or []:
         lines.append(f"Note: {note}.")
     lines += [
@@ -128,7 +141,7 @@ def write_report(
         "evidence recall, answer in context and context tokens over the final context; latency is "
         "retrieval to final context; EM/F1 of the generated answer (SQuAD normalization).",
         "",
-        f"![quality vs context tokens](plots/quality_vs_tokens.png) ![latency](plots/latency.png)",
+        "![quality vs context tokens](plots/quality_vs_tokens.png) ![latency](plots/latency.png)",
         "",
     ]
     path = out_dir / "report.md"
