@@ -37,6 +37,18 @@ def resolve_model(name_or_path: str) -> str:
     return name_or_path
 
 
+def distinct_texts(texts: list[str]) -> tuple[list[str], list[int]]:
+    """The distinct texts in first-seen order, and each text's row among them: encode the
+    first list once, then ``vectors[rows]`` holds one vector per text of ``texts``.
+
+        >>> distinct_texts(["a", "b", "a"])
+        (['a', 'b'], [0, 1, 0])
+    """
+    row_of: dict[str, int] = {}
+    rows = [row_of.setdefault(text, len(row_of)) for text in texts]
+    return list(row_of), rows
+
+
 def pick_device(device: str) -> str:
     if device != "auto":
         return device
@@ -154,7 +166,7 @@ class Encoder:
         """Unit-length float32 vectors, one row per text; identical texts are encoded once."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        unique = list(dict.fromkeys(texts))
+        unique, rows = distinct_texts(texts)
         if self.pretokenized and self._pretokenized_reproduces_encode:
             vectors = self._encode_pretokenized(unique)
         else:
@@ -165,8 +177,7 @@ class Encoder:
                 convert_to_numpy=True,
                 show_progress_bar=False,
             ).astype(np.float32, copy=False)
-        row_of = {t: i for i, t in enumerate(unique)}
-        return vectors[[row_of[t] for t in texts]]
+        return vectors[rows]
 
     @cached_property
     def _pretokenized_reproduces_encode(self) -> bool:

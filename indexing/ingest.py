@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from indexing.embed import Encoder, TokenEncoder
+from indexing.embed import Encoder, TokenEncoder, distinct_texts
 from indexing.graph import GraphIndex
 from indexing.parsers import SUPPORTED_SUFFIXES, parse_bytes, parse_path
 from indexing.parsers.base import ParsedDocument, ParseError, as_parse_error
@@ -277,10 +277,12 @@ class Ingestor:
         missing = self.store.spans_missing_token_vectors(collection, granularities)
         for i in range(0, len(missing), batch_spans):
             batch = missing[i : i + batch_spans]
-            vectors = self.token_encoder.encode_tokens([s.context_text for s in batch])
+            # spans of a batch that share their text (a repeated row or paragraph) share its vectors
+            unique, rows = distinct_texts([s.context_text for s in batch])
+            codes = [encode_tokens(v, codec) for v in self.token_encoder.encode_tokens(unique)]
             self.store.put_token_vectors(
                 collection,
-                [(s.id, encode_tokens(v, codec)) for s, v in zip(batch, vectors)],
+                [(s.id, codes[row]) for s, row in zip(batch, rows, strict=True)],
                 self.token_encoder.name,
             )
             if progress and len(missing) > batch_spans:
@@ -459,8 +461,9 @@ class Ingestor:
         trees: list[list[Span]],
         report: IngestReport,
     ) -> None:
-        texts = [s.context_text for spans in trees for s in spans]
-        vectors = self.encoder.encode(texts)
+        # Encoder.encode runs one forward pass per distinct text (a document and its only
+        # section, a paragraph and its only sentence) and returns a row per text given.
+        vectors = self.encoder.encode([s.context_text for spans in trees for s in spans])
         items, offset = [], 0
         for (parsed, digest, existed), spans in zip(batch, trees, strict=True):
             assert parsed.doc_id is not None  # _ingest_parsed refuses a document without an id
