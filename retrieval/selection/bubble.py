@@ -66,6 +66,58 @@ class Unit:
     header_tokens: int = 0
 
 
+@dataclass
+class _BubbleState:
+    """Per-query state the steps of :meth:`ContextBubble.select` share: the inputs, the
+    priors, the anchors, the units gathered so far and the document spans loaded for them."""
+
+    candidates: list[Candidate]
+    inputs: SelectionInputs
+    options: BubbleParams
+    doc_prior: dict[str, float]
+    span_prior: dict[str, float]
+    anchors: list[Candidate] = field(default_factory=list)
+    units: dict[str, Unit] = field(default_factory=dict)  # span id → unit, in the order gathered
+    spans_of_doc: dict[str, list[Span]] = field(default_factory=dict)
+    index_of_doc: dict[str, dict[str, Span]] = field(default_factory=dict)
+    bridged_prior: dict[str, float] = field(default_factory=dict)  # bridged document → its prior
+
+    def doc_spans(self, doc_id: str) -> list[Span]:
+        """A document's spans, loaded once per query."""
+        if doc_id not in self.spans_of_doc:
+            self.spans_of_doc[doc_id] = self.inputs.store.document_spans(self.inputs.collection, doc_id)
+        return self.spans_of_doc[doc_id]
+
+    def span_index(self, doc_id: str) -> dict[str, Span]:
+        """A document's spans by id, built once per query."""
+        if doc_id not in self.index_of_doc:
+            self.index_of_doc[doc_id] = {s.id: s for s in self.doc_spans(doc_id)}
+        return self.index_of_doc[doc_id]
+
+    def add_region(self, anchor: Span, source: str) -> None:
+        """The pieces around ``anchor`` as units: its whole document when that is small, else
+        the section, table or document that holds it (at most ``region_units`` pieces)."""
+        spans = self.doc_spans(anchor.doc_id)
+        by_id = self.span_index(anchor.doc_id)
+        pieces = [s for s in spans if s.granularity in PIECE_GRANULARITIES]
+        if len(pieces) > self.options.region_units:
+            region = _enclosing(anchor, by_id, REGIONS) or anchor
+            pieces = [s for s in pieces if region.start <= s.start and s.end <= region.end]
+            pieces = pieces[: self.options.region_units]
+        for piece in pieces:
+            if piece.id not in self.units:
+                self.units[piece.id] = Unit(piece, source if piece.id != anchor.id else "anchor")
+
+
+@dataclass
+class _Growth:
+    """The outcome of greedy growth: the taken units (indices into the ordered units, in the
+    order taken) and each decided unit's reason ("" for taken)."""
+
+    taken: list[int]
+    decided: dict[int, str]
+
+
 class ContextBubble:
     """Anchors → structural and graph neighbours → greedy, budgeted, diverse selection."""
 
@@ -74,94 +126,96 @@ class ContextBubble:
     def select(
         self, candidates: list[Candidate], limits: SelectionParams, inputs: SelectionInputs, options: BubbleParams
     ) -> Context:
-        store, collection = inputs.store, inputs.collection
-        trace: list[TraceEntry] = []
-        doc_prior = rank_prior(
-            {c.doc_id: c.scores.get("rrf_document", 0.0) for c in candidates}, options.doc_rank_scale
+        state = _BubbleState(
+            candidates=candidates,
+            inputs=inputs,
+            options=options,
+            doc_prior=rank_prior(
+                {c.doc_id: c.scores.get("rrf_document", 0.0) for c in candidates}, options.doc_rank_scale
+            ),
+            span_prior=_normalized({c.span_id: c.scores.get("rrf_span", 0.0) for c in candidates}),
         )
-        span_prior = _normalized({c.span_id: c.scores.get("rrf_span", 0.0) for c in candidates})
-
-        anchors: list[Candidate] = []
-        for c in candidates:
-            if len(anchors) >= options.anchor_docs:
-                break
-            if all(a.doc_id != c.doc_id for a in anchors):
-                anchors.append(c)
-
-        units: dict[str, Unit] = {}
-        spans_of_doc: dict[str, list[Span]] = {}
-        bridged_prior: dict[str, float] = {}
-
-        def doc_spans(doc_id: str) -> list[Span]:
-            if doc_id not in spans_of_doc:
-                spans_of_doc[doc_id] = store.document_spans(collection, doc_id)
-            return spans_of_doc[doc_id]
-
-        index_of_doc: dict[str, dict[str, Span]] = {}
-
-        def span_index(doc_id: str) -> dict[str, Span]:
-            if doc_id not in index_of_doc:
-                index_of_doc[doc_id] = {s.id: s for s in doc_spans(doc_id)}
-            return index_of_doc[doc_id]
-
-        def add_region(anchor: Span, source: str) -> None:
-            spans = doc_spans(anchor.doc_id)
-            by_id = span_index(anchor.doc_id)
-            pieces = [s for s in spans if s.granularity in PIECE_GRANULARITIES]
-            if len(pieces) > options.region_units:
-                region = _enclosing(anchor, by_id, REGIONS) or anchor
-                pieces = [s for s in pieces if region.start <= s.start and s.end <= region.end]
-                pieces = pieces[: options.region_units]
-            for piece in pieces:
-                if piece.id not in units:
-                    units[piece.id] = Unit(piece, source if piece.id != anchor.id else "anchor")
-
-        for anchor in anchors:
-            add_region(anchor.loaded_span, "structure")
-
-        if inputs.graph is not None and options.graph_docs:
-            # bridge documents: those an anchor's pieces name by title, best anchor first
-            anchor_pieces = [
-                u.span.id
-                for a in anchors[: options.bridge_anchors]
-                for u in units.values()
-                if u.span.doc_id == a.doc_id
-            ]
-            linked = inputs.graph.linked_documents(collection, anchor_pieces)
-            added = 0
-            for doc_id, _entity, via in linked:
-                if added >= options.graph_docs or any(a.doc_id == doc_id for a in anchors):
-                    continue
-                spans = doc_spans(doc_id)
-                top = next((s for s in spans if s.granularity == "document"), spans[0] if spans else None)
-                if top is None:
-                    continue
-                bridged_prior[doc_id] = options.bridge_decay * doc_prior.get(doc_id_of(via), 0.0)
-                add_region(top, "graph")
-                added += 1
-
-        for c in candidates:
-            if c.loaded_span.granularity in PIECE_GRANULARITIES and c.span_id not in units:
-                units[c.span_id] = Unit(c.loaded_span, "first_stage")
-
-        # units whose spans a concurrent delete or replace removed since they were read
-        present = set(inputs.present(list(units)))
-        vanished = [u for u in units.values() if u.span.id not in present]
-        units = {span_id: u for span_id, u in units.items() if span_id in present}
-        ordered = sorted(units.values(), key=lambda u: (u.span.doc_id, u.span.start, u.span.id))
+        state.anchors = _anchors(candidates, options.anchor_docs)
+        self._add_anchor_regions(state)
+        self._add_bridges(state)
+        self._add_first_stage_pieces(state)
+        ordered, vanished = self._present_units(state)
         if not ordered:
             return Context(spans=[], n_tokens=0, trace=_vanished_trace(vanished, 1))
         vectors = inputs.vectors([u.span.id for u in ordered])
+        self._score_units(state, ordered, vectors)
+        growth = self._grow(state, ordered, vectors, limits)
+        trace = self._trace(state, ordered, vanished, growth)
+        return self._context(ordered, growth, trace)
+
+    @staticmethod
+    def _add_anchor_regions(state: _BubbleState) -> None:
+        """Units: the pieces around each anchor (see :meth:`_BubbleState.add_region`)."""
+        for anchor in state.anchors:
+            state.add_region(anchor.loaded_span, "structure")
+
+    @staticmethod
+    def _add_bridges(state: _BubbleState) -> None:
+        """Bridge documents from the graph index: those the pieces of the first
+        ``bridge_anchors`` anchors name by title, best anchor first (at most ``graph_docs``);
+        each brings its region's pieces and a prior decayed from the document it was reached
+        from."""
+        inputs, options = state.inputs, state.options
+        if inputs.graph is None or not options.graph_docs:
+            return
+        anchor_pieces = [
+            u.span.id
+            for a in state.anchors[: options.bridge_anchors]
+            for u in state.units.values()
+            if u.span.doc_id == a.doc_id
+        ]
+        linked = inputs.graph.linked_documents(inputs.collection, anchor_pieces)
+        added = 0
+        for doc_id, _entity, via in linked:
+            if added >= options.graph_docs or any(a.doc_id == doc_id for a in state.anchors):
+                continue
+            spans = state.doc_spans(doc_id)
+            top = next((s for s in spans if s.granularity == "document"), spans[0] if spans else None)
+            if top is None:
+                continue
+            state.bridged_prior[doc_id] = options.bridge_decay * state.doc_prior.get(doc_id_of(via), 0.0)
+            state.add_region(top, "graph")
+            added += 1
+
+    @staticmethod
+    def _add_first_stage_pieces(state: _BubbleState) -> None:
+        """Units: every first-stage candidate that is itself a piece."""
+        for c in state.candidates:
+            if c.loaded_span.granularity in PIECE_GRANULARITIES and c.span_id not in state.units:
+                state.units[c.span_id] = Unit(c.loaded_span, "first_stage")
+
+    @staticmethod
+    def _present_units(state: _BubbleState) -> tuple[list[Unit], list[Unit]]:
+        """Drop the units whose spans a concurrent delete or replace removed since they were
+        read (``state.units`` keeps the rest); the rest in document order, and the vanished."""
+        present = set(state.inputs.present(list(state.units)))
+        vanished = [u for u in state.units.values() if u.span.id not in present]
+        state.units = {span_id: u for span_id, u in state.units.items() if span_id in present}
+        ordered = sorted(state.units.values(), key=lambda u: (u.span.doc_id, u.span.start, u.span.id))
+        return ordered, vanished
+
+    @staticmethod
+    def _score_units(state: _BubbleState, ordered: list[Unit], vectors: np.ndarray) -> None:
+        """Each unit's terms, region (for the section cap), table header cost and score
+        components: relevance, document and span priors and their weighted sum ``base``."""
+        inputs, options = state.inputs, state.options
         relevance = vectors @ inputs.query_vector
-        question_terms = terms(inputs.question)
         headers: dict[str, int] = {}
-        for doc_id, prior in bridged_prior.items():
+        doc_prior = state.doc_prior
+        for doc_id, prior in state.bridged_prior.items():
             doc_prior[doc_id] = max(doc_prior.get(doc_id, 0.0), prior)
         for unit, r in zip(ordered, relevance):
             span = unit.span
             unit.terms = terms(span.context_text)
             # only documents already loaded: a stray first-stage piece costs no extra query
-            parent = span_index(span.doc_id).get(span.parent_id or "") if span.doc_id in spans_of_doc else None
+            parent = (
+                state.span_index(span.doc_id).get(span.parent_id or "") if span.doc_id in state.spans_of_doc else None
+            )
             unit.region = span.parent_id or span.doc_id
             if span.granularity == "row" and span.header:
                 if unit.region not in headers:
@@ -172,12 +226,18 @@ class ContextBubble:
             unit.scores = {
                 "relevance": float(r),
                 "doc_prior": doc_prior.get(span.doc_id, 0.0),
-                "span_prior": span_prior.get(span.id, 0.0),
+                "span_prior": state.span_prior.get(span.id, 0.0),
                 "base": float(r)
                 + options.doc_weight * doc_prior.get(span.doc_id, 0.0)
-                + options.span_weight * span_prior.get(span.id, 0.0),
+                + options.span_weight * state.span_prior.get(span.id, 0.0),
             }
 
+    @staticmethod
+    def _grow(state: _BubbleState, ordered: list[Unit], vectors: np.ndarray, limits: SelectionParams) -> _Growth:
+        """Greedy growth under the budget: each round takes the open unit with the highest gain
+        or drops it with a reason; below the gain floor only each anchor or bridged document's
+        best piece stays open. Units never decided are ``low_gain``."""
+        options = state.options
         taken: list[int] = []
         taken_by_doc: dict[str, list[int]] = {}
         decided: dict[int, str] = {}
@@ -189,15 +249,9 @@ class ContextBubble:
         base = np.array([u.scores["base"] for u in ordered])
         closest = np.full(len(ordered), -1.0)
         floor = options.min_gain
-        # below the floor, each anchor or bridged document still gets its best piece
-        visited = {a.doc_id for a in anchors} | set(bridged_prior)
-        lead_of: dict[str, int] = {}
-        for i, unit in enumerate(ordered):
-            doc = unit.span.doc_id
-            if doc in visited and (doc not in lead_of or base[i] > base[lead_of[doc]]):
-                lead_of[doc] = i
+        lead_of = _leads(ordered, base, {a.doc_id for a in state.anchors} | set(state.bridged_prior))
         floor_reached = False
-        question_list = sorted(question_terms)
+        question_list = sorted(terms(state.inputs.question))
         mentions = np.array([[t in u.terms for t in question_list] for u in ordered], dtype=bool).reshape(
             len(ordered), len(question_list)
         )
@@ -268,6 +322,14 @@ class ContextBubble:
             if j not in decided:
                 ordered[j].scores.setdefault("gain", float(base[j]))
                 decided[j] = "low_gain"
+        return _Growth(taken=taken, decided=decided)
+
+    @staticmethod
+    def _trace(state: _BubbleState, ordered: list[Unit], vanished: list[Unit], growth: _Growth) -> list[TraceEntry]:
+        """A trace entry for every unit (taken ones first, by the order taken), every vanished
+        unit and every first-stage candidate that is not a unit, sorted by rank."""
+        trace: list[TraceEntry] = []
+        taken, decided = growth.taken, growth.decided
         rank_of = {i: r for r, i in enumerate(taken, start=1)}
         next_rank = len(taken) + 1
         for i, unit in enumerate(ordered):
@@ -289,9 +351,9 @@ class ContextBubble:
         trace.extend(_vanished_trace(vanished, next_rank))
         next_rank += len(vanished)
         vanished_ids = {u.span.id for u in vanished}
-        unit_docs = {u.span.doc_id for u in units.values()}
-        for c in candidates:
-            if c.span_id not in units and c.span_id not in vanished_ids:
+        unit_docs = {u.span.doc_id for u in state.units.values()}
+        for c in state.candidates:
+            if c.span_id not in state.units and c.span_id not in vanished_ids:
                 trace.append(
                     TraceEntry(
                         span_id=c.span_id,
@@ -305,11 +367,37 @@ class ContextBubble:
                 )
                 next_rank += 1
         trace.sort(key=lambda t: t.rank)
+        return trace
 
-        selected = [ContextSpan(span=ordered[i].span, score=float(ordered[i].scores["gain"])) for i in taken]
-        header_tokens = {ordered[i].region: ordered[i].header_tokens for i in taken}
+    @staticmethod
+    def _context(ordered: list[Unit], growth: _Growth, trace: list[TraceEntry]) -> Context:
+        """The taken units in reading order, table rows sharing their header."""
+        selected = [ContextSpan(span=ordered[i].span, score=float(ordered[i].scores["gain"])) for i in growth.taken]
+        header_tokens = {ordered[i].region: ordered[i].header_tokens for i in growth.taken}
         selected = share_table_headers(reading_order(selected), header_tokens)
         return Context(spans=selected, n_tokens=sum(c.n_tokens for c in selected), trace=trace)
+
+
+def _anchors(candidates: list[Candidate], anchor_docs: int) -> list[Candidate]:
+    """The best candidate of each of the first ``anchor_docs`` documents, in fused order."""
+    anchors: list[Candidate] = []
+    for c in candidates:
+        if len(anchors) >= anchor_docs:
+            break
+        if all(a.doc_id != c.doc_id for a in anchors):
+            anchors.append(c)
+    return anchors
+
+
+def _leads(ordered: list[Unit], base: np.ndarray, visited: set[str]) -> dict[str, int]:
+    """Each visited (anchor or bridged) document's best unit by base score: below the gain
+    floor, each such document still gets its best piece."""
+    lead_of: dict[str, int] = {}
+    for i, unit in enumerate(ordered):
+        doc = unit.span.doc_id
+        if doc in visited and (doc not in lead_of or base[i] > base[lead_of[doc]]):
+            lead_of[doc] = i
+    return lead_of
 
 
 def _vanished_trace(units: list[Unit], first_rank: int) -> list[TraceEntry]:
