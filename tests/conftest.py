@@ -27,10 +27,11 @@ SAMPLES = REPO_ROOT / "samples"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 MODEL_NAME = "all-MiniLM-L6-v2"
 
-# `pytest -m "not slow"` is the quick loop: the in-process tests on the embedded store.
-# Slow (run by the full suite and CI): the same tests again on Qdrant (local mode), and the
-# modules whose tests start processes (spanrag servers, the CLI, llama.cpp), fuzz and load, or
-# ingest afresh in nearly every test (ingest, token vectors, concurrent reads).
+# `pytest -m "not slow"` is the quick loop: parsers, span tree, stores, indexes, metrics,
+# error tables and doctests, without a service ingesting the samples. Slow (run by the full
+# suite and CI): every test that builds a service (`rag`, `make_rag`) and ingests, the
+# Qdrant (local mode) variants, and the modules whose tests start processes (spanrag
+# servers, the CLI, llama.cpp), fuzz and load, or ingest afresh in nearly every test.
 SLOW_MODULES = {
     "test_api",
     "test_chat_api",
@@ -50,13 +51,16 @@ SLOW_MODULES = {
     "test_read_consistency",
 }
 
+SERVICE_FIXTURES = {"rag", "make_rag"}
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         callspec = getattr(item, "callspec", None)
         on_qdrant = callspec is not None and "qdrant" in callspec.params.values()
         module = getattr(item, "module", None)
-        if on_qdrant or (module is not None and module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES):
+        builds_a_service = not SERVICE_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
+        if on_qdrant or builds_a_service or (module is not None and module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES):
             item.add_marker(pytest.mark.slow)
 
 
