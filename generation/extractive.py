@@ -21,7 +21,7 @@ import numpy as np
 
 from generation.types import Answer, Citation, History, Sampling
 from indexing.spans import Span
-from retrieval.selection.bubble import STOPWORDS, terms
+from retrieval.context import STOPWORDS, terms
 from retrieval.types import Context
 
 NO_ANSWER = "No relevant passage was found in the collection."
@@ -34,7 +34,7 @@ class Support:
 
     ``best_cosine``: the best cosine of a context piece (sentence or table row) to the
     question vector. ``coverage``: the share of the question's content terms (words of
-    three letters or more and numbers, stopwords left out; ``retrieval.selection.bubble.terms``)
+    three letters or more and numbers, stopwords left out; ``retrieval.context.terms``)
     that occur in the context's text; 1.0 for a question without content terms.
     ``specific_coverage``: the share of the question's *specific* terms (``specific_terms``:
     numbers, and capitalised words that do not open a sentence: names, years, acronyms)

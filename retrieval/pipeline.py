@@ -32,7 +32,7 @@ from retrieval.first_stage import (
 )
 from retrieval.params import RetrievalParams
 from retrieval.selection import SELECTORS, SelectionInputs
-from retrieval.types import PIECE_GRANULARITIES, Candidate, Context, ContextSpan, RetrievalResult
+from retrieval.types import PIECE_GRANULARITIES, Candidate, Context, ContextSpan, RetrievalResult, elapsed_ms
 
 
 @dataclass(frozen=True)
@@ -176,10 +176,6 @@ def pipeline_params(name: str, overrides: dict | None = None) -> tuple[PipelineS
     return spec, spec.params.with_overrides(overrides)
 
 
-def _ms(since: float) -> float:
-    return round((time.perf_counter() - since) * 1000, 3)
-
-
 class Retriever:
     """question → first stage → fused candidates → selection → context (with trace).
 
@@ -241,7 +237,7 @@ class Retriever:
             query_vector = self.encoder.encode_query(question)
             if tokens_needed:
                 tokens = self.token_encoder.encode_query_tokens(question)
-        timings["encode_ms"] = _ms(started)
+        timings["encode_ms"] = elapsed_ms(started)
 
         t = time.perf_counter()
         signals = fetch_signals(self.store, collection, question, query_vector, first)
@@ -249,7 +245,7 @@ class Retriever:
             assert tokens is not None  # encoded above: late interaction needs the query's tokens
             signals["xtr"] = xtr_documents(self.store, collection, tokens, first.xtr_k)
         ranked_documents = rank_documents(signals, first)
-        timings["first_stage_ms"] = _ms(t)
+        timings["first_stage_ms"] = elapsed_ms(t)
         if first.maxsim_depth:
             assert tokens is not None  # as for XTR
             t = time.perf_counter()
@@ -262,7 +258,7 @@ class Retriever:
                 self.scoring_device,
             )
             ranked_documents = rank_documents(signals, first)
-            timings["maxsim_ms"] = _ms(t)
+            timings["maxsim_ms"] = elapsed_ms(t)
         candidates = score_candidates(fuse(signals, first), ranked_documents, first)
         if not candidates:  # only document-level signals (xtr-only): each document's best span
             candidates = score_candidates(
@@ -282,8 +278,8 @@ class Retriever:
         options = getattr(params, selector.group) if selector.group else None  # its own group
         context = selector.select(pool, params.selection, inputs, options)
         self._attach_pieces(collection, context)
-        timings["selection_ms"] = _ms(t)
-        timings["retrieval_ms"] = _ms(started)
+        timings["selection_ms"] = elapsed_ms(t)
+        timings["retrieval_ms"] = elapsed_ms(started)
         return RetrievalResult(
             question=question,
             pipeline=name,

@@ -5,7 +5,7 @@ off it which store capabilities (:class:`~indexing.store.base.StoreCapability`) 
 use, and :func:`require_pipeline` refuses a pipeline the store cannot run before any work
 starts (the service calls it for every query), instead of failing in the middle of one.
 
-    >>> sorted(c.value for c in needed_capabilities(get_pipeline("xtr").params))
+    >>> sorted(c.value for c in needed_capabilities(PIPELINES["xtr"].params))
     ['dense_search', 'lexical_search', 'span_read', 'token_search', 'token_vectors']
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from indexing.store.base import StoreCapability, UnsupportedCapability, missing_capabilities, require, store_name
 from retrieval.params import RetrievalParams
-from retrieval.pipeline import PIPELINES, UnknownPipeline, get_pipeline
+from retrieval.pipeline import PIPELINES, UnknownPipeline, pipeline_params
 
 
 class PipelineNotSupported(UnknownPipeline):
@@ -46,16 +46,16 @@ def supported_pipelines(store: Any) -> list[str]:
 
 
 def require_pipeline(store: Any, name: str, overrides: dict | None = None) -> RetrievalParams:
-    """The parameters pipeline ``name`` runs with (``overrides`` applied, as the retriever
-    applies them); raises :class:`UnknownPipeline` for an unknown name and
+    """The parameters pipeline ``name`` runs with (``overrides`` applied by
+    :func:`~retrieval.pipeline.pipeline_params`, as the retriever applies them); raises :class:`UnknownPipeline` for an unknown name and
     :class:`PipelineNotSupported` when ``store`` lacks a capability they need."""
-    spec = get_pipeline(name)
-    params = spec.params.model_copy(update=overrides) if overrides else spec.params
+    spec, params = pipeline_params(name, overrides)
+    needed = needed_capabilities(params)
     what = f"pipeline {name!r}"
-    if needed_capabilities(params) != needed_capabilities(spec.params):
+    if params is not spec.params and needed != needed_capabilities(spec.params):
         what += " with the options asked"
     try:
-        require(store, needed_capabilities(params), what)
+        require(store, needed, what)
     except UnsupportedCapability as exc:
         runs = ", ".join(supported_pipelines(store)) or "none"
         raise PipelineNotSupported(f"{exc}; pipelines the {store_name(store)} store runs: {runs}") from None

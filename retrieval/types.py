@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -123,6 +124,11 @@ class CompressionReport:
     @property
     def removed_share(self) -> float:
         return 1 - self.tokens_after / self.tokens_before if self.tokens_before else 0.0
+
+
+def elapsed_ms(since: float) -> float:
+    """Milliseconds since ``since`` (a ``time.perf_counter()`` reading), as ``timings_ms`` keeps them."""
+    return round((time.perf_counter() - since) * 1000, 3)
 
 
 @dataclass

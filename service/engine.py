@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from generation.types import Answer, History, Sampling
 from indexing.store.base import CollectionNotFound, SpanStore
+from retrieval.types import elapsed_ms
 from service.results import (  # re-exported: their home is service.results
     AnswerDelta,
     QueryAnswer,
@@ -345,8 +346,9 @@ class RagService:
         merged = {**self.settings.retrieval_overrides(), **(overrides or {})}
         from retrieval.requirements import require_pipeline  # refuse what this store cannot run (400)
 
-        require_pipeline(self.store, pipeline or self.settings.pipeline, merged)
-        result = self.retriever.retrieve(collection, question, pipeline or self.settings.pipeline, merged)
+        name = pipeline or self.settings.pipeline
+        params = require_pipeline(self.store, name, merged)  # the pipeline's params, resolved once
+        result = self.retriever.run(collection, question, name, params)
         self._tell("retrieve", collection, {"timings_ms": result.timings_ms, "pipeline": result.pipeline})
         return result
 
@@ -358,7 +360,7 @@ class RagService:
         the request's sampling parameters (model-backed generators only)."""
         started = time.perf_counter()
         answer = self.generator.generate(result.question, result.query_vector, result.context, history, sampling)
-        return answer, _ms_since(started)
+        return answer, elapsed_ms(started)
 
     def stream_answer(
         self, result: RetrievalResult, history: History | None = None, sampling: Sampling | None = None
@@ -400,7 +402,7 @@ class RagService:
         started = time.perf_counter()
         result = self.retrieve_turn(collection, question, history, pipeline, overrides)
         answer, generation_ms = self.answer(result, history, sampling)
-        timings = {**result.timings_ms, "generation_ms": generation_ms, "total_ms": _ms_since(started)}
+        timings = {**result.timings_ms, "generation_ms": generation_ms, "total_ms": elapsed_ms(started)}
         return QueryResult(QueryAnswer.of(answer, timings), QuerySources.of(result, trace))
 
     def retrieve_turn(
@@ -442,7 +444,7 @@ class RagService:
         result = self.retrieve_turn(collection, question, history, pipeline, overrides)
         generation_started = time.perf_counter()
         answer_events = self.stream_answer(result, history, sampling)
-        first_delta_ms = _ms_since(started)
+        first_delta_ms = elapsed_ms(started)
 
         def events() -> Iterator[QueryEvent]:
             yield "context", QuerySources.of(result, trace)
@@ -451,8 +453,8 @@ class RagService:
                     timings = {
                         **result.timings_ms,
                         "first_delta_ms": first_delta_ms,
-                        "generation_ms": _ms_since(generation_started),
-                        "total_ms": _ms_since(started),
+                        "generation_ms": elapsed_ms(generation_started),
+                        "total_ms": elapsed_ms(started),
                     }
                     yield "answer", QueryAnswer.of(event, timings)
                 else:
@@ -466,7 +468,3 @@ class RagService:
         graph = self.__dict__.get("graph")  # the cached property, if it was ever read
         if graph is not None:
             graph.close()
-
-
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)

@@ -19,8 +19,9 @@ from compression.pruning import CompressionInputs, ContextCompressor
 from indexing.embed import Encoder, TokenEncoder
 from indexing.graph import GraphIndex
 from indexing.store.base import SpanStore
+from retrieval.params import RetrievalParams
 from retrieval.pipeline import Retriever, pipeline_params
-from retrieval.types import RetrievalResult
+from retrieval.types import RetrievalResult, elapsed_ms
 
 
 class PipelineRunner:
@@ -63,10 +64,14 @@ class PipelineRunner:
         self, collection: str, question: str, pipeline: str = "default", overrides: dict | None = None
     ) -> RetrievalResult:
         """Pipeline ``pipeline`` with ``overrides`` (flat names, validated: ``ValueError``)."""
-        started = time.perf_counter()
         spec, params = pipeline_params(pipeline, overrides)
+        return self.run(collection, question, spec.name, params)
+
+    def run(self, collection: str, question: str, name: str, params: RetrievalParams) -> RetrievalResult:
+        """Pipeline ``name`` with ready ``params`` (e.g. from ``require_pipeline``)."""
+        started = time.perf_counter()
         compressing = params.compress.on
-        result = self.retrieval.run(collection, question, spec.name, params, query_tokens=compressing)
+        result = self.retrieval.run(collection, question, name, params, query_tokens=compressing)
         if not compressing:
             return result
         t = time.perf_counter()
@@ -85,13 +90,9 @@ class PipelineRunner:
         )
         timings = result.timings_ms
         timings.pop("retrieval_ms")  # the whole query's retrieval, compression included, comes last
-        timings["compression_ms"] = _ms(t)
-        timings["retrieval_ms"] = _ms(started)
+        timings["compression_ms"] = elapsed_ms(t)
+        timings["retrieval_ms"] = elapsed_ms(started)
         return result
-
-
-def _ms(since: float) -> float:
-    return round((time.perf_counter() - since) * 1000, 3)
 
 
 __all__ = ["PipelineRunner"]

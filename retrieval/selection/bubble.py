@@ -30,30 +30,17 @@ and the reason it was taken or dropped.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from indexing.spans import Span, doc_id_of
-from retrieval.context import share_table_headers
+from retrieval.context import share_table_headers, terms
 from retrieval.params import BubbleParams, SelectionParams
 from retrieval.selection.base import SelectionInputs, overlaps, reading_order
 from retrieval.types import PIECE_GRANULARITIES, Candidate, Context, ContextSpan, TraceEntry
 
 REGIONS = ("section", "table", "document")
-
-_WORD = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)*")
-STOPWORDS = frozenset(
-    "a an and are as at be been by did do does for from had has have how in is it its of on or"
-    " that the their there these this to was were what when where which who whom whose why"
-    " will with would than then they them he she his her i you we our your not no yes".split()
-)
-
-
-def terms(text: str) -> set[str]:
-    """Content words and numbers, lower-cased (the coverage signal)."""
-    return {w for w in _WORD.findall(text.lower()) if w not in STOPWORDS and (len(w) > 2 or w.isdigit())}
 
 
 @dataclass
