@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, cast
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from eval.cli import eval_command
@@ -84,19 +94,36 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 class RichIngestProgress:
-    """Shows a bar for files, and one for documents inside a large file."""
+    """Shows a bar for files, and one for documents inside a large file, each with its
+    time left; the files bar also counts spans written and their rate."""
 
-    def __init__(self, progress: Progress):
+    COLUMNS = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+
+    def __init__(self, progress: Progress, clock: Callable[[], float] = time.perf_counter):
         self.progress = progress
-        self.file_task = progress.add_task("files", total=None)
+        self.clock = clock
+        self.started = clock()
+        self.file_task = progress.add_task("files", total=None, rate="")
         self.doc_task: TaskID | None = None
 
     def files(self, done: int, total: int) -> None:
         self.progress.update(self.file_task, completed=done, total=total)
 
+    def spans(self, written: int) -> None:
+        seconds = max(self.clock() - self.started, 1e-9)
+        self.progress.update(self.file_task, rate=f"{written:,} spans · {written / seconds:,.0f} spans/s")
+
     def documents(self, done: int, total: int) -> None:
         if self.doc_task is None:
-            self.doc_task = self.progress.add_task("documents", total=total)
+            self.doc_task = self.progress.add_task("documents", total=total, rate="")
         self.progress.update(self.doc_task, completed=done, total=total)
         if done >= total:
             self.progress.remove_task(self.doc_task)
@@ -119,9 +146,8 @@ def ingest(
     from indexing.store.base import InvalidCollectionName, StoreMismatch
 
     rag = make_service(data_dir)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
-        with Progress(*columns, console=console, transient=True, disable=json_out) as progress:
+        with Progress(*RichIngestProgress.COLUMNS, console=console, transient=True, disable=json_out) as progress:
             report = rag.ingest_paths(collection, paths, RichIngestProgress(progress))
     except (StoreMismatch, ModelNotFound, InvalidCollectionName) as exc:
         fail(str(exc))

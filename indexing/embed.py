@@ -12,7 +12,7 @@ or by name when it is already in the user's Hugging Face cache.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 BUNDLED_MODEL_NAMES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
+ENCODER_BACKENDS = ("torch", "onnx-int8")
 
 
 class ModelNotFound(ValueError):
@@ -100,7 +101,10 @@ class Encoder:
         batch_size: int = 16,
         loader: Callable[[], object] | None = None,
         pretokenized: bool = True,
+        runtime: Callable[[], Callable[[np.ndarray, np.ndarray], np.ndarray]] | None = None,
     ):
+        """``runtime``: builds the function that replaces the torch transformer's forward
+        pass (token ids, attention mask → last hidden states), e.g. the int8 ONNX model."""
         if model is None and loader is None:
             raise ValueError("give a model or a loader")
         self._loaded_model = model
@@ -108,6 +112,7 @@ class Encoder:
         self.name = name
         self.batch_size = batch_size
         self.pretokenized = pretokenized
+        self._runtime_factory = runtime
 
     @property
     def _model(self):
@@ -125,11 +130,31 @@ class Encoder:
     def max_tokens(self) -> int:
         return self._model.max_seq_length
 
+    @cached_property
+    def _runtime(self) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+        return self._runtime_factory() if self._runtime_factory is not None else None
+
     @classmethod
-    def load(cls, name_or_path: str, device: str = "auto", batch_size: int = 16, pretokenized: bool = True) -> Encoder:
+    def load(
+        cls,
+        name_or_path: str,
+        device: str = "auto",
+        batch_size: int = 16,
+        pretokenized: bool = True,
+        backend: str = "torch",
+        cache_dir: Path | None = None,
+        threads: int | None = None,
+    ) -> Encoder:
         """``pretokenized`` encodes through :meth:`_encode_pretokenized` (same vectors, less
         host work per batch); models it cannot reproduce, and ``pretokenized=False``, use
-        sentence-transformers' own ``encode``."""
+        sentence-transformers' own ``encode``.
+
+        ``backend="onnx-int8"`` runs the transformer as an int8 ONNX model on the CPU
+        (``indexing.onnx_backend``; exported into ``cache_dir`` at first use). Its vectors
+        are not the torch model's, so its name differs (``all-MiniLM-L6-v2+onnx-int8``) and
+        a collection built with one backend refuses queries from the other."""
+        if backend not in ENCODER_BACKENDS:
+            raise ValueError(f"unknown encoder backend {backend!r}; known: {', '.join(ENCODER_BACKENDS)}")
         location = resolve_model(name_or_path)
 
         def load_model():
@@ -152,23 +177,55 @@ class Encoder:
                 model.half()  # fp16 on the GPU: twice the throughput, vectors are unit-normalized anyway
             return model
 
+        runtime = None
+        if backend == "onnx-int8":
+            if device not in ("auto", "cpu"):
+                raise ValueError(f"the onnx-int8 backend runs on the CPU, not on {device!r}")
+            device = "cpu"
+
+            def runtime():
+                from indexing.onnx_backend import OnnxTransformer, export_int8
+
+                if not Path(location).is_dir():
+                    raise ModelNotFound(f"the onnx-int8 backend needs a model folder; {name_or_path!r} is not one")
+                folder = cache_dir or Path(location)
+                return OnnxTransformer(export_int8(Path(location), folder), threads=threads).last_hidden_state
+
         gpu = device == "cuda" or (device == "auto" and pick_device("auto").startswith("cuda"))
         # small batches pad less on a CPU; a GPU needs large ones to be busy
         return cls(
             None,
-            name_or_path,
+            name_or_path if backend == "torch" else f"{name_or_path}+{backend}",
             max(batch_size, 256) if gpu else batch_size,
             loader=load_model,
-            pretokenized=pretokenized,
+            pretokenized=pretokenized or backend != "torch",
+            runtime=runtime,
         )
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Unit-length float32 vectors, one row per text; identical texts are encoded once."""
+        return self.encode_with_tokens(texts, [])[0]
+
+    def encode_with_tokens(self, texts: list[str], token_rows: list[int]) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """:meth:`encode`'s vectors of ``texts``, and the token vectors (as
+        :meth:`encode_tokens`) of the texts at ``token_rows``, from the same forward pass:
+        a text's hidden states give both its pooled vector and its token vectors. A text too
+        long for one window gets its token vectors from a second, windowed pass, as does every
+        text when the model is not one :meth:`_encode_pretokenized` reproduces.
+
+            >>> vectors, tokens = encoder.encode_with_tokens(["a b", "c"], [1])   # doctest: +SKIP
+            >>> vectors.shape, list(tokens), tokens[1].shape                      # doctest: +SKIP
+            ((2, 384), [1], (1, 384))
+        """
         if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
+            return np.zeros((0, self.dim), dtype=np.float32), {}
         unique, rows = distinct_texts(texts)
+        wanted = sorted({rows[i] for i in token_rows})
+        shared: dict[int, np.ndarray] = {}
+        if self._runtime_factory is not None and not self._pretokenized_reproduces_encode:
+            raise ModelNotFound(f"{self.name}: only mean- or CLS-pooled text encoders run on another backend")
         if self.pretokenized and self._pretokenized_reproduces_encode:
-            vectors = self._encode_pretokenized(unique)
+            vectors, shared = self._encode_pretokenized(unique, wanted)
         else:
             vectors = self._model.encode(
                 unique,
@@ -177,19 +234,28 @@ class Encoder:
                 convert_to_numpy=True,
                 show_progress_bar=False,
             ).astype(np.float32, copy=False)
-        return vectors[rows]
+        rest = [u for u in wanted if u not in shared]
+        if rest:
+            shared.update(zip(rest, self.encode_tokens([unique[u] for u in rest]), strict=True))
+        return vectors[rows], {i: shared[rows[i]] for i in token_rows}
 
     @cached_property
     def _pretokenized_reproduces_encode(self) -> bool:
         return _mean_or_cls_pooling(self._model)
 
-    def _encode_pretokenized(self, texts: list[str]) -> np.ndarray:
+    def _encode_pretokenized(
+        self, texts: list[str], token_rows: Sequence[int] = ()
+    ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
         """The same vectors as sentence-transformers' ``encode``, computed the way a GPU needs:
         every text tokenized in one call of the Rust tokenizer (parallel across cores, no
         padding), then run through :meth:`_hidden_states`, the pooled vectors left on the
         device until the end. ``encode`` tokenizes and collates each batch in Python between
         forward passes, which on a GPU leaves it idle most of the time (on a CPU this path
         encodes 1.37x the sentences per second: ``bench.gpu_paths``).
+
+        Also returns the token vectors of the texts at ``token_rows`` whose word pieces all
+        fit the window and match :meth:`encode_tokens`' own (special tokens dropped, from the
+        same hidden states); the caller encodes the others by windows.
         """
         import torch
 
@@ -205,6 +271,8 @@ class Encoder:
             return_attention_mask=False,
             return_token_type_ids=False,
         )["input_ids"]
+        share = self._rows_sharing_tokens(texts, ids, token_rows)
+        tokens: dict[int, np.ndarray] = {}
         device = self._device
         pooled = torch.empty((len(texts), self.dim), dtype=torch.float32, device=device)
         with torch.inference_mode():
@@ -215,7 +283,27 @@ class Encoder:
                     weights = attention.unsqueeze(-1).float()
                     vectors = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1e-9)
                 pooled[torch.from_numpy(rows).to(device)] = torch.nn.functional.normalize(vectors, dim=-1)
-        return pooled.cpu().numpy()
+                picked = [(r, int(i)) for r, i in enumerate(rows) if int(i) in share]
+                if picked:
+                    states = torch.nn.functional.normalize(hidden[[r for r, _ in picked]], dim=-1).cpu().numpy()
+                    for k, (_, i) in enumerate(picked):
+                        tokens[i] = np.ascontiguousarray(states[k, 1 : len(ids[i]) - 1], dtype=np.float32)
+        return pooled.cpu().numpy(), tokens
+
+    def _rows_sharing_tokens(self, texts: list[str], ids: list[list[int]], token_rows: Sequence[int]) -> set[int]:
+        """The rows of ``token_rows`` whose pooled-pass ids are exactly [CLS] + the pieces
+        :meth:`encode_tokens` would give + [SEP] (not truncated, same tokenization)."""
+        if not token_rows:
+            return set()
+        tokenizer = self._model.tokenizer
+        rows = list(token_rows)
+        pieces = tokenizer([texts[i] for i in rows], add_special_tokens=False, truncation=False)["input_ids"]
+        cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+        return {
+            i
+            for i, own in zip(rows, pieces, strict=True)
+            if len(own) + 2 == len(ids[i]) and ids[i][0] == cls and ids[i][-1] == sep and ids[i][1:-1] == own
+        }
 
     @property
     def _device(self):
@@ -246,7 +334,11 @@ class Encoder:
             if device.type == "cuda":
                 input_ids = input_ids.pin_memory().to(device, non_blocking=True)
                 attention = attention.pin_memory().to(device, non_blocking=True)
-            yield rows, auto_model(input_ids=input_ids, attention_mask=attention).last_hidden_state.float(), attention
+            if self._runtime is not None:
+                hidden = torch.from_numpy(self._runtime(batch, mask))
+            else:
+                hidden = auto_model(input_ids=input_ids, attention_mask=attention).last_hidden_state.float()
+            yield rows, hidden, attention
 
     def encode_tokens(self, texts: list[str]) -> list[np.ndarray]:
         """Unit-length vectors of every word piece of each text (special tokens dropped),
@@ -281,15 +373,10 @@ class Encoder:
 
     def encode_query_with_tokens(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """The query's vector and its token vectors (as :meth:`encode_tokens`) from one
-        forward pass; a query longer than the model's window takes a second, windowed pass."""
-        (features,) = self._model.encode([text], output_value=None, normalize_embeddings=True, show_progress_bar=False)
-        vector = features["sentence_embedding"].float().cpu().numpy()
-        n = int(features["attention_mask"].sum())
-        if n - 2 < self.count_tokens([text])[0]:  # truncated: recover every piece by windows
-            return vector, self.encode_tokens([text])[0]
-        tokens = features["token_embeddings"][1 : n - 1].float()
-        tokens = (tokens / tokens.norm(dim=-1, keepdim=True).clamp_min(1e-12)).cpu().numpy()
-        return vector, tokens
+        forward pass, the documents' own path (and backend); a query longer than the
+        model's window takes a second, windowed pass for its token vectors."""
+        vectors, tokens = self.encode_with_tokens([text], [0])
+        return vectors[0], tokens[0]
 
     def encode_query(self, text: str) -> np.ndarray:
         return self.encode([text])[0]

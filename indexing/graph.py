@@ -52,6 +52,7 @@ EDGE_KINDS = ("parent", "next", "mentions", "similar")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS collections (
     name TEXT PRIMARY KEY, generation INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS pending_writes (collection TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS documents (
     collection TEXT NOT NULL, doc_id TEXT NOT NULL, title TEXT NOT NULL,
     content_hash TEXT NOT NULL, PRIMARY KEY (collection, doc_id));
@@ -250,18 +251,54 @@ class GraphIndex:
         self._write(collection, doc_id, None, [], drop_incoming=True)
 
     # -- repair ----------------------------------------------------------------------------------
-    def document_hashes(self, collection: str) -> dict[str, str]:
-        """``{doc_id: content_hash}`` of every document in the graph."""
-        return dict(
-            self._query(
-                "SELECT doc_id, content_hash FROM documents WHERE collection = ? ORDER BY doc_id", (collection,)
+    def document_hashes(self, collection: str, doc_ids: list[str] | None = None) -> dict[str, str]:
+        """``{doc_id: content_hash}`` of every document in the graph, or of those of
+        ``doc_ids`` it holds."""
+        if doc_ids is None:
+            return dict(
+                self._query(
+                    "SELECT doc_id, content_hash FROM documents WHERE collection = ? ORDER BY doc_id", (collection,)
+                )
             )
-        )
+        found: dict[str, str] = {}
+        for start in range(0, len(doc_ids), 500):
+            chunk = doc_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                self._query(
+                    f"SELECT doc_id, content_hash FROM documents WHERE collection = ? AND doc_id IN ({marks})",
+                    (collection, *chunk),
+                )
+            )
+        return found
+
+    def document_count(self, collection: str) -> int:
+        return self._query("SELECT COUNT(*) FROM documents WHERE collection = ?", (collection,))[0][0]
+
+    def begin_write(self, collection: str) -> bool:
+        """Record that the span store is about to change ``collection``; returns whether an
+        earlier write never reached :meth:`end_write` (a crash: compare every document)."""
+        with self._lock:
+            earlier = bool(
+                self._db.execute("SELECT 1 FROM pending_writes WHERE collection = ?", (collection,)).fetchall()
+            )
+            self._db.execute("INSERT OR IGNORE INTO pending_writes VALUES (?)", (collection,))
+            self._db.commit()
+            return earlier
+
+    def end_write(self, collection: str) -> None:
+        """The graph holds what the span store holds again (see :meth:`begin_write`)."""
+        with self._lock:
+            self._db.execute("DELETE FROM pending_writes WHERE collection = ?", (collection,))
+            self._db.commit()
+
+    def has_document(self, collection: str, doc_id: str) -> bool:
+        return bool(self.document_hashes(collection, [doc_id]))
 
     def stale_documents(self, collection: str, hashes: dict[str, str]) -> list[str]:
         """Documents of ``hashes`` (``{doc_id: content_hash}``, e.g. from the span store) that
-        the graph lacks or holds at another version, sorted."""
-        stored = self.document_hashes(collection)
+        the graph lacks or holds at another version, sorted; reads only those documents."""
+        stored = self.document_hashes(collection, list(hashes))
         return sorted(d for d, h in hashes.items() if stored.get(d) != h)
 
     def orphan_documents(self, collection: str, live_doc_ids: set[str]) -> list[str]:

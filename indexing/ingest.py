@@ -22,10 +22,12 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+import numpy as np
 
 from indexing.embed import Encoder, TokenEncoder, distinct_texts
 from indexing.graph import GraphIndex
@@ -35,20 +37,23 @@ from indexing.parsers.limits import ParseLimits, check_bytes, check_chars, check
 from indexing.sentences import SentenceSplitter
 from indexing.span_tree import Splitter, build_span_tree
 from indexing.spans import Document, Granularity, Span, doc_id_of
-from indexing.store.base import SourceRecord, SpanStore
-from indexing.token_codecs import Codec, encode_tokens
+from indexing.store.base import SourceRecord, SpanStore, StoreCapability
+from indexing.token_codecs import Codec, EncodedTokens, encode_tokens
 
 # Bump when parsing or span building changes, so that re-ingest rebuilds old documents.
 INGEST_VERSION = "1"
 
 
 class IngestProgress(Protocol):
-    """What a progress bar gets told: files done of all files, and inside a file with many
-    documents (JSONL), documents written of those that needed work."""
+    """What a progress bar gets told: files done of all files, inside a file with many
+    documents (JSONL) documents written of those that needed work, and spans written so
+    far (for a rate)."""
 
     def files(self, done: int, total: int) -> None: ...
 
     def documents(self, done: int, total: int) -> None: ...
+
+    def spans(self, written: int) -> None: ...
 
 
 @dataclass
@@ -68,6 +73,14 @@ class IngestReport:
     seconds: float = 0.0
     failed: list[FailedSource] = field(default_factory=list)
     doc_ids: list[str] = field(default_factory=list)
+    # what later steps (token vectors, graph) look at, so their work grows with the change
+    written_ids: list[str] = field(default_factory=list, repr=False)
+    removed_ids: list[str] = field(default_factory=list, repr=False)
+
+    @property
+    def changed_ids(self) -> list[str]:
+        """Documents written or removed by this ingest."""
+        return [*self.written_ids, *self.removed_ids]
 
     def as_dict(self) -> dict:
         return {
@@ -186,13 +199,20 @@ class Ingestor:
         batch_docs: int = 32,
         token_encoder: TokenEncoder | None = None,
         limits: ParseLimits | None = None,
+        token_codec: Codec | None = None,
+        token_granularities: tuple[Granularity, ...] | list[Granularity] = ("paragraph", "row"),
     ):
+        """With a ``token_codec``, spans of ``token_granularities`` get their token vectors
+        from the forward pass that encodes them (when the token encoder is the dense
+        encoder); :meth:`backfill_token_vectors` fills in whatever that leaves out."""
         self.store = store
         self.encoder = encoder
         self.splitter = splitter
         self.batch_docs = batch_docs
         self.token_encoder: TokenEncoder = token_encoder or encoder
         self.limits = limits or ParseLimits()
+        self.token_codec = token_codec
+        self.token_granularities = tuple(token_granularities)
 
     def ensure_collection(self, collection: str) -> None:
         if self.store.has_collection(collection) and self.store.collection_model(collection) == self.encoder.name:
@@ -219,6 +239,7 @@ class Ingestor:
             for record in self.store.list_sources(collection, under=str(folder.resolve())):
                 if record.path not in seen_sources:
                     report.removed += self.store.delete_documents(collection, record.doc_ids)
+                    report.removed_ids.extend(record.doc_ids)
                     self.store.delete_source(collection, record.path)
         report.seconds = time.perf_counter() - started
         return report
@@ -271,7 +292,7 @@ class Ingestor:
         spans were filled.
         """
         stored_model = self.store.token_model(collection)
-        stored_codecs = set(self.store.token_vector_stats(collection))
+        stored_codecs = self.store.token_codecs(collection)
         if stored_model not in (None, self.token_encoder.name) or stored_codecs - {codec}:
             self.store.delete_token_vectors(collection)  # another model or codec: start over
         missing = self.store.spans_missing_token_vectors(collection, granularities)
@@ -296,39 +317,65 @@ class Ingestor:
         similar_k: int = 3,
         similar_min: float = 0.6,
         progress: IngestProgress | None = None,
+        doc_ids: Iterable[str] | None = None,
+        batch_docs: int = 256,
     ) -> int:
         """Bring the graph index in line with the store, touching only documents that
         changed: a document the graph lacks or holds at another version is re-indexed (its
-        own nodes and edges), a document gone from the store is removed. Runs after every
-        ingest and repairs a graph left behind by a crash. Returns documents re-indexed.
+        own nodes and edges), a document gone from the store is removed. Returns documents
+        re-indexed.
+
+        ``doc_ids``: the documents an ingest wrote or removed; only they are looked at, so
+        the work grows with the change, not with the collection. None compares every
+        document (at start-up, to repair a graph left behind by a crash).
 
         Semantic-neighbour edges link each paragraph or row to its ``similar_k`` nearest
-        spans of the same granularity in other documents with cosine ≥ ``similar_min``."""
-        live = self.store.document_hashes(collection)
-        for doc_id in graph.orphan_documents(collection, set(live)):
+        spans of the same granularity in other documents with cosine ≥ ``similar_min``;
+        the neighbours of ``batch_docs`` documents are searched in one batched call."""
+        if doc_ids is None:
+            live = self.store.document_hashes(collection)
+            gone = graph.orphan_documents(collection, set(live))
+        else:
+            wanted = sorted(set(doc_ids))
+            live = self.store.document_hashes(collection, wanted)
+            gone = [d for d in wanted if d not in live and graph.has_document(collection, d)]
+        for doc_id in gone:
             graph.delete_document(collection, doc_id)
         stale = graph.stale_documents(collection, live)
         docs = [d for d in (self.store.get_document(collection, doc_id) for doc_id in stale) if d is not None]
 
+        def neighbours(batch: list[Document]) -> Iterator[tuple[Document, list[Span], dict]]:
+            spans_of = {doc.id: self.store.document_spans(collection, doc.id) for doc in batch}
+            linked = [s for doc in batch for s in spans_of[doc.id] if s.granularity in ("paragraph", "row")]
+            similar: dict[str, list[tuple[str, float]]] = {}
+            for granularity in ("paragraph", "row"):
+                of_kind = [s for s in linked if s.granularity == granularity]
+                if not of_kind:
+                    continue
+                vectors = np.asarray(self.store.get_vectors(collection, [s.id for s in of_kind]), dtype=np.float32)
+                found = self.store.dense_search_many(collection, vectors, similar_k + 8, [granularity])
+                for span, hits in zip(of_kind, found, strict=True):
+                    similar[span.id] = [
+                        (h.span_id, h.score)
+                        for h in hits
+                        if h.score >= similar_min and doc_id_of(h.span_id) != span.doc_id
+                    ][:similar_k]
+            for doc in batch:
+                yield doc, spans_of[doc.id], {s.id: similar[s.id] for s in spans_of[doc.id] if s.id in similar}
+
         def items() -> Iterator[tuple[Document, list[Span], dict[str, list[tuple[str, float]]]]]:
-            for n, doc in enumerate(docs, start=1):
-                spans = self.store.document_spans(collection, doc.id)
-                linked = [s for s in spans if s.granularity in ("paragraph", "row")]
-                similar: dict[str, list[tuple[str, float]]] = {}
-                if linked:
-                    vectors = self.store.get_vectors(collection, [s.id for s in linked])
-                    for span, vector in zip(linked, vectors):
-                        hits = self.store.dense_search(collection, vector, similar_k + 8, [span.granularity])
-                        similar[span.id] = [
-                            (h.span_id, h.score)
-                            for h in hits
-                            if h.score >= similar_min and doc_id_of(h.span_id) != doc.id
-                        ][:similar_k]
-                if progress and len(docs) > 50 and n % 50 == 0:
-                    progress.documents(n, len(docs))
-                yield doc, spans, similar
+            for start in range(0, len(docs), batch_docs):
+                yield from neighbours(docs[start : start + batch_docs])
+                if progress and len(docs) > batch_docs:
+                    progress.documents(min(start + batch_docs, len(docs)), len(docs))
 
         graph.update_documents(collection, items(), known_titles=[d.title for d in docs])
+        if (
+            doc_ids is not None
+            and graph.document_count(collection) != self.store.collection_stats(collection)["documents"]
+        ):
+            # the graph drifted from the store before this write (a crash between the two)
+            return len(stale) + self.sync_graph(collection, graph, similar_k, similar_min, progress, None, batch_docs)
         return len(stale)
 
     # -- internals ------------------------------------------------------------------------
@@ -406,6 +453,7 @@ class Ingestor:
                 report.unchanged += 1
             else:
                 pending.append((parsed, digest, doc_id in stored))
+        token_codec = self._shared_pass_codec(collection) if pending else None
         # Every tree is built (and checked) before the first write. Only the first batch's
         # trees are kept; later batches' are rebuilt when written, so that memory holds one
         # batch of trees, replaying the sentence splits recorded here (the costly part).
@@ -427,7 +475,9 @@ class Ingestor:
                 for n, (parsed, _, _) in enumerate(batch, start=i - self.batch_docs):
                     trees.append(self._span_tree(parsed, _ReplayedSplitter(splits[n] or [])))
                     splits[n] = None
-            self._write_batch(collection, source, batch, trees, report)
+            self._write_batch(collection, source, batch, trees, report, token_codec)
+            if progress:
+                progress.spans(report.spans)
             if progress and len(pending) > self.batch_docs:
                 progress.documents(min(i + self.batch_docs, len(pending)), len(pending))
         previous = self.store.get_source(collection, source)
@@ -435,6 +485,7 @@ class Ingestor:
             gone = [d for d in previous.doc_ids if d not in set(ids)]
             if gone:
                 report.removed += self.store.delete_documents(collection, gone)
+                report.removed_ids.extend(gone)
         self.store.put_source(collection, SourceRecord(source, source_hash, ids))
         report.doc_ids.extend(ids)
 
@@ -453,6 +504,22 @@ class Ingestor:
                 raise
             raise error from exc
 
+    def _shared_pass_codec(self, collection: str) -> Codec | None:
+        """The codec of token vectors to write with the spans, when they can come from the
+        dense encoder's own forward pass: the token encoder is the dense encoder, and the
+        collection holds no token vectors of another model or codec (those are recomputed
+        as a whole by :meth:`backfill_token_vectors`)."""
+        codec = self.token_codec
+        if codec is None or self.token_encoder is not self.encoder:
+            return None
+        if StoreCapability.TOKEN_VECTORS not in self.store.capabilities:
+            return None
+        if self.store.token_model(collection) not in (None, self.encoder.name):
+            return None
+        if self.store.token_codecs(collection) - {codec}:
+            return None
+        return codec
+
     def _write_batch(
         self,
         collection: str,
@@ -460,10 +527,18 @@ class Ingestor:
         batch: list[tuple[ParsedDocument, str, bool]],
         trees: list[list[Span]],
         report: IngestReport,
+        token_codec: Codec | None = None,
     ) -> None:
-        # Encoder.encode runs one forward pass per distinct text (a document and its only
-        # section, a paragraph and its only sentence) and returns a row per text given.
-        vectors = self.encoder.encode([s.context_text for spans in trees for s in spans])
+        # One forward pass per distinct text of the batch (a document and its only section,
+        # a paragraph and its only sentence share it); its hidden states also give the token
+        # vectors of the spans that keep them.
+        spans_of_batch = [s for spans in trees for s in spans]
+        token_rows = (
+            [i for i, s in enumerate(spans_of_batch) if s.granularity in self.token_granularities]
+            if token_codec
+            else []
+        )
+        vectors, tokens = self.encoder.encode_with_tokens([s.context_text for s in spans_of_batch], token_rows)
         items, offset = [], 0
         for (parsed, digest, existed), spans in zip(batch, trees, strict=True):
             assert parsed.doc_id is not None  # _ingest_parsed refuses a document without an id
@@ -479,11 +554,21 @@ class Ingestor:
             items.append((doc, spans, vectors[offset : offset + len(spans)]))
             offset += len(spans)
             report.spans += len(spans)
+            report.written_ids.append(doc.id)
             if existed:
                 report.updated += 1
             else:
                 report.added += 1
         self.store.replace_documents(collection, items)
+        if token_codec and token_rows:
+            # after the spans' own commit; a crash in between leaves them to the backfill
+            codes: dict[int, EncodedTokens] = {}
+            written = [
+                (spans_of_batch[i].id, codes.setdefault(id(tokens[i]), encode_tokens(tokens[i], token_codec)))
+                for i in token_rows
+            ]
+            self.store.put_token_vectors(collection, written, self.encoder.name)
+            report.token_spans += len(written)
 
 
 class _RecordingSplitter:

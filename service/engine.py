@@ -34,6 +34,7 @@ from service.results import (  # re-exported: their home is service.results
     ranked_payload,
 )
 from service.settings import Settings
+from service.threads import ThreadPlan
 
 if TYPE_CHECKING:  # the heavy parts (torch, FAISS, networkx, the parsers) load on first use
     from generation.base import Generator
@@ -77,6 +78,9 @@ class RagService:
         self.settings = settings or Settings()
         self._write_lock = threading.Lock()
         self.listeners: list[ServiceListener] = []
+        self.threads = ThreadPlan(
+            bulk=self.settings.threads, query=self.settings.query_threads, enabled=self.settings.thread_plan
+        )
 
     def _tell(self, event: str, collection: str, data: dict) -> None:
         for listener in self.listeners:
@@ -108,7 +112,15 @@ class RagService:
     def encoder(self) -> Encoder:
         from indexing.embed import Encoder
 
-        return Encoder.load(self.settings.embedding_model, self.settings.device, self.settings.embed_batch_size)
+        s = self.settings
+        return Encoder.load(
+            s.embedding_model,
+            s.device,
+            s.embed_batch_size,
+            backend=s.encoder_backend,
+            cache_dir=s.data_dir / "models",
+            threads=self.threads.threads("bulk"),
+        )
 
     @cached_property
     def token_encoder(self) -> TokenEncoder:
@@ -146,6 +158,8 @@ class RagService:
             self.settings.ingest_batch_docs,
             token_encoder=self.token_encoder,
             limits=self.parse_limits,
+            token_codec=self.settings.token_codec,
+            token_granularities=self.settings.token_granularities,
         )
 
     @cached_property
@@ -218,8 +232,8 @@ class RagService:
         steps only do what is missing, so on an intact collection they cost a look-up."""
         from indexing.ingest import IngestReport
 
-        with self._write_lock:
-            self._after_ingest(collection, IngestReport(), notify=False)
+        with self._write_lock, self.threads.bulk_work():
+            self._after_ingest(collection, IngestReport(), notify=False, whole_collection=True)
 
     # -- collections and documents ---------------------------------------------------------
     def require_collection(self, collection: str) -> None:
@@ -227,35 +241,52 @@ class RagService:
             raise CollectionNotFound(collection)
 
     def _after_ingest(
-        self, collection: str, report: IngestReport, progress: IngestProgress | None = None, notify: bool = True
+        self,
+        collection: str,
+        report: IngestReport,
+        progress: IngestProgress | None = None,
+        notify: bool = True,
+        whole_collection: bool = False,
     ) -> IngestReport:
         """Bring token vectors and search indexes up to date after any write (every ingest
-        entry point creates the collection first)."""
+        entry point creates the collection first). The graph looks only at the documents
+        the write changed, or at all of them with ``whole_collection`` (a repair)."""
         if self.settings.token_codec is not None:
             started = time.perf_counter()
-            report.token_spans = self.ingestor.backfill_token_vectors(
+            report.token_spans += self.ingestor.backfill_token_vectors(
                 collection, self.settings.token_codec, self.settings.token_granularities, progress
             )
             report.seconds += time.perf_counter() - started
         self.store.refresh(collection)
         if self.graph is not None:
             started = time.perf_counter()
-            self.ingestor.sync_graph(collection, self.graph, progress=progress)
+            self.ingestor.sync_graph(
+                collection, self.graph, progress=progress, doc_ids=None if whole_collection else report.changed_ids
+            )
+            self.graph.end_write(collection)
             report.seconds += time.perf_counter() - started
         if notify:
             self._tell("ingest", collection, {"report": report})
         return report
 
+    def _write(
+        self, collection: str, write: Callable[[], IngestReport], progress: IngestProgress | None = None
+    ) -> IngestReport:
+        """Run an ingest (under the write lock) and bring derived data up to it; the graph
+        remembers a write in progress, so one cut short is repaired by the next."""
+        with self.threads.bulk_work():
+            interrupted = self.graph is not None and self.graph.begin_write(collection)
+            report = write()
+            return self._after_ingest(collection, report, progress, whole_collection=interrupted)
+
     def ingest_paths(self, collection: str, paths: list[Path], progress: IngestProgress | None = None) -> IngestReport:
         with self._write_lock:
-            report = self.ingestor.ingest_paths(collection, paths, progress)
-            return self._after_ingest(collection, report, progress)
+            return self._write(collection, lambda: self.ingestor.ingest_paths(collection, paths, progress), progress)
 
     def ingest_parsed(self, collection: str, source: str, parsed_docs: list) -> IngestReport:
         """Documents parsed by the caller (evaluation corpora), ids set."""
         with self._write_lock:
-            report = self.ingestor.ingest_parsed(collection, source, parsed_docs)
-            return self._after_ingest(collection, report)
+            return self._write(collection, lambda: self.ingestor.ingest_parsed(collection, source, parsed_docs))
 
     def ingest_upload(self, collection: str, data: bytes, filename: str, doc_id: str | None = None) -> IngestReport:
         """One uploaded file (HTTP multipart). It is parsed before anything is written, so a
@@ -273,8 +304,7 @@ class RagService:
     def _ingest_http(self, collection: str, source: str, parsed_docs: list) -> IngestReport:
         with self._write_lock:
             self._refuse_replacing_files(collection, source, [p.doc_id for p in parsed_docs if p.doc_id])
-            report = self.ingestor.ingest_parsed(collection, source, parsed_docs)
-            return self._after_ingest(collection, report)
+            return self._write(collection, lambda: self.ingestor.ingest_parsed(collection, source, parsed_docs))
 
     def _refuse_replacing_files(self, collection: str, source: str, doc_ids: list[str]) -> None:
         from indexing.ingest import ids_owned_elsewhere
@@ -343,6 +373,7 @@ class RagService:
         self, collection: str, question: str, pipeline: str | None = None, overrides: dict | None = None
     ) -> RetrievalResult:
         self.require_collection(collection)
+        self.threads.use("query")
         merged = {**self.settings.retrieval_overrides(), **(overrides or {})}
         from retrieval.requirements import require_pipeline  # refuse what this store cannot run (400)
 

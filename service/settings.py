@@ -45,7 +45,25 @@ class Settings(BaseSettings, RetrievalOverrides):
     embedding_model: str = Field(
         "all-MiniLM-L6-v2", description="sentence-transformers model: the bundled name, a path, or a cached name"
     )
+    encoder_backend: Literal["torch", "onnx-int8"] = Field(
+        "torch",
+        description="runs the embedding model: 'torch', or 'onnx-int8' (int8 ONNX Runtime on the CPU, the onnx extra;"
+        " exported into data_dir/models at first use; a collection answers only the backend that built it)",
+    )
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'")
+    threads: int = Field(
+        0,
+        ge=0,
+        description="threads of torch, FAISS and BLAS for ingest and index builds; 0: the cores this process may use",
+    )
+    query_threads: int = Field(
+        1,
+        ge=0,
+        description="threads of torch, FAISS and BLAS while answering; 1: concurrent requests use the cores (README: Threads)",
+    )
+    thread_plan: bool = Field(
+        True, description="false: leave the thread pools as the libraries and OMP_NUM_THREADS set them"
+    )
     embed_batch_size: int = Field(16, ge=1, description="texts per encoder batch (small batches pad less on CPU)")
     ingest_batch_docs: int = Field(32, ge=1, description="documents per write transaction during ingest")
     token_codec: Literal["fp16", "int8", "binary"] | None = Field(

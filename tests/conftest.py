@@ -72,20 +72,25 @@ def encoder():
     return Encoder.load(MODEL_NAME, device="cpu")
 
 
-def memoizing(encoder, cache: dict):
-    """A copy of ``encoder`` (same model, name and dim) whose ``encode`` remembers the
-    vector of every text in ``cache``: the same sample texts are ingested by many tests,
-    and embedding them is nearly all of an ingest's time. Vectors are the model's own."""
+def memoizing(encoder, cache: dict, token_cache: dict):
+    """A copy of ``encoder`` (same model, name and dim) whose ``encode_with_tokens`` (and so
+    ``encode``) remembers the vector of every text in ``cache`` and its token vectors in
+    ``token_cache``: the same sample texts are ingested by many tests, and embedding them
+    is nearly all of an ingest's time. Vectors are the model's own."""
     from indexing.embed import Encoder
 
     class MemoEncoder(Encoder):
-        def encode(self, texts: list[str]) -> np.ndarray:
-            missing = [t for t in dict.fromkeys(texts) if t not in cache]
+        def encode_with_tokens(self, texts: list[str], token_rows: list[int]):
+            need_tokens = {texts[i] for i in token_rows if texts[i] not in token_cache}
+            missing = [t for t in dict.fromkeys(texts) if t not in cache or t in need_tokens]
             if missing:
-                cache.update(zip(missing, Encoder.encode(self, missing)))
+                rows = [i for i, t in enumerate(missing) if t in need_tokens]
+                vectors, tokens = Encoder.encode_with_tokens(self, missing, rows)
+                cache.update(zip(missing, vectors))
+                token_cache.update((missing[i], tokens[i]) for i in rows)
             if not texts:
-                return np.zeros((0, self.dim), dtype=np.float32)
-            return np.stack([cache[t] for t in texts])
+                return np.zeros((0, self.dim), dtype=np.float32), {}
+            return np.stack([cache[t] for t in texts]), {i: token_cache[texts[i]] for i in token_rows}
 
     return MemoEncoder(encoder._model, encoder.name, encoder.batch_size)
 
@@ -101,11 +106,12 @@ def make_rag(encoder) -> Iterator[Callable[..., object]]:
 
     made: list[RagService] = []
     cache: dict[str, np.ndarray] = {}
+    token_cache: dict[str, np.ndarray] = {}
 
     def make(data_dir: Path, **settings) -> RagService:
         rag = RagService(Settings(data_dir=Path(data_dir), **settings))
         # `encoder` is a functools.cached_property: pre-filling it skips loading a model
-        rag.__dict__["encoder"] = memoizing(encoder, cache)
+        rag.__dict__["encoder"] = memoizing(encoder, cache, token_cache)
         made.append(rag)
         return rag
 

@@ -26,13 +26,13 @@ class RecordingEncoder(Encoder):
         self.forwarded: list[str] = []
         self.token_calls: list[list[str]] = []
 
-    def encode(self, texts: list[str]) -> np.ndarray:
+    def encode_with_tokens(self, texts, token_rows):
         self.calls.append(list(texts))
-        return super().encode(texts)
+        return super().encode_with_tokens(texts, token_rows)
 
-    def _encode_pretokenized(self, texts: list[str]) -> np.ndarray:
+    def _encode_pretokenized(self, texts, token_rows=()):
         self.forwarded.extend(texts)
-        return super()._encode_pretokenized(texts)
+        return super()._encode_pretokenized(texts, token_rows)
 
     def encode_tokens(self, texts: list[str]) -> list[np.ndarray]:
         self.token_calls.append(list(texts))
@@ -105,8 +105,8 @@ def test_stored_vectors_are_those_of_each_span_encoded_on_its_own(make_rag, tmp_
 
 def test_an_unchanged_reingest_encodes_nothing(make_rag, tmp_path, shared_texts_dir, encoder):
     rag, recorder = recording_rag(make_rag, tmp_path / "data", encoder, token_codec="binary")
-    rag.ingest_paths(C, [shared_texts_dir])
-    assert recorder.forwarded and recorder.token_calls
+    first = rag.ingest_paths(C, [shared_texts_dir])
+    assert recorder.forwarded and first.token_spans > 0
     for recorded in (recorder.calls, recorder.forwarded, recorder.token_calls):
         recorded.clear()
 
@@ -116,18 +116,48 @@ def test_an_unchanged_reingest_encodes_nothing(make_rag, tmp_path, shared_texts_
     assert recorder.calls == recorder.forwarded == recorder.token_calls == []
 
 
-def test_token_vectors_are_computed_once_per_distinct_text_of_a_batch(make_rag, tmp_path, shared_texts_dir, encoder):
+def test_token_vectors_come_from_the_dense_pass_once_per_distinct_text(make_rag, tmp_path, shared_texts_dir, encoder):
     rag, recorder = recording_rag(make_rag, tmp_path / "data", encoder, token_codec="fp16")
     report = rag.ingest_paths(C, [shared_texts_dir])
 
     token_spans = [s for s in all_spans(rag) if s.granularity in ("paragraph", "row")]
     texts = [s.context_text for s in token_spans]
     assert report.token_spans == len(token_spans) > len(set(texts))
-    assert len(recorder.token_calls) == 1  # the samples' paragraphs and rows fit one backfill batch
-    assert sorted(recorder.token_calls[0]) == sorted(set(texts))
+    # no second, token-only forward pass: the samples' paragraphs all fit one window
+    assert recorder.token_calls == []
+    assert Counter(recorder.forwarded) == Counter(t for call in recorder.calls for t in set(call))
 
     stored = rag.store.get_token_vectors(C, [s.id for s in token_spans])
     for span in token_spans:
         (alone,) = encoder.encode_tokens([span.context_text])
         decoded = stored[span.id].data.astype(np.float32)
         np.testing.assert_allclose(decoded, alone, rtol=0, atol=1e-3)  # fp16 codes
+
+
+def test_shared_pass_token_vectors_equal_the_separate_pass_for_short_and_windowed_texts(encoder):
+    long_text = " ".join(f"Tea number {i} is grown in Assam and shipped to Calcutta." for i in range(60))
+    texts = ["Tea is grown in Assam.", long_text, "  Coffee  is grown in Brazil. ", "Tea is grown in Assam."]
+    assert encoder.count_tokens([long_text])[0] > encoder.max_tokens  # needs the windowed pass
+
+    vectors, tokens = encoder.encode_with_tokens(texts, [0, 1, 2, 3])
+
+    np.testing.assert_allclose(vectors, encoder.encode(texts), rtol=0, atol=1e-6)
+    separate = encoder.encode_tokens(texts)
+    assert sorted(tokens) == [0, 1, 2, 3]
+    for row, alone in enumerate(separate):
+        assert tokens[row].shape == alone.shape
+        np.testing.assert_allclose(tokens[row], alone, rtol=0, atol=1e-5)
+
+
+def test_a_collection_that_gains_token_vectors_later_is_backfilled(make_rag, tmp_path, shared_texts_dir, encoder):
+    rag, _ = recording_rag(make_rag, tmp_path / "data", encoder, token_codec=None)
+    rag.ingest_paths(C, [shared_texts_dir])
+    assert not rag.store.token_vector_stats(C)
+
+    later, recorder = recording_rag(make_rag, tmp_path / "data", encoder, token_codec="fp16")
+    report = later.ingest_paths(C, [shared_texts_dir])
+
+    token_spans = [s for s in all_spans(later) if s.granularity in ("paragraph", "row")]
+    assert report.unchanged > 0 and report.spans == 0
+    assert report.token_spans == len(token_spans) and recorder.token_calls  # the backfill's own pass
+    assert set(later.store.get_token_vectors(C, [s.id for s in token_spans])) == {s.id for s in token_spans}

@@ -85,7 +85,8 @@ def test_unchanged_files_are_not_parsed_or_embedded_again(rag, samples_dir, inge
     def fail(*args, **kwargs):
         raise AssertionError("unchanged files must not be re-embedded")
 
-    monkeypatch.setattr(rag.encoder, "encode", fail)
+    for method in ("encode", "encode_with_tokens", "encode_tokens"):
+        monkeypatch.setattr(rag.encoder, method, fail)
     monkeypatch.setattr("indexing.ingest.parse_path", fail)
     report = rag.ingest_paths(C, [samples_dir])
     assert report.unchanged == 4
@@ -318,8 +319,13 @@ class PowerCut(Exception):
 def crash_in_encoder(rag, monkeypatch):
     """The encoder hands back one vector too few: replace_documents fails inside its
     transaction, after the old spans were already deleted."""
-    real = rag.encoder.encode
-    monkeypatch.setattr(rag.encoder, "encode", lambda texts: real(texts)[:-1])
+    real = rag.encoder.encode_with_tokens
+
+    def one_short(texts, token_rows):
+        vectors, tokens = real(texts, token_rows)
+        return vectors[:-1], tokens
+
+    monkeypatch.setattr(rag.encoder, "encode_with_tokens", one_short)
     return ValueError
 
 

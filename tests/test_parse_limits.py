@@ -390,6 +390,10 @@ class CountingEncoder:
         self.encoded.extend(texts)
         return self._encoder.encode(texts)
 
+    def encode_with_tokens(self, texts, token_rows):
+        self.encoded.extend(texts)
+        return self._encoder.encode_with_tokens(texts, token_rows)
+
 
 @pytest.fixture
 def ingestor(make_rag, tmp_path):

@@ -59,7 +59,8 @@ def test_stored_codes_decode_to_the_signs_of_the_models_token_vectors(token_rag,
 
 def test_reingesting_unchanged_files_computes_no_token_vectors(token_rag, samples_dir, monkeypatch):
     token_rag.ingest_paths(C, [samples_dir])
-    monkeypatch.setattr(token_rag.encoder, "encode_tokens", lambda texts: pytest.fail("re-encoded"))
+    for method in ("encode_tokens", "encode_with_tokens"):
+        monkeypatch.setattr(token_rag.encoder, method, lambda *args: pytest.fail("re-encoded"))
     assert token_rag.ingest_paths(C, [samples_dir]).token_spans == 0
 
 

@@ -369,6 +369,12 @@ class SpanStore(ABC):
         raise NotImplementedError
 
     @_capability(StoreCapability.TOKEN_VECTORS, required=False)
+    def token_codecs(self, collection: str) -> set[str]:
+        """The codecs of the token vectors stored (what an ingest checks before it adds
+        more); a store may answer it without reading every vector."""
+        return set(self.token_vector_stats(collection))
+
+    @_capability(StoreCapability.TOKEN_VECTORS, required=False)
     def document_tokens(self, collection: str, doc_ids: list[str]) -> PackedTokens:
         """Decoded token vectors of these documents packed for one MaxSim product (documents
         without token vectors are left out). Backends with a faster path override this."""
@@ -396,6 +402,17 @@ class SpanStore(ABC):
     ) -> list[ScoredSpanId]:
         """Inner-product search over span vectors, optionally only some granularities."""
         raise NotImplementedError
+
+    @_capability(StoreCapability.DENSE_SEARCH, required=False)
+    def dense_search_many(
+        self,
+        collection: str,
+        queries: np.ndarray,
+        k: int,
+        granularities: list[Granularity] | None = None,
+    ) -> list[list[ScoredSpanId]]:
+        """:meth:`dense_search` for each row of ``queries`` (a store may batch them)."""
+        return [self.dense_search(collection, query, k, granularities) for query in queries]
 
     @_capability(StoreCapability.LEXICAL_SEARCH)
     def lexical_search(self, collection: str, query: str, k: int, granularity: Granularity) -> list[ScoredSpanId]:

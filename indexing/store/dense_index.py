@@ -213,21 +213,34 @@ class DenseIndex:
     ) -> list[tuple[int, float]]:
         """The ``k`` best ``(row_id, score)``, best first, over ``granularities`` (None: all).
         ``rows_by_granularity`` (row ids per granularity) is what flat filters with."""
-        q = np.ascontiguousarray(np.asarray(query, dtype=np.float32).reshape(1, -1))
+        return self.search_many(np.asarray(query).reshape(1, -1), k, granularities, rows_by_granularity)[0]
+
+    def search_many(
+        self,
+        queries: np.ndarray,
+        k: int,
+        granularities: Sequence[Granularity] | None = None,
+        rows_by_granularity: dict[str, np.ndarray] | None = None,
+    ) -> list[list[tuple[int, float]]]:
+        """:meth:`search` for each row of ``queries``, in one FAISS call per index part (the
+        filter is built once and FAISS spreads the queries over its threads)."""
+        q = np.ascontiguousarray(np.asarray(queries, dtype=np.float32).reshape(len(queries), -1))
         if ALL in self.parts:
             return self._search_flat(q, k, granularities, rows_by_granularity or {})
-        hits: list[tuple[int, float]] = []
+        hits: list[list[tuple[int, float]]] = [[] for _ in range(len(q))]
         for g in GRANULARITIES if granularities is None else dict.fromkeys(granularities):
             part = self.parts.get(g)
             if part is None or part.ntotal == 0 or k <= 0:
                 continue
             depth = min(k, part.ntotal)
             scores, rows = part.search(q, depth, params=self._params(part, depth))
-            hits.extend((int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0)
-        hits.sort(key=lambda hit: (-hit[1], hit[0]))
-        return hits[:k]
+            for i in range(len(q)):
+                hits[i].extend((int(r), float(s)) for r, s in zip(rows[i], scores[i]) if r >= 0)
+        for found in hits:
+            found.sort(key=lambda hit: (-hit[1], hit[0]))
+        return [found[:k] for found in hits]
 
-    def _search_flat(self, q, k, granularities, rows_by_granularity) -> list[tuple[int, float]]:
+    def _search_flat(self, q, k, granularities, rows_by_granularity) -> list[list[tuple[int, float]]]:
         import faiss
 
         index = self.parts[ALL]
@@ -236,17 +249,18 @@ class DenseIndex:
         if granularities is not None and set(granularities) != set(GRANULARITIES):
             allowed = np.concatenate([rows_by_granularity.get(g, np.zeros(0, np.int64)) for g in granularities])
             if len(allowed) == 0:
-                return []
+                return [[] for _ in range(len(q))]
             # faiss's stub lacks the keyword constructor its Python wrapper adds (it keeps `sel` alive)
             params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))  # type: ignore[call-arg]
             k = min(k, len(allowed))
         if self._torch_flat is not None:
-            return self._torch_flat.search(q, k, allowed)
+            torch_flat = self._torch_flat
+            return [torch_flat.search(row, k, allowed) for row in q]
         k = min(k, index.ntotal)
         if k <= 0:
-            return []
+            return [[] for _ in range(len(q))]
         scores, rows = index.search(q, k, params=params)
-        return [(int(r), float(s)) for r, s in zip(rows[0], scores[0]) if r >= 0]
+        return [[(int(r), float(s)) for r, s in zip(rows[i], scores[i]) if r >= 0] for i in range(len(q))]
 
     def _params(self, part: faiss.Index, k: int) -> faiss.SearchParameters | None:
         import faiss

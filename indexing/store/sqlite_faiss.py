@@ -514,6 +514,13 @@ class SqliteFaissStore(SpanStore):
             out.setdefault(doc_id, []).append((span_id, encoded))
         return out
 
+    def token_codecs(self, collection: str) -> set[str]:
+        rows = self._query(
+            "SELECT DISTINCT t.codec FROM token_vectors t JOIN spans s ON s.row_id = t.row_id WHERE s.collection = ?",
+            (collection,),
+        )
+        return {codec for (codec,) in rows}
+
     def token_vector_stats(self, collection: str) -> dict[str, dict[str, int]]:
         rows = self._query(
             "SELECT t.codec, SUM(t.n), SUM(LENGTH(t.data) + COALESCE(LENGTH(t.scales), 0)), COUNT(*) "
@@ -690,9 +697,18 @@ class SqliteFaissStore(SpanStore):
         k: int,
         granularities: list[Granularity] | None = None,
     ) -> list[ScoredSpanId]:
+        return self.dense_search_many(collection, np.asarray(query).reshape(1, -1), k, granularities)[0]
+
+    def dense_search_many(
+        self,
+        collection: str,
+        queries: np.ndarray,
+        k: int,
+        granularities: list[Granularity] | None = None,
+    ) -> list[list[ScoredSpanId]]:
         idx = self._indexes(collection)
-        hits = idx.dense.search(query, k, granularities, idx.rows_by_granularity)
-        return [ScoredSpanId(idx.span_id_of_row[r], s) for r, s in hits]
+        found = idx.dense.search_many(queries, k, granularities, idx.rows_by_granularity)
+        return [[ScoredSpanId(idx.span_id_of_row[r], s) for r, s in hits] for hits in found]
 
     def lexical_search(self, collection: str, query: str, k: int, granularity: Granularity) -> list[ScoredSpanId]:
         idx = self._indexes(collection)
