@@ -253,9 +253,10 @@ class Encoder:
         forward passes, which on a GPU leaves it idle most of the time (on a CPU this path
         encodes 1.37x the sentences per second: ``bench.gpu_paths``).
 
-        Also returns the token vectors of the texts at ``token_rows`` whose word pieces all
-        fit the window and match :meth:`encode_tokens`' own (special tokens dropped, from the
-        same hidden states); the caller encodes the others by windows.
+        Also returns the token vectors of the texts at ``token_rows`` whose word pieces
+        match :meth:`encode_tokens`' own (special tokens dropped): from the same hidden
+        states, and for a text longer than the window, its first window from them and the
+        other windows from a second pass over those alone; the caller encodes the rest.
         """
         import torch
 
@@ -288,21 +289,33 @@ class Encoder:
                     states = torch.nn.functional.normalize(hidden[[r for r, _ in picked]], dim=-1).cpu().numpy()
                     for k, (_, i) in enumerate(picked):
                         tokens[i] = np.ascontiguousarray(states[k, 1 : len(ids[i]) - 1], dtype=np.float32)
+        # a text longer than the window got its first window's states here; the rest of its
+        # pieces go through the windows encode_tokens would have run after that first one
+        longer = [i for i, own in share.items() if len(own) > len(ids[i]) - 2]
+        rest = self._encode_pieces([share[i][len(ids[i]) - 2 :] for i in longer]) if longer else []
+        for i, states in zip(longer, rest, strict=True):
+            tokens[i] = np.concatenate([tokens[i], states])
         return pooled.cpu().numpy(), tokens
 
-    def _rows_sharing_tokens(self, texts: list[str], ids: list[list[int]], token_rows: Sequence[int]) -> set[int]:
-        """The rows of ``token_rows`` whose pooled-pass ids are exactly [CLS] + the pieces
-        :meth:`encode_tokens` would give + [SEP] (not truncated, same tokenization)."""
+    def _rows_sharing_tokens(
+        self, texts: list[str], ids: list[list[int]], token_rows: Sequence[int]
+    ) -> dict[int, list[int]]:
+        """The rows of ``token_rows`` whose pooled-pass ids are [CLS] + a prefix of the pieces
+        :meth:`encode_tokens` would give + [SEP] -- all of them, or the first window of a
+        text cut at the model's limit -- with those pieces (same tokenization)."""
         if not token_rows:
-            return set()
+            return {}
         tokenizer = self._model.tokenizer
         rows = list(token_rows)
         pieces = tokenizer([texts[i] for i in rows], add_special_tokens=False, truncation=False)["input_ids"]
-        cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+        cls, sep, window = tokenizer.cls_token_id, tokenizer.sep_token_id, self.max_tokens - 2
         return {
-            i
+            i: own
             for i, own in zip(rows, pieces, strict=True)
-            if len(own) + 2 == len(ids[i]) and ids[i][0] == cls and ids[i][-1] == sep and ids[i][1:-1] == own
+            if ids[i][0] == cls
+            and ids[i][-1] == sep
+            and len(ids[i]) - 2 == min(len(own), window)
+            and ids[i][1:-1] == own[: len(ids[i]) - 2]
         }
 
     @property
@@ -347,18 +360,22 @@ class Encoder:
         A text longer than the model's window is cut into consecutive windows of word
         pieces, each run with its own [CLS]/[SEP], so no piece is silently dropped.
         """
+        pieces = self._model.tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
+        return self._encode_pieces(pieces)
+
+    def _encode_pieces(self, pieces: list[list[int]]) -> list[np.ndarray]:
+        """:meth:`encode_tokens` of texts already cut into word pieces."""
         import torch
 
         tokenizer = self._model.tokenizer
         window = self.max_tokens - 2
-        pieces = tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
         windows: list[list[int]] = []
         owner: list[int] = []
         for i, ids in enumerate(pieces):
             for start in range(0, len(ids), window):
                 windows.append([tokenizer.cls_token_id, *ids[start : start + window], tokenizer.sep_token_id])
                 owner.append(i)
-        parts: list[list[tuple[int, np.ndarray]]] = [[] for _ in texts]
+        parts: list[list[tuple[int, np.ndarray]]] = [[] for _ in pieces]
         with torch.inference_mode():
             for rows, hidden, _ in self._hidden_states(windows):
                 hidden = torch.nn.functional.normalize(hidden, dim=-1).cpu().numpy()
