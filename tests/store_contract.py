@@ -338,6 +338,14 @@ class SpanStoreContract:
         assert len(store.dense_search(C, query, k=2, granularities=["sentence"])) == 2
         assert store.dense_search(C, query, k=10, granularities=["table"]) == []
 
+    def test_dense_search_many_answers_each_query_as_dense_search_does(self, store):
+        vectors = all_vectors(ALPHA, BETA)
+        queries = np.stack([vectors["alpha#2"], vectors["beta#1"], vectors["beta#0"]])
+        for granularities in (None, ["sentence"], ["document"], ["table"]):
+            batched = store.dense_search_many(C, queries, 3, granularities)
+            alone = [store.dense_search(C, q, 3, granularities) for q in queries]
+            assert [[h.span_id for h in hits] for hits in batched] == [[h.span_id for h in hits] for hits in alone]
+
     def test_lexical_search_is_bm25_per_granularity(self, store):
         sentence_hits = store.lexical_search(C, "giraffe neck", 10, "sentence")
         assert [h.span_id for h in sentence_hits] == ["alpha#1"]

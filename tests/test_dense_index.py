@@ -111,6 +111,16 @@ def test_approximate_search_honours_granularities_at_high_recall(tmp_path, kind,
     store.close()
 
 
+@pytest.mark.parametrize("kind", ["flat", *APPROXIMATE])
+def test_a_batch_of_queries_is_answered_as_each_query_alone(tmp_path, kind, corpus):
+    store = open_store(tmp_path, kind, corpus)
+    for granularities in (None, ["sentence"]):
+        batched = store.dense_search_many(C, np.stack(QUERIES), 10, granularities)
+        alone = [store.dense_search(C, q, 10, granularities) for q in QUERIES]
+        assert [[h.span_id for h in hits] for hits in batched] == [[h.span_id for h in hits] for hits in alone]
+    store.close()
+
+
 @pytest.mark.parametrize("kind", APPROXIMATE)
 def test_a_deep_search_returns_k_hits_best_first(tmp_path, kind, corpus):
     store = open_store(tmp_path, kind, corpus)
