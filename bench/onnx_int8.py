@@ -77,7 +77,7 @@ def timing_texts(tokenizer, abstracts: list[str]) -> dict[str, list[str]]:
 
 
 def mean_pooled(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    weights = mask[..., None].astype(np.float32)
+    weights: np.ndarray = mask[..., None].astype(np.float32)
     pooled = (hidden * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)
     return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
 
