@@ -223,9 +223,9 @@ def plot(results: dict[str, dict], path: Path) -> None:
         widths = [results[n].get("stages", {}).get(stage, 0.0) for n in names]
         ax.barh(names, widths, left=left, label=stage)
         left = [a + b for a, b in zip(left, widths)]
-    for i, n in enumerate(names):
-        if "stages" not in results[n]:  # a peer: wall time only
-            ax.barh([n], [results[n]["seconds"]], color="grey", label="peer (total)" if i == names.index(n) else None)
+    peers = [n for n in names if "stages" not in results[n]]  # wall time only
+    for n in peers:
+        ax.barh([n], [results[n]["seconds"]], color="grey", label="peer (total)" if n == peers[0] else None)
     ax.invert_yaxis()
     ax.set_xlabel("seconds (ingest of the same corpus slice)")
     ax.legend(loc="lower right", fontsize=8)

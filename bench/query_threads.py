@@ -14,7 +14,9 @@ builds it; this script ingests it first if missing, through the same harness):
 * ``OMP_NUM_THREADS=1``: the plan off and the variable set, as the README used to ask.
 
 The variants run one after another, so a second process on the machine hits them unevenly;
-run it on an idle machine and compare ratios to ``dense`` within a variant.
+run it on an idle machine and compare ratios to ``dense`` within a variant. ``--busy N``
+measures each variant again while N other processes keep one core each busy (a server
+that shares its machine with an ingest, a build or another service).
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ VARIANTS: dict[str, dict[str, str]] = {
     "library defaults": {"SPANRAG_THREAD_PLAN": "false"},
     "OMP_NUM_THREADS=1": {"SPANRAG_THREAD_PLAN": "false", "OMP_NUM_THREADS": "1"},
 }
+
+
+def busy_processes(n: int) -> list[subprocess.Popen]:
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
 
 
 def run_variant(name: str, args: argparse.Namespace) -> dict:
@@ -69,12 +75,20 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--limit", type=int, default=300, help="queries per pipeline and variant")
     ap.add_argument("--data-dir", type=Path, default=Path(".eval-data"))
     ap.add_argument("--variant", action="append", help=f"variants (default: all of {list(VARIANTS)})")
+    ap.add_argument("--busy", type=int, default=0, help="also measure with this many busy-looping processes")
     ap.add_argument("--out", type=Path, default=Path("runs/bench/query_threads.json"))
     args = ap.parse_args(argv)
     results = {}
-    for name in args.variant or list(VARIANTS):
-        results[name] = run_variant(name, args)
-        print(name, json.dumps(results[name]), flush=True)
+    for busy in sorted({0, args.busy}):
+        for name in args.variant or list(VARIANTS):
+            label = name if not busy else f"{name}, {busy} busy core(s)"
+            hogs = busy_processes(busy)
+            try:
+                results[label] = run_variant(name, args)
+            finally:
+                for hog in hogs:
+                    hog.kill()
+            print(label, json.dumps(results[label]), flush=True)
     out = {"dataset": args.dataset, "queries": args.limit, "cores": len(os.sched_getaffinity(0)), "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))

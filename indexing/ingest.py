@@ -213,6 +213,9 @@ class Ingestor:
         self.limits = limits or ParseLimits()
         self.token_codec = token_codec
         self.token_granularities = tuple(token_granularities)
+        # per ingest call: whether its token vectors come from the dense pass (the answer
+        # reads the stored codecs, so it is looked up once per call, not once per file)
+        self._shared_codecs: dict[str, Codec | None] = {}
 
     def ensure_collection(self, collection: str) -> None:
         if self.store.has_collection(collection) and self.store.collection_model(collection) == self.encoder.name:
@@ -222,6 +225,7 @@ class Ingestor:
     # -- entry points -------------------------------------------------------------------
     def ingest_paths(self, collection: str, paths: list[Path], progress: IngestProgress | None = None) -> IngestReport:
         started = time.perf_counter()
+        self._shared_codecs.clear()
         self.ensure_collection(collection)
         report = IngestReport()
         files: list[tuple[Path, Path]] = []  # (file, the path named that holds it)
@@ -248,6 +252,7 @@ class Ingestor:
         """One uploaded file (HTTP multipart); raises ParseError (DocumentTooLarge over a
         limit) for a bad file, with nothing written."""
         started = time.perf_counter()
+        self._shared_codecs.clear()
         self.ensure_collection(collection)
         report = IngestReport()
         parsed_docs = parse_bytes(data, filename, self.limits)
@@ -264,6 +269,7 @@ class Ingestor:
         """Documents already parsed (JSON uploads, evaluation corpora), ids set by the caller.
         Their ids, titles and metadata are checked here (the parsers check the text)."""
         started = time.perf_counter()
+        self._shared_codecs.clear()
         for parsed in parsed_docs:
             where = f"document {parsed.doc_id!r}" if isinstance(parsed.doc_id, str) else "document"
             if isinstance(parsed.doc_id, str):
@@ -453,7 +459,11 @@ class Ingestor:
                 report.unchanged += 1
             else:
                 pending.append((parsed, digest, doc_id in stored))
-        token_codec = self._shared_pass_codec(collection) if pending else None
+        token_codec = None
+        if pending:
+            if collection not in self._shared_codecs:
+                self._shared_codecs[collection] = self._shared_pass_codec(collection)
+            token_codec = self._shared_codecs[collection]
         # Every tree is built (and checked) before the first write. Only the first batch's
         # trees are kept; later batches' are rebuilt when written, so that memory holds one
         # batch of trees, replaying the sentence splits recorded here (the costly part).

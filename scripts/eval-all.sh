@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1
+export HF_HUB_OFFLINE=1  # no OMP_NUM_THREADS: spanrag sizes its own thread pools (README: Threads)
 S=.venv/bin/spanrag
 $S eval --dataset beir:../shared/datasets/scifact --split train \
     -p dense -p bm25 -p hybrid -p maxsim -p xtr -p xtr-only -p adaptive-k -p clustered -p bubble -p default \
@@ -31,3 +31,7 @@ $S eval --dataset tatqa:../shared/datasets/tatqa/dev.json \
 .venv/bin/python -m bench.query_latency --dataset beir:../shared/datasets/scifact --split train \
     --limit 300 --pipeline hybrid --pipeline maxsim --pipeline xtr --pipeline default \
     --data-dir .eval-data --out runs/bench/query_latency.json
+.venv/bin/python -m bench.query_threads --limit 300 --data-dir .eval-data --out runs/bench/query_threads.json
+# the peers need the bench extra in its own venv: python3 -m venv .venv-bench && .venv-bench/bin/pip install -e '.[bench]'
+if [ -x .venv-bench/bin/python ]; then PEERS=(--peers-python .venv-bench/bin/python); else PEERS=(); fi
+.venv/bin/python -m bench.ingest_throughput --limit 300 "${PEERS[@]}" --out runs/bench/ingest_throughput.json
