@@ -156,7 +156,7 @@ def langchain_tutorial(docs: list[dict], model_path: str | None = None) -> dict:
     documents = [Document(page_content=doc_text(d), metadata={"_id": d["_id"]}) for d in docs]
     splitter = RecursiveCharacterTextSplitter(chunk_size=1000, chunk_overlap=200)
     chunks = splitter.split_documents(documents)
-    store = FAISS.from_documents(chunks, embeddings)
+    faiss_index = FAISS.from_documents(chunks, embeddings)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     rss_mb = peak_rss_mb()  # through the build; counting tokens and saving come after
 
@@ -164,7 +164,7 @@ def langchain_tutorial(docs: list[dict], model_path: str | None = None) -> dict:
     # HuggingFaceEmbeddings replaces newlines with spaces before encoding
     tokens = encoder_tokens(model, (c.page_content.replace("\n", " ") for c in chunks))
     with tempfile.TemporaryDirectory(prefix="peer-langchain-") as tmp:
-        store.save_local(tmp)
+        faiss_index.save_local(tmp)
         index_bytes = folder_bytes(tmp)
     return _result(
         "langchain",
