@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from bench.ingest_throughput import STAGES, StageClock
+from bench.ingest_throughput import STAGES, timed_write_path
 
 TEXT = (
     "Green tea is brewed at 80 degrees Celsius for two minutes. Boiling water makes it bitter.\n\n"
@@ -29,19 +29,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, default=Path("runs/bench/small_write.json"))
     args = ap.parse_args(argv)
 
-    import indexing.embed as embed
-    import indexing.ingest as ingest
-    from indexing.store import sqlite_faiss
     from service.engine import RagService
     from service.settings import Settings
 
-    clock = StageClock()
-    clock.wrap(embed.Encoder, "encode_with_tokens", "encode")
-    clock.wrap(ingest.Ingestor, "backfill_token_vectors", "token vectors")
-    for method in ("replace_documents", "put_token_vectors"):
-        clock.wrap(sqlite_faiss.SqliteFaissStore, method, "store write")
-    clock.wrap(sqlite_faiss.SqliteFaissStore, "refresh", "index build")
-    clock.wrap(ingest.Ingestor, "sync_graph", "graph")
+    clock = timed_write_path()
 
     rag = RagService(Settings(data_dir=args.data_dir))
     rag.encoder.encode(["load the model"])
