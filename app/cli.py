@@ -306,10 +306,32 @@ def collections(ctx: typer.Context, data_dir: Path | None = DataDir) -> None:
     for name in rag.store.list_collections():
         stats = rag.store.collection_stats(name)
         stdout_console().print(
-            f"{name}\t{stats['documents']} documents\t{stats['spans']} spans\t{stats['model']}",
+            f"{name}\t{stats['documents']} documents\t{stats['spans']} spans\t{stats['model']}"
+            f"\t{describe_freshness(stats.get('freshness') or {})}",
             markup=False,
             highlight=False,
         )
+
+
+def describe_freshness(freshness: dict) -> str:
+    """One line of a collection's segments for ``spanrag collections``.
+
+    >>> describe_freshness({"segments": 3, "pending_deltas": 2, "delta_spans": 40, "tombstones": 5,
+    ...                     "last_merge_age_s": 75.2, "merging": False})
+    'segments 3 (2 deltas, 40 spans), 5 tombstones, last merge 75s ago'
+    """
+    if not freshness:
+        return ""
+    if "pending_deltas" not in freshness:  # Qdrant: its own segments and optimizer
+        keys = ("segments", "status", "optimizer", "points", "indexed_vectors")
+        return ", ".join(f"{k.replace('_', ' ')} {freshness[k]}" for k in keys if k in freshness)
+    if not freshness.get("segments"):
+        return "no index built yet"
+    text = (
+        f"segments {freshness['segments']} ({freshness['pending_deltas']} deltas, {freshness['delta_spans']} spans),"
+        f" {freshness['tombstones']} tombstones, last merge {freshness['last_merge_age_s']:.0f}s ago"
+    )
+    return text + (", merging" if freshness.get("merging") else "")
 
 
 @collections_cli.command("delete")

@@ -11,7 +11,8 @@ after another, on the first ``--limit`` records of the corpus:
   a separate forward pass for token vectors, one neighbour search per span for the graph,
   the libraries' default thread pools.
 * ``after``: this checkout's defaults; then each step taken away alone (``-shared-pass``,
-  ``-batched-graph``, ``-thread-plan``) and the int8 ONNX encoder added (``+onnx-int8``).
+  ``-batched-graph``, ``-thread-plan``), and the options added: the int8 ONNX encoder
+  (``+onnx-int8``), late pooling (``+late-pooling``) and both.
 * ``langchain`` and ``llamaindex``: ``bench.ingest_peers`` in the bench extra's venv.
 
 Each spanrag run times its stages exclusively (a stage's time excludes the stages it
@@ -46,6 +47,8 @@ CONFIGS: dict[str, tuple[str, dict, str | None]] = {
     "after -batched-graph": ("head", {}, "per_span_graph_search"),
     "after -thread-plan": ("head", {"thread_plan": False}, None),
     "after +onnx-int8": ("head", {"encoder_backend": "onnx-int8"}, None),
+    "after +late-pooling": ("head", {"late_pooling": True}, None),
+    "after +late-pooling +onnx-int8": ("head", {"late_pooling": True, "encoder_backend": "onnx-int8"}, None),
 }
 STAGES = ("parse", "spans", "encode", "token vectors", "store write", "index build", "graph")
 
@@ -89,7 +92,7 @@ def timed_write_path() -> StageClock:
     clock = StageClock()
     clock.wrap(ingest, "parse_path", "parse")
     clock.wrap(ingest.Ingestor, "_span_tree", "spans")
-    for method in ("encode", "encode_with_tokens"):
+    for method in ("encode", "encode_with_tokens", "encode_late"):
         if hasattr(embed.Encoder, method):
             clock.wrap(embed.Encoder, method, "encode")
     clock.wrap(embed.Encoder, "encode_tokens", "token vectors")

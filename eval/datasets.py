@@ -78,13 +78,15 @@ class EvalDataset:
         return bool(self.qrels)
 
     def collection_name(self, model_name: str) -> str:
+        """``model_name``: what made the vectors (``Settings.vector_recipe``), so that another
+        model, backend or pooling builds a collection of its own."""
         data_hash = hashlib.sha256(self.source_file.read_bytes()).hexdigest()[:10]
         model_hash = hashlib.sha256(model_name.encode()).hexdigest()[:6]
         return f"eval-{self.kind}-{data_hash}-{model_hash}"
 
     def ingest(self, rag, progress=None) -> tuple[str, dict]:
         """Ingest the corpus (a no-op when unchanged); returns (collection, report dict)."""
-        collection = self.collection_name(rag.settings.embedding_model)
+        collection = self.collection_name(rag.settings.vector_recipe())
         if self.corpus_path is not None:
             report = rag.ingest_paths(collection, [self.corpus_path], progress)
         else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
@@ -90,9 +91,21 @@ def _mean_or_cls_pooling(model) -> bool:
     )
 
 
+@dataclass
+class LatePooled:
+    """:meth:`Encoder.encode_late` of one text: a unit vector per range (zeros for the ranges
+    in ``missing``, which hold no whole word piece) and token vectors by range position."""
+
+    vectors: np.ndarray
+    missing: list[int]
+    tokens: dict[int, np.ndarray]
+
+
 class Encoder:
     """Wraps a SentenceTransformer; built by :meth:`load`, which defers loading the model
     until the first call that needs it (a delete or an unchanged re-ingest never does)."""
+
+    LATE_OVERLAP = 64  # word pieces shared by consecutive windows of :meth:`encode_late`
 
     def __init__(
         self,
@@ -387,6 +400,96 @@ class Encoder:
             else np.zeros((0, self.dim), np.float32)
             for chunks in parts
         ]
+
+    @property
+    def supports_late_pooling(self) -> bool:
+        """Whether :meth:`encode_late` can run: a mean-pooled model on the pretokenized path
+        whose tokenizer gives character offsets and leaves the text's length as it is."""
+        return (
+            self.pretokenized
+            and self._pretokenized_reproduces_encode
+            and self._model[1].pooling_mode == "mean"
+            and not getattr(self._model[0], "do_lower_case", False)
+        )
+
+    def encode_late(
+        self, texts: list[str], ranges: list[list[tuple[int, int]]], token_ranges: list[list[int]] | None = None
+    ) -> list[LatePooled]:
+        """Late pooling: each text (a document) runs through the model once, and the vector
+        of each character range of ``ranges[i]`` (its sections, paragraphs, sentences) is
+        the mean of the hidden states of the word pieces inside it, unit-normalized.
+
+        A text longer than the window runs in windows of the model's length that overlap
+        by :attr:`LATE_OVERLAP` pieces; each piece keeps the states of the window where it
+        sits farther from the edge, and the kept states are joined. A range holding no
+        whole piece is listed in ``missing`` (encode it on its own).
+
+        ``token_ranges[i]``: positions in ``ranges[i]`` whose token vectors are wanted
+        (unit-length states of its pieces); given only where the range's own tokenization
+        is the same pieces, so that :meth:`token_offsets` of the range's text lines up
+        with them; the others are left out (encode them with :meth:`encode_tokens`).
+
+            >>> [pooled] = encoder.encode_late(["One. Two."], [[(0, 9), (0, 4), (5, 9)]])  # doctest: +SKIP
+            >>> pooled.vectors.shape, pooled.missing                                       # doctest: +SKIP
+            ((3, 384), [])
+        """
+        import torch
+
+        if not self.supports_late_pooling:
+            raise ValueError(f"{self.name}: late pooling needs a mean-pooled model with a fast tokenizer")
+        tokenizer = self._model.tokenizer
+        encoded = tokenizer(texts, add_special_tokens=False, truncation=False, return_offsets_mapping=True)
+        window, overlap = self.max_tokens - 2, self.LATE_OVERLAP
+        stride = window - overlap
+        windows: list[list[int]] = []
+        kept: list[tuple[int, int, int, int]] = []  # (text, first kept piece, end, offset in window)
+        for i, ids in enumerate(encoded["input_ids"]):
+            starts = [0]
+            while starts[-1] + window < len(ids):
+                starts.append(starts[-1] + stride)
+            for k, start in enumerate(starts):
+                first = start if k == 0 else start + overlap // 2
+                end = len(ids) if k == len(starts) - 1 else starts[k + 1] + overlap // 2
+                windows.append([tokenizer.cls_token_id, *ids[start : start + window], tokenizer.sep_token_id])
+                kept.append((i, first, end, first - start))
+        states = [np.zeros((len(ids), self.dim), dtype=np.float32) for ids in encoded["input_ids"]]
+        with torch.inference_mode():
+            for rows, hidden, _ in self._hidden_states(windows):
+                hidden = hidden.cpu().numpy()
+                for row, w in enumerate(rows):
+                    i, first, end, shift = kept[w]
+                    # +1: position 0 of a window is its [CLS]
+                    states[i][first:end] = hidden[row, 1 + shift : 1 + shift + end - first]
+        wanted_tokens = token_ranges or [[] for _ in texts]
+        results = []
+        for i, text in enumerate(texts):
+            offsets = np.asarray(encoded["offset_mapping"][i], dtype=np.int64).reshape(-1, 2)
+            piece_starts, piece_ends = offsets[:, 0], offsets[:, 1]
+            vectors = np.zeros((len(ranges[i]), self.dim), dtype=np.float32)
+            bounds: list[tuple[int, int]] = []
+            missing = []
+            for r, (a, b) in enumerate(ranges[i]):
+                first = int(np.searchsorted(piece_starts, a, side="left"))
+                end = int(np.searchsorted(piece_ends, b, side="right"))
+                bounds.append((first, end))
+                if end <= first:
+                    missing.append(r)
+                    continue
+                mean = states[i][first:end].mean(axis=0)
+                vectors[r] = mean / max(float(np.linalg.norm(mean)), 1e-9)
+            tokens: dict[int, np.ndarray] = {}
+            asked = [r for r in wanted_tokens[i] if r not in missing]
+            if asked:
+                own = tokenizer([text[a:b] for a, b in (ranges[i][r] for r in asked)], add_special_tokens=False)
+                for r, pieces in zip(asked, own["input_ids"], strict=True):
+                    first, end = bounds[r]
+                    if pieces == encoded["input_ids"][i][first:end]:
+                        part = states[i][first:end]
+                        tokens[r] = np.ascontiguousarray(
+                            part / np.maximum(np.linalg.norm(part, axis=1, keepdims=True), 1e-9), dtype=np.float32
+                        )
+            results.append(LatePooled(vectors, missing, tokens))
+        return results
 
     def encode_query_with_tokens(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """The query's vector and its token vectors (as :meth:`encode_tokens`) from one

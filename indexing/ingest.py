@@ -201,10 +201,15 @@ class Ingestor:
         limits: ParseLimits | None = None,
         token_codec: Codec | None = None,
         token_granularities: tuple[Granularity, ...] | list[Granularity] = ("paragraph", "row"),
+        late_pooling: bool = False,
     ):
         """With a ``token_codec``, spans of ``token_granularities`` get their token vectors
         from the forward pass that encodes them (when the token encoder is the dense
-        encoder); :meth:`backfill_token_vectors` fills in whatever that leaves out."""
+        encoder); :meth:`backfill_token_vectors` fills in whatever that leaves out.
+
+        ``late_pooling``: a document runs through the encoder once and its spans' vectors
+        are pooled from its hidden states (:meth:`Encoder.encode_late`); table rows, which
+        are embedded with their header, and models that cannot, keep a pass of their own."""
         self.store = store
         self.encoder = encoder
         self.splitter = splitter
@@ -213,6 +218,7 @@ class Ingestor:
         self.limits = limits or ParseLimits()
         self.token_codec = token_codec
         self.token_granularities = tuple(token_granularities)
+        self.late_pooling = late_pooling
         # per ingest call: whether its token vectors come from the dense pass (the answer
         # reads the stored codecs, so it is looked up once per call, not once per file)
         self._shared_codecs: dict[str, Codec | None] = {}
@@ -548,7 +554,10 @@ class Ingestor:
             if token_codec
             else []
         )
-        vectors, tokens = self.encoder.encode_with_tokens([s.context_text for s in spans_of_batch], token_rows)
+        if self.late_pooling and self.encoder.supports_late_pooling:
+            vectors, tokens = self._encode_late(batch, trees, token_rows)
+        else:
+            vectors, tokens = self.encoder.encode_with_tokens([s.context_text for s in spans_of_batch], token_rows)
         items, offset = [], 0
         for (parsed, digest, existed), spans in zip(batch, trees, strict=True):
             assert parsed.doc_id is not None  # _ingest_parsed refuses a document without an id
@@ -579,6 +588,55 @@ class Ingestor:
             ]
             self.store.put_token_vectors(collection, written, self.encoder.name)
             report.token_spans += len(written)
+
+    def _encode_late(
+        self, batch: list[tuple[ParsedDocument, str, bool]], trees: list[list[Span]], token_rows: list[int]
+    ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """:meth:`Encoder.encode_with_tokens`' result for the batch's spans, by late pooling:
+        one pass per document; the spans it cannot pool (rows, embedded with their header;
+        ranges without a whole word piece) and token vectors whose pieces differ from the
+        span's own tokenization come from passes of their own."""
+        spans_of_batch = [s for spans in trees for s in spans]
+        wants_tokens = set(token_rows)
+        ranges: list[list[tuple[int, int]]] = []
+        token_positions: list[list[int]] = []
+        rows_of: list[list[int]] = []  # row in spans_of_batch of each range
+        row = 0
+        for spans in trees:
+            ranges.append([])
+            token_positions.append([])
+            rows_of.append([])
+            for span in spans:
+                if not span.header:
+                    if row in wants_tokens:
+                        token_positions[-1].append(len(ranges[-1]))
+                    ranges[-1].append((span.start, span.end))
+                    rows_of[-1].append(row)
+                row += 1
+        pooled = self.encoder.encode_late([parsed.text for parsed, _, _ in batch], ranges, token_positions)
+        vectors = np.zeros((len(spans_of_batch), self.encoder.dim), dtype=np.float32)
+        tokens: dict[int, np.ndarray] = {}
+        done: set[int] = set()
+        for result, rows in zip(pooled, rows_of, strict=True):
+            missing = set(result.missing)
+            for position, r in enumerate(rows):
+                if position not in missing:
+                    vectors[r] = result.vectors[position]
+                    done.add(r)
+            tokens.update({rows[position]: states for position, states in result.tokens.items()})
+        rest = [r for r in range(len(spans_of_batch)) if r not in done]
+        if rest:
+            own, own_tokens = self.encoder.encode_with_tokens(
+                [spans_of_batch[r].context_text for r in rest],
+                [k for k, r in enumerate(rest) if r in wants_tokens],
+            )
+            vectors[rest] = own
+            tokens.update({rest[k]: states for k, states in own_tokens.items()})
+        unpaired = [r for r in token_rows if r not in tokens]
+        if unpaired:
+            states = self.encoder.encode_tokens([spans_of_batch[r].context_text for r in unpaired])
+            tokens.update(zip(unpaired, states, strict=True))
+        return vectors, tokens
 
 
 class _RecordingSplitter:

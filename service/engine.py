@@ -160,6 +160,7 @@ class RagService:
             limits=self.parse_limits,
             token_codec=self.settings.token_codec,
             token_granularities=self.settings.token_granularities,
+            late_pooling=self.settings.late_pooling,
         )
 
     @cached_property

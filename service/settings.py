@@ -50,6 +50,11 @@ class Settings(BaseSettings, RetrievalOverrides):
         description="runs the embedding model: 'torch', or 'onnx-int8' (int8 ONNX Runtime on the CPU, the onnx extra;"
         " exported into data_dir/models at first use; a collection answers only the backend that built it)",
     )
+    late_pooling: bool = Field(
+        False,
+        description="ingest runs each document through the encoder once and pools its sections', paragraphs' and"
+        " sentences' vectors from it (README: Late pooling); off: every span text has its own pass",
+    )
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'")
     threads: int = Field(
         0,
@@ -145,6 +150,18 @@ class Settings(BaseSettings, RetrievalOverrides):
     @classmethod
     def _off_means_none(cls, value):
         return None if isinstance(value, str) and value.lower() in ("", "off", "none") else value
+
+    def vector_recipe(self) -> str:
+        """What makes a collection's vectors: the model, and the backend and pooling when
+        they are not the defaults (eval caches one collection per recipe).
+
+            >>> Settings(late_pooling=True).vector_recipe()
+            'all-MiniLM-L6-v2+late-pooling'
+        """
+        recipe = self.embedding_model
+        if self.encoder_backend != "torch":
+            recipe += f"+{self.encoder_backend}"
+        return recipe + ("+late-pooling" if self.late_pooling else "")
 
     def retrieval_overrides(self) -> dict:
         """The override knobs set here, by flat name (applied under a request's own)."""

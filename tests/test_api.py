@@ -186,6 +186,9 @@ def test_collections_are_listed_with_their_sizes(client, corpus):
     assert r.status_code == 200
     stats = {c["name"]: c for c in r.json()["collections"]}
     assert stats[C]["documents"] >= 4 and stats[C]["spans"] > 0
+    freshness = stats[C]["freshness"]  # the segments searched: how far behind the writes they are
+    assert {"segments", "pending_deltas", "delta_spans", "tombstones", "last_merge_age_s", "merging"} <= set(freshness)
+    assert freshness["segments"] >= 1
 
 
 # -- query and retrieve ----------------------------------------------------------------------

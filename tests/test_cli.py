@@ -93,6 +93,7 @@ def read_only_runs(first_ingest, spanrag):
         "query": spanrag("query", MERCURY, *data, "--top-k", "3"),
         "query-trace": spanrag("query", MERCURY, *data, "--trace"),
         "documents": spanrag("documents", *data, "--json"),
+        "collections": spanrag("collections", "--data-dir", "data"),
     }
     return {name: run.result() for name, run in runs.items()}
 
@@ -235,6 +236,16 @@ def test_documents_lists_the_ids_with_their_source_and_spans(read_only_runs):
     listed = {row["id"]: row for row in json.loads(result.stdout)}
     assert set(SAMPLE_IDS) <= set(listed)
     assert all(row["source"] == "file" and row["spans"] > 0 for row in listed.values())
+
+
+def test_collections_lists_each_collection_with_its_segments(read_only_runs):
+    result = read_only_runs["collections"]
+    assert result.returncode == 0, result.stderr
+    [line] = [row for row in result.stdout.splitlines() if row.startswith(C + "\t")]
+    assert re.search(
+        r"\d+ documents\t\d+ spans\t.*\tsegments \d+ \(\d+ deltas, \d+ spans\), \d+ tombstones, last merge \d+s ago",
+        line,
+    ), line
 
 
 def test_trace_prints_a_table_without_json_and_piped_output_is_not_wrapped(read_only_runs):

@@ -79,8 +79,9 @@ def test_corrupt_index_files_are_rebuilt_from_sqlite(faiss_store, tmp_path):
         reopened.close()
 
 
-def test_an_index_behind_another_writer_is_rebuilt_on_next_use(faiss_store, tmp_path):
+def test_another_writers_changes_are_searched_through_a_delta_without_rebuilding_the_base(faiss_store, tmp_path):
     faiss_store.refresh(C)
+    base_generation = generation(faiss_store)
     other = SqliteFaissStore(tmp_path / "data")  # e.g. the CLI writing while a server runs
     try:
         gamma = make_doc("gamma", ["Gamma rays are energetic."], seed=4)
@@ -92,7 +93,10 @@ def test_an_index_behind_another_writer_is_rebuilt_on_next_use(faiss_store, tmp_
     assert "gamma#1" in hits and not any(h.startswith("beta") for h in hits)
     assert [h.span_id for h in faiss_store.lexical_search(C, "gamma", 5, "sentence")] == ["gamma#1"]
     meta = json.loads((Path(tmp_path) / "data" / "indexes" / C / "meta.json").read_text())
-    assert meta["generation"] == generation(faiss_store)
+    assert meta["generation"] == base_generation < generation(faiss_store)
+    freshness = faiss_store.collection_stats(C)["freshness"]
+    assert freshness["base_generation"] == base_generation
+    assert freshness["delta_spans"] == len(gamma[1]) and freshness["tombstones"] == len(BETA[1])
 
 
 # -- Qdrant: layout and replicas -------------------------------------------------------------------

@@ -197,8 +197,8 @@ class SpanStore(ABC):
     """The contract every backend meets; see the module docstring for the capabilities.
 
     Methods marked with a capability raise :class:`UnsupportedCapability` on a store that
-    does not declare it; the unmarked ones (collections, ``refresh``, ``index_footprint``,
-    ``index_build_seconds``, ``close``) every store has.
+    does not declare it; the unmarked ones (collections, ``refresh``, ``settle``,
+    ``freshness``, ``index_footprint``, ``index_build_seconds``, ``close``) every store has.
     """
 
     capabilities: ClassVar[frozenset[StoreCapability]] = frozenset()
@@ -434,6 +434,17 @@ class SpanStore(ABC):
     def index_build_seconds(self, collection: str) -> dict[str, float]:
         """Seconds of each part of the last search-index build of ``collection`` in this
         process (for benchmarks); {} when nothing was built here (the default)."""
+        return {}
+
+    def settle(self, collection: str | None = None) -> None:
+        """Wait until the index work this store runs in the background (merges, token
+        matrix builds) is done: for tests, benchmarks and shutdown. Searches never need it.
+        Default: nothing runs in the background."""
+
+    def freshness(self, collection: str) -> dict:
+        """How the collection's search structures stand: segments, writes not yet merged,
+        tombstones, age of the last merge (``collection_stats`` includes it; README: Live
+        updates). {} when a backend has nothing to say (the default)."""
         return {}
 
     @abstractmethod

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+K1, B = 1.5, 0.75  # bm25s's defaults (Lucene variant)
 
 
 def _bm25s():
@@ -25,6 +29,34 @@ def _tokenize(texts: list[str], stemmer):
     return _bm25s().tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False)
 
 
+def tokenize_words(texts: list[str]) -> list[list[str]]:
+    """Each text's stemmed words, stop words dropped: what the index holds of it.
+
+    >>> tokenize_words(["The red apples"])
+    [['red', 'appl']]
+    """
+    return _bm25s().tokenize(texts, stopwords="en", stemmer=_stemmer(), return_ids=False, show_progress=False)
+
+
+@dataclass(frozen=True)
+class Bm25Stats:
+    """The collection statistics a BM25 score depends on: documents, average length in
+    words, and each word's document frequency (Lucene's IDF, as bm25s computes it)."""
+
+    n_docs: int
+    avgdl: float
+    doc_freq: dict[str, int]
+    k1: float = K1
+    b: float = B
+
+    def idf(self, word: str) -> float:
+        df = self.doc_freq.get(word, 0)
+        return math.log(1 + (self.n_docs - df + 0.5) / (df + 0.5))
+
+
+EMPTY_STATS = Bm25Stats(0, 0.0, {})
+
+
 class Bm25Index:
     """A bm25s index whose documents are span row ids.
 
@@ -33,9 +65,10 @@ class Bm25Index:
     7
     """
 
-    def __init__(self, retriever, row_ids: np.ndarray):  # retriever: a bm25s.BM25, None when empty
+    def __init__(self, retriever, row_ids: np.ndarray, avgdl: float = 0.0):  # retriever: a bm25s.BM25, or None
         self._retriever = retriever
         self.row_ids = row_ids
+        self.avgdl = avgdl
         self._stemmer = _stemmer()
 
     @classmethod
@@ -46,19 +79,37 @@ class Bm25Index:
         tokens = _tokenize(texts, stemmer)
         if not tokens.vocab:  # no text has a searchable word ("0", "the of"): nothing can match
             return cls(None, np.asarray(row_ids, dtype=np.int64))
-        retriever = _bm25s().BM25()  # Lucene variant, k1=1.5, b=0.75
+        retriever = _bm25s().BM25(k1=K1, b=B)  # Lucene variant
         retriever.index(tokens, show_progress=False)
-        return cls(retriever, np.asarray(row_ids, dtype=np.int64))
+        avgdl = float(np.mean([len(ids) for ids in tokens.ids]))
+        return cls(retriever, np.asarray(row_ids, dtype=np.int64), avgdl)
 
-    def search(self, query: str, k: int) -> list[tuple[int, float]]:
-        if self._retriever is None or k <= 0:
-            return []
+    @property
+    def stats(self) -> Bm25Stats:
+        """This index's statistics (the delta segments score with them)."""
+        if self._retriever is None:
+            return EMPTY_STATS
+        indptr = np.asarray(self._retriever.scores["indptr"])
+        counts = np.diff(indptr)
+        doc_freq = {w: int(counts[i]) for w, i in self._retriever.vocab_dict.items() if w and i < len(counts)}
+        return Bm25Stats(int(self._retriever.scores["num_docs"]), self.avgdl, doc_freq)
+
+    def query_words(self, query: str) -> list[str]:
+        """The query's stemmed words, stop words dropped (repeats kept)."""
         tokens = _tokenize([query], self._stemmer)
         if not tokens.vocab or all(len(ids) == 0 for ids in tokens.ids):
             return []
         words_by_id = {i: w for w, i in tokens.vocab.items()}
+        return [words_by_id[i] for i in tokens.ids[0] if words_by_id[i]]
+
+    def search(self, query: str, k: int) -> list[tuple[int, float]]:
+        return self.search_words(self.query_words(query), k)
+
+    def search_words(self, words: list[str], k: int) -> list[tuple[int, float]]:
+        if self._retriever is None or k <= 0:
+            return []
         known = self._retriever.vocab_dict
-        words = [words_by_id[i] for i in tokens.ids[0] if words_by_id[i] in known]
+        words = [w for w in words if w in known]
         if not words:
             return []
         # get_scores + argpartition: bm25s's retrieve() spins up a thread pool per call
@@ -75,12 +126,13 @@ class Bm25Index:
         np.save(directory / "row_ids.npy", self.row_ids)
         if self._retriever is not None:
             self._retriever.save(str(directory), show_progress=False)
-        (directory / "built.json").write_text(json.dumps({"empty": self._retriever is None}))
+        (directory / "built.json").write_text(json.dumps({"empty": self._retriever is None, "avgdl": self.avgdl}))
 
     @classmethod
     def load(cls, directory: Path) -> Bm25Index:
+        """The saved index; KeyError for one saved before its statistics were kept."""
         built = json.loads((directory / "built.json").read_text())
         row_ids = np.load(directory / "row_ids.npy")
         if built["empty"]:
             return cls(None, row_ids)
-        return cls(_bm25s().BM25.load(str(directory), show_progress=False, verbosity=0), row_ids)
+        return cls(_bm25s().BM25.load(str(directory), show_progress=False, verbosity=0), row_ids, built["avgdl"])

@@ -24,3 +24,11 @@ def swap_in(staging: Path, directory: Path) -> None:
         os.replace(directory, old)
     os.replace(staging, directory)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def readable_version(directory: Path) -> Path | None:
+    """``directory``, or the old version a crash between :func:`swap_in`'s two renames left."""
+    if directory.is_dir():
+        return directory
+    old = directory.with_name(directory.name + ".old")
+    return old if old.is_dir() else None

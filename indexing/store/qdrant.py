@@ -20,10 +20,16 @@ Layout (``prefix`` defaults to ``spanrag``):
 * ``<prefix>__meta``: collection, document and source records as vector-less points, so a
   spanrag service holds no state of its own and several replicas can share one cluster.
 
-BM25 is not Qdrant's: each service builds the same bm25s index as the FAISS store from the
-spans it scrolls, cached per collection write generation. That keeps lexical scores
-identical across backends (parity in ``spanrag eval``); Qdrant's sparse vectors with an IDF
-modifier would score differently.
+BM25 runs in Qdrant: each span has the sparse vector ``bm25_<granularity>`` of its words
+(spanrag's own tokenizer, stop words and stemmer; a word's index is a 32-bit hash of it)
+whose values are BM25's term-frequency part, ``tf / (tf + k1·(1 − b + b·len/avglen))``, and
+the sparse space has Qdrant's IDF modifier, which multiplies in Lucene's IDF over the
+spans of that granularity at query time, as bm25s does. So a replica keeps no BM25 state
+and sees every replica's writes at once. The average length is the collection's at write
+time (a running total in the collection record): a span's length normalization is that of
+the moment it was written, which drifts from bm25s's rebuilt one as the collection grows.
+A collection created before these sparse spaces existed keeps the old way (a bm25s index
+built per process from the scrolled spans, cached per write generation) until re-created.
 
 Writes are not transactional (Qdrant has no multi-point transactions): ``replace_documents``
 validates every input before writing, removes the old version, writes the spans, and
@@ -39,8 +45,10 @@ pipelines are refused when a query chooses them (``retrieval/requirements.py``).
 from __future__ import annotations
 
 import base64
+import hashlib
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +67,7 @@ from indexing.store.base import (
     StoreMismatch,
     check_collection_name,
 )
-from indexing.store.bm25 import Bm25Index
+from indexing.store.bm25 import K1, B, Bm25Index, tokenize_words
 from indexing.token_codecs import EncodedTokens, decode_tokens, encoded_from_bytes
 
 if TYPE_CHECKING:
@@ -72,6 +80,26 @@ BATCH = 256
 
 def point_id(*parts: str) -> str:
     return str(uuid.uuid5(NAMESPACE, "\x1f".join(parts)))
+
+
+def sparse_name(granularity: str) -> str:
+    return f"bm25_{granularity}"
+
+
+def term_index(word: str) -> int:
+    """A word's index in the sparse BM25 spaces (stable across processes and versions).
+
+    >>> term_index("appl") == term_index("appl") != term_index("pear")
+    True
+    """
+    return int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "little")
+
+
+def bm25_terms(words: list[str], avgdl: float) -> tuple[list[int], list[float]]:
+    """The sparse vector of a span's words: BM25's term-frequency part per distinct word."""
+    norm = K1 * (1 - B + B * len(words) / max(avgdl, 1e-9))
+    counts = Counter(words)
+    return [term_index(w) for w in counts], [tf / (tf + norm) for tf in counts.values()]
 
 
 @dataclass
@@ -130,6 +158,7 @@ class QdrantStore(SpanStore):
         self._meta = f"{prefix}__meta"
         self._lock = threading.RLock()
         self._lexical: dict[str, _Lexical] = {}
+        self._engine_bm25: dict[str, bool] = {}  # collection -> has the sparse BM25 spaces
         self._ensure_meta()
 
     # -- plumbing ------------------------------------------------------------------------
@@ -222,8 +251,10 @@ class QdrantStore(SpanStore):
             {k: v for k, v in record.items() if k not in ("kind", "collection", "key")},
         )
 
-    def _bump(self, collection: str, rows_used: int = 0) -> None:
+    def _bump(self, collection: str, rows_used: int = 0, bm25_lengths: dict | None = None) -> None:
         record = self._require(collection)
+        if bm25_lengths is not None:
+            record["bm25_lengths"] = bm25_lengths
         record["generation"] = record.get("generation", 0) + 1
         # Two processes writing at once can both read generation g and both write g + 1; a
         # fresh token per write still tells every reader's cache that something changed.
@@ -252,6 +283,9 @@ class QdrantStore(SpanStore):
                             distance=m.Distance.DOT,  # spanrag's MaxSim is a dot product of decoded codes
                             multivector_config=m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM),
                         ),
+                    },
+                    sparse_vectors_config={
+                        sparse_name(g): m.SparseVectorParams(modifier=m.Modifier.IDF) for g in GRANULARITIES
                     },
                     shard_number=self.shards,
                     replication_factor=self.replication,
@@ -296,6 +330,21 @@ class QdrantStore(SpanStore):
             "documents": n_docs,
             "spans": sum(by_granularity.values()),
             "spans_by_granularity": by_granularity,
+            "freshness": self.freshness(name),
+        }
+
+    def freshness(self, collection: str) -> dict:
+        """Qdrant's own view: its segments, whether its optimizers are still merging
+        (``status`` yellow), and how many points its vector index covers yet (a point not
+        yet indexed is searched by a full scan of its segment, so it is found anyway)."""
+        info = self.client.get_collection(self._spans(collection))
+        optimizer = info.optimizer_status
+        return {
+            "segments": info.segments_count,
+            "status": str(getattr(info.status, "value", info.status)),
+            "optimizer": str(getattr(optimizer, "value", None) or getattr(optimizer, "error", optimizer)),
+            "points": info.points_count,
+            "indexed_vectors": info.indexed_vectors_count,
         }
 
     # -- writes ----------------------------------------------------------------------------------
@@ -312,16 +361,24 @@ class QdrantStore(SpanStore):
             self._delete_in_order(collection, [doc.id for doc, _, _ in items])
             row = record.get("next_row", 0)
             points = []
+            all_spans = [span for _, spans, _ in items for span in spans]
+            words = (
+                tokenize_words([span.context_text for span in all_spans]) if self._has_engine_bm25(collection) else []
+            )
+            lengths = self._bm25_lengths(record, all_spans, words)
+            n = 0
             for _doc, spans, vectors in items:
                 for span, vector in zip(spans, np.asarray(vectors, dtype=np.float32)):
+                    named: dict = {"dense": vector.tolist()}
+                    if words and words[n]:
+                        totals = lengths[span.granularity]
+                        indices, values = bm25_terms(words[n], totals[0] / max(totals[1], 1))
+                        named[sparse_name(span.granularity)] = m.SparseVector(indices=indices, values=values)
                     points.append(
-                        m.PointStruct(
-                            id=point_id(span.id),
-                            vector={"dense": vector.tolist()},
-                            payload={**_span_payload(span), "row": row},
-                        )
+                        m.PointStruct(id=point_id(span.id), vector=named, payload={**_span_payload(span), "row": row})
                     )
                     row += 1
+                    n += 1
             for start in range(0, len(points), BATCH):
                 self.client.upsert(self._spans(collection), points[start : start + BATCH], wait=True)
             for doc, spans, _ in items:
@@ -339,7 +396,23 @@ class QdrantStore(SpanStore):
                         "span_ids": [span.id for span in spans],  # per-document reads by point id, not by filter
                     },
                 )
-            self._bump(collection, row - record.get("next_row", 0))
+            self._bump(collection, row - record.get("next_row", 0), lengths)
+
+    def _bm25_lengths(self, record: dict, spans: list[Span], words: list[list[str]]) -> dict[str, list[int]]:
+        """Words and spans written so far per granularity, this write included: the
+        average length BM25 normalizes by."""
+        lengths = {g: list(record.get("bm25_lengths", {}).get(g, (0, 0))) for g in GRANULARITIES}
+        for span, span_words in zip(spans, words, strict=False):
+            lengths[span.granularity][0] += len(span_words)
+            lengths[span.granularity][1] += 1
+        return lengths
+
+    def _has_engine_bm25(self, collection: str) -> bool:
+        known = self._engine_bm25.get(collection)
+        if known is None:
+            sparse = self.client.get_collection(self._spans(collection)).config.params.sparse_vectors or {}
+            known = self._engine_bm25[collection] = all(sparse_name(g) in sparse for g in GRANULARITIES)
+        return known
 
     def _document_records(self, collection: str, doc_ids: list[str]) -> dict[str, dict]:
         ids = [point_id("document", collection, d) for d in doc_ids]
@@ -570,7 +643,8 @@ class QdrantStore(SpanStore):
 
     # -- search ------------------------------------------------------------------------------------
     def refresh(self, collection: str) -> None:
-        """Drop this process's BM25 cache if another write happened since it was built."""
+        """Drop this process's BM25 cache if another write happened since it was built
+        (collections from before the engine's BM25 only)."""
         cached = self._lexical.get(collection)
         if cached is not None and cached.version != self._version(self._require(collection)):
             del self._lexical[collection]
@@ -618,6 +692,22 @@ class QdrantStore(SpanStore):
         return [ScoredSpanId(h.payload["span_id"], float(h.score)) for h in hits]
 
     def lexical_search(self, collection: str, query: str, k: int, granularity: Granularity) -> list[ScoredSpanId]:
+        self._require(collection)
+        if self._has_engine_bm25(collection):
+            words = tokenize_words([query])[0]
+            if not words or k <= 0:
+                return []
+            counts = Counter(term_index(w) for w in words)
+            m = self._models()
+            hits = self.client.query_points(
+                self._spans(collection),
+                query=m.SparseVector(indices=list(counts), values=[float(c) for c in counts.values()]),
+                using=sparse_name(granularity),
+                limit=k,
+                with_payload=["span_id", "row"],
+            ).points
+            ranked = sorted(hits, key=lambda h: (-h.score, h.payload["row"]))
+            return [ScoredSpanId(h.payload["span_id"], float(h.score)) for h in ranked if h.score > 0]
         lexical = self._bm25(collection)
         return [ScoredSpanId(lexical.span_id_of_row[r], s) for r, s in lexical.bm25[granularity].search(query, k)]
 
@@ -630,6 +720,7 @@ class QdrantStore(SpanStore):
                 self.client.delete_collection(self._spans(name))
             self.client.delete(self._meta, self._match(collection=name), wait=True)
             self._lexical.pop(name, None)
+            self._engine_bm25.pop(name, None)
 
     def close(self) -> None:
         self.client.close()
