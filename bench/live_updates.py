@@ -53,7 +53,7 @@ from bench.cost_growth import (  # noqa: E402
     corpus_batches,
     load_queries,
 )
-from indexing.store.segments import MergePolicy  # noqa: E402
+from indexing.store.merge_policy import MergePolicy  # noqa: E402
 from indexing.token_codecs import EncodedTokens  # noqa: E402
 
 
@@ -74,9 +74,9 @@ class LiveConfig:
 class Writer(threading.Thread):
     """Once a second: add a document, replace one added earlier, delete one added earlier."""
 
-    def __init__(self, store, pool: Pool, seconds: float, seed: int) -> None:
+    def __init__(self, store, pool: Pool, seconds: float, seed: int, model: str) -> None:
         super().__init__(daemon=True)
-        self.store, self.pool, self.seconds = store, pool, seconds
+        self.store, self.pool, self.seconds, self.model = store, pool, seconds, model
         self.rng = np.random.default_rng(seed)
         self.starts = np.concatenate([[0], np.cumsum([len(spans) for _, spans in pool.docs])])
         self.live: list[str] = []  # added documents not yet deleted, oldest first
@@ -117,7 +117,7 @@ class Writer(threading.Thread):
     def write(self, doc, spans, vectors, tokens) -> float:
         self.store.replace_documents(COLLECTION, [(doc, spans, vectors)])
         committed = time.perf_counter()
-        self.store.put_token_vectors(COLLECTION, tokens, "bench")
+        self.store.put_token_vectors(COLLECTION, tokens, self.model)
         self.store.refresh(COLLECTION)
         self.write_ms.append((time.perf_counter() - committed) * 1000)
         return committed
@@ -222,7 +222,7 @@ def phase_live(cfg: LiveConfig, size: int) -> dict:
 
     idle = [ask(text)[0] for text in texts[base.warmup :]]
     t0 = time.perf_counter()
-    writer = Writer(store, pool, cfg.seconds, base.seed)
+    writer = Writer(store, pool, cfg.seconds, base.seed, base.model)
     writer.start()
     during: list[float] = []
     stale: list[str] = []

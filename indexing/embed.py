@@ -452,7 +452,7 @@ class Encoder:
                 end = len(ids) if k == len(starts) - 1 else starts[k + 1] + overlap // 2
                 windows.append([tokenizer.cls_token_id, *ids[start : start + window], tokenizer.sep_token_id])
                 kept.append((i, first, end, first - start))
-        states = [np.zeros((len(ids), self.dim), dtype=np.float32) for ids in encoded["input_ids"]]
+        states: list[np.ndarray] = [np.zeros((len(ids), self.dim), dtype=np.float32) for ids in encoded["input_ids"]]
         with torch.inference_mode():
             for rows, hidden, _ in self._hidden_states(windows):
                 hidden = hidden.cpu().numpy()
@@ -465,7 +465,7 @@ class Encoder:
         for i, text in enumerate(texts):
             offsets = np.asarray(encoded["offset_mapping"][i], dtype=np.int64).reshape(-1, 2)
             piece_starts, piece_ends = offsets[:, 0], offsets[:, 1]
-            vectors = np.zeros((len(ranges[i]), self.dim), dtype=np.float32)
+            vectors: np.ndarray = np.zeros((len(ranges[i]), self.dim), dtype=np.float32)
             bounds: list[tuple[int, int]] = []
             missing = []
             for r, (a, b) in enumerate(ranges[i]):

@@ -96,6 +96,9 @@ class GraphIndex:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self._init_caches()
+
+    def _init_caches(self) -> None:
         self._lock = threading.RLock()
         self._graphs: dict[str, _Cached[nx.MultiDiGraph]] = {}
         self._titles: dict[str, _Cached[TitleMatcher]] = {}
@@ -111,15 +114,28 @@ class GraphIndex:
         rows = self._query("SELECT generation FROM collections WHERE name = ?", (collection,))
         return rows[0][0] if rows else 0
 
-    def _title_matcher(self, collection: str, generation: int) -> TitleMatcher:
+    def _stored_titles(self, collection: str) -> list[str]:
+        return [
+            r[0] for r in self._query("SELECT title FROM documents WHERE collection = ? ORDER BY doc_id", (collection,))
+        ]
+
+    def _title_matcher(self, collection: str, generation) -> TitleMatcher:
         cached = self._titles.get(collection)
         if cached is None or cached.generation != generation:
-            titles = [
-                r[0]
-                for r in self._query("SELECT title FROM documents WHERE collection = ? ORDER BY doc_id", (collection,))
-            ]
-            cached = self._titles[collection] = _Cached(generation, TitleMatcher.from_titles(titles))
+            cached = self._titles[collection] = _Cached(
+                generation, TitleMatcher.from_titles(self._stored_titles(collection))
+            )
         return cached.value
+
+    def _titles_written(self, collection: str, before, after, old_title: str | None, new: Document | None) -> None:
+        """Keep the cached titles current without re-reading them, if nobody else wrote."""
+        cached = self._titles.get(collection)
+        if cached is not None and cached.generation == before:
+            if old_title is not None:
+                cached.value.remove(old_title)
+            if new is not None:
+                cached.value.add(new.title)
+            cached.generation = after
 
     def _bump_generation(self, collection: str) -> None:
         """Count one more write of ``collection`` (inside the caller's transaction)."""
@@ -164,14 +180,7 @@ class GraphIndex:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            # keep the cached titles current without re-reading them, if nobody else wrote
-            cached = self._titles.get(collection)
-            if cached is not None and cached.generation == before:
-                if old is not None:
-                    cached.value.remove(old[0])
-                if new is not None:
-                    cached.value.add(new.title)
-                cached.generation = before + 1
+            self._titles_written(collection, before, before + 1, None if old is None else old[0], new)
 
     # -- writes --------------------------------------------------------------------------------
     def update_document(
@@ -329,14 +338,10 @@ class GraphIndex:
             cached = self._graphs.get(collection)
             if cached is not None and cached.generation == generation:
                 return cached.value
+            doc_ids, rows = self._graph_rows(collection)
             g = nx.MultiDiGraph()
-            for (doc_id,) in self._query(
-                "SELECT doc_id FROM documents WHERE collection = ? ORDER BY doc_id", (collection,)
-            ):
+            for doc_id in doc_ids:
                 g.add_node(f"doc:{doc_id}", kind="doc")
-            rows = self._query(
-                "SELECT src, dst, kind, weight FROM edges WHERE collection = ? ORDER BY row_id", (collection,)
-            )
             for src, dst, kind, weight in rows:
                 for node in (src, dst):
                     if node not in g:
@@ -344,6 +349,17 @@ class GraphIndex:
                 g.add_edge(src, dst, kind=kind, weight=weight)
             self._graphs[collection] = _Cached(generation, g)
             return g
+
+    def _graph_rows(self, collection: str) -> tuple[list[str], list[tuple[str, str, str, float]]]:
+        """The documents (sorted) and edges (in write order) the graph is built from."""
+        doc_ids = [
+            r[0]
+            for r in self._query("SELECT doc_id FROM documents WHERE collection = ? ORDER BY doc_id", (collection,))
+        ]
+        rows = self._query(
+            "SELECT src, dst, kind, weight FROM edges WHERE collection = ? ORDER BY row_id", (collection,)
+        )
+        return doc_ids, [(r[0], r[1], r[2], r[3]) for r in rows]
 
     def _is_hub(self, g: nx.MultiDiGraph, node: str) -> bool:
         return node.startswith("ent:") and g.in_degree(node) > self.max_entity_degree

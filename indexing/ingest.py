@@ -614,7 +614,7 @@ class Ingestor:
                     rows_of[-1].append(row)
                 row += 1
         pooled = self.encoder.encode_late([parsed.text for parsed, _, _ in batch], ranges, token_positions)
-        vectors = np.zeros((len(spans_of_batch), self.encoder.dim), dtype=np.float32)
+        vectors: np.ndarray = np.zeros((len(spans_of_batch), self.encoder.dim), dtype=np.float32)
         tokens: dict[int, np.ndarray] = {}
         done: set[int] = set()
         for result, rows in zip(pooled, rows_of, strict=True):

@@ -102,10 +102,14 @@ class RagService:
                 replication=self.settings.qdrant_replication,
             )
         from indexing.store.dense_index import DenseIndexSpec
+        from indexing.store.merge_policy import MergePolicy
         from indexing.store.sqlite_faiss import SqliteFaissStore
 
+        s = self.settings
         return SqliteFaissStore(
-            self.settings.data_dir, dense_index=DenseIndexSpec(self.settings.dense_index, device=self.settings.device)
+            s.data_dir,
+            dense_index=DenseIndexSpec(s.dense_index, device=s.device),
+            merge_policy=MergePolicy(s.merge_min_rows, s.merge_fraction, s.max_deltas),
         )
 
     @cached_property
@@ -167,6 +171,13 @@ class RagService:
     def graph(self) -> GraphIndex | None:
         if not self.settings.graph:
             return None
+        if self.settings.store == "qdrant":  # beside the spans: replicas keep no graph file
+            from indexing.graph_qdrant import QdrantGraphIndex
+            from indexing.store.qdrant import QdrantStore
+
+            qdrant = self.store
+            assert isinstance(qdrant, QdrantStore)
+            return QdrantGraphIndex(qdrant.client, qdrant.prefix, local=qdrant.local)
         from indexing.graph import GraphIndex
 
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from indexing.spans import Granularity
+from indexing.store.merge_policy import MergePolicy
 from retrieval.params import RetrievalOverrides
 
 _TOKEN_GRANULARITIES: tuple[Granularity, ...] = ("paragraph", "row")
@@ -30,6 +31,20 @@ class Settings(BaseSettings, RetrievalOverrides):
     dense_index: Literal["flat", "hnsw", "ivf"] = Field(
         "flat",
         description="FAISS index of the span vectors: 'flat' (exact), 'hnsw' or 'ivf' (approximate, one per granularity)",
+    )
+    merge_min_rows: int = Field(
+        MergePolicy().min_rows,
+        ge=0,
+        description="embedded store: spans written or deleted since the last merge before the deltas are merged"
+        " into a new base in the background (also at least merge_fraction of the base; README: Live updates)",
+    )
+    merge_fraction: float = Field(
+        MergePolicy().fraction,
+        gt=0,
+        description="embedded store: share of the base written or deleted since the last merge that starts one",
+    )
+    max_deltas: int = Field(
+        MergePolicy().max_deltas, ge=1, description="embedded store: delta segments before they are compacted into one"
     )
     store: Literal["sqlite_faiss", "qdrant"] = Field(
         "sqlite_faiss",

@@ -18,7 +18,8 @@ import pytest
 from store_contract import DIM, MODEL, C, make_doc
 
 from indexing.store.bm25 import Bm25Index, tokenize_words
-from indexing.store.segments import DeltaBm25, MergePolicy
+from indexing.store.merge_policy import MergePolicy
+from indexing.store.segments import DeltaBm25
 from indexing.store.sqlite_faiss import SqliteFaissStore
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "scifact_5.jsonl"

@@ -401,7 +401,7 @@ class QdrantStore(SpanStore):
     def _bm25_lengths(self, record: dict, spans: list[Span], words: list[list[str]]) -> dict[str, list[int]]:
         """Words and spans written so far per granularity, this write included: the
         average length BM25 normalizes by."""
-        lengths = {g: list(record.get("bm25_lengths", {}).get(g, (0, 0))) for g in GRANULARITIES}
+        lengths: dict[str, list[int]] = {g: list(record.get("bm25_lengths", {}).get(g, (0, 0))) for g in GRANULARITIES}
         for span, span_words in zip(spans, words, strict=False):
             lengths[span.granularity][0] += len(span_words)
             lengths[span.granularity][1] += 1

@@ -14,13 +14,9 @@ base + deltas are those of one index over the whole collection. BM25 scores of a
 spans use the **base's** statistics (document count, document frequencies, average
 length), as the base's own scores do; they drift from a full rebuild's by the share of the
 collection written since the last merge, which the merge policy bounds
-(:class:`MergePolicy`; ``tests/test_segments.py`` measures the drift).
+(``MergePolicy``; ``tests/test_segments.py`` measures the drift).
 
-    >>> policy = MergePolicy(min_rows=100, fraction=0.1)
-    >>> policy.wants_merge(base_rows=10_000, delta_rows=900, tombstones=50, deltas=3)
-    False
-    >>> policy.wants_merge(base_rows=10_000, delta_rows=900, tombstones=150, deltas=3)
-    True
+When to merge is :class:`~indexing.store.merge_policy.MergePolicy`'s call.
 """
 
 from __future__ import annotations
@@ -35,29 +31,6 @@ from indexing.store.bm25 import Bm25Index, Bm25Stats, tokenize_words
 from indexing.store.dense_index import DenseIndex, DenseIndexSpec
 
 FLAT = DenseIndexSpec("flat")
-
-
-@dataclass(frozen=True)
-class MergePolicy:
-    """When the deltas are merged into a new base (in the background): when the spans
-    written and deleted since the last merge pass ``fraction`` of the base, with at least
-    ``min_rows`` of them; and the deltas are compacted into one when there are more than
-    ``max_deltas`` (each costs a search call)."""
-
-    min_rows: int = 20_000
-    fraction: float = 0.1
-    max_deltas: int = 8
-
-    def __post_init__(self) -> None:
-        if self.min_rows < 0 or not 0 < self.fraction or self.max_deltas < 1:
-            raise ValueError(f"invalid merge policy {self}")
-
-    def wants_merge(self, base_rows: int, delta_rows: int, tombstones: int, deltas: int) -> bool:
-        changed = delta_rows + tombstones
-        return changed > 0 and changed >= max(self.min_rows, self.fraction * base_rows)
-
-    def wants_compaction(self, deltas: int) -> bool:
-        return deltas > self.max_deltas
 
 
 @dataclass
@@ -144,8 +117,8 @@ class DeltaSegment:
         row_ids = np.asarray(row_ids, dtype=np.int64)
         labels = np.asarray(granularities)
         dense = DenseIndex.build(FLAT, vectors.shape[1], row_ids, granularities, vectors)
-        by_granularity = {g: row_ids[labels == g] for g in GRANULARITIES}
-        bm25 = {}
+        by_granularity: dict[str, np.ndarray] = {g: row_ids[labels == g] for g in GRANULARITIES}
+        bm25: dict[str, DeltaBm25] = {}
         for g in GRANULARITIES:
             picked = np.flatnonzero(labels == g)
             if len(picked):

@@ -45,7 +45,8 @@ from indexing.store.base import (
 from indexing.store.bm25 import Bm25Index
 from indexing.store.dense_index import DenseIndex, DenseIndexKind, DenseIndexSpec
 from indexing.store.files import readable_version, staging_for, swap_in
-from indexing.store.segments import BaseSegment, DeltaSegment, MergePolicy, SegmentSet
+from indexing.store.merge_policy import MergePolicy
+from indexing.store.segments import BaseSegment, DeltaSegment, SegmentSet
 from indexing.store.token_matrix import PackedTokens, TokenHits, TokenMatrix
 from indexing.token_codecs import EncodedTokens, encoded_from_bytes
 
@@ -599,7 +600,7 @@ class SqliteFaissStore(SpanStore):
         rows = self._query("SELECT generation, token_generation FROM collections WHERE name = ?", (collection,))
         if not rows:
             raise CollectionNotFound(collection)
-        return tuple(rows[0])  # type: ignore[return-value]
+        return rows[0][0], rows[0][1]
 
     def index_footprint(self, collection: str) -> dict[str, int]:
         self.refresh(collection)
@@ -950,7 +951,9 @@ class SqliteFaissStore(SpanStore):
             )
         seconds["bm25"] = time.perf_counter() - started
         span_id_of_row = {r[0]: r[5] for r in rows}
-        by_granularity = {g: np.array([r[0] for r in rows if r[1] == g], dtype=np.int64) for g in GRANULARITIES}
+        by_granularity: dict[str, np.ndarray] = {
+            g: np.array([r[0] for r in rows if r[1] == g], dtype=np.int64) for g in GRANULARITIES
+        }
         max_row = int(row_ids[-1]) if len(row_ids) else 0
         del rows
         base = BaseSegment(generation, max_row, dense, span_id_of_row, by_granularity, bm25, built_at, seconds)
