@@ -7,13 +7,15 @@
 Prints one line per feature: ``feature: edge=<verdict> | local=<verdict> | detail``, where a
 verdict is ``ok`` (works as spanrag needs it), ``differs`` (works, with an API or result
 difference an adapter must absorb), ``no`` (not available) or ``n/a``. ``local`` is the same
-probe on qdrant-client's local mode (``QdrantClient(path=...)``) where it is cheap to run.
+probe on qdrant-client's local mode (``QdrantClient(path=...)``) where the probe runs it, or
+``in use`` where it does not and spanrag's QdrantStore already relies on it in local mode.
 Tiny data (a few points, dim 4), temporary folders; a few seconds on one core.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,6 +70,7 @@ def main() -> int:
         f"qdrant-edge-py {version('qdrant-edge-py')}, qdrant-client {version('qdrant-client')}",
     )
     root = Path(tempfile.mkdtemp(prefix="qedge-probe-"))
+    used = "in use" if m else "n/a"  # spanrag's QdrantStore calls it in local mode today; not re-run here
     U, F, FC = qe.UpdateOperation, qe.Filter, qe.FieldCondition
     rng = np.random.default_rng(0)
     dense = rng.standard_normal((6, DIM)).astype(np.float32)
@@ -127,7 +130,7 @@ def main() -> int:
     line(
         "collections (several per store: <prefix>__meta, <prefix>__<name>)",
         "differs",
-        "ok" if local else "n/a",
+        used,
         "edge has no collection concept: one EdgeShard per directory; no create/list/exists/delete "
         f"collection calls (EdgeShard methods: {', '.join(n for n in dir(qe.EdgeShard) if not n.startswith('_'))})",
     )
@@ -212,7 +215,7 @@ def main() -> int:
     line(
         "count with Filter(must=[MatchValue / MatchAny])",
         "ok" if ok else "differs",
-        "ok" if local else "n/a",
+        used,
         f"count(CountRequest(filter=...)) returns an int ({n_sent}, {n_any}; expected 4, 3); "
         "qdrant-client returns CountResult(.count)",
     )
@@ -233,7 +236,7 @@ def main() -> int:
     line(
         "scroll with filter + offset pagination",
         "ok" if sorted(seen) == ["d0#1", "d0#2", "d1#1", "d1#2"] else "differs",
-        "ok" if local else "n/a",
+        used,
         f"{len(seen)} points in {pages} pages; scroll(ScrollRequest(...)) -> (records, next_offset); "
         "next_offset is a UUID, fed back as is",
     )
@@ -245,7 +248,7 @@ def main() -> int:
     line(
         "batch of update operations (batch_update_points with SetPayloadOperation)",
         "differs",
-        "ok" if local else "n/a",
+        used,
         "EdgeShard.update takes one UpdateOperation; no batch call (only query_batch), so one update() per "
         f"point's set_payload: {shard.count(qe.CountRequest(filter=F(must=[FC('token_codec', match=qe.MatchValue('f32'))])))} points set",
     )
@@ -275,7 +278,7 @@ def main() -> int:
     line(
         "filter must/must_not IsEmptyCondition (spans with/without token vectors)",
         "ok" if (has, hasnt) == (2, 3) else "differs",
-        "ok" if local else "n/a",
+        used,
         f"with tokens {has}, sentence spans without {hasnt} (expected 2, 3); edge's IsEmptyCondition(key) "
         "takes the key directly, qdrant-client's takes PayloadField(key=...)",
     )
@@ -290,7 +293,7 @@ def main() -> int:
     line(
         "delete_vectors + delete_payload (delete_token_vectors)",
         "ok" if ok else "differs",
-        "ok" if local else "n/a",
+        used,
         f"point keeps dense={('dense' in r0.vector)}, tokens gone={'tokens' not in r0.vector}, payload keys gone="
         f"{'token_codec' not in r0.payload}",
     )
@@ -330,7 +333,7 @@ def main() -> int:
     line(
         "search(SearchRequest) (deprecated form of query)",
         "ok" if str(sh[0].id) == pid(1) else "differs",
-        "ok" if local else "n/a",
+        used,
         f"top hit {sh[0].id} score {sh[0].score:.4f}",
     )
 
@@ -366,7 +369,8 @@ def main() -> int:
         "sparse vectors with Modifier.Idf (engine-side BM25 weighting)",
         "ok" if ok else "differs",
         "ok" if local else "n/a",
-        f"scores {[round(h.score, 4) for h in hits]} = ln((N-n+.5)/(n+.5)+1) sums {[round(w, 4) for w in want]}{ldetail}",
+        f"scores {[round(h.score, 4) for h in hits]} = ln((N-n+.5)/(n+.5)+1) sums {[round(w, 4) for w in want]} with "
+        f"N=4, the points having that sparse vector (the shard holds {shard.count(qe.CountRequest())}){ldetail}",
     )
     bm = qe.Bm25()
     dv, qv = bm.embed_document("The iron and copper alloy"), bm.embed_query("the iron")
@@ -386,7 +390,7 @@ def main() -> int:
     line(
         "delete by ids / by filter",
         "ok" if before - after == 4 else "differs",
-        "ok" if local else "n/a",
+        used,
         f"{before} -> {after} points (1 by id, 3 by filter)",
     )
 
@@ -402,8 +406,32 @@ def main() -> int:
         "differs",
         "ok" if local else "n/a",
         f"EdgeShard.info() has only {fields} (no status, optimizer status or vector config; "
-        f"optimize() is manual and synchronous -> {shard.optimize()}){lfields}",
+        f"the vector config is only on disk, in <shard>/edge_config.json){lfields}",
     )
+
+    # HNSW indexing happens only in optimize(): 3000 points, 1000 deleted
+    big = qe.EdgeShard.create(
+        str(root / "big"),
+        qe.EdgeConfig(
+            vectors={"dense": qe.EdgeVectorParams(size=DIM, distance=qe.Distance.Cosine)},
+            optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1),
+        ),
+    )
+    pts = rng.random((3000, DIM))
+    big.update(U.upsert_points([qe.Point(i + 1, {"dense": pts[i].tolist()}) for i in range(3000)]))
+    big.update(U.delete_points(list(range(1, 1001))))
+    b0 = big.info()
+    changed = big.optimize()
+    b1 = big.info()
+    line(
+        "index building / optimizer (a server optimizes in the background; local mode has no index)",
+        "differs",
+        "n/a",
+        f"indexed vectors {b0.indexed_vectors_count}/{b0.points_count} until EdgeShard.optimize() (synchronous) -> "
+        f"{changed}, then {b1.indexed_vectors_count}/{b1.points_count} in {b1.segments_count} segments; "
+        "the store would call it after writes",
+    )
+    big.close()
 
     # -- errors ------------------------------------------------------------------------------------
     try:
@@ -411,11 +439,17 @@ def main() -> int:
         e_detail = "wrong-dim query accepted"
     except Exception as e:
         e_detail = f"wrong-dim query raises {err(e)}"
+    l_detail = ""
+    if local:
+        try:
+            local.query_points("spans", query=[1.0, 0.0], using="dense", limit=1)
+        except Exception as e:
+            l_detail = f"; local mode raises {type(e).__name__}"
     line(
         "error types",
         "differs",
         "ok" if local else "n/a",
-        f"{e_detail} (a bare Exception; qdrant-client raises ValueError/UnexpectedResponse)",
+        f"{e_detail} (a bare Exception; storage errors say 'Service runtime error: ...'){l_detail}",
     )
 
     # -- persistence, locking, crash ---------------------------------------------------------------
@@ -430,7 +464,7 @@ def main() -> int:
     line(
         "persistence across close/load",
         "ok" if n == after and len(schema) == 4 else "differs",
-        "ok" if local else "n/a",
+        used,
         f"{n} points and payload indexes {schema} after EdgeShard.load(path); {closed}",
     )
     try:
@@ -527,6 +561,7 @@ def main() -> int:
     meta.close()
     if local:
         local.close()
+    shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

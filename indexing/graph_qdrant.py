@@ -32,7 +32,7 @@ from indexing.store.qdrant import BATCH, point_id
 class QdrantGraphIndex(GraphIndex):
     """:class:`~indexing.graph.GraphIndex` over a Qdrant client (the span store's)."""
 
-    def __init__(self, client, prefix: str = "spanrag", max_entity_degree: int = 50, local: bool = True):
+    def __init__(self, client, prefix: str = "spanrag", max_entity_degree: int = 50, payload_indexes: bool = False):
         from qdrant_client import models
 
         self.client = client
@@ -42,7 +42,7 @@ class QdrantGraphIndex(GraphIndex):
         self._init_caches()
         if not client.collection_exists(self._name):
             client.create_collection(self._name, vectors_config={})
-            if not local:  # local mode has no payload indexes
+            if payload_indexes:  # a server or edge (qdrant-client's local mode has none)
                 for key in ("kind", "collection", "links_to"):
                     client.create_payload_index(self._name, key, models.PayloadSchemaType.KEYWORD)
 

@@ -100,6 +100,7 @@ class RagService:
                 api_key=self.settings.qdrant_api_key,
                 shards=self.settings.qdrant_shards,
                 replication=self.settings.qdrant_replication,
+                local_engine=self.settings.qdrant_local_engine,
             )
         from indexing.store.dense_index import DenseIndexSpec
         from indexing.store.merge_policy import MergePolicy
@@ -177,7 +178,7 @@ class RagService:
 
             qdrant = self.store
             assert isinstance(qdrant, QdrantStore)
-            return QdrantGraphIndex(qdrant.client, qdrant.prefix, local=qdrant.local)
+            return QdrantGraphIndex(qdrant.client, qdrant.prefix, payload_indexes=qdrant.payload_indexes)
         from indexing.graph import GraphIndex
 
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)

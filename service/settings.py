@@ -55,6 +55,11 @@ class Settings(BaseSettings, RetrievalOverrides):
         None, description="Qdrant local mode folder (default: data_dir/qdrant when no URL)"
     )
     qdrant_api_key: str | None = Field(None, description="Qdrant API key")
+    qdrant_local_engine: Literal["client", "edge"] = Field(
+        "client",
+        description="Qdrant without a URL: 'client' (qdrant-client's local mode, brute force) or 'edge' (the Qdrant"
+        " engine in-process, the edge extra; README: Scaling out)",
+    )
     qdrant_shards: int = Field(1, ge=1, description="shards of each new collection (a cluster spreads them over nodes)")
     qdrant_replication: int = Field(1, ge=1, description="copies of each shard (2: a node may die without losing data)")
     embedding_model: str = Field(

@@ -58,11 +58,14 @@ def test_the_graph_in_qdrant_is_the_graph_in_sqlite_after_the_same_writes(tmp_pa
         store.close()
 
 
-@pytest.fixture
-def replicas(make_rag, tmp_path):
-    """Two services over one Qdrant (one client: local mode is single-process)."""
-    first = make_rag(tmp_path / "one", store="qdrant")
-    second = make_rag(tmp_path / "two", store="qdrant")
+@pytest.fixture(params=["client", "edge"])
+def replicas(make_rag, tmp_path, request):
+    """Two services over one Qdrant (one client: an in-process engine is single-process),
+    on qdrant-client's local mode and on the Qdrant engine in-process (edge)."""
+    if request.param == "edge":
+        pytest.importorskip("qdrant_edge", reason="the edge extra is not installed")
+    first = make_rag(tmp_path / "one", store="qdrant", qdrant_local_engine=request.param)
+    second = make_rag(tmp_path / "two", store="qdrant", qdrant_local_engine=request.param)
     second.store.client = first.store.client
     return first, second
 

@@ -230,7 +230,7 @@ def test_a_process_on_an_older_base_still_answers_after_another_merged_twice(tmp
     reader.close()
 
 
-def test_token_vectors_written_since_the_matrix_are_read_from_sqlite(tmp_path):
+def test_token_vectors_written_since_the_matrix_are_read_from_sqlite_until_a_merge_rebuilds_it(tmp_path):
     from indexing.token_codecs import encode_tokens
 
     store = open_store(tmp_path / "data")
@@ -255,7 +255,10 @@ def test_token_vectors_written_since_the_matrix_are_read_from_sqlite(tmp_path):
     assert packed.doc_ids == [new[0][0].id, "d0-1"]
     assert packed.offsets[1] == 2 * len(new[0][1])
     store.settle()
-    assert store._token_matrices[C].stamp == store._token_stamp(C)  # rebuilt in the background
+    assert store._token_matrices[C].stamp != store._token_stamp(C)  # not rebuilt for one write
+    store.merge(C)
+    assert store._token_matrices[C].stamp == store._token_stamp(C)  # a merge rebuilds it
+    assert store.document_tokens(C, [new[0][0].id]).offsets[1] == 2 * len(new[0][1])
     store.close()
 
 

@@ -39,6 +39,15 @@ class TestQdrantStore(SpanStoreContract):
         return QdrantStore(path=tmp_path / "data" / "qdrant")  # local mode
 
 
+@pytest.mark.slow
+class TestQdrantEdgeStore(SpanStoreContract):
+    """The same contract on the Qdrant engine in-process (qdrant-edge-py, the edge extra)."""
+
+    def make_store(self, tmp_path: Path) -> SpanStore:
+        pytest.importorskip("qdrant_edge", reason="the edge extra is not installed")
+        return QdrantStore(path=tmp_path / "data" / "qdrant-edge", local_engine="edge")
+
+
 # -- SQLite + FAISS: derived index files ------------------------------------------------------------
 
 

@@ -144,15 +144,29 @@ class QdrantStore(SpanStore):
         shards: int = 1,
         replication: int = 1,
         prefix: str = "spanrag",
+        local_engine: str = "client",
     ):
+        """``local_engine`` (without a ``url``): ``client``, qdrant-client's local mode, or
+        ``edge``, the Qdrant engine in-process (``indexing.store.qdrant_edge``)."""
         from qdrant_client import QdrantClient
 
         if url is None:
             if path is None:
                 raise ValueError("QdrantStore needs a url (server or cluster) or a path (local mode)")
+            if local_engine not in ("client", "edge"):
+                raise ValueError(f"unknown local Qdrant engine {local_engine!r}; known: client, edge")
             Path(path).mkdir(parents=True, exist_ok=True)
-        self.local = url is None  # local mode: brute force, payload indexes do nothing there
-        client = QdrantClient(url=url, api_key=api_key) if url else QdrantClient(path=str(path))
+        self.local = url is None  # in-process: one call at a time (neither engine documents threads)
+        # local mode ignores payload indexes (brute force); a server and edge build them
+        self.payload_indexes = url is not None or local_engine == "edge"
+        if url:
+            client = QdrantClient(url=url, api_key=api_key)
+        elif local_engine == "edge":
+            from indexing.store.qdrant_edge import EdgeClient
+
+            client = EdgeClient(Path(path))
+        else:
+            client = QdrantClient(path=str(path))
         self.client = _OneCallAtATime(client) if self.local else client
         self.shards, self.replication, self.prefix = shards, replication, prefix
         self._meta = f"{prefix}__meta"
@@ -177,7 +191,7 @@ class QdrantStore(SpanStore):
             self._index_payload(self._meta, ("kind", "collection", "key"))
 
     def _index_payload(self, name: str, keys: tuple[str, ...]) -> None:
-        if self.local:
+        if not self.payload_indexes:
             return
         m = self._models()
         for key in keys:

@@ -582,8 +582,8 @@ class SqliteFaissStore(SpanStore):
         return matrix
 
     def document_tokens(self, collection: str, doc_ids: list[str]) -> PackedTokens:
-        """From the token matrix when it is current; after a write, until the background
-        build of the next one is done, from these documents' rows in SQLite."""
+        """From the token matrix when it is current; after a write, until the next merge
+        rebuilds the matrix in the background, from these documents' rows in SQLite."""
         with self._read_transaction():
             stamp = self._token_stamp(collection)
             matrix = self._token_matrices.get(collection)
@@ -593,7 +593,8 @@ class SqliteFaissStore(SpanStore):
                 (span_id, doc_id, encoded)
                 for doc_id, span_id, encoded in self._token_rows(collection, "doc_id", doc_ids)
             ]
-        self._background.submit(("tokens", collection), lambda: self._token_matrix(collection, self._connect()))
+        if matrix is None:  # none loaded yet: the saved one may be current, or a first build is due
+            self._background.submit(("tokens", collection), lambda: self._token_matrix(collection, self._connect()))
         return TokenMatrix.build(rows, stamp).pack(doc_ids)
 
     def _token_stamp(self, collection: str) -> tuple[int, int]:
@@ -640,9 +641,11 @@ class SqliteFaissStore(SpanStore):
     # -- search indexes -----------------------------------------------------------------------
     def refresh(self, collection: str) -> None:
         """Bring the search segments up to the committed generation: index the rows written
-        since (a delta), read the tombstones; the token matrix follows in the background."""
+        since (a delta), read the tombstones. The token matrix is built in the background
+        when there is none, and rebuilt by each merge; in between, MaxSim reads the token
+        vectors of the documents it scores from SQLite."""
         self._indexes(collection)
-        if self._has_token_vectors(collection):
+        if collection not in self._token_matrices and self._has_token_vectors(collection):
             self._background.submit(("tokens", collection), lambda: self._token_matrix(collection, self._connect()))
 
     def _has_token_vectors(self, collection: str) -> bool:
@@ -764,16 +767,19 @@ class SqliteFaissStore(SpanStore):
         )
 
     def _plan_background_work(self, collection: str, segments: SegmentSet, newest_base: int) -> None:
-        policy = self.merge_policy
-        if newest_base > segments.base.generation and self._merged.get(collection) is None:
+        merged = self._merged.get(collection)
+        if newest_base > segments.base.generation and (merged is None or merged.generation < newest_base):
             # another process merged: take its base from disk, off the query path
             self._background.submit(("merge", collection), lambda: self._adopt_saved_base(collection))
-        elif policy.wants_merge(
-            segments.base.n_rows, segments.delta_rows, len(segments.tombstones), len(segments.deltas)
-        ):
-            self._background.submit(("merge", collection), lambda: self._merge(collection))
-        elif policy.wants_compaction(len(segments.deltas)):
+        elif self._wants_merge(segments):
+            self._background.submit(("merge", collection), lambda: self._merge(collection, only_if_wanted=True))
+        elif self.merge_policy.wants_compaction(len(segments.deltas)):
             self._background.submit(("merge", collection), lambda: self._compact(collection))
+
+    def _wants_merge(self, segments: SegmentSet) -> bool:
+        return self.merge_policy.wants_merge(
+            segments.base.n_rows, segments.delta_rows, len(segments.tombstones), len(segments.deltas)
+        )
 
     def _connect(self) -> sqlite3.Connection:
         """A connection of its own, for a long read in the background."""
@@ -796,9 +802,16 @@ class SqliteFaissStore(SpanStore):
             db.execute("COMMIT")
             db.close()
 
-    def _merge(self, collection: str) -> None:
+    def _merge(self, collection: str, only_if_wanted: bool = False) -> None:
         """Build a new base from the committed state, save and swap it in, then drop the
-        tombstones no base in use needs (those before the previous base)."""
+        tombstones no base in use needs (those before the previous base). With
+        ``only_if_wanted``, nothing when the policy no longer asks for it (a merge queued
+        behind another one that already took its writes in)."""
+        if only_if_wanted:
+            with self._lock:
+                current = self._loaded.get(collection)
+            if current is None or not self._wants_merge(current):
+                return
         epoch = self._epochs.get(collection, 0)
         db = self._connect()
         db.execute("BEGIN")
@@ -839,6 +852,8 @@ class SqliteFaissStore(SpanStore):
                 raise
             self._merged[collection] = base
         self._indexes(collection)  # the deltas since the new base, built here and not by a query
+        if self._has_token_vectors(collection):
+            self._token_matrix(collection, self._connect())
 
     def _compact(self, collection: str) -> None:
         """Replace the deltas of the current set by one (the rows and words are in memory)."""
