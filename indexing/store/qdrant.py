@@ -164,7 +164,7 @@ class QdrantStore(SpanStore):
         elif local_engine == "edge":
             from indexing.store.qdrant_edge import EdgeClient
 
-            client = EdgeClient(Path(path))
+            client = EdgeClient(Path(str(path)))
         else:
             client = QdrantClient(path=str(path))
         self.client = _OneCallAtATime(client) if self.local else client
