@@ -144,13 +144,22 @@ def test_a_restart_loads_the_saved_index_instead_of_rebuilding(tmp_path, kind, c
     reopened.close()
 
 
-def test_switching_the_kind_rebuilds_the_index_from_sqlite(tmp_path, corpus, flat_store):
-    open_store(tmp_path, "flat", corpus).close()
+def test_switching_the_kind_rebuilds_the_index_in_the_background_and_searches_the_old_one_meanwhile(
+    tmp_path, corpus, flat_store
+):
+    flat = open_store(tmp_path, "flat", corpus)
+    flat.refresh(C)
+    flat.close()
     hnsw = open_store(tmp_path, "hnsw")
-    assert hnsw.index_build_seconds(C) != {}  # the saved flat index was not taken for HNSW
+    assert top_ids(hnsw, QUERIES) == top_ids(flat_store, QUERIES)  # the saved flat index, searched at once
+    hnsw.settle()
+    assert hnsw.index_build_seconds(C) != {}  # then HNSW was built from SQLite in the background
     assert recall(top_ids(hnsw, QUERIES), top_ids(flat_store, QUERIES)) >= 0.9
+    assert hnsw.collection_stats(C)["freshness"]["segments"] == 1
     hnsw.close()
     flat = open_store(tmp_path, "flat")
+    assert recall(top_ids(flat, QUERIES), top_ids(flat_store, QUERIES)) >= 0.9  # HNSW until flat is built
+    flat.settle()
     assert flat.index_build_seconds(C) != {}
     assert top_ids(flat, QUERIES) == top_ids(flat_store, QUERIES)
     flat.close()

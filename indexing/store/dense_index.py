@@ -75,6 +75,23 @@ class DenseIndexSpec:
             return f"hnsw-fp16-m{self.hnsw_m}-efc{self.hnsw_ef_construction}"
         return "fp16" if self.kind == "flat" else "ivf-fp16"
 
+    @classmethod
+    def from_signature(cls, signature: str, device: str = "cpu") -> DenseIndexSpec:
+        """The spec an index saved with ``signature`` was built with (searched as it is
+        while an index of another kind is built in its place).
+
+            >>> DenseIndexSpec.from_signature("hnsw-fp16-m16-efc40").hnsw_m
+            16
+        """
+        if signature.startswith("hnsw-fp16-m"):
+            m, efc = signature.removeprefix("hnsw-fp16-m").split("-efc")
+            return cls("hnsw", device, hnsw_m=int(m), hnsw_ef_construction=int(efc))
+        if signature == "ivf-fp16":
+            return cls("ivf", device)
+        if signature == "fp16":
+            return cls("flat", device)
+        raise ValueError(f"unknown dense index signature {signature!r}")
+
 
 def ivf_lists(n: int) -> int:
     """Inverted lists for ``n`` vectors: about 2·√n, with at least 39 training vectors each."""

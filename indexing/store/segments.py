@@ -176,6 +176,7 @@ class BaseSegment:
     bm25: dict[Granularity, Bm25Index]
     built_at: float  # wall-clock time the build started (time.time())
     build_seconds: dict[str, float] = field(default_factory=dict)  # empty when loaded from disk
+    dense_signature: str = ""  # what kind of dense index it holds (DenseIndexSpec.signature)
 
     @property
     def n_rows(self) -> int:

@@ -701,7 +701,7 @@ class SqliteFaissStore(SpanStore):
             if (
                 current is not None
                 and current.generation == generation
-                and (merged is None or merged.generation <= current.base.generation)
+                and (merged is None or merged is current.base or merged.generation < current.base.generation)
             ):
                 return current
             floor, newest_base = self._query(
@@ -709,7 +709,8 @@ class SqliteFaissStore(SpanStore):
             )[0]
             base = self._usable_base(collection, current, floor, generation)
             if base is None:
-                base = self._load_from_disk(collection, floor, generation) or self._rebuild(
+                # a saved base of another dense kind is searched until its replacement is built
+                base = self._load_from_disk(collection, floor, generation, any_kind=True) or self._rebuild(
                     collection, dim, generation, self._db
                 )
                 current = None
@@ -768,7 +769,10 @@ class SqliteFaissStore(SpanStore):
 
     def _plan_background_work(self, collection: str, segments: SegmentSet, newest_base: int) -> None:
         merged = self._merged.get(collection)
-        if newest_base > segments.base.generation and (merged is None or merged.generation < newest_base):
+        if segments.base.dense_signature != self.dense_spec.signature:
+            # SPANRAG_DENSE_INDEX changed: build the new kind in the background
+            self._background.submit(("merge", collection), lambda: self._merge(collection))
+        elif newest_base > segments.base.generation and (merged is None or merged.generation < newest_base):
             # another process merged: take its base from disk, off the query path
             self._background.submit(("merge", collection), lambda: self._adopt_saved_base(collection))
         elif self._wants_merge(segments):
@@ -915,18 +919,26 @@ class SqliteFaissStore(SpanStore):
             by_granularity[g].append(r)
         return span_id_of_row, {g: np.array(v, dtype=np.int64) for g, v in by_granularity.items()}
 
-    def _load_from_disk(self, collection: str, floor: int, generation: int) -> BaseSegment | None:
+    def _load_from_disk(
+        self, collection: str, floor: int, generation: int, any_kind: bool = False
+    ) -> BaseSegment | None:
         """The saved base, if it was built as this store's spec says, at a generation the
         tombstones still cover. Its span directory holds the rows that still exist: a
         deleted one is a tombstone, dropped before its id is looked up."""
         meta = self._saved_meta(collection)
-        if meta is None or meta.get("dense_codec") != self.dense_spec.signature:
+        if meta is None or not floor <= meta["generation"] <= generation:
             return None
-        if not floor <= meta["generation"] <= generation:
-            return None
+        spec = self.dense_spec
+        if meta.get("dense_codec") != spec.signature:
+            if not any_kind:
+                return None
+            try:
+                spec = DenseIndexSpec.from_signature(meta.get("dense_codec", ""), self.dense_spec.device)
+            except ValueError:
+                return None
         directory = meta["directory"]
         try:
-            dense = DenseIndex.load(self.dense_spec, directory)
+            dense = DenseIndex.load(spec, directory)
             if dense is None:
                 return None
             bm25 = {g: Bm25Index.load(directory / "bm25" / g) for g in GRANULARITIES}
@@ -935,7 +947,14 @@ class SqliteFaissStore(SpanStore):
         with self._read_transaction():
             span_id_of_row, by_granularity = self._span_directory(self._query, collection, meta["max_row"])
         return BaseSegment(
-            meta["generation"], meta["max_row"], dense, span_id_of_row, by_granularity, bm25, meta["built_at"]
+            meta["generation"],
+            meta["max_row"],
+            dense,
+            span_id_of_row,
+            by_granularity,
+            bm25,
+            meta["built_at"],
+            dense_signature=spec.signature,
         )
 
     def _rebuild(
@@ -971,7 +990,17 @@ class SqliteFaissStore(SpanStore):
         }
         max_row = int(row_ids[-1]) if len(row_ids) else 0
         del rows
-        base = BaseSegment(generation, max_row, dense, span_id_of_row, by_granularity, bm25, built_at, seconds)
+        base = BaseSegment(
+            generation,
+            max_row,
+            dense,
+            span_id_of_row,
+            by_granularity,
+            bm25,
+            built_at,
+            seconds,
+            dense_signature=self.dense_spec.signature,
+        )
         if save:
             started = time.perf_counter()
             self._save(collection, base)
@@ -1000,7 +1029,7 @@ class SqliteFaissStore(SpanStore):
                     "generation": base.generation,
                     "max_row": base.max_row,
                     "built_at": base.built_at,
-                    "dense_codec": self.dense_spec.signature,
+                    "dense_codec": base.dense_signature,
                 }
             )
         )
