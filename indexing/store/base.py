@@ -197,8 +197,9 @@ class SpanStore(ABC):
     """The contract every backend meets; see the module docstring for the capabilities.
 
     Methods marked with a capability raise :class:`UnsupportedCapability` on a store that
-    does not declare it; the unmarked ones (collections, ``refresh``, ``settle``,
-    ``freshness``, ``index_footprint``, ``index_build_seconds``, ``close``) every store has.
+    does not declare it; the unmarked ones (collections, ``document_count``, ``refresh``,
+    ``settle``, ``freshness``, ``index_footprint``, ``index_build_seconds``, ``close``) every
+    store has.
     """
 
     capabilities: ClassVar[frozenset[StoreCapability]] = frozenset()
@@ -435,6 +436,11 @@ class SpanStore(ABC):
         """Seconds of each part of the last search-index build of ``collection`` in this
         process (for benchmarks); {} when nothing was built here (the default)."""
         return {}
+
+    def document_count(self, collection: str) -> int:
+        """Documents in ``collection`` (what a write's bookkeeping compares the graph with);
+        the default reads :meth:`collection_stats`, which backends answer more cheaply."""
+        return int(self.collection_stats(collection)["documents"])
 
     def settle(self, collection: str | None = None) -> None:
         """Wait until the index work this store runs in the background (merges, token

@@ -328,6 +328,10 @@ class QdrantStore(SpanStore):
     def collection_model(self, name: str) -> str:
         return self._require(name)["model"]
 
+    def document_count(self, collection: str) -> int:
+        self._require(collection)
+        return self.client.count(self._meta, count_filter=self._match(kind="document", collection=collection)).count
+
     def collection_stats(self, name: str) -> dict:
         record = self._require(name)
         n_docs = self.client.count(self._meta, count_filter=self._match(kind="document", collection=name)).count

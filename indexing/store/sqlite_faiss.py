@@ -195,6 +195,10 @@ class SqliteFaissStore(SpanStore):
     def collection_model(self, name: str) -> str:
         return self._require(name)[0]
 
+    def document_count(self, collection: str) -> int:
+        self._require(collection)
+        return self._query("SELECT COUNT(*) FROM documents WHERE collection = ?", (collection,))[0][0]
+
     def collection_stats(self, name: str) -> dict:
         model, dim, generation = self._require(name)
         n_docs = self._query("SELECT COUNT(*) FROM documents WHERE collection = ?", (name,))[0][0]
