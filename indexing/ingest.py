@@ -382,10 +382,7 @@ class Ingestor:
                     progress.documents(min(start + batch_docs, len(docs)), len(docs))
 
         graph.update_documents(collection, items(), known_titles=[d.title for d in docs])
-        if (
-            doc_ids is not None
-            and graph.document_count(collection) != self.store.document_count(collection)
-        ):
+        if doc_ids is not None and graph.document_count(collection) != self.store.document_count(collection):
             # the graph drifted from the store before this write (a crash between the two)
             return len(stale) + self.sync_graph(collection, graph, similar_k, similar_min, progress, None, batch_docs)
         return len(stale)
