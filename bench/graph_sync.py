@@ -10,10 +10,11 @@ Each run builds the graph of every document of the collection into a fresh graph
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
+
+from bench.results import write_result
 
 
 def build(data_dir: Path, collection: str, one_by_one: bool) -> dict:
@@ -57,10 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     out["speedup"] = round(out["one search per span"]["seconds"] / out["batched"]["seconds"], 2)
     out["same_edges"] = out["batched"]["edges"] == out["one search per span"]["edges"]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2))
-    print(json.dumps(out, indent=2))
-    return out
+    return write_result(out, args.out)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ signal, not the store.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
+from bench.results import write_result
 from eval.datasets import load_dataset, parse_spec  # noqa: E402
 from eval.metrics import ranking_metrics  # noqa: E402
 from indexing.token_codecs import CODECS, bytes_per_token, decode_tokens, encode_tokens  # noqa: E402
@@ -102,8 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
         "codecs": codec_stats,
         "metrics": metrics,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2))
+    write_result(out, args.out, echo=False)
     print("| run | nDCG@10 | R@10 | MRR@10 |\n|---|---:|---:|---:|")
     for name, m in metrics.items():
         print(f"| {name} | {m['ndcg@10']:.4f} | {m['recall@10']:.4f} | {m['mrr@10']:.4f} |")

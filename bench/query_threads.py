@@ -29,6 +29,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.results import write_result
+
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "SPANRAG_THREAD_PLAN")
 VARIANTS: dict[str, dict[str, str]] = {
     "spanrag threads": {},
@@ -90,8 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
                     hog.kill()
             print(label, json.dumps(results[label]), flush=True)
     out = {"dataset": args.dataset, "queries": args.limit, "cores": len(os.sched_getaffinity(0)), "results": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2))
+    write_result(out, args.out, echo=False)
     args.out.with_suffix(".md").write_text(markdown(results) + "\n")
     print(markdown(results))
     return out

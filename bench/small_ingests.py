@@ -19,10 +19,11 @@ again, so tombstones are part of it.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
 from pathlib import Path
+
+from bench.results import write_result
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -83,10 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     source.close()
     target.close()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2))
-    print(json.dumps(out, indent=2))
-    return out
+    return write_result(out, args.out)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,11 @@ collection ends as it began. Stages are timed as in ``bench.ingest_throughput``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 from bench.ingest_throughput import STAGES, timed_write_path
+from bench.results import write_result
 
 TEXT = (
     "Green tea is brewed at 80 degrees Celsius for two minutes. Boiling water makes it bitter.\n\n"
@@ -53,10 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
         "stages": stages,
         "other": other,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2))
-    print(json.dumps(out, indent=2))
-    return out
+    return write_result(out, args.out)
 
 
 if __name__ == "__main__":
