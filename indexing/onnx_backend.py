@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from indexing.cores import available_cores
+
 # Bump when the export or quantization settings change: cached files then no longer match.
 FORMAT_VERSION = "v1"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -156,13 +158,6 @@ def _hidden_states_module(model: Any) -> Any:
             return out.last_hidden_state
 
     return HiddenStates()
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 class OnnxTransformer:

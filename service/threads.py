@@ -23,7 +23,6 @@ set them (what the benchmark compares with).
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -31,16 +30,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
+from indexing.cores import available_cores
+
 Work = Literal["query", "bulk"]
-
-
-def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity, which containers and ``taskset``
-    narrow), not the machine's count."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
 
 
 @dataclass

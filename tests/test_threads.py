@@ -9,7 +9,8 @@ import pytest
 import torch
 from threadpoolctl import threadpool_info
 
-from service.threads import ThreadPlan, available_cores
+from indexing.cores import available_cores
+from service.threads import ThreadPlan
 
 C = "docs"
 
