@@ -14,7 +14,9 @@ Gold data per query:
   ``require_all`` is True for a TAT-QA multi-span answer: every span must be in the context.
 * ``evidence``: gold evidence units (:class:`eval.metrics.EvidenceUnit`).
 * ``evidence_sentences``: finer gold evidence where the dataset marks sentences (SciFact's
-  rationale sentences, as character ranges of the document): ``sentence_evidence_recall``.
+  rationale sentences, HotpotQA's supporting facts, as character ranges of the document):
+  ``sentence_evidence_recall``, and ``cited_precision``/``cited_recall`` of the answer's
+  citations.
 
 The collection a dataset is ingested into is named by content:
 ``eval-<kind>-<sha256(dataset file)[:10]>-<sha256(model name)[:6]>`` (for BEIR the file is
@@ -268,6 +270,7 @@ def load_hotpotqa(path: Path, split: str | None = None) -> EvalDataset:
                 docs[title] = parsed
         qid = str(rec.get("id", rec.get("_id", f"q{i}")))
         support = list(dict.fromkeys(rec["supporting_facts"]["title"]))
+        paragraphs = dict(zip(rec["context"]["title"], rec["context"]["sentences"], strict=False))
         qrels[qid] = {t: 1 for t in support}
         answer = str(rec["answer"])
         queries.append(
@@ -278,6 +281,7 @@ def load_hotpotqa(path: Path, split: str | None = None) -> EvalDataset:
                 evidence=[EvidenceUnit(t, label="supporting paragraph") for t in support],
                 context_answers=None if answer.strip().lower() in YES_NO else [answer],
                 meta={"type": rec.get("type"), "level": rec.get("level")},
+                evidence_sentences=_supporting_sentences(rec["supporting_facts"], paragraphs, docs),
             )
         )
     for parsed in docs.values():
@@ -288,6 +292,25 @@ def load_hotpotqa(path: Path, split: str | None = None) -> EvalDataset:
     return EvalDataset(
         "hotpotqa", "hotpotqa", split or path.stem, path, queries, qrels, corpus_docs=list(docs.values()), notes=notes
     )
+
+
+def _supporting_sentences(
+    facts: dict, paragraphs: dict[str, list[str]], docs: dict[str, ParsedDocument]
+) -> list[EvidenceUnit]:
+    """HotpotQA's supporting facts (title, sentence index) as character ranges of the stored
+    documents' text; a fact whose sentence the stored text does not hold (another
+    question's version of that title was kept) is left out."""
+    units = []
+    for title, index in zip(facts["title"], facts["sent_id"], strict=False):
+        sentences, doc = paragraphs.get(title) or [], docs.get(title)
+        if doc is None or not 0 <= index < len(sentences):
+            continue
+        sentence = sentences[index].strip()
+        before = "".join(sentences[:index]).strip()
+        start = doc.text.find(sentence, doc.text.find(before[-40:]) if before else 0) if sentence else -1
+        if start >= 0:
+            units.append(EvidenceUnit(title, start, start + len(sentence), label="supporting fact"))
+    return units
 
 
 # -- TAT-QA --------------------------------------------------------------------------------------

@@ -57,6 +57,8 @@ METRIC_ORDER = (
     "mrr@10",
     "evidence_recall",
     "sentence_evidence_recall",
+    "cited_precision",
+    "cited_recall",
     "answer_in_context",
     "answered_in_context",
     "answer_em",
@@ -143,9 +145,13 @@ def query_metrics(record: Mapping, gold: Mapping) -> dict[str, float | None]:
         if context_answers is None
         else M.answer_in_context(context_text, context_answers, bool(gold.get("require_all")))
     )
+    # an abstaining answer cites nothing: it counts for recall (0), not for precision
+    cited_precision, cited_recall = M.cited_evidence(record.get("citations") or [], sentences)
     return {
         "evidence_recall": M.evidence_recall(evidence, spans),
         "sentence_evidence_recall": M.evidence_recall(sentences, spans),
+        "cited_precision": cited_precision,
+        "cited_recall": cited_recall,
         "answer_in_context": in_context,
         "answered_in_context": None if in_context is None else in_context * (not record.get("abstained")),
         "answer_em": M.squad_em(prediction, answers) if answers else None,
@@ -173,6 +179,8 @@ def aggregate(records: Sequence[Mapping], golds: Mapping[str, Mapping]) -> dict[
     for name in (
         "evidence_recall",
         "sentence_evidence_recall",
+        "cited_precision",
+        "cited_recall",
         "answer_in_context",
         "answered_in_context",
         "answer_em",

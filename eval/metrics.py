@@ -185,6 +185,22 @@ def unit_found(unit: EvidenceUnit, spans: Sequence[Mapping]) -> bool:
     return False
 
 
+def cited_evidence(citations: Sequence[Mapping], units: Sequence[EvidenceUnit]) -> tuple[float | None, float | None]:
+    """Precision and recall of an answer's citations against gold evidence sentences:
+    the share of cited pieces that overlap a gold sentence, and the share of gold
+    sentences some citation overlaps (None where there is nothing to divide by: no
+    citations for precision, no gold sentences for either).
+
+        >>> gold = [EvidenceUnit("a", 0, 10), EvidenceUnit("a", 20, 30)]
+        >>> cited_evidence([{"doc_id": "a", "start": 0, "end": 9}, {"doc_id": "b", "start": 0, "end": 9}], gold)
+        (0.5, 0.5)
+    """
+    if not units:
+        return None, None
+    precision = sum(any(unit_found(u, [c]) for u in units) for c in citations) / len(citations) if citations else None
+    return precision, sum(unit_found(u, citations) for u in units) / len(units)
+
+
 def evidence_recall(units: Sequence[EvidenceUnit], spans: Sequence[Mapping]) -> float | None:
     """Share of the gold evidence units found in the context (None: no units to find)."""
     if not units:

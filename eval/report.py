@@ -18,6 +18,8 @@ COLUMNS = (
     ("mrr@10", "MRR@10", "{:.3f}"),
     ("evidence_recall", "evidence recall", "{:.3f}"),
     ("sentence_evidence_recall", "evidence sentences", "{:.3f}"),
+    ("cited_precision", "cited precision", "{:.3f}"),
+    ("cited_recall", "cited recall", "{:.3f}"),
     ("answer_in_context", "answer in context", "{:.3f}"),
     ("answered_in_context", "answered in context", "{:.3f}"),
     ("answer_em", "EM", "{:.3f}"),

@@ -140,6 +140,42 @@ def test_hotpotqa_yes_no_excluded_from_answer_in_context(tmp_path):
     assert [u.doc_id for u in h1.evidence] == ["A", "B"]
 
 
+def test_hotpotqa_supporting_facts_become_sentence_ranges_of_the_stored_documents(tmp_path):
+    records = [
+        {
+            "id": "h1",
+            "question": "Where was the author of B born?",
+            "answer": "Lyon",
+            "supporting_facts": {"title": ["A", "B", "A"], "sent_id": [1, 0, 9]},
+            "context": {
+                "title": ["A", "B"],
+                "sentences": [["A is a writer.", " A was born in Lyon.", " A died in Paris."], ["B is a novel by A."]],
+            },
+        }
+    ]
+    path = tmp_path / "hp.json"
+    path.write_text(json.dumps(records))
+    ds = load_dataset("hotpotqa", path)
+    text = {d.doc_id: d.text for d in ds.corpus_docs}
+
+    units = ds.queries[0].evidence_sentences
+    assert [(u.doc_id, text[u.doc_id][u.start : u.end]) for u in units] == [
+        ("A", "A was born in Lyon."),
+        ("B", "B is a novel by A."),
+    ]  # sentence 9 of A does not exist: left out
+
+
+def test_cited_evidence_precision_and_recall():
+    gold = [M.EvidenceUnit("a", 0, 20), M.EvidenceUnit("b", 5, 15)]
+    on_a = {"doc_id": "a", "start": 3, "end": 12}
+    elsewhere = {"doc_id": "a", "start": 30, "end": 40}
+
+    assert M.cited_evidence([on_a, elsewhere], gold) == (0.5, 0.5)
+    assert M.cited_evidence([on_a, {"doc_id": "b", "start": 0, "end": 6}], gold) == (1.0, 1.0)
+    assert M.cited_evidence([], gold) == (None, 0.0)  # no citations: no precision, recall 0
+    assert M.cited_evidence([on_a], []) == (None, None)  # no gold sentences: the query does not count
+
+
 def test_tatqa_document_and_gold(tmp_path):
     context = {
         "table": {"uid": "T1", "table": [["", "2019", "2018"], ["Revenue", "10", "8"], ["Cost", "4", "3"]]},
@@ -206,3 +242,19 @@ def test_beir_evidence_sentences_become_character_ranges_of_the_ingested_documen
     spans = [{"doc_id": "d1", "start": unit.start, "end": unit.end}]
     assert query_metrics({"context": [], "answer": ""}, gold)["sentence_evidence_recall"] == 0.0
     assert query_metrics({"context": [{**spans[0], "text": ""}], "answer": ""}, gold)["sentence_evidence_recall"] == 1.0
+
+
+def test_a_run_record_scores_its_citations_against_the_gold_sentences():
+    from eval.harness import query_metrics
+
+    gold = {"evidence_sentences": [{"doc_id": "A", "start": 15, "end": 35}], "evidence": [{"doc_id": "A"}]}
+    record = {
+        "context": [{"doc_id": "A", "start": 0, "end": 50, "text": "A is a writer. A was born in Lyon."}],
+        "citations": [{"doc_id": "A", "start": 15, "end": 35}, {"doc_id": "A", "start": 0, "end": 14}],
+        "answer": "A was born in Lyon [1].",
+    }
+
+    metrics = query_metrics(record, gold)
+
+    assert (metrics["cited_precision"], metrics["cited_recall"]) == (0.5, 1.0)
+
