@@ -22,6 +22,7 @@ When to merge is :class:`~indexing.store.merge_policy.MergePolicy`'s call.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,17 +58,21 @@ class DeltaBm25:
         delta = cls(np.asarray(row_ids, dtype=np.int64), words, stats)
         lengths = np.array([len(w) for w in words], dtype=np.float64)
         avgdl = stats.avgdl if stats.n_docs else float(lengths.mean()) if len(lengths) else 1.0
-        rows, cols, scores = [], [], []
+        rows, cols, tfs, idfs = [], [], [], []
+        norms = stats.k1 * (1 - stats.b + stats.b * lengths / max(avgdl, 1e-9))
+        idf_of: dict[str, float] = {}
         for d, doc in enumerate(words):
-            counts: dict[str, int] = {}
-            for word in doc:
-                counts[word] = counts.get(word, 0) + 1
-            norm = stats.k1 * (1 - stats.b + stats.b * lengths[d] / max(avgdl, 1e-9))
-            for word, tf in counts.items():
-                col = delta._columns.setdefault(word, len(delta._columns))
+            for word, tf in Counter(doc).items():
+                col = delta._columns.get(word)
+                if col is None:
+                    col = delta._columns[word] = len(delta._columns)
+                    idf_of[word] = stats.idf(word)
                 rows.append(d)
                 cols.append(col)
-                scores.append(stats.idf(word) * tf / (tf + norm))
+                tfs.append(tf)
+                idfs.append(idf_of[word])
+        tf = np.asarray(tfs, dtype=np.float64)
+        scores = np.asarray(idfs) * tf / (tf + norms[np.asarray(rows, dtype=np.int64)]) if rows else np.zeros(0)
         delta._matrix = scipy.sparse.csc_matrix(
             (np.asarray(scores, dtype=np.float32), (rows, cols)), shape=(len(words), max(len(delta._columns), 1))
         )
@@ -149,13 +154,18 @@ class DeltaSegment:
 
     @classmethod
     def compact(cls, deltas: list[DeltaSegment], stats: dict[str, Bm25Stats]) -> DeltaSegment:
-        """One delta holding the spans of ``deltas`` (in row order)."""
+        """One delta holding the spans of ``deltas``, in row order."""
+        row_ids = np.concatenate([d.row_ids for d in deltas])
+        order = np.argsort(row_ids, kind="stable")
+        span_ids = [s for d in deltas for s in d.span_ids]
+        granularities = [g for d in deltas for g in d.granularities]
+        words = [w for d in deltas for w in d.words]
         return cls.build(
-            np.concatenate([d.row_ids for d in deltas]),
-            [s for d in deltas for s in d.span_ids],
-            [g for d in deltas for g in d.granularities],
-            np.concatenate([d.vectors for d in deltas]),
-            [w for d in deltas for w in d.words],
+            row_ids[order],
+            [span_ids[i] for i in order],
+            [granularities[i] for i in order],
+            np.concatenate([d.vectors for d in deltas])[order],
+            [words[i] for i in order],
             stats,
         )
 

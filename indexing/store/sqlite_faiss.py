@@ -781,7 +781,7 @@ class SqliteFaissStore(SpanStore):
             self._background.submit(("merge", collection), lambda: self._adopt_saved_base(collection))
         elif self._wants_merge(segments):
             self._background.submit(("merge", collection), lambda: self._merge(collection, only_if_wanted=True))
-        elif self.merge_policy.wants_compaction(len(segments.deltas)):
+        elif self.merge_policy.compaction([len(d) for d in segments.deltas]):
             self._background.submit(("merge", collection), lambda: self._compact(collection))
 
     def _wants_merge(self, segments: SegmentSet) -> bool:
@@ -864,24 +864,27 @@ class SqliteFaissStore(SpanStore):
             self._token_matrix(collection, self._connect())
 
     def _compact(self, collection: str) -> None:
-        """Replace the deltas of the current set by one (the rows and words are in memory)."""
+        """Replace the deltas the merge policy picks by one (their rows and words are in
+        memory: nothing is read or stemmed again)."""
         with self._lock:
             segments = self._loaded.get(collection)
-        if segments is None or len(segments.deltas) < 2:
+        if segments is None:
             return
-        compacted = DeltaSegment.compact(list(segments.deltas), segments.base.stats)
+        picked = [segments.deltas[i] for i in self.merge_policy.compaction([len(d) for d in segments.deltas])]
+        if len(picked) < 2:
+            return
+        compacted = DeltaSegment.compact(picked, segments.base.stats)
         with self._lock:
             current = self._loaded.get(collection)
-            if (
-                current is None
-                or current.base is not segments.base
-                or current.deltas[: len(segments.deltas)] != segments.deltas
-            ):
+            if current is None or current.base is not segments.base:
                 return
+            kept = [d for d in current.deltas if not any(d is p for p in picked)]
+            if len(kept) != len(current.deltas) - len(picked):
+                return  # the deltas changed meanwhile
             self._loaded[collection] = SegmentSet(
                 current.generation,
                 current.base,
-                (compacted, *current.deltas[len(segments.deltas) :]),
+                (*kept, compacted),
                 current.tombstones,
                 current.max_row,
                 current.tombstone_generation,
