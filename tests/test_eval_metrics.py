@@ -257,4 +257,3 @@ def test_a_run_record_scores_its_citations_against_the_gold_sentences():
     metrics = query_metrics(record, gold)
 
     assert (metrics["cited_precision"], metrics["cited_recall"]) == (0.5, 1.0)
-
