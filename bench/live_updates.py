@@ -10,7 +10,8 @@ For each size, in a process of its own:
   copies, up to N spans; token vectors included) written into a fresh embedded store, then
   its base segment built (timed; this is the one full build).
 * **Idle**: the default pipeline answers ``--queries`` SciFact claims (vectors computed up
-  front, so latency is search, as in ``bench.cost_growth``): p50, p95, max.
+  front, so latency is search, as in ``bench.cost_growth``): p50, p95, max. Thread pools
+  are sized as a service answers (``ThreadPlan().use("query")``: one thread per library).
 * **Writes**: for ``--seconds`` seconds a writer thread, once a second, adds one small
   document (a pool document with new vectors), replaces one it added earlier (new
   vectors, same span ids) and deletes one it added earlier, each as the service writes:
@@ -173,6 +174,7 @@ def phase_live(cfg: LiveConfig, size: int) -> dict:
     from indexing.embed import Encoder
     from indexing.store.sqlite_faiss import SqliteFaissStore
     from retrieval.pipeline import Retriever
+    from service.threads import ThreadPlan
 
     base = cfg.base
     pool = Pool.load(base.pool_dir)
@@ -211,6 +213,7 @@ def phase_live(cfg: LiveConfig, size: int) -> dict:
 
     encoder = PrecomputedQueries(Encoder.load(base.model, device="cpu"), queries["table"])
     retriever = Retriever(store, encoder, encoder, graph=None)
+    ThreadPlan().use("query")  # the pools a service answers with (SPANRAG_QUERY_THREADS=1)
     texts = queries["texts"]
     for text in texts[: base.warmup]:
         retriever.retrieve(COLLECTION, text, "default")
