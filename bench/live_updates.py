@@ -200,9 +200,9 @@ def phase_live(cfg: LiveConfig, size: int) -> dict:
     for name in ("_merge", "_compact"):
         original = getattr(store, name)
 
-        def timed(collection, _original=original, _name=name):
+        def timed(collection, *args, _original=original, _name=name, **kwargs):
             began = time.perf_counter()
-            _original(collection)
+            _original(collection, *args, **kwargs)
             merges.append(
                 {
                     "kind": _name.strip("_"),
