@@ -725,11 +725,9 @@ class SqliteFaissStore(SpanStore):
             else:
                 since_row, since_generation = base.max_row, base.generation
                 deltas, tombstones = (), set()
-            rows = self._query(
-                "SELECT row_id, id, granularity, header, text, vector FROM spans "
-                "WHERE collection = ? AND row_id > ? ORDER BY row_id",
-                (collection, since_row),
-            )
+            delta = self._delta(collection, dim, since_row, base)
+            if delta is not None:
+                deltas = (*deltas, delta)
             tombstones.update(
                 r
                 for (r,) in self._query(
@@ -737,27 +735,13 @@ class SqliteFaissStore(SpanStore):
                     (collection, since_generation),
                 )
             )
-            new_base = current is None or current.base is not base
-        # indexing the rows written since (stemming, FAISS) needs no lock: searches and
-        # writes of other threads go on meanwhile
-        delta = self._delta(rows, dim, base) if rows else None
-        segments = SegmentSet(
-            generation,
-            base,
-            (*deltas, delta) if delta is not None else deltas,
-            frozenset(tombstones),
-            tombstone_generation=generation,
-        )
-        with self._lock:
-            installed = self._loaded.get(collection)
-            # another thread may have installed a newer set meanwhile: keep it
-            if installed is None or (installed.generation, installed.base.generation) <= (generation, base.generation):
-                self._loaded[collection] = segments
-        if new_base:
-            # A base's span directory is hundreds of thousands of long-lived objects;
-            # frozen, they are no longer rescanned by every full garbage collection a
-            # query triggers (measured: ~220 ms pauses in p95 latency on SciFact).
-            gc.freeze()
+            segments = SegmentSet(generation, base, deltas, frozenset(tombstones), tombstone_generation=generation)
+            self._loaded[collection] = segments
+            if current is None or current.base is not base:
+                # A base's span directory is hundreds of thousands of long-lived objects;
+                # frozen, they are no longer rescanned by every full garbage collection a
+                # query triggers (measured: ~220 ms pauses in p95 latency on SciFact).
+                gc.freeze()
         self._plan_background_work(collection, segments, newest_base)
         return segments
 
@@ -770,9 +754,14 @@ class SqliteFaissStore(SpanStore):
         usable = [b for b in candidates if floor <= b.generation <= generation]
         return max(usable, key=lambda b: b.generation) if usable else None
 
-    @staticmethod
-    def _delta(rows: list[tuple], dim: int, base: BaseSegment) -> DeltaSegment:
-        """A delta of span rows (row_id, id, granularity, header, text, vector)."""
+    def _delta(self, collection: str, dim: int, since_row: int, base: BaseSegment) -> DeltaSegment | None:
+        rows = self._query(
+            "SELECT row_id, id, granularity, header, text, vector FROM spans "
+            "WHERE collection = ? AND row_id > ? ORDER BY row_id",
+            (collection, since_row),
+        )
+        if not rows:
+            return None
         return DeltaSegment.from_texts(
             np.array([r[0] for r in rows], dtype=np.int64),
             [r[1] for r in rows],
