@@ -50,7 +50,17 @@ class Span:
     @property
     def context_text(self) -> str:
         """The text to embed, score or show: a row's header line comes with the row."""
-        return f"{self.header}\n{self.text}" if self.header else self.text
+        return context_text(self.text, self.header)
+
+
+def context_text(text: str, header: str = "") -> str:
+    """A span's text with its table header line first, if it has one (what is embedded and
+    what BM25 indexes, from a :class:`Span` or from stored columns).
+
+        >>> context_text("2019 | 4.1", "year | revenue")
+        'year | revenue\\n2019 | 4.1'
+    """
+    return f"{header}\n{text}" if header else text
 
 
 def span_id(doc_id: str, order: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,21 @@ class Bm25Stats:
 EMPTY_STATS = Bm25Stats(0, 0.0, {})
 
 
+def best_k(scores: np.ndarray, row_ids: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """The ``k`` best ``(row_id, score)`` with a score above 0, best first, ties by row id
+    (``row_ids`` ascend, as every BM25 index here holds them).
+
+    >>> best_k(np.array([0.5, 0.0, 2.0, 0.5]), np.array([3, 5, 7, 9]), 3)
+    [(7, 2.0), (3, 0.5), (9, 0.5)]
+    """
+    k = min(k, int(np.count_nonzero(scores > 0)))
+    if k <= 0:
+        return []
+    top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    top = top[np.lexsort((top, -scores[top]))]
+    return [(int(row_ids[d]), float(scores[d])) for d in top]
+
+
 class Bm25Index:
     """A bm25s index whose documents are span row ids.
 
@@ -84,9 +100,10 @@ class Bm25Index:
         avgdl = float(np.mean([len(ids) for ids in tokens.ids]))
         return cls(retriever, np.asarray(row_ids, dtype=np.int64), avgdl)
 
-    @property
+    @cached_property
     def stats(self) -> Bm25Stats:
-        """This index's statistics (the delta segments score with them)."""
+        """This index's statistics (the delta segments score with them; read once, as the
+        index never changes)."""
         if self._retriever is None:
             return EMPTY_STATS
         indptr = np.asarray(self._retriever.scores["indptr"])
@@ -113,13 +130,7 @@ class Bm25Index:
         if not words:
             return []
         # get_scores + argpartition: bm25s's retrieve() spins up a thread pool per call
-        scores = self._retriever.get_scores(words)
-        k = min(k, int(np.count_nonzero(scores > 0)))
-        if k == 0:
-            return []
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-        top = top[np.lexsort((top, -scores[top]))]  # best first; ties by position, deterministic
-        return [(int(self.row_ids[d]), float(scores[d])) for d in top]
+        return best_k(self._retriever.get_scores(words), self.row_ids, k)
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)

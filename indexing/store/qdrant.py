@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from indexing.spans import GRANULARITIES, Document, Granularity, Span, doc_id_of
+from indexing.spans import GRANULARITIES, Document, Granularity, Span, context_text, doc_id_of
 from indexing.store.base import (
     ALL_CAPABILITIES,
     CollectionNotFound,
@@ -680,9 +680,7 @@ class QdrantStore(SpanStore):
         rows: dict[str, list[tuple[int, str]]] = {g: [] for g in GRANULARITIES}
         span_id_of_row = {}
         for position, pl in enumerate(payloads):
-            rows[pl["granularity"]].append(
-                (position, f"{pl['header']}\n{pl['text']}" if pl.get("header") else pl["text"])
-            )
+            rows[pl["granularity"]].append((position, context_text(pl["text"], pl.get("header") or "")))
             span_id_of_row[position] = pl["span_id"]
         bm25 = {}
         for g, part in rows.items():

@@ -24,11 +24,12 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
 from indexing.spans import GRANULARITIES, Granularity
-from indexing.store.bm25 import Bm25Index, Bm25Stats, tokenize_words
+from indexing.store.bm25 import Bm25Index, Bm25Stats, best_k, tokenize_words
 from indexing.store.dense_index import DenseIndex, DenseIndexSpec
 
 FLAT = DenseIndexSpec("flat")
@@ -46,7 +47,6 @@ class DeltaBm25:
     """
 
     row_ids: np.ndarray
-    words: list[list[str]]
     stats: Bm25Stats
     _columns: dict[str, int] = field(default_factory=dict, repr=False)
     _matrix: object = field(default=None, repr=False)  # scipy CSC [n_docs, n_terms] of scores
@@ -55,7 +55,7 @@ class DeltaBm25:
     def build(cls, row_ids: np.ndarray, words: list[list[str]], stats: Bm25Stats) -> DeltaBm25:
         import scipy.sparse
 
-        delta = cls(np.asarray(row_ids, dtype=np.int64), words, stats)
+        delta = cls(np.asarray(row_ids, dtype=np.int64), stats)
         lengths = np.array([len(w) for w in words], dtype=np.float64)
         avgdl = stats.avgdl if stats.n_docs else float(lengths.mean()) if len(lengths) else 1.0
         rows, cols, tfs, idfs = [], [], [], []
@@ -84,13 +84,7 @@ class DeltaBm25:
         cols = [self._columns[w] for w in words if w in self._columns]
         if not cols or k <= 0 or len(self.row_ids) == 0:
             return []
-        scores = np.asarray(self._matrix[:, cols].sum(axis=1)).ravel()  # type: ignore[index]
-        k = min(k, int(np.count_nonzero(scores > 0)))
-        if k == 0:
-            return []
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-        top = top[np.lexsort((self.row_ids[top], -scores[top]))]
-        return [(int(self.row_ids[d]), float(scores[d])) for d in top]
+        return best_k(np.asarray(self._matrix[:, cols].sum(axis=1)).ravel(), self.row_ids, k)  # type: ignore[index]
 
 
 @dataclass
@@ -183,7 +177,7 @@ class BaseSegment:
     dense: DenseIndex
     span_id_of_row: dict[int, str]
     rows_by_granularity: dict[str, np.ndarray]
-    bm25: dict[Granularity, Bm25Index]
+    bm25: dict[str, Bm25Index]
     built_at: float  # wall-clock time the build started (time.time())
     build_seconds: dict[str, float] = field(default_factory=dict)  # empty when loaded from disk
     dense_signature: str = ""  # what kind of dense index it holds (DenseIndexSpec.signature)
@@ -192,8 +186,9 @@ class BaseSegment:
     def n_rows(self) -> int:
         return len(self.span_id_of_row)
 
-    @property
+    @cached_property
     def stats(self) -> dict[str, Bm25Stats]:
+        """The BM25 statistics every delta over this base scores with (read once)."""
         return {g: self.bm25[g].stats for g in GRANULARITIES}
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexing.spans import GRANULARITIES, Document, Granularity, Span
+from indexing.spans import GRANULARITIES, Document, Granularity, Span, context_text
 from indexing.store.background import BackgroundJobs
 from indexing.store.base import (
     ALL_CAPABILITIES,
@@ -88,6 +88,16 @@ _CHUNK = 900  # stay under SQLite's bound-parameter limit on old builds
 def _chunks(items: list, size: int = _CHUNK):
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def _directory(rows: list[tuple]) -> tuple[dict[int, str], dict[str, np.ndarray]]:
+    """From (row_id, span_id, granularity) in row order: the span id of each row, and the
+    rows of each granularity (what a base's dense filter and BM25 indexes are keyed by)."""
+    span_id_of_row = {r: s for r, s, _ in rows}
+    by_granularity: dict[str, list[int]] = {g: [] for g in GRANULARITIES}
+    for r, _, g in rows:
+        by_granularity[g].append(r)
+    return span_id_of_row, {g: np.array(v, dtype=np.int64) for g, v in by_granularity.items()}
 
 
 def _row_to_span(row: tuple) -> Span:
@@ -767,7 +777,7 @@ class SqliteFaissStore(SpanStore):
             [r[1] for r in rows],
             [r[2] for r in rows],
             np.frombuffer(b"".join(r[5] for r in rows), dtype=np.float32).reshape(-1, dim),
-            [f"{r[3]}\n{r[4]}" if r[3] else r[4] for r in rows],
+            [context_text(r[4], r[3]) for r in rows],
             base.stats,
         )
 
@@ -920,11 +930,7 @@ class SqliteFaissStore(SpanStore):
             "SELECT row_id, id, granularity FROM spans WHERE collection = ? AND row_id <= ? ORDER BY row_id",
             (collection, max_row),
         )
-        span_id_of_row = {r: s for r, s, _ in rows}
-        by_granularity: dict[str, list[int]] = {g: [] for g in GRANULARITIES}
-        for r, _, g in rows:
-            by_granularity[g].append(r)
-        return span_id_of_row, {g: np.array(v, dtype=np.int64) for g, v in by_granularity.items()}
+        return _directory(rows)
 
     def _load_from_disk(
         self, collection: str, floor: int, generation: int, any_kind: bool = False
@@ -948,7 +954,7 @@ class SqliteFaissStore(SpanStore):
             dense = DenseIndex.load(spec, directory)
             if dense is None:
                 return None
-            bm25 = {g: Bm25Index.load(directory / "bm25" / g) for g in GRANULARITIES}
+            bm25: dict[str, Bm25Index] = {g: Bm25Index.load(directory / "bm25" / g) for g in GRANULARITIES}
         except (OSError, ValueError, KeyError, RuntimeError):
             return None
         with self._read_transaction():
@@ -983,18 +989,10 @@ class SqliteFaissStore(SpanStore):
         del vectors
         seconds["dense"] = time.perf_counter() - started
         started = time.perf_counter()
-        bm25 = {}
-        for g in GRANULARITIES:
-            part = [r for r in rows if r[1] == g]
-            bm25[g] = Bm25Index.build(
-                np.array([r[0] for r in part], dtype=np.int64),
-                [f"{r[2]}\n{r[3]}" if r[2] else r[3] for r in part],
-            )
+        span_id_of_row, by_granularity = _directory([(r[0], r[5], r[1]) for r in rows])
+        text_of = {r[0]: context_text(r[3], r[2]) for r in rows}
+        bm25 = {g: Bm25Index.build(ids, [text_of[i] for i in ids.tolist()]) for g, ids in by_granularity.items()}
         seconds["bm25"] = time.perf_counter() - started
-        span_id_of_row = {r[0]: r[5] for r in rows}
-        by_granularity: dict[str, np.ndarray] = {
-            g: np.array([r[0] for r in rows if r[1] == g], dtype=np.int64) for g in GRANULARITIES
-        }
         max_row = int(row_ids[-1]) if len(row_ids) else 0
         del rows
         base = BaseSegment(
@@ -1021,26 +1019,20 @@ class SqliteFaissStore(SpanStore):
         return dict(self._indexes(collection).base.build_seconds)
 
     def _save(self, collection: str, base: BaseSegment) -> None:
+        meta = {
+            "generation": base.generation,
+            "max_row": base.max_row,
+            "built_at": base.built_at,
+            "dense_codec": base.dense_signature,
+        }
         with self._save_lock:  # a background merge and a first build may both save
-            self._write_base(collection, base)
-
-    def _write_base(self, collection: str, base: BaseSegment) -> None:
-        directory = self._index_dir(collection)
-        staging = staging_for(directory)
-        base.dense.save(staging)
-        for g, index in base.bm25.items():
-            index.save(staging / "bm25" / g)
-        (staging / "meta.json").write_text(
-            json.dumps(
-                {
-                    "generation": base.generation,
-                    "max_row": base.max_row,
-                    "built_at": base.built_at,
-                    "dense_codec": base.dense_signature,
-                }
-            )
-        )
-        swap_in(staging, directory)
+            directory = self._index_dir(collection)
+            staging = staging_for(directory)
+            base.dense.save(staging)
+            for g, index in base.bm25.items():
+                index.save(staging / "bm25" / g)
+            (staging / "meta.json").write_text(json.dumps(meta))
+            swap_in(staging, directory)
 
     def dense_search(
         self,
