@@ -126,6 +126,30 @@ def test_deleted_and_replaced_spans_are_never_returned(written):
     assert all(h in live for hits in lexical_ids(store, k=1000) for h in hits)
 
 
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+def test_each_segment_filters_tombstones_itself_so_a_search_still_returns_k_live_hits(tmp_path, kind):
+    store = SqliteFaissStore(tmp_path / kind, dense_index=kind, merge_policy=NEVER)
+    store.create_collection(C, MODEL, DIM)
+    docs = corpus(40)
+    store.replace_documents(C, docs)
+    store.refresh(C)
+    store.replace_documents(C, corpus(4, seed=3))  # a delta too
+    before = store.dense_search_many(C, QUERIES, 5)
+    # delete every document that was anywhere in the first results: dozens of tombstones
+    gone = sorted({h.span_id.split("#")[0] for hits in before for h in hits})
+    assert 5 < len(gone) < 44
+    store.delete_documents(C, gone)
+    store.refresh(C)
+
+    for hits in store.dense_search_many(C, QUERIES, 5):
+        assert len(hits) == 5 and not any(h.span_id.split("#")[0] in gone for h in hits)
+    for word in WORDS:
+        hits = store.lexical_search(C, word, 3, "sentence")
+        assert not any(h.span_id.split("#")[0] in gone for h in hits)
+    assert sum(len(store.lexical_search(C, w, 3, "sentence")) for w in WORDS) > 0
+    store.close()
+
+
 def test_no_search_after_a_write_rebuilds_the_base(written, monkeypatch):
     store, _ = written
 

@@ -58,13 +58,21 @@ class Bm25Stats:
 EMPTY_STATS = Bm25Stats(0, 0.0, {})
 
 
-def best_k(scores: np.ndarray, row_ids: np.ndarray, k: int) -> list[tuple[int, float]]:
+def best_k(
+    scores: np.ndarray, row_ids: np.ndarray, k: int, excluded: np.ndarray | None = None
+) -> list[tuple[int, float]]:
     """The ``k`` best ``(row_id, score)`` with a score above 0, best first, ties by row id
-    (``row_ids`` ascend, as every BM25 index here holds them).
+    (``row_ids`` ascend, as every BM25 index here holds them), never a row of ``excluded``
+    (tombstones; ``scores`` is overwritten there).
 
     >>> best_k(np.array([0.5, 0.0, 2.0, 0.5]), np.array([3, 5, 7, 9]), 3)
     [(7, 2.0), (3, 0.5), (9, 0.5)]
+    >>> best_k(np.array([0.5, 0.0, 2.0, 0.5]), np.array([3, 5, 7, 9]), 3, excluded=np.array([7, 8]))
+    [(3, 0.5), (9, 0.5)]
     """
+    if excluded is not None and len(excluded) and len(row_ids):
+        at = np.searchsorted(row_ids, excluded).clip(max=len(row_ids) - 1)
+        scores[at[row_ids[at] == excluded]] = 0.0
     k = min(k, int(np.count_nonzero(scores > 0)))
     if k <= 0:
         return []
@@ -122,7 +130,8 @@ class Bm25Index:
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
         return self.search_words(self.query_words(query), k)
 
-    def search_words(self, words: list[str], k: int) -> list[tuple[int, float]]:
+    def search_words(self, words: list[str], k: int, excluded: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """The ``k`` best rows for ``words`` (stemmed), never a row of ``excluded``."""
         if self._retriever is None or k <= 0:
             return []
         known = self._retriever.vocab_dict
@@ -130,7 +139,7 @@ class Bm25Index:
         if not words:
             return []
         # get_scores + argpartition: bm25s's retrieve() spins up a thread pool per call
-        return best_k(self._retriever.get_scores(words), self.row_ids, k)
+        return best_k(self._retriever.get_scores(words), self.row_ids, k, excluded)
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)

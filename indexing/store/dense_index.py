@@ -152,14 +152,19 @@ class TorchFlatSearch:
         row_ids = faiss.vector_to_array(id_map.id_map).astype(np.int64)
         return cls(row_ids, id_map.index.reconstruct_n(0, index.ntotal), device)
 
-    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+    def search(
+        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None, excluded: np.ndarray | None = None
+    ) -> list[tuple[int, float]]:
         import torch
 
         q = torch.as_tensor(np.asarray(query, dtype=np.float32).reshape(-1), device=self.device).to(self.matrix.dtype)
         scores = (self.matrix @ q).float()
-        if allowed is not None:
-            keep = torch.as_tensor(np.isin(self.row_ids, allowed), device=self.device)
-            scores = torch.where(keep, scores, torch.full_like(scores, float("-inf")))
+        keep = np.ones(len(self.row_ids), dtype=bool) if allowed is None else np.isin(self.row_ids, allowed)
+        if excluded is not None and len(excluded):
+            keep &= ~np.isin(self.row_ids, excluded)
+        if allowed is not None or (excluded is not None and len(excluded)):
+            mask = torch.as_tensor(keep, device=self.device)
+            scores = torch.where(mask, scores, torch.full_like(scores, float("-inf")))
         k = min(k, int(torch.isfinite(scores).sum()))
         if k <= 0:
             return []
@@ -227,10 +232,13 @@ class DenseIndex:
         k: int,
         granularities: Sequence[Granularity] | None = None,
         rows_by_granularity: dict[str, np.ndarray] | None = None,
+        excluded: np.ndarray | None = None,
     ) -> list[tuple[int, float]]:
-        """The ``k`` best ``(row_id, score)``, best first, over ``granularities`` (None: all).
-        ``rows_by_granularity`` (row ids per granularity) is what flat filters with."""
-        return self.search_many(np.asarray(query).reshape(1, -1), k, granularities, rows_by_granularity)[0]
+        """The ``k`` best ``(row_id, score)``, best first, over ``granularities`` (None: all),
+        never a row of ``excluded`` (tombstones: filtered inside the search, so ``k`` hits
+        come back however many rows are excluded). ``rows_by_granularity`` (row ids per
+        granularity) is what flat filters with."""
+        return self.search_many(np.asarray(query).reshape(1, -1), k, granularities, rows_by_granularity, excluded)[0]
 
     def search_many(
         self,
@@ -238,59 +246,73 @@ class DenseIndex:
         k: int,
         granularities: Sequence[Granularity] | None = None,
         rows_by_granularity: dict[str, np.ndarray] | None = None,
+        excluded: np.ndarray | None = None,
     ) -> list[list[tuple[int, float]]]:
         """:meth:`search` for each row of ``queries``, in one FAISS call per index part (the
         filter is built once and FAISS spreads the queries over its threads)."""
+        import faiss
+
         q = np.ascontiguousarray(np.asarray(queries, dtype=np.float32).reshape(len(queries), -1))
+        blocked = None
+        if excluded is not None and len(excluded):
+            blocked = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.asarray(excluded, dtype=np.int64)))
         if ALL in self.parts:
-            return self._search_flat(q, k, granularities, rows_by_granularity or {})
+            return self._search_flat(q, k, granularities, rows_by_granularity or {}, excluded, blocked)
         hits: list[list[tuple[int, float]]] = [[] for _ in range(len(q))]
         for g in GRANULARITIES if granularities is None else dict.fromkeys(granularities):
             part = self.parts.get(g)
             if part is None or part.ntotal == 0 or k <= 0:
                 continue
             depth = min(k, part.ntotal)
-            scores, rows = part.search(q, depth, params=self._params(part, depth))
+            scores, rows = part.search(q, depth, params=self._params(part, depth, blocked))
             for i in range(len(q)):
                 hits[i].extend((int(r), float(s)) for r, s in zip(rows[i], scores[i]) if r >= 0)
         for found in hits:
             found.sort(key=lambda hit: (-hit[1], hit[0]))
         return [found[:k] for found in hits]
 
-    def _search_flat(self, q, k, granularities, rows_by_granularity) -> list[list[tuple[int, float]]]:
+    def _search_flat(
+        self, q, k, granularities, rows_by_granularity, excluded, blocked
+    ) -> list[list[tuple[int, float]]]:
         import faiss
 
         index = self.parts[ALL]
-        params = None
         allowed = None
+        selector = blocked
         if granularities is not None and set(granularities) != set(GRANULARITIES):
             allowed = np.concatenate([rows_by_granularity.get(g, np.zeros(0, np.int64)) for g in granularities])
             if len(allowed) == 0:
                 return [[] for _ in range(len(q))]
-            # faiss's stub lacks the keyword constructor its Python wrapper adds (it keeps `sel` alive)
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))  # type: ignore[call-arg]
+            wanted = faiss.IDSelectorBatch(allowed)
+            selector = wanted if blocked is None else faiss.IDSelectorAnd(wanted, blocked)
             k = min(k, len(allowed))
+        # faiss's stub lacks the keyword constructor its Python wrapper adds (it keeps `sel` alive;
+        # the selectors it is made of stay alive as locals until the search returns)
+        params = None if selector is None else faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
         if self._torch_flat is not None:
             torch_flat = self._torch_flat
-            return [torch_flat.search(row, k, allowed) for row in q]
+            return [torch_flat.search(row, k, allowed, excluded) for row in q]
         k = min(k, index.ntotal)
         if k <= 0:
             return [[] for _ in range(len(q))]
         scores, rows = index.search(q, k, params=params)
         return [[(int(r), float(s)) for r, s in zip(rows[i], scores[i]) if r >= 0] for i in range(len(q))]
 
-    def _params(self, part: faiss.Index, k: int) -> faiss.SearchParameters | None:
+    def _params(self, part: faiss.Index, k: int, blocked: faiss.IDSelector | None) -> faiss.SearchParameters | None:
         import faiss
 
         inner = faiss.downcast_index(cast("faiss.IndexIDMap", part).index)  # every part is an IndexIDMap2
         # faiss's stub lacks SearchParametersHNSW and the keyword constructors its Python wrapper adds
         if isinstance(inner, faiss.IndexHNSW):
-            return faiss.SearchParametersHNSW(efSearch=max(self.spec.hnsw_ef_search, k))  # type: ignore[attr-defined]
+            return faiss.SearchParametersHNSW(  # type: ignore[attr-defined]
+                efSearch=max(self.spec.hnsw_ef_search, k), sel=blocked
+            )
         if isinstance(inner, faiss.IndexIVF):
             wanted = math.ceil(2 * k * inner.nlist / part.ntotal)  # lists that hold ~2k vectors
             nprobe = min(inner.nlist, max(self.spec.ivf_nprobe, wanted))
-            return faiss.SearchParametersIVF(nprobe=nprobe)  # type: ignore[call-arg]
-        return None  # a part too small for lists: exact
+            return faiss.SearchParametersIVF(nprobe=nprobe, sel=blocked)  # type: ignore[call-arg]
+        # a part too small for lists: exact
+        return None if blocked is None else faiss.SearchParameters(sel=blocked)  # type: ignore[call-arg]
 
     # -- files -------------------------------------------------------------------------------
     def save(self, directory: Path) -> None:

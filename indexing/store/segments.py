@@ -78,13 +78,14 @@ class DeltaBm25:
         )
         return delta
 
-    def search(self, words: list[str], k: int) -> list[tuple[int, float]]:
+    def search(self, words: list[str], k: int, excluded: np.ndarray | None = None) -> list[tuple[int, float]]:
         """Like :meth:`Bm25Index.search_words`: the sum of each query word's scores (a word
-        asked twice counts twice), best first."""
+        asked twice counts twice), best first, never a row of ``excluded``."""
         cols = [self._columns[w] for w in words if w in self._columns]
         if not cols or k <= 0 or len(self.row_ids) == 0:
             return []
-        return best_k(np.asarray(self._matrix[:, cols].sum(axis=1)).ravel(), self.row_ids, k)  # type: ignore[index]
+        scores = np.asarray(self._matrix[:, cols].sum(axis=1)).ravel()  # type: ignore[index]
+        return best_k(scores, self.row_ids, k, excluded)
 
 
 @dataclass
@@ -222,13 +223,19 @@ class SegmentSet:
                 return found
         raise KeyError(row)
 
+    @cached_property
+    def tombstone_rows(self) -> np.ndarray:
+        """The tombstones, ascending: every segment's search filters them out itself, so a
+        search asks each segment for ``k`` hits however many rows were deleted."""
+        return np.sort(np.fromiter(self.tombstones, dtype=np.int64, count=len(self.tombstones)))
+
     def dense_search_many(
         self, queries: np.ndarray, k: int, granularities: list[Granularity] | None
     ) -> list[list[tuple[int, float]]]:
-        depth = k + len(self.tombstones)  # tombstoned hits are dropped after the search
-        found = self.base.dense.search_many(queries, depth, granularities, self.base.rows_by_granularity)
+        dead = self.tombstone_rows
+        found = self.base.dense.search_many(queries, k, granularities, self.base.rows_by_granularity, dead)
         for delta in self.deltas:
-            more = delta.dense.search_many(queries, depth, granularities, delta.rows_by_granularity)
+            more = delta.dense.search_many(queries, k, granularities, delta.rows_by_granularity, dead)
             found = [a + b for a, b in zip(found, more, strict=True)]
         return [self._best(hits, k) for hits in found]
 
@@ -237,17 +244,15 @@ class SegmentSet:
         words = base.query_words(query)
         if not words:
             return []
-        depth = k + len(self.tombstones)
-        hits = base.search_words(words, depth)
+        dead = self.tombstone_rows
+        hits = base.search_words(words, k, dead)
         for delta in self.deltas:
             part = delta.bm25.get(granularity)
             if part is not None:
-                hits += part.search(words, depth)
+                hits += part.search(words, k, dead)
         return self._best(hits, k)
 
     def _best(self, hits: list[tuple[int, float]], k: int) -> list[tuple[int, float]]:
-        if self.tombstones:
-            hits = [h for h in hits if h[0] not in self.tombstones]
         if self.deltas:
             hits.sort(key=lambda hit: (-hit[1], hit[0]))
         return hits[:k]

@@ -692,7 +692,7 @@ class SqliteFaissStore(SpanStore):
         if meta is None:
             return {"segments": 0, "merging": merging}
         delta_spans, tombstones = self._query(
-            "SELECT (SELECT COUNT(*) FROM spans WHERE collection = ? AND row_id > ?), "
+            "SELECT (SELECT COUNT(*) FROM spans WHERE +collection = ? AND row_id > ?), "
             "(SELECT COUNT(*) FROM tombstones WHERE collection = ? AND generation > ?)",
             (collection, meta["max_row"], collection, meta["generation"]),
         )[0]
@@ -767,7 +767,7 @@ class SqliteFaissStore(SpanStore):
     def _delta(self, collection: str, dim: int, since_row: int, base: BaseSegment) -> DeltaSegment | None:
         rows = self._query(
             "SELECT row_id, id, granularity, header, text, vector FROM spans "
-            "WHERE collection = ? AND row_id > ? ORDER BY row_id",
+            "WHERE +collection = ? AND row_id > ? ORDER BY row_id",  # '+': by row id, not a scan of the collection
             (collection, since_row),
         )
         if not rows:
