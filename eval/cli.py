@@ -50,6 +50,19 @@ def eval_command(
         help="KIND:PATH[@SPLIT] of another dataset: its questions are asked too, as ones this collection "
         "cannot answer (abstention precision/recall)",
     ),
+    sweep: list[str] | None = typer.Option(
+        None,
+        "--sweep",
+        help="NAME=V1,V2,...: run the pipeline at each value of a parameter (repeat for a grid) and report "
+        "the pick with out-of-fold numbers (sweep.json, sweep.md)",
+    ),
+    folds: int = typer.Option(5, "--folds", min=2, help="sweep: folds, by document"),
+    objective: str | None = typer.Option(
+        None, "--objective", help="sweep: the metric to maximize (default: answer_in_context, else ndcg@10)"
+    ),
+    max_context_tokens: float | None = typer.Option(
+        None, "--max-context-tokens", min=1, help="sweep: only points whose mean context is at most this many tokens"
+    ),
     list_pipelines: bool = typer.Option(False, "--list-pipelines", help="list the pipelines and exit"),
     no_progress: bool = typer.Option(False, "--no-progress", help="no progress bar"),
 ) -> None:
@@ -76,6 +89,18 @@ def eval_command(
             get_pipeline(name)
     except UnknownPipeline as exc:
         _fail(exc.args[0])
+    grid = None
+    if sweep:
+        from eval.sweep import SweepError, SweepGrid
+
+        if len(pipelines) != 1:
+            _fail("a sweep runs one --pipeline")
+        if unanswerable_from:
+            _fail("--unanswerable-from is not part of a sweep")
+        try:
+            grid = SweepGrid.parse(sweep, pipelines[0])
+        except SweepError as exc:
+            _fail(str(exc))
     try:
         kind, path = parse_spec(dataset)
         ds = load_dataset(kind, path, split)
@@ -116,6 +141,9 @@ def eval_command(
     if command and sys.argv[1:2] == ["eval"]:
         command = "spanrag " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     console.print(f"{ds.name} ({ds.split}): {len(ds.queries)} queries; pipelines: {', '.join(pipelines)}")
+    if grid is not None:
+        _sweep(rag, ds, pipelines[0], grid, folds, objective, max_context_tokens, out, limit, not no_progress)
+        return
     try:
         results = run_eval(
             rag,
@@ -136,6 +164,38 @@ def eval_command(
 
     print(markdown_table(results["pipelines"]), flush=True)
     console.print(f"wrote {out}/results.json, run.*.json, report.md, plots/")
+
+
+def _sweep(rag, ds, pipeline, grid, folds, objective, max_context_tokens, out, limit, progress) -> None:
+    from eval.datasets import DatasetError
+    from eval.harness import METRIC_ORDER
+    from eval.sweep import Objective, SweepError, run_sweep
+    from indexing.embed import ModelNotFound
+    from indexing.store.base import StoreMismatch
+
+    metric = objective or ("answer_in_context" if any(q.context_answers for q in ds.queries) else "ndcg@10")
+    if metric not in METRIC_ORDER or metric.startswith(("n_", "context_tokens", "latency")):
+        _fail(f"--objective {metric}: not a quality metric ({', '.join(METRIC_ORDER[:12])})")
+    try:
+        result = run_sweep(
+            rag,
+            ds,
+            pipeline,
+            grid,
+            Objective(metric, max_context_tokens),
+            out,
+            folds=folds,
+            limit=limit,
+            progress=progress,
+            log=lambda m: console.print(m, highlight=False),
+        )
+    except (SweepError, DatasetError, StoreMismatch, ModelNotFound) as exc:
+        _fail(str(exc))
+    finally:
+        rag.close()
+    print((out / "sweep.md").read_text(), flush=True)
+    chosen = ", ".join(f"{k}={v}" for k, v in result.in_sample["params"].items())
+    console.print(f"would pick {chosen}; wrote {out}/sweep.json, sweep.md")
 
 
 def main() -> None:

@@ -101,10 +101,12 @@ def context_records(result) -> list[dict]:
     return out
 
 
-def run_query(rag, collection: str, pipeline: str, query, qid: str | None = None) -> dict:
+def run_query(
+    rag, collection: str, pipeline: str, query, qid: str | None = None, overrides: dict | None = None
+) -> dict:
     from generation.extractive import support
 
-    result = rag.retrieve(collection, query.text, pipeline)
+    result = rag.retrieve(collection, query.text, pipeline, overrides)
     answer, generation_ms = rag.answer(result)
     evidence = support(result.question, result.query_vector, result.context)
     spans = context_records(result)
