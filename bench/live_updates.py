@@ -20,6 +20,8 @@ For each size, in a process of its own:
   the writes; write time (commit to refresh done); **freshness**, from a write's commit to
   a search that returns its span (a dense search for the span's own vector); the
   background merges and compactions with their durations.
+* **Slow questions**: while a question runs past 500 ms, every thread's innermost frames
+  are sampled every 50 ms (``slow_questions``: where it waited).
 * **Checks**: after each delete, no span of the deleted document is returned; after each
   replace, the old vector's exact hit is gone; every added document span is found; the
   questions' results never hold a document whose delete had returned before the question
@@ -172,6 +174,48 @@ class Writer(threading.Thread):
             time.sleep(max(0.0, 1.0 - (time.perf_counter() - tick)))
 
 
+class SlowQuestions(threading.Thread):
+    """While a question runs past ``after_ms``, what every thread is doing, sampled every 50
+    ms (the innermost frames of each stack, counted): the report says where a slow question
+    waited, not only that it did."""
+
+    def __init__(self, after_ms: float = 500.0) -> None:
+        super().__init__(daemon=True)
+        self.after_s = after_ms / 1000
+        self.asker = threading.get_ident()
+        self.started: float | None = None
+        self.samples: dict[str, int] = {}
+        self.slow: list[dict] = []
+        self.stop = threading.Event()
+
+    def begin(self) -> None:
+        self.samples = {}
+        self.started = time.perf_counter()
+
+    def end(self, ms: float) -> None:
+        self.started = None
+        if ms >= self.after_s * 1000:
+            top = sorted(self.samples.items(), key=lambda kv: -kv[1])[:6]
+            self.slow.append({"ms": round(ms, 1), "stacks": [{"samples": n, "stack": k} for k, n in top]})
+
+    def run(self) -> None:
+        import traceback
+
+        while not self.stop.wait(0.05):
+            started = self.started
+            if started is None or time.perf_counter() - started < self.after_s:
+                continue
+            names = {t.ident: t.name for t in threading.enumerate()}
+            for ident, frame in sys._current_frames().items():
+                if ident == threading.get_ident():
+                    continue
+                inner = traceback.extract_stack(frame)[-5:]
+                key = f"{'asker' if ident == self.asker else names.get(ident, ident)}: " + " < ".join(
+                    f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(inner)
+                )
+                self.samples[key] = self.samples.get(key, 0) + 1
+
+
 def phase_live(cfg: LiveConfig, size: int) -> dict:
     from indexing.embed import Encoder
     from indexing.store.sqlite_faiss import SqliteFaissStore
@@ -220,12 +264,19 @@ def phase_live(cfg: LiveConfig, size: int) -> dict:
     for text in texts[: base.warmup]:
         retriever.retrieve(COLLECTION, text, "default")
 
+    watch = SlowQuestions()
+    watch.start()
+
     def ask(text: str) -> tuple[float, list[str]]:
+        watch.begin()
         began = time.perf_counter()
         result = retriever.retrieve(COLLECTION, text, "default")
-        return (time.perf_counter() - began) * 1000, [item.span.doc_id for item in result.context.spans]
+        ms = (time.perf_counter() - began) * 1000
+        watch.end(ms)
+        return ms, [item.span.doc_id for item in result.context.spans]
 
     idle = [ask(text)[0] for text in texts[base.warmup :]]
+    slow_idle, watch.slow = watch.slow, []
     t0 = time.perf_counter()
     writer = Writer(store, pool, cfg.seconds, base.seed, base.model)
     writer.start()
@@ -240,6 +291,7 @@ def phase_live(cfg: LiveConfig, size: int) -> dict:
         stale.extend(d for d in docs if d in deleted_before)
         i += 1
     writer.join()
+    watch.stop.set()
     if writer.error is not None:
         raise writer.error
     store.settle()
@@ -260,6 +312,7 @@ def phase_live(cfg: LiveConfig, size: int) -> dict:
         "stale_results": len(stale),
         "failed_checks": writer.failures,
         "background": merges,
+        "slow_questions": {"idle": slow_idle, "during_writes": watch.slow},
         "freshness_after": freshness_after,
         "peak_rss_bytes": _peak_rss(),
     }

@@ -132,7 +132,7 @@ def document_folds(golds: Mapping[str, Mapping], k: int, seed: int = 0) -> dict[
 
     for qid, gold in golds.items():
         find("q:" + qid)
-        for doc in (gold.get("qrels") or {}):
+        for doc in gold.get("qrels") or {}:
             parent[find("q:" + qid)] = find("d:" + doc)
     groups: dict[str, list[str]] = {}
     for qid in golds:
@@ -200,7 +200,9 @@ def run_sweep(
     out_dir.mkdir(parents=True, exist_ok=True)
 
     collection, report = dataset.ingest(rag)
-    log(f"collection {collection}: {report['added']} added, {report['updated']} updated, {report['unchanged']} unchanged")
+    log(
+        f"collection {collection}: {report['added']} added, {report['updated']} updated, {report['unchanged']} unchanged"
+    )
     if dataset.queries:
         rag.retrieve(collection, dataset.queries[0].text, pipeline)
     rag.store.settle()

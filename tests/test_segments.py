@@ -286,6 +286,73 @@ def test_token_vectors_written_since_the_matrix_are_read_from_sqlite_until_a_mer
     store.close()
 
 
+def _with_tokens(store, docs, rng, n=3):
+    from indexing.token_codecs import encode_tokens
+
+    def unit(rows: np.ndarray) -> np.ndarray:
+        return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+    codes = {s.id: encode_tokens(unit(rng.standard_normal((n, DIM))), "fp16") for _, spans, _ in docs for s in spans}
+    store.replace_documents(C, docs)
+    store.put_token_vectors(C, list(codes.items()), MODEL)
+    return codes
+
+
+def _token_hits(hits) -> set:
+    return {
+        (hits.doc_ids[d], int(q), round(float(s), 4))
+        for d, q, s in zip(hits.doc_index, hits.query_index, hits.similarity, strict=True)
+    }
+
+
+def test_xtr_searches_the_token_matrix_and_the_writes_since_without_rebuilding_it(tmp_path, monkeypatch):
+    from indexing.store.token_matrix import TokenMatrix
+
+    rng = np.random.default_rng(5)
+    store = open_store(tmp_path / "live")
+    codes = _with_tokens(store, corpus(12), rng)
+    store.refresh(C)
+    store.settle()
+    built = store._token_matrices[C]
+    codes |= _with_tokens(store, corpus(3, seed=4), rng)  # added
+    codes |= _with_tokens(store, corpus(2)[:2], rng)  # d0-0 and d0-1 replaced
+    store.delete_documents(C, ["d0-5", "d4-1"])  # one from the matrix, one written since
+    queries = rng.standard_normal((5, DIM)).astype(np.float32)
+    n_tokens = 3 * sum(len(s) for _, s, _ in corpus(12)) * 2  # every stored token is a candidate
+
+    monkeypatch.setattr(SqliteFaissStore, "_token_matrix", lambda *a, **k: pytest.fail("rebuilt on the query path"))
+    hits = store.token_search(C, queries, n_tokens)
+    monkeypatch.undo()
+
+    assert store._token_matrices[C] is built
+    live = store.dense_search_many(C, queries[:1], 10_000)[0]
+    rows = [(h.span_id, h.span_id.split("#")[0], codes[h.span_id]) for h in sorted(live, key=lambda h: h.span_id)]
+    by_doc: dict[str, list] = {}
+    for row in rows:
+        by_doc.setdefault(row[1], []).append(row)
+    fresh = TokenMatrix.build([r for doc in by_doc.values() for r in doc], (0, 0)).search(queries, n_tokens)
+    assert _token_hits(hits) == _token_hits(fresh)
+    assert {"d0-5", "d4-1"}.isdisjoint(hits.doc_ids) and "d4-0" in hits.doc_ids
+    np.testing.assert_allclose(np.sort(hits.floor), np.sort(fresh.floor), atol=1e-4)
+    store.close()
+
+
+def test_tokens_written_for_spans_the_matrix_covers_make_xtr_rebuild_it(tmp_path):
+    from indexing.token_codecs import encode_tokens
+
+    rng = np.random.default_rng(6)
+    store = open_store(tmp_path / "live")
+    _with_tokens(store, corpus(4), rng)
+    store.refresh(C)
+    store.settle()
+    span = corpus(4)[2][1][0].id
+    store.put_token_vectors(C, [(span, encode_tokens(np.eye(1, DIM, dtype=np.float32), "fp16"))], MODEL)
+    assert C not in store._token_matrices  # dropped: a writes-since view would miss it
+    hits = store.token_search(C, np.eye(1, DIM, dtype=np.float32), 1)
+    assert hits.doc_ids == ["d0-2"] and hits.similarity[0] == pytest.approx(1.0, abs=1e-3)
+    store.close()
+
+
 KILLED_MERGER = """
 import sys, time
 sys.path[:0] = [{repo!r}, {tests!r}]

@@ -47,7 +47,7 @@ from indexing.store.dense_index import DenseIndex, DenseIndexKind, DenseIndexSpe
 from indexing.store.files import readable_version, staging_for, swap_in
 from indexing.store.merge_policy import MergePolicy
 from indexing.store.segments import BaseSegment, DeltaSegment, SegmentSet
-from indexing.store.token_matrix import PackedTokens, TokenHits, TokenMatrix
+from indexing.store.token_matrix import PackedTokens, TokenDelta, TokenHits, TokenMatrix
 from indexing.token_codecs import EncodedTokens, encoded_from_bytes
 
 SCHEMA = """
@@ -153,6 +153,7 @@ class SqliteFaissStore(SpanStore):
         self._merged: dict[str, BaseSegment] = {}  # the newest base a background merge built
         self._epochs: dict[str, int] = {}  # bumped when a collection is dropped: its merges are void
         self._token_matrices: dict[str, TokenMatrix] = {}
+        self._token_deltas: dict[str, TokenDelta] = {}  # XTR: a matrix and the token rows written since
         self._background = BackgroundJobs()
         self._save_lock = threading.Lock()
 
@@ -338,6 +339,7 @@ class SqliteFaissStore(SpanStore):
             self._loaded.pop(name, None)
             self._merged.pop(name, None)
             self._token_matrices.pop(name, None)
+            self._token_deltas.pop(name, None)
             # derived files only: the rows above are gone whatever happens to them
             shutil.rmtree(self._index_dir(name), ignore_errors=True)
 
@@ -504,7 +506,22 @@ class SqliteFaissStore(SpanStore):
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            matrix = self._token_matrices.get(collection)
+            if written and matrix is not None and matrix.max_row is not None:
+                if min(row_of[span_id] for span_id, _ in items if span_id in row_of) <= matrix.max_row:
+                    # tokens for spans the matrix already covers (a backfill): the writes-since
+                    # view would miss them, so the matrix is rebuilt
+                    self._forget_token_matrix(collection)
         return written
+
+    def _forget_token_matrix(self, collection: str) -> None:
+        """Drop the token matrix (in memory and on disk) after a change a writes-since view
+        cannot follow: tokens of older spans written or removed."""
+        with self._lock:
+            self._token_matrices.pop(collection, None)
+            self._token_deltas.pop(collection, None)
+            with self._save_lock:
+                shutil.rmtree(self._index_dir(collection).with_name(collection + ".tokens"), ignore_errors=True)
 
     def token_model(self, collection: str) -> str | None:
         self._require(collection)
@@ -527,6 +544,7 @@ class SqliteFaissStore(SpanStore):
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._forget_token_matrix(collection)
         return removed
 
     def _token_rows(self, collection: str, column: str, keys: list[str]):
@@ -580,12 +598,14 @@ class SqliteFaissStore(SpanStore):
             matrix = TokenMatrix.load(directory, stamp)
             if matrix is None:
                 rows = read(
-                    "SELECT s.id, s.doc_id, t.codec, t.dim, t.n, t.data, t.scales FROM spans s "
+                    "SELECT s.row_id, s.id, s.doc_id, t.codec, t.dim, t.n, t.data, t.scales FROM spans s "
                     "JOIN token_vectors t ON t.row_id = s.row_id WHERE s.collection = ? "
                     "ORDER BY s.row_id",
                     (collection,),
                 )
-                matrix = TokenMatrix.build(((r[0], r[1], encoded_from_bytes(*r[2:])) for r in rows), stamp)
+                matrix = TokenMatrix.build(
+                    ((r[1], r[2], encoded_from_bytes(*r[3:])) for r in rows), stamp, (r[0] for r in rows)
+                )
                 with self._save_lock:
                     matrix.save(directory)
                 matrix = TokenMatrix.load(directory, stamp) or matrix
@@ -638,7 +658,52 @@ class SqliteFaissStore(SpanStore):
         return footprint
 
     def token_search(self, collection: str, query_tokens: np.ndarray, k: int) -> TokenHits:
-        return self._token_matrix(collection).search(np.asarray(query_tokens, np.float32), k)
+        """XTR's token retrieval over the token matrix; after a write, over the matrix and the
+        token rows written since (``TokenDelta``), so no search waits for the matrix to be
+        rebuilt (each merge rebuilds it). Built here only when there is none to start from."""
+        query = np.asarray(query_tokens, np.float32)
+        view = self._token_view(collection)
+        if view is None:
+            return self._token_matrix(collection).search(query, k)
+        return view.search(query, k)
+
+    def _token_view(self, collection: str) -> TokenMatrix | TokenDelta | None:
+        """The current matrix, or a matrix plus the writes since; None when neither can be had
+        without a build (no matrix yet, one saved without its span rows, or one older than
+        the tombstones kept)."""
+        with self._read_transaction():
+            stamp = self._token_stamp(collection)
+            matrix = self._token_matrices.get(collection)
+            if matrix is None:
+                matrix = TokenMatrix.load(self._index_dir(collection).with_name(collection + ".tokens"), None)
+                if matrix is None:
+                    return None
+                self._token_matrices[collection] = matrix
+            if matrix.stamp == stamp:
+                return matrix
+            (floor,) = self._query("SELECT tombstone_floor FROM collections WHERE name = ?", (collection,))[0]
+            if matrix.max_row is None or floor > matrix.stamp[0]:
+                return None
+            delta = self._token_deltas.get(collection)
+            if delta is None or delta.base is not matrix:
+                delta = TokenDelta.over(matrix)
+            if delta.stamp != stamp:
+                new_rows = [
+                    (row, span_id, doc_id, encoded_from_bytes(*codes))
+                    for row, span_id, doc_id, *codes in self._query(
+                        "SELECT s.row_id, s.id, s.doc_id, t.codec, t.dim, t.n, t.data, t.scales FROM spans s "
+                        "JOIN token_vectors t ON t.row_id = s.row_id WHERE +s.collection = ? AND s.row_id > ? "
+                        "ORDER BY s.row_id",
+                        (collection, delta.last_row),
+                    )
+                ]
+                dead = self._query(
+                    "SELECT row_id FROM tombstones WHERE collection = ? AND generation > ?",
+                    (collection, matrix.stamp[0]),
+                )
+                delta = delta.advanced(stamp, new_rows, (r for (r,) in dead))
+                self._token_deltas[collection] = delta
+            return delta
 
     def _row_ids(self, collection: str, span_ids: list[str]) -> dict[str, int]:
         out: dict[str, int] = {}

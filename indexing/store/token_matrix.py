@@ -63,6 +63,63 @@ class TokenHits:
     first_span_ids: list[str] = field(default_factory=list)
 
 
+def _best_per_query(query_of: np.ndarray, sims: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` most similar hits of each query token (best first per token)."""
+    order = np.lexsort((-sims, query_of))
+    ranked = query_of[order]
+    rank_in_query = np.arange(len(order)) - np.searchsorted(ranked, ranked, side="left")
+    return order[rank_in_query < k]
+
+
+def _floor(query_of: np.ndarray, sims: np.ndarray, n_q: int) -> np.ndarray:
+    floor: np.ndarray = np.full(n_q, np.inf, dtype=np.float32)
+    np.minimum.at(floor, query_of, sims.astype(np.float32))
+    floor[np.isinf(floor)] = 0.0
+    return floor
+
+
+def merge_token_hits(parts: list[TokenHits], k: int) -> TokenHits:
+    """The hits of several token searches (a matrix and the rows written since) as one: the
+    ``k`` best per query token over all of them, the floor recomputed from those.
+
+        >>> a = TokenHits(["d1"], np.array([0, 0]), np.array([0, 0]), np.array([0.9, 0.2], np.float32),
+        ...               np.array([0.2], np.float32), ["d1#1"])
+        >>> b = TokenHits(["d2"], np.array([0]), np.array([0]), np.array([0.5], np.float32),
+        ...               np.array([0.5], np.float32), ["d2#1"])
+        >>> hits = merge_token_hits([a, b], k=2)
+        >>> hits.doc_ids, [round(float(s), 2) for s in hits.similarity], hits.floor.tolist()
+        (['d1', 'd2'], [0.9, 0.5], [0.5])
+    """
+    n_q = len(parts[0].floor)
+    doc_ids: list[str] = []
+    first_span_ids: list[str] = []
+    index_of: dict[str, int] = {}
+    doc_index, query_index, similarity = [], [], []
+    for hits in parts:
+        remap: np.ndarray = np.zeros(len(hits.doc_ids), dtype=np.int64)
+        for i, (doc, first) in enumerate(zip(hits.doc_ids, hits.first_span_ids or [""] * len(hits.doc_ids))):
+            if doc not in index_of:
+                index_of[doc] = len(doc_ids)
+                doc_ids.append(doc)
+                first_span_ids.append(first)
+            remap[i] = index_of[doc]
+        doc_index.append(remap[hits.doc_index])
+        query_index.append(hits.query_index)
+        similarity.append(hits.similarity)
+    doc_of, query_of, sims = (np.concatenate(x) for x in (doc_index, query_index, similarity))
+    keep = np.sort(_best_per_query(query_of, sims, k))
+    doc_of, query_of, sims = doc_of[keep], query_of[keep], sims[keep]
+    present, doc_of = np.unique(doc_of, return_inverse=True)
+    return TokenHits(
+        [doc_ids[d] for d in present],
+        doc_of.astype(np.int64),
+        query_of.astype(np.int64),
+        sims.astype(np.float32),
+        _floor(query_of, sims, n_q),
+        [first_span_ids[d] for d in present],
+    )
+
+
 def sign_codes(encoded: EncodedTokens) -> np.ndarray:
     """1-bit codes (packed signs) of any stored codec: what the binary token index holds."""
     if encoded.codec == "binary":
@@ -71,7 +128,9 @@ def sign_codes(encoded: EncodedTokens) -> np.ndarray:
 
 
 class TokenMatrix:
-    """Packed token codes of one collection, valid for exactly one ``stamp``."""
+    """Packed token codes of one collection, valid for exactly one ``stamp``. ``span_rows``
+    (the spans' row ids, when known) lets a search over it drop spans deleted since, and
+    ``max_row`` says from which row the spans written since begin."""
 
     def __init__(
         self,
@@ -84,8 +143,10 @@ class TokenMatrix:
         span_starts: np.ndarray,
         doc_ids: list[str],
         doc_spans: np.ndarray,
+        span_rows: np.ndarray | None = None,
     ):
         self.stamp = stamp
+        self.span_rows = span_rows  # [n_spans] span row ids, or None (a matrix saved before they were kept)
         self.codec = codec
         self.dim = dim
         self.codes = codes
@@ -102,9 +163,22 @@ class TokenMatrix:
     def n_tokens(self) -> int:
         return int(self.span_starts[-1])
 
+    @property
+    def max_row(self) -> int | None:
+        """The highest span row it holds (None when its rows are not known)."""
+        if self.span_rows is None:
+            return None
+        return int(self.span_rows.max()) if len(self.span_rows) else 0
+
     @classmethod
-    def build(cls, rows: Iterable[tuple[str, str, EncodedTokens]], stamp: tuple[int, int]) -> TokenMatrix:
-        """From ``(span_id, doc_id, codes)`` in storage order (a document's spans together)."""
+    def build(
+        cls,
+        rows: Iterable[tuple[str, str, EncodedTokens]],
+        stamp: tuple[int, int],
+        span_rows: Iterable[int] | None = None,
+    ) -> TokenMatrix:
+        """From ``(span_id, doc_id, codes)`` in storage order (a document's spans together);
+        ``span_rows``: their span row ids, in the same order."""
         parts: list[np.ndarray] = []
         scales: list[np.ndarray] = []
         span_ids: list[str] = []
@@ -143,6 +217,7 @@ class TokenMatrix:
             np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64),
             doc_ids,
             np.array(doc_starts + [len(span_ids)], dtype=np.int64),
+            None if span_rows is None else np.fromiter(span_rows, dtype=np.int64, count=len(span_ids)),
         )
 
     # -- persistence -------------------------------------------------------------------------
@@ -154,6 +229,8 @@ class TokenMatrix:
         (staging / "span_ids.json").write_text(json.dumps(self.span_ids))
         np.save(staging / "span_starts.npy", self.span_starts)
         np.save(staging / "doc_spans.npy", self.doc_spans)
+        if self.span_rows is not None:
+            np.save(staging / "span_rows.npy", self.span_rows)
         (staging / "doc_ids.json").write_text(json.dumps(self.doc_ids))
         (staging / "meta.json").write_text(
             json.dumps({"stamp": list(self.stamp), "codec": self.codec, "dim": self.dim})
@@ -161,15 +238,17 @@ class TokenMatrix:
         swap_in(staging, directory)
 
     @classmethod
-    def load(cls, directory: Path, stamp: tuple[int, int]) -> TokenMatrix | None:
-        """The saved matrix if it was built for ``stamp``, else None (codes memory-mapped)."""
+    def load(cls, directory: Path, stamp: tuple[int, int] | None) -> TokenMatrix | None:
+        """The saved matrix if it was built for ``stamp`` (None: whatever stamp it has),
+        else None (codes memory-mapped)."""
         try:
             meta = json.loads((directory / "meta.json").read_text())
-            if tuple(meta["stamp"]) != tuple(stamp):
+            if stamp is not None and tuple(meta["stamp"]) != tuple(stamp):
                 return None
             scales_path = directory / "scales.npy"
+            rows_path = directory / "span_rows.npy"
             matrix = cls(
-                stamp,
+                (int(meta["stamp"][0]), int(meta["stamp"][1])),
                 meta["codec"],
                 meta["dim"],
                 np.load(directory / "codes.npy", mmap_mode="r"),
@@ -178,6 +257,7 @@ class TokenMatrix:
                 np.load(directory / "span_starts.npy"),
                 json.loads((directory / "doc_ids.json").read_text()),
                 np.load(directory / "doc_spans.npy"),
+                np.load(rows_path) if rows_path.exists() else None,
             )
         except (OSError, ValueError, KeyError):
             return None
@@ -208,10 +288,11 @@ class TokenMatrix:
     IVF_LISTS = 1024
     IVF_PROBES = 16
 
-    def binary_index(self) -> faiss.IndexBinary:
-        """Sign bits of every token in FAISS: a flat Hamming scan for small collections,
-        an inverted file (1,024 lists, 16 probed) past 200k tokens, built once per stamp and
-        saved beside the codes."""
+    def binary_index(self, flat: bool = False) -> faiss.IndexBinary:
+        """Sign bits of every token in FAISS: a flat Hamming scan for small collections (or
+        when ``flat``: the rows written since a matrix, rebuilt as they grow), an inverted
+        file (1,024 lists, 16 probed) past 200k tokens, built once per stamp and saved
+        beside the codes."""
         import faiss  # XTR only: loading it costs commands that never search tokens
 
         if self._binary_index is not None:
@@ -223,7 +304,7 @@ class TokenMatrix:
         else:
             signs = np.ascontiguousarray(sign_codes(EncodedTokens(self.codec, self.dim, self.codes)))
             bits = signs.shape[1] * 8
-            if len(signs) < self.IVF_FROM_TOKENS:
+            if flat or len(signs) < self.IVF_FROM_TOKENS:
                 index = faiss.IndexBinaryFlat(bits)
             else:
                 index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(bits), bits, self.IVF_LISTS)
@@ -239,37 +320,43 @@ class TokenMatrix:
         self._binary_index = index
         return index
 
-    def search(self, query_tokens: np.ndarray, k: int, oversample: int = 4) -> TokenHits:
+    def search(
+        self,
+        query_tokens: np.ndarray,
+        k: int,
+        oversample: int = 4,
+        dead_spans: np.ndarray | None = None,
+        flat: bool = False,
+    ) -> TokenHits:
         """XTR's retrieval stage: the ``k`` stored tokens most similar to each query token.
 
         Candidates come from Hamming search over sign bits (``k × oversample`` per query
         token), then are rescored against the stored codes, so the similarities are the same
-        ones MaxSim would use."""
+        ones MaxSim would use. ``dead_spans`` (a mask over the spans: deleted since the
+        matrix was built) drops their tokens before the cut to ``k``."""
         n_q = len(query_tokens)
         if self.n_tokens == 0 or n_q == 0:
             empty: np.ndarray = np.zeros(0, np.int64)
             return TokenHits([], empty, empty, np.zeros(0, np.float32), np.zeros(n_q, np.float32))
-        index = self.binary_index()
+        index = self.binary_index(flat)
         fetch = min(k * oversample, self.n_tokens)
         query_signs = np.packbits(query_tokens > 0, axis=1)
         _, token_ids = index.search(query_signs, fetch)  # [n_q, fetch]
-        flat = token_ids.reshape(-1)
-        valid = flat >= 0
-        flat = flat[valid]
-        unique_tokens, inverse = np.unique(flat, return_inverse=True)  # score each row once
+        flat_ids = token_ids.reshape(-1)
+        valid = flat_ids >= 0
+        if dead_spans is not None and dead_spans.any():
+            span_of_hit = np.searchsorted(self.span_starts, np.where(valid, flat_ids, 0), side="right") - 1
+            valid &= ~dead_spans[span_of_hit]
+        flat_ids = flat_ids[valid]
+        unique_tokens, inverse = np.unique(flat_ids, return_inverse=True)  # score each row once
         scales = None if self.scales is None else self.scales[unique_tokens]
         stored = EncodedTokens(self.codec, self.dim, np.asarray(self.codes[unique_tokens]), scales)
         query_of = np.repeat(np.arange(n_q), fetch)[valid]
         sims = similarities(query_tokens, stored)[query_of, inverse]
         # keep the k best per query token after exact rescoring
-        keep = np.lexsort((-sims, query_of))
+        keep = _best_per_query(query_of, sims, k)
         query_of, sims, token_of = query_of[keep], sims[keep], unique_tokens[inverse][keep]
-        rank_in_query = np.arange(len(keep)) - np.searchsorted(query_of, query_of, side="left")
-        top = rank_in_query < k
-        query_of, sims, token_of = query_of[top], sims[top], token_of[top]
-        floor: np.ndarray = np.full(n_q, np.inf, dtype=np.float32)
-        np.minimum.at(floor, query_of, sims.astype(np.float32))
-        floor[np.isinf(floor)] = 0.0
+        floor = _floor(query_of, sims, n_q)
         span_of = np.searchsorted(self.span_starts, token_of, side="right") - 1
         doc_of = np.searchsorted(self.doc_spans, span_of, side="right") - 1
         docs, doc_index = np.unique(doc_of, return_inverse=True)
@@ -281,3 +368,63 @@ class TokenMatrix:
             floor,
             [self.span_ids[self.doc_spans[d]] for d in docs],
         )
+
+
+@dataclass
+class TokenDelta:
+    """A token matrix and what was written since it was built, searched as one (XTR after a
+    write, until the next merge rebuilds the matrix in the background): the token rows with
+    span rows above the matrix's ``max_row`` (read from SQLite as they arrive, kept here,
+    packed into a small matrix searched by a flat Hamming scan), and the matrix's spans
+    deleted since (dropped from its hits).
+
+        >>> from indexing.token_codecs import encode_tokens
+        >>> old = TokenMatrix.build([("d1#1", "d1", encode_tokens(np.eye(4, dtype=np.float32)[:1], "fp16"))],
+        ...                         stamp=(1, 1), span_rows=[7])
+        >>> new = [(9, "d2#1", "d2", encode_tokens(np.eye(4, dtype=np.float32)[1:2], "fp16"))]
+        >>> view = TokenDelta.over(old).advanced((3, 2), new, dead_rows=[7])
+        >>> view.search(np.eye(4, dtype=np.float32)[:2], k=1).doc_ids
+        ['d2']
+    """
+
+    base: TokenMatrix
+    last_row: int
+    rows: list[tuple[int, str, str, EncodedTokens]] = field(default_factory=list)
+    stamp: tuple[int, int] | None = None
+    matrix: TokenMatrix | None = None
+    dead: np.ndarray | None = None  # mask over the base's spans
+
+    @classmethod
+    def over(cls, base: TokenMatrix) -> TokenDelta:
+        if base.max_row is None:
+            raise ValueError("the matrix does not know its span rows")
+        return cls(base, base.max_row)
+
+    def advanced(
+        self,
+        stamp: tuple[int, int],
+        new_rows: list[tuple[int, str, str, EncodedTokens]],
+        dead_rows: Iterable[int],
+    ) -> TokenDelta:
+        """This delta at ``stamp``: ``new_rows`` (``(row, span_id, doc_id, codes)``, rows above
+        :attr:`last_row`, ascending) added, every span row in ``dead_rows`` dropped."""
+        dead = set(dead_rows)
+        rows = [r for r in [*self.rows, *new_rows] if r[0] not in dead]
+        matrix = None
+        if rows:
+            matrix = TokenMatrix.build(((s, d, e) for _, s, d, e in rows), stamp, [r[0] for r in rows])
+        base_rows = self.base.span_rows if self.base.span_rows is not None else np.zeros(0, np.int64)
+        return TokenDelta(
+            self.base,
+            max(self.last_row, new_rows[-1][0]) if new_rows else self.last_row,
+            rows,
+            stamp,
+            matrix,
+            np.isin(base_rows, np.fromiter(dead, dtype=np.int64, count=len(dead))),
+        )
+
+    def search(self, query_tokens: np.ndarray, k: int) -> TokenHits:
+        parts = [self.base.search(query_tokens, k, dead_spans=self.dead)]
+        if self.matrix is not None:
+            parts.append(self.matrix.search(query_tokens, k, flat=True))
+        return merge_token_hits(parts, k) if len(parts) > 1 else parts[0]
