@@ -64,6 +64,7 @@ METRIC_ORDER = (
     "answer_em",
     "answer_f1",
     "context_tokens_mean",
+    "context_tokens_p50",
     "context_tokens_p95",
     "latency_ms_p50",
     "latency_ms_p95",
@@ -194,6 +195,7 @@ def aggregate(records: Sequence[Mapping], golds: Mapping[str, Mapping]) -> dict[
     tokens = [r["context_tokens"] for r in records]
     latency = [r["timings_ms"]["retrieval_ms"] for r in records]
     out["context_tokens_mean"] = M.mean(tokens)
+    out["context_tokens_p50"] = M.percentile(tokens, 50)
     out["context_tokens_p95"] = M.percentile(tokens, 95)
     out["latency_ms_p50"] = M.percentile(latency, 50)
     out["latency_ms_p95"] = M.percentile(latency, 95)
@@ -395,6 +397,7 @@ def run_eval(
         out_dir,
         results,
         latencies,
+        context_tokens={name: [r["context_tokens"] for r in recs] for name, recs in all_records.items()},
         command=command,
         collection=collection,
         extra={

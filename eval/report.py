@@ -3,7 +3,9 @@
 * ``plots/quality_vs_tokens.png``: nDCG@10 (or answer_in_context where the dataset has no
   qrels) against mean context tokens, one point per pipeline;
 * ``plots/latency.png``: per-query latency (retrieval to final context) as a box plot per
-  pipeline.
+  pipeline;
+* ``plots/context_tokens.png``: per-query context tokens as a box plot per pipeline (how
+  much context each question got, not only the mean).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ COLUMNS = (
     ("answer_em", "EM", "{:.3f}"),
     ("answer_f1", "F1", "{:.3f}"),
     ("context_tokens_mean", "ctx tokens mean", "{:.0f}"),
+    ("context_tokens_p50", "ctx tokens p50", "{:.0f}"),
     ("context_tokens_p95", "ctx tokens p95", "{:.0f}"),
     ("latency_ms_p50", "latency p50 ms", "{:.1f}"),
     ("latency_ms_p95", "latency p95 ms", "{:.1f}"),
@@ -83,16 +86,21 @@ def plot_quality(pipelines: Mapping[str, Mapping[str, float]], path: Path, title
 
 
 def plot_latency(latencies: Mapping[str, Sequence[float]], path: Path, title: str) -> None:
+    plot_distribution(latencies, path, title, "latency ms (retrieval to final context)")
+
+
+def plot_distribution(values: Mapping[str, Sequence[float]], path: Path, title: str, ylabel: str) -> None:
+    """One box per name (per-query values: latency, context tokens)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(latencies)
+    names = list(values)
     fig, ax = plt.subplots(figsize=(max(4, 1.4 * len(names) + 2), 4))
-    ax.boxplot([list(latencies[n]) or [0.0] for n in names], showfliers=True)
+    ax.boxplot([list(values[n]) or [0.0] for n in names], showfliers=True)
     ax.set_xticks(range(1, len(names) + 1), names)
-    ax.set_ylabel("latency ms (retrieval to final context)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
@@ -107,6 +115,7 @@ def write_report(
     command: str | None = None,
     collection: str | None = None,
     extra: Mapping | None = None,
+    context_tokens: Mapping[str, Sequence[float]] | None = None,
 ) -> Path:
     out_dir = Path(out_dir)
     plots = out_dir / "plots"
@@ -114,6 +123,8 @@ def write_report(
     title = f"{results['dataset']} ({results['split']}, {results['n_queries']} queries)"
     plot_quality(results["pipelines"], plots / "quality_vs_tokens.png", title)
     plot_latency(latencies, plots / "latency.png", title)
+    if context_tokens:
+        plot_distribution(context_tokens, plots / "context_tokens.png", title, "context tokens per question")
     lines = [f"# Evaluation: {title}", ""]
     if command:
         lines += ["```", command, "```", ""]
@@ -143,7 +154,8 @@ def write_report(
         "evidence recall, answer in context and context tokens over the final context; latency is "
         "retrieval to final context; EM/F1 of the generated answer (SQuAD normalization).",
         "",
-        "![quality vs context tokens](plots/quality_vs_tokens.png) ![latency](plots/latency.png)",
+        "![quality vs context tokens](plots/quality_vs_tokens.png) ![latency](plots/latency.png)"
+        + (" ![context tokens](plots/context_tokens.png)" if context_tokens else ""),
         "",
     ]
     path = out_dir / "report.md"
@@ -151,7 +163,7 @@ def write_report(
     return path
 
 
-__all__ = ["markdown_table", "plot_latency", "plot_quality", "write_report"]
+__all__ = ["markdown_table", "plot_distribution", "plot_latency", "plot_quality", "write_report"]
 
 
 def rerender(out_dir: Path) -> Path:
@@ -161,13 +173,14 @@ def rerender(out_dir: Path) -> Path:
 
     out_dir = Path(out_dir)
     results = json.loads((out_dir / "results.json").read_text(encoding="utf-8"))
-    latencies = {}
+    latencies, tokens = {}, {}
     for name in results["pipelines"]:
         run = json.loads((out_dir / f"run.{name}.json").read_text(encoding="utf-8"))
         latencies[name] = [q["timings_ms"]["retrieval_ms"] for q in run["queries"]]
+        tokens[name] = [q["context_tokens"] for q in run["queries"]]
     old = (out_dir / "report.md").read_text(encoding="utf-8") if (out_dir / "report.md").exists() else ""
     command = old.split("```\n", 2)[1].strip() if old.count("```") >= 2 else None
-    return write_report(out_dir, results, latencies, command=command)
+    return write_report(out_dir, results, latencies, command=command, context_tokens=tokens)
 
 
 if __name__ == "__main__":

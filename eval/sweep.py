@@ -16,7 +16,8 @@ all folds, scored together, are the **out-of-fold** numbers. Beside them: the
 recommends) and the pipeline as it is (no override).
 
 Writes ``sweep.json`` (grid, every point's metrics, each fold's pick, in-sample and
-out-of-fold metrics, the context-token distribution of the picked point) and ``sweep.md``.
+out-of-fold metrics, the context tokens of each question), ``sweep.md`` and
+``plots/context_tokens.png`` (their distribution: as is, the pick, out of fold).
 """
 
 from __future__ import annotations
@@ -261,6 +262,19 @@ def run_sweep(
         "as_is": [r["context_tokens"] for r in records[0]],
         "out_of_fold": [r["context_tokens"] for r in held_out],
     }
+    from eval.report import plot_distribution
+
+    (out_dir / "plots").mkdir(exist_ok=True)
+    plot_distribution(
+        {
+            "as is": result.context_tokens["as_is"],
+            "pick": result.context_tokens["in_sample_pick"],
+            "out of fold": result.context_tokens["out_of_fold"],
+        },
+        out_dir / "plots" / "context_tokens.png",
+        f"{dataset.name} ({dataset.split}): {pipeline}",
+        "context tokens per question",
+    )
     (out_dir / "sweep.json").write_text(json.dumps(result.as_dict(), indent=2), encoding="utf-8")
     (out_dir / "sweep.md").write_text(sweep_markdown(result), encoding="utf-8")
     return result
@@ -299,7 +313,8 @@ def sweep_markdown(result: SweepResult) -> str:
                 "out-of-fold picks": result.out_of_fold,
             }
         )
-        + f"\n\nThe sweep would pick **{chosen}** (best on every question).\n"
+        + f"\n\nThe sweep would pick **{chosen}** (best on every question).\n\n"
+        "![context tokens per question](plots/context_tokens.png)\n"
     )
 
 

@@ -111,6 +111,7 @@ class RagService:
             s.data_dir,
             dense_index=DenseIndexSpec(s.dense_index, device=s.device),
             merge_policy=MergePolicy(s.merge_min_rows, s.merge_fraction, s.max_deltas),
+            merge_in_process=s.merge_in_process,
         )
 
     @cached_property

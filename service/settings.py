@@ -43,6 +43,11 @@ class Settings(BaseSettings, RetrievalOverrides):
         gt=0,
         description="embedded store: share of the base written or deleted since the last merge that starts one",
     )
+    merge_in_process: bool = Field(
+        False,
+        description="embedded store: build merges in the server's own process (a thread) instead of a worker"
+        " process of their own (README: Live updates)",
+    )
     max_deltas: int = Field(
         MergePolicy().max_deltas, ge=1, description="embedded store: delta segments before they are compacted into one"
     )

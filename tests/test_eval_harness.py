@@ -80,6 +80,7 @@ def test_results_json_shape(evaluated):
             "mrr@10",
             "evidence_recall",
             "context_tokens_mean",
+            "context_tokens_p50",
             "context_tokens_p95",
             "latency_ms_p50",
             "latency_ms_p95",
@@ -108,7 +109,8 @@ def test_report_and_plots_exist(evaluated):
     _, _, out, _ = evaluated
     report = (out / "report.md").read_text()
     assert "| dense |" in report and "| bm25 |" in report
-    for png in ("quality_vs_tokens.png", "latency.png"):
+    assert "plots/context_tokens.png" in report
+    for png in ("quality_vs_tokens.png", "latency.png", "context_tokens.png"):
         data = (out / "plots" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
 

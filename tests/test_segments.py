@@ -222,6 +222,30 @@ def test_a_background_merge_folds_deltas_and_tombstones_into_a_new_base(tmp_path
     reference.close()
 
 
+@pytest.mark.parametrize("in_process", [False, True])
+def test_a_merge_builds_in_a_worker_process_and_answers_as_one_built_in_process(tmp_path, in_process):
+    store = SqliteFaissStore(tmp_path / "live", merge_policy=NEVER, merge_in_process=in_process)
+    store.create_collection(C, MODEL, DIM)
+    rng = np.random.default_rng(9)
+    _with_tokens(store, corpus(20), rng)
+    store.refresh(C)
+    _with_tokens(store, corpus(5, seed=6), rng)
+    store.delete_documents(C, ["d0-3", "d6-1"])
+    store.merge(C)
+
+    # built and saved by the worker, the base is loaded from disk (no build seconds here)
+    assert (store.index_build_seconds(C) == {}) is not in_process
+    freshness = store.freshness(C)
+    assert freshness["pending_deltas"] == freshness["tombstones"] == 0
+    assert store._token_matrices[C].stamp == store._token_stamp(C)  # the worker's matrix, taken over
+    final = [d for d in [*corpus(20), *corpus(5, seed=6)] if d[0].id not in ("d0-3", "d6-1")]
+    reference = one_go(tmp_path / "reference", final)
+    assert dense_hits(store) == dense_hits(reference)
+    assert lexical_ids(store) == lexical_ids(reference)
+    store.close()
+    reference.close()
+
+
 def test_many_small_writes_are_compacted_into_one_delta_in_the_background(tmp_path):
     store = open_store(tmp_path / "live", MergePolicy(min_rows=10**9, max_deltas=3))
     store.replace_documents(C, corpus(20))

@@ -120,6 +120,7 @@ def test_a_sweep_reports_every_point_each_folds_pick_and_out_of_fold_numbers(swe
     assert on_disk["pipeline_as_is"]["n_queries"] == 10
     report = (out / "sweep.md").read_text()
     assert "out-of-fold" in report and "top_k=1" in report
+    assert (out / "plots" / "context_tokens.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_the_cli_runs_a_sweep_and_refuses_a_bad_one(swept, tmp_path):

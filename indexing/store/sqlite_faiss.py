@@ -129,6 +129,7 @@ class SqliteFaissStore(SpanStore):
         data_dir: Path,
         dense_index: DenseIndexKind | DenseIndexSpec = "flat",
         merge_policy: MergePolicy | None = None,
+        merge_in_process: bool = False,
     ):
         self.data_dir = Path(data_dir)
         self.dense_spec = dense_index if isinstance(dense_index, DenseIndexSpec) else DenseIndexSpec(dense_index)
@@ -149,6 +150,9 @@ class SqliteFaissStore(SpanStore):
                 self._db.execute(f"ALTER TABLE collections ADD COLUMN {column} {kind}")
         self._lock = threading.RLock()
         self.merge_policy = merge_policy or MergePolicy()
+        # a merge's build runs in a process of its own (indexing/store/merge_worker.py) unless
+        # asked here: that process, and stores whose index lives on a GPU, build in-process
+        self.merge_in_process = merge_in_process or self.dense_spec.device.startswith("cuda")
         self._loaded: dict[str, SegmentSet] = {}
         self._merged: dict[str, BaseSegment] = {}  # the newest base a background merge built
         self._epochs: dict[str, int] = {}  # bumped when a collection is dropped: its merges are void
@@ -896,20 +900,24 @@ class SqliteFaissStore(SpanStore):
             if current is None or not self._wants_merge(current):
                 return
         epoch = self._epochs.get(collection, 0)
-        db = self._connect()
-        db.execute("BEGIN")
-        try:
-            found = db.execute("SELECT dim, generation FROM collections WHERE name = ?", (collection,)).fetchall()
+        if self.merge_in_process:
+            base = self._build_base(collection)
+            if base is None or self._epochs.get(collection, 0) != epoch:
+                return  # gone, or dropped meanwhile
+            self._save(collection, base)
+        else:
+            from indexing.store.merge_worker import build_in_child
+
+            built = build_in_child(self.data_dir, collection, self.dense_spec.signature)
+            if built is None or self._epochs.get(collection, 0) != epoch:
+                return
+            with self._lock:
+                found = self._query("SELECT tombstone_floor, generation FROM collections WHERE name = ?", (collection,))
             if not found:
                 return
-            dim, generation = found[0]
-            base = self._rebuild(collection, dim, generation, db, save=False)
-        finally:
-            db.execute("COMMIT")
-            db.close()
-        if self._epochs.get(collection, 0) != epoch:
-            return  # dropped meanwhile
-        self._save(collection, base)
+            base = self._load_from_disk(collection, found[0][0], found[0][1])
+            if base is None or base.generation != built["generation"]:
+                return  # another process saved a base meanwhile: the next search adopts it
         with self._lock:
             if self._epochs.get(collection, 0) != epoch:
                 shutil.rmtree(self._index_dir(collection), ignore_errors=True)
@@ -935,8 +943,42 @@ class SqliteFaissStore(SpanStore):
                 raise
             self._merged[collection] = base
         self._indexes(collection)  # the deltas since the new base, built here and not by a query
+        if not self._has_token_vectors(collection):
+            return
+        if self.merge_in_process:
+            self._token_matrix(collection, self._connect())
+            return
+        matrix = TokenMatrix.load(self._index_dir(collection).with_name(collection + ".tokens"), None)
+        with self._lock:  # the worker's matrix: current, or current up to the writes since
+            held = self._token_matrices.get(collection)
+            if matrix is not None and (held is None or held.stamp < matrix.stamp):
+                self._token_matrices[collection] = matrix
+
+    def _build_base(self, collection: str) -> BaseSegment | None:
+        """A base of the committed state, read through a connection of its own (None: the
+        collection is gone)."""
+        db = self._connect()
+        db.execute("BEGIN")
+        try:
+            found = db.execute("SELECT dim, generation FROM collections WHERE name = ?", (collection,)).fetchall()
+            if not found:
+                return None
+            dim, generation = found[0]
+            return self._rebuild(collection, dim, generation, db, save=False)
+        finally:
+            db.execute("COMMIT")
+            db.close()
+
+    def build_and_save_base(self, collection: str) -> dict | None:
+        """What the merge worker does: build a base of the committed state and save it, and
+        the token matrix; ``{"generation", "max_row"}`` of the base, or None."""
+        base = self._build_base(collection)
+        if base is None:
+            return None
+        self._save(collection, base)
         if self._has_token_vectors(collection):
             self._token_matrix(collection, self._connect())
+        return {"generation": base.generation, "max_row": base.max_row}
 
     def _compact(self, collection: str) -> None:
         """Replace the deltas the merge policy picks by one (their rows and words are in
@@ -990,6 +1032,22 @@ class SqliteFaissStore(SpanStore):
             return None  # saved before segments: rebuilt once
         return meta | {"directory": directory}
 
+    @staticmethod
+    def _saved_directory(
+        directory: Path, bm25: dict[str, Bm25Index]
+    ) -> tuple[dict[int, str] | None, dict[str, np.ndarray]]:
+        """The span directory saved with a base (rows by granularity are the BM25 indexes'
+        row ids). It may name rows deleted since the save: those are tombstones, never
+        returned by a search, so never looked up."""
+        try:
+            rows = np.load(directory / "span_rows.npy")
+            span_ids = json.loads((directory / "span_ids.json").read_text())
+        except (OSError, ValueError):
+            return None, {}
+        if len(rows) != len(span_ids):
+            return None, {}
+        return dict(zip(rows.tolist(), span_ids, strict=True)), {g: bm25[g].row_ids for g in GRANULARITIES}
+
     def _span_directory(self, read, collection: str, max_row: int) -> tuple[dict[int, str], dict[str, np.ndarray]]:
         rows = read(
             "SELECT row_id, id, granularity FROM spans WHERE collection = ? AND row_id <= ? ORDER BY row_id",
@@ -1022,8 +1080,10 @@ class SqliteFaissStore(SpanStore):
             bm25: dict[str, Bm25Index] = {g: Bm25Index.load(directory / "bm25" / g) for g in GRANULARITIES}
         except (OSError, ValueError, KeyError, RuntimeError):
             return None
-        with self._read_transaction():
-            span_id_of_row, by_granularity = self._span_directory(self._query, collection, meta["max_row"])
+        span_id_of_row, by_granularity = self._saved_directory(directory, bm25)
+        if span_id_of_row is None:  # saved before the directory was kept: from the span rows
+            with self._read_transaction():
+                span_id_of_row, by_granularity = self._span_directory(self._query, collection, meta["max_row"])
         return BaseSegment(
             meta["generation"],
             meta["max_row"],
@@ -1096,6 +1156,10 @@ class SqliteFaissStore(SpanStore):
             base.dense.save(staging)
             for g, index in base.bm25.items():
                 index.save(staging / "bm25" / g)
+            # the span directory, so that loading a base reads no span rows under the lock
+            rows = np.fromiter(base.span_id_of_row, dtype=np.int64, count=base.n_rows)
+            np.save(staging / "span_rows.npy", rows)
+            (staging / "span_ids.json").write_text(json.dumps(list(base.span_id_of_row.values())))
             (staging / "meta.json").write_text(json.dumps(meta))
             swap_in(staging, directory)
 
