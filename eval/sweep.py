@@ -174,9 +174,19 @@ class SweepResult:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def pick(objective: Objective, metrics_of: Sequence[Mapping[str, float]]) -> int:
-    """Index of the best point (the first of equals: grid order decides a full tie)."""
-    return max(range(len(metrics_of)), key=lambda i: (objective.key(metrics_of[i]), -i))
+def pick(
+    objective: Objective, metrics_of: Sequence[Mapping[str, float]], current: Sequence[bool] | None = None
+) -> int:
+    """Index of the best point. Equal on the metric (and the cap), the pipeline's current
+    setting (``current[i]``) wins: a knob moves only for a measured gain, not for a few
+    tokens; then fewer tokens, then grid order."""
+    is_current = current or [False] * len(metrics_of)
+
+    def key(i: int) -> tuple:
+        fits, quality, tokens = objective.key(metrics_of[i])
+        return (fits, quality, is_current[i], tokens, -i)
+
+    return max(range(len(metrics_of)), key=key)
 
 
 def run_sweep(
@@ -228,6 +238,8 @@ def run_sweep(
         return aggregate(chosen, golds)
 
     grid_points = list(range(1, len(points)))
+    own = get_pipeline(pipeline).params
+    current = [all(getattr(own, k) == v for k, v in points[i].items()) for i in grid_points]
     result = SweepResult(
         dataset=dataset.name,
         split=dataset.split,
@@ -242,7 +254,7 @@ def run_sweep(
     for fold in range(folds):
         inside = {q for q, f in fold_of.items() if f == fold}
         training = set(fold_of) - inside
-        best = grid_points[pick(objective, [scored(i, training) for i in grid_points])]
+        best = grid_points[pick(objective, [scored(i, training) for i in grid_points], current)]
         kept = [r for r in records[best] if r["qid"] in inside]
         held_out.extend(kept)
         result.fold_picks.append(
@@ -255,7 +267,7 @@ def run_sweep(
             }
         )
     result.out_of_fold = aggregate(held_out, golds)
-    best = grid_points[pick(objective, [p["metrics"] for p in result.points])]
+    best = grid_points[pick(objective, [p["metrics"] for p in result.points], current)]
     result.in_sample = {"params": points[best], "metrics": scored(best)}
     result.context_tokens = {
         "in_sample_pick": [r["context_tokens"] for r in records[best]],

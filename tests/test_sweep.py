@@ -88,6 +88,7 @@ def test_the_objective_keeps_to_the_token_cap_and_breaks_ties_by_fewer_tokens():
     assert pick(Objective("answer_in_context", 400), points) == 2
     assert pick(Objective("answer_in_context"), points) == 0
     assert pick(Objective("answer_in_context", 100), points) == 2  # none fits: fewest tokens
+    assert pick(Objective("answer_in_context", 400), points, [False, True, False]) == 1  # a tie keeps the setting
 
 
 @pytest.fixture(scope="module")
