@@ -174,9 +174,7 @@ class SweepResult:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def pick(
-    objective: Objective, metrics_of: Sequence[Mapping[str, float]], current: Sequence[bool] | None = None
-) -> int:
+def pick(objective: Objective, metrics_of: Sequence[Mapping[str, float]], current: Sequence[bool] | None = None) -> int:
     """Index of the best point. Equal on the metric (and the cap), the pipeline's current
     setting (``current[i]``) wins: a knob moves only for a measured gain, not for a few
     tokens; then fewer tokens, then grid order."""
@@ -330,4 +328,44 @@ def sweep_markdown(result: SweepResult) -> str:
     )
 
 
-__all__ = ["Objective", "SweepError", "SweepGrid", "SweepResult", "document_folds", "pick", "run_sweep"]
+def summary_table(folders: Sequence[Path]) -> str:
+    """One row per sweep folder: the knob, its current value's and the in-sample pick's
+    objective metric, and the out-of-fold one (``python -m eval.sweep runs/sweep-*``)."""
+    lines = [
+        "| dataset | swept | as is | in-sample pick | in-sample | out-of-fold | picks per fold | tokens as is / out-of-fold |",
+        "|---|---|---:|---|---:|---:|---|---|",
+    ]
+    for folder in folders:
+        sweep = json.loads((Path(folder) / "sweep.json").read_text(encoding="utf-8"))
+        metric = sweep["objective"].split()[1]
+        chosen = ", ".join(f"{k}={v}" for k, v in sweep["in_sample"]["params"].items())
+        picks: dict[str, int] = {}
+        for f in sweep["fold_picks"]:
+            label = ", ".join(str(v) for v in f["params"].values())
+            picks[label] = picks.get(label, 0) + 1
+        swept = ", ".join(f"{k} ∈ {{{', '.join(str(v) for v in vs)}}}" for k, vs in sweep["grid"].items())
+        lines.append(
+            f"| {sweep['dataset']} ({sweep['split']}) | {swept} | {sweep['pipeline_as_is'].get(metric, 0):.3f} "
+            f"| {chosen} | {sweep['in_sample']['metrics'].get(metric, 0):.3f} "
+            f"| {sweep['out_of_fold'].get(metric, 0):.3f} | {', '.join(f'{k} ×{n}' for k, n in picks.items())} "
+            f"| {sweep['pipeline_as_is']['context_tokens_mean']:.0f} / {sweep['out_of_fold']['context_tokens_mean']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(summary_table([Path(p) for p in sys.argv[1:]]))
+
+
+__all__ = [
+    "Objective",
+    "SweepError",
+    "SweepGrid",
+    "SweepResult",
+    "document_folds",
+    "pick",
+    "run_sweep",
+    "summary_table",
+]

@@ -144,3 +144,12 @@ def test_the_cli_runs_a_sweep_and_refuses_a_bad_one(swept, tmp_path):
     )
     assert ok.exit_code == 0, ok.output
     assert "would pick" in ok.output and (tmp_path / "o" / "sweep.json").exists()
+
+
+def test_sweeps_summarize_as_one_table_row_each(swept):
+    from eval.sweep import summary_table
+
+    _, out, _ = swept
+    table = summary_table([out, out]).splitlines()
+    assert len(table) == 4 and table[2] == table[3]
+    assert "top_k ∈ {1, 4}" in table[2] and "top_k=1" in table[2] and "1 ×5" in table[2]
