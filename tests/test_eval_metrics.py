@@ -257,3 +257,32 @@ def test_a_run_record_scores_its_citations_against_the_gold_sentences():
     metrics = query_metrics(record, gold)
 
     assert (metrics["cited_precision"], metrics["cited_recall"]) == (0.5, 1.0)
+
+
+def test_the_citation_ceiling_cites_the_top_pieces_by_each_score():
+    from eval.citation_ceiling import cite_top, pieces_of
+
+    def piece(span_id, start, relevance, gain):
+        return {"span_id": span_id, "doc_id": "a", "start": start, "end": start + 9}, [
+            span_id,
+            "taken",
+            "taken (anchor)",
+            "anchor",
+            {"relevance": relevance, "gain": gain},
+        ]
+
+    spans = [piece("a#1", 0, 0.9, 0.5), piece("a#2", 20, 0.5, 1.0), piece("a#3", 40, 0.1, 0.1)]
+    run = {
+        "queries": [
+            {
+                "context": [c for c, _ in spans],
+                "trace": [t for _, t in spans],
+                "gold": {"evidence_sentences": [{"doc_id": "a", "start": 20, "end": 29}]},
+            }
+        ]
+    }
+    questions = pieces_of(run)
+    assert [p["gold"] for p in questions[0][0]] == [False, True, False]
+    assert cite_top(questions, lambda p, best: p["cosine"], 1) == (0.0, 0.0)
+    assert cite_top(questions, lambda p, best: p["gain"], 1) == (1.0, 1.0)
+    assert cite_top(questions, lambda p, best: p["gain"], 2) == (0.5, 1.0)
