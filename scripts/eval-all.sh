@@ -7,24 +7,24 @@ bash scripts/setup.sh
 export HF_HUB_OFFLINE=1  # no OMP_NUM_THREADS: spanrag sizes its own thread pools (README: Threads)
 S=.venv/bin/spanrag
 $S eval --dataset beir:../shared/datasets/scifact --split train \
-    -p dense -p bm25 -p hybrid -p maxsim -p xtr -p xtr-only -p adaptive-k -p clustered -p bubble -p default \
+    -p dense -p bm25 -p hybrid -p maxsim -p xtr -p xtr-only -p adaptive-k -p clustered -p bubble -p default -p default-full-budget \
     --data-dir .eval-data --out runs/scifact-train
 $S eval --dataset hotpotqa:../shared/datasets/hotpotqa/dev50.json \
-    -p dense -p bm25 -p hybrid -p maxsim -p adaptive-k -p clustered -p bubble -p default -p default-no-graph \
+    -p dense -p bm25 -p hybrid -p maxsim -p adaptive-k -p clustered -p bubble -p default -p default-full-budget -p default-no-graph \
     --data-dir .eval-data --out runs/hotpotqa-dev
 # TAT-QA's target is 300 context tokens: every pipeline gets that budget
 SPANRAG_BUDGET_TOKENS=300 $S eval --dataset tatqa:../shared/datasets/tatqa/dev.json \
-    -p dense -p bm25 -p hybrid -p maxsim -p adaptive-k -p clustered -p bubble -p default \
+    -p dense -p bm25 -p hybrid -p maxsim -p adaptive-k -p clustered -p bubble -p default -p default-full-budget \
     --data-dir .eval-data --out runs/tatqa-dev-300
 # compression (issue 6): the default with and without it, and selecting less (default-300)
 $S eval --dataset hotpotqa:../shared/datasets/hotpotqa/dev50.json \
-    -p default -p default-compressed -p default-compressed-tokens -p default-300 \
+    -p default-full-budget -p default-compressed -p default-compressed-tokens -p default-300 \
     --data-dir .eval-data --out runs/compression-hotpotqa
 $S eval --dataset beir:../shared/datasets/scifact --split train \
-    -p default -p default-compressed -p default-300 \
+    -p default-full-budget -p default-compressed -p default-300 \
     --data-dir .eval-data --out runs/compression-scifact
 $S eval --dataset tatqa:../shared/datasets/tatqa/dev.json \
-    -p default -p default-compressed -p default-compressed-tokens -p default-300 \
+    -p default-full-budget -p default-compressed -p default-compressed-tokens -p default-300 \
     --data-dir .eval-data --out runs/compression-tatqa
 .venv/bin/python -m bench.chat_ttft --dataset beir:../shared/datasets/scifact --split train \
     --limit 300 --data-dir .eval-data --out runs/bench/chat_ttft.json
