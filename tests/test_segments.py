@@ -361,6 +361,29 @@ def test_xtr_searches_the_token_matrix_and_the_writes_since_without_rebuilding_i
     store.close()
 
 
+def test_maxsim_reads_the_token_matrix_and_the_writes_since_without_reading_span_rows(tmp_path, monkeypatch):
+    rng = np.random.default_rng(7)
+    store = open_store(tmp_path / "live")
+    _with_tokens(store, corpus(10), rng)
+    store.refresh(C)
+    store.settle()
+    _with_tokens(store, corpus(2, seed=4), rng)  # added
+    _with_tokens(store, corpus(1), rng)  # d0-0 replaced
+    store.delete_documents(C, ["d0-3"])
+    wanted = ["d4-1", "d0-0", "d0-3", "d0-5", "missing", "d4-0"]
+    expected = store.document_token_vectors(C, wanted)  # from SQLite
+
+    monkeypatch.setattr(SqliteFaissStore, "_token_rows", lambda *a, **k: pytest.fail("span rows read"))
+    packed = store.document_tokens(C, wanted)
+
+    assert packed.doc_ids == ["d4-1", "d0-0", "d0-5", "d4-0"]
+    for i, doc in enumerate(packed.doc_ids):
+        rows = np.concatenate([np.asarray(e.data) for _, e in expected[doc]])
+        assert np.array_equal(np.asarray(packed.vectors.data[packed.offsets[i] : packed.offsets[i + 1]]), rows)
+        assert packed.first_span_ids[i] == expected[doc][0][0]
+    store.close()
+
+
 def test_tokens_written_for_spans_the_matrix_covers_make_xtr_rebuild_it(tmp_path):
     from indexing.token_codecs import encode_tokens
 

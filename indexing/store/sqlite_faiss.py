@@ -621,12 +621,18 @@ class SqliteFaissStore(SpanStore):
 
     def document_tokens(self, collection: str, doc_ids: list[str]) -> PackedTokens:
         """From the token matrix when it is current; after a write, until the next merge
-        rebuilds the matrix in the background, from these documents' rows in SQLite."""
+        rebuilds the matrix in the background, from the matrix and the token rows written
+        since (``TokenDelta.pack``); with no matrix yet, from these documents' rows in SQLite."""
         with self._read_transaction():
             stamp = self._token_stamp(collection)
             matrix = self._token_matrices.get(collection)
             if matrix is not None and matrix.stamp == stamp:
                 return matrix.pack(doc_ids)
+        view = self._token_view(collection) if matrix is not None else None
+        if isinstance(view, TokenDelta):  # the matrix, and the rows written since: no span rows read
+            return view.pack(doc_ids)
+        with self._read_transaction():
+            stamp = self._token_stamp(collection)
             rows = [
                 (span_id, doc_id, encoded)
                 for doc_id, span_id, encoded in self._token_rows(collection, "doc_id", doc_ids)

@@ -393,6 +393,7 @@ class TokenDelta:
     stamp: tuple[int, int] | None = None
     matrix: TokenMatrix | None = None
     dead: np.ndarray | None = None  # mask over the base's spans
+    dead_docs: frozenset[str] = frozenset()  # base documents with a deleted span (replaced or deleted)
 
     @classmethod
     def over(cls, base: TokenMatrix) -> TokenDelta:
@@ -414,13 +415,51 @@ class TokenDelta:
         if rows:
             matrix = TokenMatrix.build(((s, d, e) for _, s, d, e in rows), stamp, [r[0] for r in rows])
         base_rows = self.base.span_rows if self.base.span_rows is not None else np.zeros(0, np.int64)
+        dead_mask = np.isin(base_rows, np.fromiter(dead, dtype=np.int64, count=len(dead)))
+        doc_of_span = np.searchsorted(self.base.doc_spans, np.flatnonzero(dead_mask), side="right") - 1
         return TokenDelta(
             self.base,
             max(self.last_row, new_rows[-1][0]) if new_rows else self.last_row,
             rows,
             stamp,
             matrix,
-            np.isin(base_rows, np.fromiter(dead, dtype=np.int64, count=len(dead))),
+            dead_mask,
+            frozenset(self.base.doc_ids[d] for d in set(doc_of_span.tolist())),
+        )
+
+    def pack(self, doc_ids: list[str]) -> PackedTokens:
+        """Stored codes of the given documents as they are now: a document written since
+        from the rows since, one the matrix holds (and no delete or replace touched) from
+        the matrix, any other left out. What MaxSim reads between merges, with no query
+        to SQLite for documents the matrix already holds."""
+        fresh = self.matrix.pack(doc_ids) if self.matrix is not None else None
+        from_fresh = set(fresh.doc_ids) if fresh is not None else set()
+        kept = [d for d in doc_ids if d not in from_fresh and d not in self.dead_docs]
+        old = self.base.pack(kept)
+        parts = {d: (old, i) for i, d in enumerate(old.doc_ids)}
+        if fresh is not None:
+            parts |= {d: (fresh, i) for i, d in enumerate(fresh.doc_ids)}
+        order = [d for d in dict.fromkeys(doc_ids) if d in parts]
+        if not order:
+            return old
+        codes, scales, lengths, firsts = [], [], [], []
+        for d in order:
+            packed, i = parts[d]
+            start, end = int(packed.offsets[i]), int(packed.offsets[i + 1])
+            encoded = packed.vectors
+            assert isinstance(encoded, EncodedTokens)
+            codes.append(np.asarray(encoded.data[start:end]))
+            if encoded.scales is not None:
+                scales.append(np.asarray(encoded.scales[start:end]))
+            lengths.append(end - start)
+            firsts.append(packed.first_span_ids[i])
+        return PackedTokens(
+            order,
+            EncodedTokens(
+                self.base.codec, self.base.dim, np.concatenate(codes), np.concatenate(scales) if scales else None
+            ),
+            np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+            firsts,
         )
 
     def search(self, query_tokens: np.ndarray, k: int) -> TokenHits:
