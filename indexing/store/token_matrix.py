@@ -424,7 +424,7 @@ class TokenDelta:
             stamp,
             matrix,
             dead_mask,
-            frozenset(self.base.doc_ids[d] for d in set(doc_of_span.tolist())),
+            frozenset(self.base.doc_ids[int(d)] for d in np.unique(doc_of_span)),
         )
 
     def pack(self, doc_ids: list[str]) -> PackedTokens:
