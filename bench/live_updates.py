@@ -8,7 +8,8 @@ For each size, in a process of its own:
 
 * **Build**: the corpus of ``bench.cost_growth`` (real embedded documents, then perturbed
   copies, up to N spans; token vectors included) written into a fresh embedded store, then
-  its base segment built (timed; this is the one full build).
+  its base segment built (timed; this is the one full build), then ``os.sync()`` so that
+  the build's writes are on disk before anything is timed.
 * **Idle**: the default pipeline answers ``--queries`` SciFact claims (vectors computed up
   front, so latency is search, as in ``bench.cost_growth``): p50, p95, max. Thread pools
   are sized as a service answers (``ThreadPlan().use("query")``: one thread per library).
@@ -239,6 +240,11 @@ def phase_live(cfg: LiveConfig, size: int) -> dict:
     store.refresh(COLLECTION)
     store.settle()
     build_s = time.perf_counter() - started
+    # the build wrote gigabytes (1M spans: ~5 GB of SQLite): flush them before timing, or the
+    # kernel's writeback of the build stalls the measured minute's commits and page faults
+    started = time.perf_counter()
+    os.sync()
+    sync_s = time.perf_counter() - started
 
     merges: list[dict] = []
     for name in ("_merge", "_compact"):
@@ -303,6 +309,7 @@ def phase_live(cfg: LiveConfig, size: int) -> dict:
         "spans": spans,
         "merge_policy": dataclasses.asdict(policy),
         "base_build_s": round(build_s, 2),
+        "sync_s": round(sync_s, 2),
         "idle_ms": idle_s,
         "during_writes_ms": during_s,
         "p95_during_over_idle": round(during_s["p95"] / idle_s["p95"], 2),
