@@ -296,6 +296,26 @@ def freeze_long_lived_objects() -> None:
     gc.freeze()
 
 
+def prepare_collection(rag, dataset: EvalDataset, pipeline: str, log: Callable[[str], None]) -> tuple[str, float]:
+    """Ingest ``dataset`` (cached by content), then get the service to where a server is
+    before its first question: the model loaded, one warm-up question asked of ``pipeline``
+    (lazy loads: indexes, tokenizer caches), background index work done, long-lived objects
+    frozen. Returns the collection and the ingest's seconds."""
+    started = time.perf_counter()
+    collection, report = dataset.ingest(rag)
+    ingest_s = time.perf_counter() - started
+    log(
+        f"collection {collection}: {report['added']} added, {report['updated']} updated, "
+        f"{report['unchanged']} unchanged ({ingest_s:.1f}s)"
+    )
+    rag.encoder  # noqa: B018  # load the model before timing queries
+    if dataset.queries:
+        rag.retrieve(collection, dataset.queries[0].text, pipeline)
+    rag.store.settle()  # background index work (a merge, the token matrix) is not timed with the queries
+    freeze_long_lived_objects()
+    return collection, ingest_s
+
+
 def run_eval(
     rag,
     dataset: EvalDataset,
@@ -321,19 +341,8 @@ def run_eval(
     out_dir.mkdir(parents=True, exist_ok=True)
     log = log or (lambda message: None)
 
-    started = time.perf_counter()
-    collection, ingest_report = dataset.ingest(rag)
-    ingest_s = time.perf_counter() - started
-    log(
-        f"collection {collection}: {ingest_report['added']} added, {ingest_report['updated']} updated, "
-        f"{ingest_report['unchanged']} unchanged ({ingest_s:.1f}s)"
-    )
-    golds = golds_of(dataset, unanswerable)
-    rag.encoder  # noqa: B018  # load the model before timing queries
-    if dataset.queries:  # warm-up: first query pays lazy loads (indexes, tokenizer caches)
-        rag.retrieve(collection, dataset.queries[0].text, specs[0].name)
-    rag.store.settle()  # background index work (a merge, the token matrix) is not timed with the queries
-    freeze_long_lived_objects()
+    golds = golds_of(dataset, unanswerable)  # before the freeze: it is long-lived too
+    collection, ingest_s = prepare_collection(rag, dataset, specs[0].name, log)
 
     results: dict[str, Any] = {
         "dataset": dataset.name,

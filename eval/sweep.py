@@ -34,7 +34,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from eval.datasets import EvalDataset
-from eval.harness import aggregate, freeze_long_lived_objects, golds_of, make_progress, run_query
+from eval.harness import aggregate, golds_of, make_progress, prepare_collection, run_query
 from retrieval.params import FLAT_NAMES
 from retrieval.pipeline import get_pipeline
 
@@ -208,14 +208,7 @@ def run_sweep(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    collection, report = dataset.ingest(rag)
-    log(
-        f"collection {collection}: {report['added']} added, {report['updated']} updated, {report['unchanged']} unchanged"
-    )
-    if dataset.queries:
-        rag.retrieve(collection, dataset.queries[0].text, pipeline)
-    rag.store.settle()
-    freeze_long_lived_objects()
+    collection, _ = prepare_collection(rag, dataset, pipeline, log)
 
     points = [{}, *grid.points()]  # the pipeline as it is first, for comparison
     records: list[list[dict]] = []

@@ -132,8 +132,9 @@ class ExtractiveOptions:
     # span's selector score over the best span's (the bubble's gain: document rank, fused
     # first-stage score, question terms covered): which pieces the selector valued most is
     # evidence the cosine alone lacks. 2.0 was picked on SciFact *train* rationale sentences
-    # (grid 0, 0.25, 0.5, 1, 2 at 3 pieces and 0.8; cited precision 0.274 -> 0.343, recall
-    # 0.426 -> 0.494); HotpotQA dev, not used to pick it: precision 0.473 -> 0.637 (README).
+    # (grid 0, 0.25, 0.5, 1, 2 at 3 pieces and 0.8, replayed on a run's trace by
+    # `python -m eval.citation_ceiling`: cited precision 0.274 -> 0.343, recall 0.426 ->
+    # 0.494); HotpotQA dev, not used to pick it: precision 0.473 -> 0.637 (README).
     selector_weight: float = 2.0
     # Abstention (README, "Abstention"): four knobs on the context's ``Support``, fit on
     # SciFact *train* claims only (answerable from a SciFact collection; unanswerable asked of

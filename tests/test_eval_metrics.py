@@ -286,3 +286,4 @@ def test_the_citation_ceiling_cites_the_top_pieces_by_each_score():
     assert cite_top(questions, lambda p, best: p["cosine"], 1) == (0.0, 0.0)
     assert cite_top(questions, lambda p, best: p["gain"], 1) == (1.0, 1.0)
     assert cite_top(questions, lambda p, best: p["gain"], 2) == (0.5, 1.0)
+    assert cite_top(questions, lambda p, best: p["gain"], 2, threshold=0.8) == (1.0, 1.0)  # 0.5 < 0.8 × 1.0

@@ -58,6 +58,20 @@ class Bm25Stats:
 EMPTY_STATS = Bm25Stats(0, 0.0, {})
 
 
+def positions_in(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Where each of ``ids`` stands in the ascending ``sorted_ids`` (those not in it left
+    out): a binary search per id, not a pass over all of ``sorted_ids``.
+
+    >>> positions_in(np.array([3, 5, 7, 9]), np.array([9, 4, 3])).tolist()
+    [3, 0]
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    if not len(ids) or not len(sorted_ids):
+        return np.zeros(0, dtype=np.int64)
+    at = np.searchsorted(sorted_ids, ids).clip(max=len(sorted_ids) - 1)
+    return at[sorted_ids[at] == ids]
+
+
 def best_k(
     scores: np.ndarray, row_ids: np.ndarray, k: int, excluded: np.ndarray | None = None
 ) -> list[tuple[int, float]]:
@@ -70,9 +84,8 @@ def best_k(
     >>> best_k(np.array([0.5, 0.0, 2.0, 0.5]), np.array([3, 5, 7, 9]), 3, excluded=np.array([7, 8]))
     [(3, 0.5), (9, 0.5)]
     """
-    if excluded is not None and len(excluded) and len(row_ids):
-        at = np.searchsorted(row_ids, excluded).clip(max=len(row_ids) - 1)
-        scores[at[row_ids[at] == excluded]] = 0.0
+    if excluded is not None:
+        scores[positions_in(row_ids, excluded)] = 0.0
     k = min(k, int(np.count_nonzero(scores > 0)))
     if k <= 0:
         return []

@@ -159,12 +159,12 @@ class TorchFlatSearch:
 
         q = torch.as_tensor(np.asarray(query, dtype=np.float32).reshape(-1), device=self.device).to(self.matrix.dtype)
         scores = (self.matrix @ q).float()
-        keep = np.ones(len(self.row_ids), dtype=bool) if allowed is None else np.isin(self.row_ids, allowed)
+        drop = None if allowed is None else ~np.isin(self.row_ids, allowed)
         if excluded is not None and len(excluded):
-            keep &= ~np.isin(self.row_ids, excluded)
-        if allowed is not None or (excluded is not None and len(excluded)):
-            mask = torch.as_tensor(keep, device=self.device)
-            scores = torch.where(mask, scores, torch.full_like(scores, float("-inf")))
+            dead = np.isin(self.row_ids, excluded)
+            drop = dead if drop is None else drop | dead
+        if drop is not None:
+            scores = scores.masked_fill(torch.as_tensor(drop, device=self.device), float("-inf"))
         k = min(k, int(torch.isfinite(scores).sum()))
         if k <= 0:
             return []

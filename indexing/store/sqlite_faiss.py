@@ -190,6 +190,10 @@ class SqliteFaissStore(SpanStore):
     def _index_dir(self, collection: str) -> Path:
         return self.data_dir / "indexes" / collection
 
+    def _tokens_dir(self, collection: str) -> Path:
+        """Where the token matrix of ``collection`` is saved (beside its base)."""
+        return self._index_dir(collection).with_name(collection + ".tokens")
+
     # -- collections ---------------------------------------------------------------------
     def create_collection(self, name: str, model: str, dim: int) -> None:
         check_collection_name(name)
@@ -525,7 +529,7 @@ class SqliteFaissStore(SpanStore):
             self._token_matrices.pop(collection, None)
             self._token_deltas.pop(collection, None)
             with self._save_lock:
-                shutil.rmtree(self._index_dir(collection).with_name(collection + ".tokens"), ignore_errors=True)
+                shutil.rmtree(self._tokens_dir(collection), ignore_errors=True)
 
     def token_model(self, collection: str) -> str | None:
         self._require(collection)
@@ -598,7 +602,7 @@ class SqliteFaissStore(SpanStore):
             matrix = self._token_matrices.get(collection)
             if matrix is not None and matrix.stamp == stamp:
                 return matrix
-            directory = self._index_dir(collection).with_name(collection + ".tokens")
+            directory = self._tokens_dir(collection)
             matrix = TokenMatrix.load(directory, stamp)
             if matrix is None:
                 rows = read(
@@ -622,14 +626,10 @@ class SqliteFaissStore(SpanStore):
     def document_tokens(self, collection: str, doc_ids: list[str]) -> PackedTokens:
         """From the token matrix when it is current; after a write, until the next merge
         rebuilds the matrix in the background, from the matrix and the token rows written
-        since (``TokenDelta.pack``); with no matrix yet, from these documents' rows in SQLite."""
-        with self._read_transaction():
-            stamp = self._token_stamp(collection)
-            matrix = self._token_matrices.get(collection)
-            if matrix is not None and matrix.stamp == stamp:
-                return matrix.pack(doc_ids)
-        view = self._token_view(collection) if matrix is not None else None
-        if isinstance(view, TokenDelta):  # the matrix, and the rows written since: no span rows read
+        since (``TokenDelta.pack``); with no matrix to start from, from these documents' rows
+        in SQLite (and a first matrix is built in the background)."""
+        view = self._token_view(collection)
+        if view is not None:
             return view.pack(doc_ids)
         with self._read_transaction():
             stamp = self._token_stamp(collection)
@@ -637,7 +637,7 @@ class SqliteFaissStore(SpanStore):
                 (span_id, doc_id, encoded)
                 for doc_id, span_id, encoded in self._token_rows(collection, "doc_id", doc_ids)
             ]
-        if matrix is None:  # none loaded yet: the saved one may be current, or a first build is due
+        if collection not in self._token_matrices:
             self._background.submit(("tokens", collection), lambda: self._token_matrix(collection, self._connect()))
         return TokenMatrix.build(rows, stamp).pack(doc_ids)
 
@@ -659,7 +659,7 @@ class SqliteFaissStore(SpanStore):
 
         dense = sum(size(p) for p in directory.glob("dense*.faiss"))
         footprint = {"dense": dense, "bm25": size(directory / "bm25")}
-        tokens = directory.with_name(collection + ".tokens")
+        tokens = self._tokens_dir(collection)
         if tokens.exists():
             signs = sum(p.stat().st_size for p in tokens.glob("signs.*.faissbin"))
             footprint["tokens"] = size(tokens) - signs
@@ -685,7 +685,7 @@ class SqliteFaissStore(SpanStore):
             stamp = self._token_stamp(collection)
             matrix = self._token_matrices.get(collection)
             if matrix is None:
-                matrix = TokenMatrix.load(self._index_dir(collection).with_name(collection + ".tokens"), None)
+                matrix = TokenMatrix.load(self._tokens_dir(collection), None)
                 if matrix is None:
                     return None
                 self._token_matrices[collection] = matrix
@@ -954,7 +954,7 @@ class SqliteFaissStore(SpanStore):
         if self.merge_in_process:
             self._token_matrix(collection, self._connect())
             return
-        matrix = TokenMatrix.load(self._index_dir(collection).with_name(collection + ".tokens"), None)
+        matrix = TokenMatrix.load(self._tokens_dir(collection), None)
         with self._lock:  # the worker's matrix: current, or current up to the writes since
             held = self._token_matrices.get(collection)
             if matrix is not None and (held is None or held.stamp < matrix.stamp):

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from indexing.store.bm25 import positions_in
 from indexing.store.files import staging_for, swap_in
 from indexing.token_codecs import Codec, EncodedTokens, similarities
 
@@ -168,7 +169,7 @@ class TokenMatrix:
         """The highest span row it holds (None when its rows are not known)."""
         if self.span_rows is None:
             return None
-        return int(self.span_rows.max()) if len(self.span_rows) else 0
+        return int(self.span_rows[-1]) if len(self.span_rows) else 0  # built in row order
 
     @classmethod
     def build(
@@ -415,8 +416,10 @@ class TokenDelta:
         if rows:
             matrix = TokenMatrix.build(((s, d, e) for _, s, d, e in rows), stamp, [r[0] for r in rows])
         base_rows = self.base.span_rows if self.base.span_rows is not None else np.zeros(0, np.int64)
-        dead_mask = np.isin(base_rows, np.fromiter(dead, dtype=np.int64, count=len(dead)))
-        doc_of_span = np.searchsorted(self.base.doc_spans, np.flatnonzero(dead_mask), side="right") - 1
+        dead_spans = positions_in(base_rows, np.fromiter(dead, dtype=np.int64, count=len(dead)))
+        dead_mask: np.ndarray = np.zeros(len(base_rows), dtype=bool)
+        dead_mask[dead_spans] = True
+        doc_of_span = np.searchsorted(self.base.doc_spans, dead_spans, side="right") - 1
         return TokenDelta(
             self.base,
             max(self.last_row, new_rows[-1][0]) if new_rows else self.last_row,
