@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -381,6 +382,53 @@ def test_maxsim_reads_the_token_matrix_and_the_writes_since_without_reading_span
         rows = np.concatenate([np.asarray(e.data) for _, e in expected[doc]])
         assert np.array_equal(np.asarray(packed.vectors.data[packed.offsets[i] : packed.offsets[i + 1]]), rows)
         assert packed.first_span_ids[i] == expected[doc][0][0]
+    store.close()
+
+
+def test_a_query_that_finds_no_token_matrix_waits_for_the_background_build_instead_of_racing_it(tmp_path, monkeypatch):
+    """The race CI met: refresh starts a background build, XTR finds no matrix yet and built
+    and swapped in the same folder beside it, so one build wrote into a folder the other
+    had just moved away."""
+    import threading
+
+    from indexing.store.token_matrix import TokenMatrix
+
+    rng = np.random.default_rng(8)
+    store = open_store(tmp_path / "live")
+    _with_tokens(store, corpus(4), rng)
+    builds, started, original = [], threading.Event(), TokenMatrix.build
+
+    def slow_build(*args, **kwargs):
+        builds.append(threading.current_thread().name)
+        started.set()
+        time.sleep(0.3)  # long enough for the query below to arrive mid-build
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(TokenMatrix, "build", staticmethod(slow_build))
+    store.refresh(C)  # the background build starts
+    assert started.wait(5)
+    hits = store.token_search(C, np.eye(1, DIM, dtype=np.float32), 3)
+    store.settle()
+
+    assert len(builds) == 1 and hits.doc_ids
+    assert store._token_matrices[C].stamp == store._token_stamp(C)
+    assert list((tmp_path / "live" / "indexes").glob("*.tokens/signs.*.faissbin"))
+    store.close()
+
+
+def test_xtr_keeps_its_index_in_memory_when_the_matrix_folder_was_swapped_out(tmp_path):
+    from indexing.store.token_matrix import TokenMatrix
+
+    rng = np.random.default_rng(9)
+    store = open_store(tmp_path / "live")
+    _with_tokens(store, corpus(4), rng)
+    matrix = store._token_matrix(C)
+    shutil.rmtree(matrix.directory)  # what a merge's swap or a backfill does under a reader
+
+    hits = matrix.search(np.eye(1, DIM, dtype=np.float32), 3)
+
+    assert hits.doc_ids and matrix._binary_index is not None
+    assert not matrix.directory.exists() and TokenMatrix.load(matrix.directory, None) is None
     store.close()
 
 

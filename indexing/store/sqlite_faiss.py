@@ -160,6 +160,7 @@ class SqliteFaissStore(SpanStore):
         self._token_deltas: dict[str, TokenDelta] = {}  # XTR: a matrix and the token rows written since
         self._background = BackgroundJobs()
         self._save_lock = threading.Lock()
+        self._token_build_lock = threading.Lock()  # taken before self._lock, never inside it
 
     # -- helpers -------------------------------------------------------------------------
     def _query(self, sql: str, params: tuple | list = ()) -> list[tuple]:
@@ -593,8 +594,10 @@ class SqliteFaissStore(SpanStore):
 
     def _token_matrix(self, collection: str, db: sqlite3.Connection | None = None) -> TokenMatrix:
         """The current token matrix, loaded or built. ``db``: a connection of its own (a
-        background build reads SQLite there, without holding this store's lock)."""
-        with self._snapshot(db) as read:  # the rows read below are exactly the stamp's
+        background build reads SQLite there, without holding this store's lock). One build
+        at a time: a query that finds none waits for the background build of the same
+        stamp, then loads it, instead of building and swapping in the same folder beside it."""
+        with self._token_build_lock, self._snapshot(db) as read:  # the rows read below are exactly the stamp's
             found = read("SELECT generation, token_generation FROM collections WHERE name = ?", (collection,))
             if not found:
                 raise CollectionNotFound(collection)

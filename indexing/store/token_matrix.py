@@ -23,6 +23,8 @@ Token retrieval (XTR) searches the 1-bit signs of every token in a FAISS binary 
 from __future__ import annotations
 
 import json
+import os
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -315,7 +317,7 @@ class TokenMatrix:
                 index.train(signs[np.sort(sample)])
             index.add(signs)
             if cached is not None:
-                faiss.write_index_binary(index, str(cached))
+                _save_binary_index(faiss, index, cached)
         if isinstance(index, faiss.IndexBinaryIVF):
             index.nprobe = self.IVF_PROBES
         self._binary_index = index
@@ -470,3 +472,16 @@ class TokenDelta:
         if self.matrix is not None:
             parts.append(self.matrix.search(query_tokens, k, flat=True))
         return merge_token_hits(parts, k) if len(parts) > 1 else parts[0]
+
+
+def _save_binary_index(faiss, index, path: Path) -> None:
+    """Keep XTR's index beside the matrix it was built from, when that folder is still there:
+    a merge or a backfill may have swapped the folder out since the matrix was loaded, and
+    then the index is only kept in memory. Written under a temporary name and renamed, so a
+    reader never loads half a file."""
+    staging = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        faiss.write_index_binary(index, str(staging))
+        os.replace(staging, path)
+    except (OSError, RuntimeError):  # faiss reports a missing folder as RuntimeError
+        staging.unlink(missing_ok=True)
