@@ -56,7 +56,7 @@ from indexing.store.base import SpanStore
 from indexing.token_codecs import similarities
 from retrieval.context import share_table_headers
 from retrieval.params import CompressionParams
-from retrieval.types import CompressionReport, Context, ContextSpan, TraceEntry
+from retrieval.types import CompressionReport, Context, ContextSpan, RowProjection, TraceEntry
 
 
 @dataclass
@@ -82,6 +82,12 @@ class Piece:
     scores: dict[str, float] = field(default_factory=dict)
     cost_alone: int = 0  # tokens it adds as the first piece of its table (with the header line)
     cost_shared: int = 0  # tokens it adds when its table's header is already shown
+    projection: RowProjection | None = None  # a row the selector cut to some columns: it stays cut
+    whole_tokens: int = -1  # its cost with its header line; -1: the span's own count
+
+    def __post_init__(self) -> None:
+        if self.whole_tokens < 0:
+            self.whole_tokens = self.span.n_tokens
 
 
 def compression_target(params: CompressionParams, tokens: int) -> int | None:
@@ -116,7 +122,14 @@ class ContextCompressor:
         bridged = {doc_id_of(t.span_id) for t in context.trace if t.source == "graph" and t.decision == "taken"}
         kept, trace = self._greedy(pieces, params, sentence_target, inputs, bridged)
         items = [
-            ContextSpan(span=p.span, score=p.scores["gain"], pieces=[p.span], piece_vectors=p.vector[None, :])
+            ContextSpan(
+                span=p.span,
+                score=p.scores["gain"],
+                pieces=[p.span],
+                piece_vectors=p.vector[None, :],
+                projection=p.projection,
+                whole_tokens=p.whole_tokens,
+            )
             for p in sorted(kept, key=lambda p: p.order)
         ]
         headers = self._header_tokens(items, inputs)
@@ -141,7 +154,17 @@ class ContextCompressor:
                 if piece.id in seen or k >= len(vectors):
                     continue
                 seen.add(piece.id)
-                pieces.append(Piece(piece, vectors[k], max(item.score, 0.0) / best, len(pieces)))
+                whole = piece.id == item.span.id  # a row the context holds as itself
+                pieces.append(
+                    Piece(
+                        piece,
+                        vectors[k],
+                        max(item.score, 0.0) / best,
+                        len(pieces),
+                        projection=item.projection if whole else None,
+                        whole_tokens=item.whole_tokens if whole else -1,
+                    )
+                )
         return pieces
 
     def _score(self, pieces: list[Piece], inputs: CompressionInputs) -> None:
@@ -196,12 +219,12 @@ class ContextCompressor:
         the first row kept from its table."""
         header_tokens: dict[str, int] = {}
         for p in pieces:
-            p.cost_alone = p.cost_shared = p.span.n_tokens
+            p.cost_alone = p.cost_shared = p.whole_tokens
             if p.span.granularity == "row" and p.span.header:
                 table = p.span.parent_id or p.span.doc_id
                 if table not in header_tokens:
-                    header_tokens[table] = inputs.count_tokens([p.span.header])[0]
-                p.cost_shared = p.span.n_tokens - header_tokens[table]
+                    header_tokens[table] = inputs.count_tokens([_header_of(p.span, p.projection)])[0]
+                p.cost_shared = p.whole_tokens - header_tokens[table]
 
     # -- choosing pieces -------------------------------------------------------------------------
     def _greedy(
@@ -280,7 +303,7 @@ class ContextCompressor:
             span = item.span
             region = span.parent_id or span.doc_id
             if span.granularity == "row" and span.header and region not in out:
-                out[region] = inputs.count_tokens([span.header])[0]
+                out[region] = inputs.count_tokens([_header_of(span, item.projection)])[0]
         return out
 
     # -- token level ---------------------------------------------------------------------------
@@ -319,6 +342,11 @@ class ContextCompressor:
 
 
 _NUMBER = re.compile(r"\d")
+
+
+def _header_of(span: Span, projection: RowProjection | None) -> str:
+    """The header lines a row shows: cut to its columns when the selector cut it."""
+    return projection.header if projection is not None else span.header
 
 
 def _is_lead(span: Span) -> bool:

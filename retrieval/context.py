@@ -27,16 +27,17 @@ def terms(text: str) -> set[str]:
 
 def share_table_headers(items: list[ContextSpan], header_tokens: dict[str, int]) -> list[ContextSpan]:
     """The first row of each table in reading order shows the header line; later rows of
-    the same table show only themselves and cost that much less."""
+    the same table show only themselves and cost that much less (``whole_tokens``: a row's
+    cost with its header, cut to the columns it shows)."""
     seen: set[str] = set()
     for item in items:
         span = item.span
         region = span.parent_id or span.doc_id
         if span.granularity != "row" or not span.header:
-            item.n_tokens = span.n_tokens
+            item.n_tokens = item.whole_tokens
             continue
         item.show_header = region not in seen
-        item.n_tokens = span.n_tokens - (0 if item.show_header else header_tokens.get(region, 0))
+        item.n_tokens = item.whole_tokens - (0 if item.show_header else header_tokens.get(region, 0))
         seen.add(region)
     return items
 

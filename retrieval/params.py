@@ -197,6 +197,9 @@ class BubbleParams(BaseModel):
     relative_min_gain: float = Field(
         0.0, ge=0, le=1, description="bubble: also stop below this share of the first piece's gain"
     )
+    table_columns: bool = Field(
+        True, description="bubble: show a table row with only its label and the columns of the years asked about"
+    )
 
 
 class CompressionParams(BaseModel):

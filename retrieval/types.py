@@ -75,6 +75,20 @@ class TraceEntry:
     source: str = "first_stage"  # how it became a candidate: first_stage | anchor | structure | graph
 
 
+@dataclass(frozen=True)
+class RowProjection:
+    """A table row shown with some of its columns (``retrieval.tables``): the header lines
+    and the row cut to ``columns`` (indices into the row's ``|`` cells)."""
+
+    header: str
+    row: str
+    columns: tuple[int, ...]
+
+    @property
+    def context_text(self) -> str:
+        return f"{self.header}\n{self.row}" if self.header else self.row
+
+
 @dataclass
 class ContextSpan:
     """A selected span, with its citable pieces (sentences or table rows) inside it."""
@@ -86,16 +100,22 @@ class ContextSpan:
     show_header: bool = True  # False for a table row whose header an earlier row shows
     n_tokens: int = -1  # what it costs in the context; -1: the span's own count
     display_text: str | None = None  # set by token-level compression: the span with words dropped
+    projection: RowProjection | None = None  # a table row cut to the columns the question asks about
+    whole_tokens: int = -1  # what it costs with its header line shown; -1: the span's own count
 
     def __post_init__(self) -> None:
+        if self.whole_tokens < 0:
+            self.whole_tokens = self.span.n_tokens
         if self.n_tokens < 0:
-            self.n_tokens = self.span.n_tokens
+            self.n_tokens = self.whole_tokens
 
     @property
     def text(self) -> str:
         """What the context shows for it (citations still carry the span's own text)."""
         if self.display_text is not None:
             return self.display_text
+        if self.projection is not None:
+            return self.projection.context_text if self.show_header else self.projection.row
         return self.span.context_text if self.show_header else self.span.text
 
 

@@ -165,3 +165,21 @@ def test_citations_survive_compression_end_to_end(corpus):
         assert citation["span_id"] in context_ids
         document = corpus.store.get_document(C, citation["doc_id"])
         assert document.text[citation["start"] : citation["end"]] == citation["text"]
+
+
+def test_a_row_the_selector_cut_to_some_columns_stays_cut_and_costs_what_it_shows(rag, tmp_path):
+    from test_selection import SALES_BY_CONTRACT
+
+    (tmp_path / "sales.md").write_text(SALES_BY_CONTRACT)
+    rag.ingest_paths(C, [tmp_path / "sales.md"])
+    question = "What were the sales of Other contracts and the total sales in 2018?"
+    selected = rag.retrieve(C, question, "default", WIDE).context
+    result = rag.retrieve(
+        C, question, "default", {**WIDE, "compression": "sentence", "compress_budget_tokens": selected.n_tokens - 10}
+    )
+    assert result.compression is not None and result.compression.applied
+    rows = [item for item in result.context.spans if item.span.granularity == "row"]
+    assert rows and all(item.projection is not None and "2019" not in item.text for item in rows)
+    assert rag.encoder.count_tokens([i.text for i in result.context.spans]) == [
+        i.n_tokens for i in result.context.spans
+    ]

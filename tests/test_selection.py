@@ -125,6 +125,38 @@ def test_table_rows_come_with_their_header_once_per_table(rag, samples_dir):
         assert all(i.text == i.span.text for i in items[1:])
 
 
+SALES_BY_CONTRACT = """# Sales by contract type
+
+Substantially all of our contracts are fixed-price type contracts. Sales included in Other
+contract types represent cost plus and time and material type contracts.
+
+| Contract type | 2019 | 2018 | 2017 |
+|---|---|---|---|
+| Fixed Price | $ 1,452.4 | $ 1,146.2 | $ 1,036.9 |
+| Other | 44.1 | 56.7 | 70.8 |
+| Total sales | $1,496.5 | $1,202.9 | $1,107.7 |
+"""  # TAT-QA dev, the first context (years ended September 30)
+
+
+@pytest.mark.parametrize("cut", [True, False])
+def test_a_row_shows_the_columns_of_the_year_asked_about_and_costs_only_those(rag, tmp_path, cut):
+    (tmp_path / "sales.md").write_text(SALES_BY_CONTRACT)
+    rag.ingest_paths(C, [tmp_path / "sales.md"])
+    question = "What is the amount of total sales in 2019?"
+    context = rag.retrieve(C, question, overrides={"bubble_table_columns": cut}).context
+
+    total = next(item for item in context.spans if item.span.text.startswith("| Total sales"))
+    assert "$1,496.5" in total.text
+    assert ("$1,202.9" in total.text) is not cut
+    assert total.span.text == "| Total sales | $1,496.5 | $1,202.9 | $1,107.7 |"  # the citation's text
+    if cut:
+        header_shown = next(item for item in context.spans if item.span.granularity == "row" and item.show_header)
+        assert header_shown.text.startswith("| Contract type | 2019 |\n")
+    shown = rag.encoder.count_tokens([item.text for item in context.spans])
+    assert shown == [item.n_tokens for item in context.spans]
+    assert context.n_tokens == sum(shown)
+
+
 def test_the_bubble_respects_section_and_document_caps(rag, samples_dir):
     rag.ingest_paths(C, [samples_dir])
     context = rag.retrieve(

@@ -22,7 +22,10 @@ Augmented Systems". Steps, all deterministic:
    ``doc_cap``); growth stops when the best gain falls below ``bubble_min_gain``
    (``low_gain``).
 4. **Structural priors**: a table row brings its header (the first row taken from a table
-   pays for the header line, later rows share it and cost only themselves).
+   pays for the header line, later rows share it and cost only themselves); with
+   ``bubble_table_columns``, a row (and its header) shows only the label column and the
+   columns of the years the question asks about, and costs that much
+   (``retrieval/tables.py``).
 
 Every unit and every first-stage candidate gets a trace entry with its score components
 and the reason it was taken or dropped.
@@ -38,7 +41,8 @@ from indexing.spans import Span, doc_id_of
 from retrieval.context import share_table_headers, terms
 from retrieval.params import BubbleParams, SelectionParams
 from retrieval.selection.base import SelectionInputs, overlaps, reading_order
-from retrieval.types import PIECE_GRANULARITIES, Candidate, Context, ContextSpan, TraceEntry
+from retrieval.tables import shown_rows
+from retrieval.types import PIECE_GRANULARITIES, Candidate, Context, ContextSpan, RowProjection, TraceEntry
 
 REGIONS = ("section", "table", "document")
 
@@ -51,6 +55,8 @@ class Unit:
     terms: set[str] = field(default_factory=set)
     region: str = ""  # the section/table/paragraph id the section cap counts in
     header_tokens: int = 0
+    whole_tokens: int = 0  # its cost with its header line (if any) shown
+    projection: RowProjection | None = None  # a row cut to the columns the question asks about
 
 
 @dataclass
@@ -192,6 +198,9 @@ class ContextBubble:
         components: relevance, document and span priors and their weighted sum ``base``."""
         inputs, options = state.inputs, state.options
         relevance = vectors @ inputs.query_vector
+        rows = shown_rows(
+            (u.span for u in ordered), inputs.question if options.table_columns else None, inputs.count_tokens
+        )
         headers: dict[str, int] = {}
         doc_prior = state.doc_prior
         for doc_id, prior in state.bridged_prior.items():
@@ -204,10 +213,11 @@ class ContextBubble:
                 state.span_index(span.doc_id).get(span.parent_id or "") if span.doc_id in state.spans_of_doc else None
             )
             unit.region = span.parent_id or span.doc_id
-            if span.granularity == "row" and span.header:
-                if unit.region not in headers:
-                    headers[unit.region] = inputs.count_tokens([span.header])[0]
-                unit.header_tokens = headers[unit.region]
+            unit.whole_tokens = span.n_tokens
+            if span.id in rows:
+                shown = rows[span.id]
+                unit.projection, unit.whole_tokens = shown.projection, shown.whole_tokens
+                unit.header_tokens = headers.setdefault(unit.region, shown.header_tokens)
             if parent is not None and parent.granularity == "paragraph" and parent.parent_id:
                 unit.region = parent.parent_id  # cap sentences per section, not per paragraph
             unit.scores = {
@@ -278,7 +288,7 @@ class ContextBubble:
             if gains[best] < floor and not floor_reached:
                 floor_reached = True
                 continue
-            cost = unit.span.n_tokens - (
+            cost = unit.whole_tokens - (
                 unit.header_tokens if unit.region in tables_paid and unit.span.granularity == "row" else 0
             )
             is_open[i] = False
@@ -329,7 +339,7 @@ class ContextBubble:
                     span_id=unit.span.id,
                     rank=rank_of[i],
                     scores=dict(unit.scores),
-                    n_tokens=unit.span.n_tokens,
+                    n_tokens=unit.whole_tokens,
                     decision="taken" if reason == "" else "dropped",
                     reason=f"taken ({unit.source})" if reason == "" else reason,
                     source=unit.source,
@@ -359,7 +369,15 @@ class ContextBubble:
     @staticmethod
     def _context(ordered: list[Unit], growth: _Growth, trace: list[TraceEntry]) -> Context:
         """The taken units in reading order, table rows sharing their header."""
-        selected = [ContextSpan(span=ordered[i].span, score=float(ordered[i].scores["gain"])) for i in growth.taken]
+        selected = [
+            ContextSpan(
+                span=ordered[i].span,
+                score=float(ordered[i].scores["gain"]),
+                projection=ordered[i].projection,
+                whole_tokens=ordered[i].whole_tokens,
+            )
+            for i in growth.taken
+        ]
         header_tokens = {ordered[i].region: ordered[i].header_tokens for i in growth.taken}
         selected = share_table_headers(reading_order(selected), header_tokens)
         return Context(spans=selected, n_tokens=sum(c.n_tokens for c in selected), trace=trace)
