@@ -197,6 +197,10 @@ class BubbleParams(BaseModel):
     relative_min_gain: float = Field(
         0.0, ge=0, le=1, description="bubble: also stop below this share of the first piece's gain"
     )
+    rows_as_alternatives: bool = Field(
+        True,
+        description="bubble: table rows are redundant only with a row of the same text (other rows are alternatives)",
+    )
     table_columns: bool = Field(
         True, description="bubble: show a table row with only its label and the columns of the years asked about"
     )

@@ -157,6 +157,30 @@ def test_a_row_shows_the_columns_of_the_year_asked_about_and_costs_only_those(ra
     assert context.n_tokens == sum(shown)
 
 
+def test_table_rows_are_alternatives_not_repeats_unless_their_text_is_the_same():
+    """Rows of one table embed alike (the same header, cells of numbers): with
+    ``bubble_rows_as_alternatives`` a row is alike only to a row of the same text, while
+    sentences keep their embedding similarity."""
+    from indexing.spans import Span
+    from retrieval.selection.bubble import Unit, _row_texts, _similarities_to
+
+    def unit(i: int, granularity: str, text: str) -> Unit:
+        return Unit(Span(f"d{i}#1", f"d{i}", None, granularity, 0, len(text), text), "structure")
+
+    ordered = [
+        unit(0, "row", "Total sales | 1,496.5"),
+        unit(1, "row", "Total sales | 2,310.0"),  # another company's line item
+        unit(2, "row", "Total sales | 1,496.5"),  # the same row in a copy of the report
+        unit(3, "sentence", "Sales rose in 2019."),
+    ]
+    vectors = np.array([[1.0, 0.0], [0.99, 0.14], [1.0, 0.0], [0.8, 0.6]])
+    plain = _similarities_to(0, ordered, vectors, None)
+    alike = _similarities_to(0, ordered, vectors, _row_texts(ordered))
+    assert plain[1] > 0.95  # would be dropped as a duplicate
+    assert alike.tolist() == [1.0, -1.0, 1.0, pytest.approx(0.8)]
+    assert _similarities_to(3, ordered, vectors, _row_texts(ordered)).tolist() == pytest.approx(vectors @ vectors[3])
+
+
 def test_the_bubble_respects_section_and_document_caps(rag, samples_dir):
     rag.ingest_paths(C, [samples_dir])
     context = rag.retrieve(

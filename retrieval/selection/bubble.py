@@ -245,6 +245,7 @@ class ContextBubble:
         budget = limits.budget_tokens if limits.budget_tokens is not None else 10**9
         base = np.array([u.scores["base"] for u in ordered])
         closest = np.full(len(ordered), -1.0)
+        alternatives = _row_texts(ordered) if options.rows_as_alternatives else None
         floor = options.min_gain
         lead_of = _leads(ordered, base, {a.doc_id for a in state.anchors} | set(state.bridged_prior))
         floor_reached = False
@@ -313,7 +314,7 @@ class ContextBubble:
                 per_region[unit.region] = per_region.get(unit.region, 0) + 1
                 if unit.span.granularity == "row":
                     tables_paid.add(unit.region)
-                closest = np.maximum(closest, vectors @ vectors[i])
+                closest = np.maximum(closest, _similarities_to(i, ordered, vectors, alternatives))
 
         for j in range(len(ordered)):
             if j not in decided:
@@ -403,6 +404,24 @@ def _leads(ordered: list[Unit], base: np.ndarray, visited: set[str]) -> dict[str
         if doc in visited and (doc not in lead_of or base[i] > base[lead_of[doc]]):
             lead_of[doc] = i
     return lead_of
+
+
+def _row_texts(ordered: list[Unit]) -> np.ndarray:
+    """Each unit's row text (None for a sentence), for :func:`_similarities_to`."""
+    return np.array([u.span.text if u.span.granularity == "row" else None for u in ordered], dtype=object)
+
+
+def _similarities_to(i: int, ordered: list[Unit], vectors: np.ndarray, row_texts: np.ndarray | None) -> np.ndarray:
+    """Each unit's similarity to the taken unit ``i``, for the redundancy penalty and the
+    duplicate drop. With ``row_texts`` (``bubble_rows_as_alternatives``), two table rows
+    are alike only when their text is the same: rows embed alike (the same header, cells
+    of numbers) but another row, or the same line item of another company or year, is an
+    alternative answer, not a repeat."""
+    sims = vectors @ vectors[i]
+    if row_texts is None or row_texts[i] is None:
+        return sims
+    rows = np.not_equal(row_texts, None)
+    return np.where(rows, np.where(row_texts == row_texts[i], 1.0, -1.0), sims)
 
 
 def _vanished_trace(units: list[Unit], first_rank: int) -> list[TraceEntry]:
