@@ -134,13 +134,14 @@ PIPELINES: dict[str, PipelineSpec] = _registry(
         "default",
         "what the service runs by default: hybrid first stage (300 deep; BM25 over documents,"
         " sentences and rows) with MaxSim over the top 30 documents, then the context bubble"
-        " under a 500-token budget, stopping below 0.55 of its first piece's gain",
+        " under a 500-token budget, stopping below 0.55 of its first piece's gain; table rows"
+        " are alternatives, not repeats, and show the columns of the years asked about",
         DEFAULT,
     ),
     PipelineSpec(
         "default-full-budget",
-        "the default without its adaptive stop: the bubble fills the 500 tokens (the default"
-        " before issue 19, and the base of the compression and ablation variants below)",
+        "the default without its adaptive stop: the bubble fills the 500 tokens (the default's"
+        " budget before issue 19, and the base of the compression and ablation variants below)",
         FULL_BUDGET,
     ),
     PipelineSpec(
