@@ -287,3 +287,27 @@ def test_the_citation_ceiling_cites_the_top_pieces_by_each_score():
     assert cite_top(questions, lambda p, best: p["gain"], 1) == (1.0, 1.0)
     assert cite_top(questions, lambda p, best: p["gain"], 2) == (0.5, 1.0)
     assert cite_top(questions, lambda p, best: p["gain"], 2, threshold=0.8) == (1.0, 1.0)  # 0.5 < 0.8 × 1.0
+
+
+def test_an_answer_found_only_in_another_documents_piece_counts_for_the_context_not_for_the_gold_documents():
+    from eval.answer_source import answer_sources
+
+    def question(context, answers, require_all=False):
+        return {
+            "context": [{"doc_id": d, "text": t} for d, t in context],
+            "gold": {"qrels": {"gold": 1}, "context_answers": answers, "require_all": require_all},
+        }
+
+    run = {
+        "queries": [
+            question([("gold", "Total sales | $1,496.5"), ("other", "Other | 5%")], ["$1,496.5"]),
+            question([("gold", "Total sales | $1,202.9"), ("other", "Margin | 5%")], ["5%"]),  # by chance
+            question([("gold", "a"), ("other", "b")], ["a", "b"], require_all=True),  # half of it
+            {"context": [], "gold": {"qrels": {"gold": 1}, "context_answers": None}},  # arithmetic: not counted
+        ]
+    }
+    assert answer_sources(run) == {
+        "questions": 3,
+        "answer_in_context": round(3 / 3, 4),
+        "answer_in_gold_documents": round(1 / 3, 4),
+    }
