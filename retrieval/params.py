@@ -197,6 +197,7 @@ class BubbleParams(BaseModel):
     relative_min_gain: float = Field(
         0.0, ge=0, le=1, description="bubble: also stop below this share of the first piece's gain"
     )
+    cost_weight: float = Field(0.0, ge=0, description="bubble: gain lost per 100 tokens a piece costs")
     rows_as_alternatives: bool = Field(
         True,
         description="bubble: table rows are redundant only with a row of the same text (other rows are alternatives)",

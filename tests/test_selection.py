@@ -181,6 +181,20 @@ def test_table_rows_are_alternatives_not_repeats_unless_their_text_is_the_same()
     assert _similarities_to(3, ordered, vectors, _row_texts(ordered)).tolist() == pytest.approx(vectors @ vectors[3])
 
 
+def test_a_cost_weight_makes_each_piece_pay_for_its_tokens_in_the_trace(rag, samples_dir):
+    rag.ingest_paths(C, [samples_dir])
+    free = rag.retrieve(C, PLANETS, pipeline="default", overrides={"bubble_relative_min_gain": 0.0}).context
+    paid = rag.retrieve(
+        C, PLANETS, pipeline="default", overrides={"bubble_relative_min_gain": 0.0, "bubble_cost_weight": 2.0}
+    ).context
+
+    taken = [t for t in paid.trace if t.decision == "taken"]
+    assert taken and all(t.scores["cost_penalty"] == pytest.approx(2.0 * t.scores["cost"] / 100) for t in taken)
+    assert not any("cost_penalty" in t.scores for t in free.trace)
+    first_free = next(t for t in free.trace if t.decision == "taken")
+    assert taken[0].scores["cost"] <= first_free.scores["cost"]  # a long first piece loses its lead
+
+
 def test_the_bubble_respects_section_and_document_caps(rag, samples_dir):
     rag.ingest_paths(C, [samples_dir])
     context = rag.retrieve(

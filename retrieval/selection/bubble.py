@@ -274,6 +274,10 @@ class ContextBubble:
             coverage = (mentions[open_units] & ~covered_mask).sum(axis=1) / max(len(question_list), 1)
             redundancy = np.maximum(closest[open_units] - options.redundancy_threshold, 0.0)
             gains = base[open_units] + options.coverage_weight * coverage - options.redundancy_weight * redundancy
+            penalty = np.zeros(len(open_units))
+            if options.cost_weight:
+                penalty = options.cost_weight * np.array([_cost(ordered[j], tables_paid) for j in open_units]) / 100
+                gains = gains - penalty
             best = int(np.argmax(gains))
             i = open_units[best]
             unit = ordered[i]
@@ -284,14 +288,14 @@ class ContextBubble:
                     "gain": float(gains[best]),
                 }
             )
+            if options.cost_weight:
+                unit.scores["cost_penalty"] = float(penalty[best])
             if not taken:
                 floor = max(options.min_gain, options.relative_min_gain * float(gains[best]))
             if gains[best] < floor and not floor_reached:
                 floor_reached = True
                 continue
-            cost = unit.whole_tokens - (
-                unit.header_tokens if unit.region in tables_paid and unit.span.granularity == "row" else 0
-            )
+            cost = _cost(unit, tables_paid)
             is_open[i] = False
             if closest[i] >= options.duplicate_similarity or any(
                 overlaps(unit.span, ordered[t].span) for t in taken_by_doc.get(unit.span.doc_id, ())
@@ -404,6 +408,13 @@ def _leads(ordered: list[Unit], base: np.ndarray, visited: set[str]) -> dict[str
         if doc in visited and (doc not in lead_of or base[i] > base[lead_of[doc]]):
             lead_of[doc] = i
     return lead_of
+
+
+def _cost(unit: Unit, tables_paid: set[str]) -> int:
+    """What taking ``unit`` adds to the context: a row of a table whose header is already
+    shown costs only itself."""
+    shared_header = unit.span.granularity == "row" and unit.region in tables_paid
+    return unit.whole_tokens - (unit.header_tokens if shared_header else 0)
 
 
 def _row_texts(ordered: list[Unit]) -> np.ndarray:
