@@ -15,8 +15,10 @@ Augmented Systems". Steps, all deterministic:
        gain = relevance + doc_weight × doc prior + span_weight × first-stage prior
               + coverage_weight × share of the question's terms it adds
               − redundancy_weight × max(0, similarity to the closest taken unit − threshold)
+              − cost_weight × tokens it adds / 100   (off by default)
 
-   where relevance is the unit's cosine with the question. A unit whose cost no longer fits
+   where relevance is the unit's cosine with the question (two table rows are alike only
+   when their text is the same: ``bubble_rows_as_alternatives``). A unit whose cost no longer fits
    is dropped (``budget``), one too similar to a taken unit is dropped (``redundant``), a
    section or document already holding its cap drops the rest (``section_cap``,
    ``doc_cap``); growth stops when the best gain falls below ``bubble_min_gain``
