@@ -132,7 +132,8 @@ class ContextCompressor:
             )
             for p in sorted(kept, key=lambda p: p.order)
         ]
-        headers = self._header_tokens(items, inputs)
+        # a table's header line costs what _costs counted: a kept row's cost alone less shared
+        headers = {p.span.parent_id or p.span.doc_id: p.cost_alone - p.cost_shared for p in kept if p.span.header}
         items = share_table_headers(items, headers)
         if params.method == "sentence+token":
             items = self._drop_words(items, target, inputs)
@@ -295,16 +296,6 @@ class ContextCompressor:
             for i, p in enumerate(pieces)
         ]
         return [pieces[i] for i in kept], trace
-
-    @staticmethod
-    def _header_tokens(items: list[ContextSpan], inputs: CompressionInputs) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for item in items:
-            span = item.span
-            region = span.parent_id or span.doc_id
-            if span.granularity == "row" and span.header and region not in out:
-                out[region] = inputs.count_tokens([_header_of(span, item.projection)])[0]
-        return out
 
     # -- token level ---------------------------------------------------------------------------
     @staticmethod

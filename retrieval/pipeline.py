@@ -139,6 +139,12 @@ PIPELINES: dict[str, PipelineSpec] = _registry(
         DEFAULT,
     ),
     PipelineSpec(
+        "default-no-tables",
+        "the default with table rows as plain pieces (ablation): rows alike by embedding, shown"
+        " with every column (the default before issue 19's tables as tables)",
+        DEFAULT.with_overrides({"bubble_rows_as_alternatives": False, "bubble_table_columns": False}),
+    ),
+    PipelineSpec(
         "default-full-budget",
         "the default without its adaptive stop: the bubble fills the 500 tokens (the default's"
         " budget before issue 19, and the base of the compression and ablation variants below)",

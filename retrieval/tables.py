@@ -71,11 +71,30 @@ def _outer_pipes(line: str) -> bool:
     return len(stripped) > 1 and stripped.startswith("|") and stripped.endswith("|")
 
 
+@dataclass(frozen=True)
+class _Asked:
+    """What of a question the rule reads, worked out once per question."""
+
+    years: frozenset[str]
+    words: frozenset[str]
+
+    @classmethod
+    def of(cls, question: str) -> _Asked:
+        return cls(frozenset(question_years(question)), frozenset(terms(question)))
+
+
 def project_row(header: str, row: str, question: str) -> RowProjection | None:
     """The row (and its header lines) cut to the columns of the years the question asks
     about, or None when the whole row should show (see the module's rule)."""
-    asked = question_years(question)
-    if not header or not asked:
+    return _project(header, row, _Asked.of(question), {})
+
+
+def _project(
+    header: str, row: str, asked: _Asked, kept_by_table: dict[tuple[str, int, bool], tuple[int, ...] | None]
+) -> RowProjection | None:
+    """:func:`project_row` for an already-read question; ``kept_by_table`` remembers the
+    columns kept for each header (rows of one table share it)."""
+    if not header or not asked.years:
         return None
     lines = [line for line in header.split("\n") if line.strip()]
     outer = _outer_pipes(row)
@@ -85,31 +104,43 @@ def project_row(header: str, row: str, question: str) -> RowProjection | None:
         row = row.strip()[1:-1]
         lines = [line.strip()[1:-1] for line in lines]
     cells = row.split("|")
-    labels = column_labels(lines, len(cells)) if len(cells) >= 3 else None
+    key = (header, len(cells), outer)
+    if key not in kept_by_table:
+        kept_by_table[key] = _kept_columns(lines, len(cells), asked)
+    keep = kept_by_table[key]
+    if keep is None:
+        return None
+    projected_header = "\n".join(_join(line.split("|"), keep, outer) for line in lines)
+    return RowProjection(projected_header, _join(cells, keep, outer), keep)
+
+
+def _kept_columns(header_lines: list[str], n_columns: int, asked: _Asked) -> tuple[int, ...] | None:
+    """The columns a row of this header shows for ``asked`` (None: all of them)."""
+    if n_columns < 3:  # a label and one value: nothing to drop
+        return None
+    labels = column_labels(header_lines, n_columns)
     if labels is None:
         return None
     years_of = [set(_YEAR.findall(label)) if j > 0 else set() for j, label in enumerate(labels)]
     labelled_years = set().union(*years_of)
-    if not asked <= labelled_years or labelled_years <= asked:
+    if not asked.years <= labelled_years or labelled_years <= asked.years:
         return None
-    words = terms(question)
     # a spanning line's word over a column without a year ("Change" over "$ | %") may name
     # any of those columns
     spanning = {
         word
-        for line in lines
-        for j, cell in enumerate(line.split("|"))
-        if j > 0 and not years_of[j] and not all(c.strip() for c in line.split("|")[1:])
+        for cells in (line.split("|") for line in header_lines)
+        if not all(cell.strip() for cell in cells[1:])
+        for j, cell in enumerate(cells)
+        if j > 0 and not years_of[j]
         for word in terms(cell)
     }
-    named = bool(spanning & words)
-    keep = tuple(
+    named = bool(spanning & asked.words)
+    return tuple(
         j
-        for j in range(len(cells))
-        if j == 0 or years_of[j] & asked or (not years_of[j] and (named or terms(labels[j]) & words))
+        for j in range(n_columns)
+        if j == 0 or years_of[j] & asked.years or (not years_of[j] and (named or terms(labels[j]) & asked.words))
     )
-    projected_header = "\n".join(_join(line.split("|"), keep, outer) for line in lines)
-    return RowProjection(projected_header, _join(cells, keep, outer), keep)
 
 
 def _join(cells: list[str], keep: tuple[int, ...], outer: bool) -> str:
@@ -139,19 +170,15 @@ def shown_rows(
         ('a | 1', 5, 2)
     """
     rows = [s for s in spans if s.granularity == "row" and s.header]
-    projections = {s.id: project_row(s.header, s.text, question) if question else None for s in rows}
-    texts = list(
-        dict.fromkeys(
-            text
-            for s in rows
-            for text in (
-                (projections[s.id].header, projections[s.id].context_text)  # type: ignore[union-attr]
-                if projections[s.id] is not None
-                else (s.header,)
-            )
-        )
-    )
-    counted = dict(zip(texts, count_tokens(texts), strict=True))
+    asked = _Asked.of(question) if question else None
+    kept_by_table: dict[tuple[str, int, bool], tuple[int, ...] | None] = {}
+    projections = {s.id: _project(s.header, s.text, asked, kept_by_table) if asked else None for s in rows}
+    texts: dict[str, None] = {}  # to count, each once, in order
+    for s in rows:
+        projection = projections[s.id]
+        for text in (s.header,) if projection is None else (projection.header, projection.context_text):
+            texts.setdefault(text)
+    counted = dict(zip(texts, count_tokens(list(texts)), strict=True))
     out: dict[str, ShownRow] = {}
     for s in rows:
         projection = projections[s.id]

@@ -8,7 +8,7 @@ statement of every module of the packages (including those inside functions and
 * ``retrieval`` imports neither compression nor generation, service, app or eval: the code
   that runs retrieval and then compression sits above both (``service/stages.py``);
 * ``compression`` reads only retrieval's shared modules (the context types, the parameters,
-  table-header sharing and column cutting), never its pipeline, first stage or selectors;
+  table-header sharing), never its pipeline, first stage or selectors;
 * those shared modules import nothing of retrieval's but each other (else compression would
   reach the internals through them);
 * ``generation`` imports neither compression, service, app nor eval; ``service`` imports
@@ -26,7 +26,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("indexing", "retrieval", "compression", "generation", "service", "app", "eval")
 
-RETRIEVAL_SHARED = {"retrieval", "retrieval.types", "retrieval.params", "retrieval.context", "retrieval.tables"}
+RETRIEVAL_SHARED = {"retrieval", "retrieval.types", "retrieval.params", "retrieval.context"}
 """What of retrieval compression may import (``retrieval`` itself: the package's empty
 ``__init__``)."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from indexing.parsers import parse_csv, parse_html
 from indexing.spans import Span
 from retrieval.context import share_table_headers
 from retrieval.tables import column_labels, project_row, question_years, shown_rows
@@ -97,3 +98,24 @@ def test_without_a_question_rows_show_whole():
     row = Span("t#2", "t", "t#1", "row", 0, len(SALES), SALES, n_tokens=12, header=THREE_YEARS)
     shown = shown_rows([row], None, words)["t#2"]
     assert shown.projection is None and shown.whole_tokens == 12 and shown.header_tokens == len(THREE_YEARS.split())
+
+
+@pytest.mark.parametrize(
+    "parse",
+    [
+        lambda: parse_html(
+            "<table><tr><th>Region</th><th>2019</th><th>2018</th></tr>"
+            "<tr><td>Europe</td><td>1,200</td><td>1,100</td></tr></table>"
+        ),
+        lambda: parse_csv('Region,2019,2018\nEurope,"1,200","1,100"\n'),
+    ],
+    ids=["html", "csv"],
+)
+def test_html_and_csv_tables_are_cut_as_their_parsers_lay_them_out(parse):
+    doc = parse()
+    table = next(b for b in doc.blocks if b.kind == "table")
+    assert table.header is not None
+    header = doc.text[table.header.start : table.header.end].strip()
+    row = doc.text[table.rows[0].start : table.rows[0].end].strip()
+    shown = project_row(header, row, "Revenue in Europe in 2019?")
+    assert shown is not None and (shown.header, shown.row) == ("Region | 2019", "Europe | 1,200")

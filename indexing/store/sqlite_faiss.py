@@ -160,7 +160,8 @@ class SqliteFaissStore(SpanStore):
         self._token_deltas: dict[str, TokenDelta] = {}  # XTR: a matrix and the token rows written since
         self._background = BackgroundJobs()
         self._save_lock = threading.Lock()
-        self._token_build_lock = threading.Lock()  # taken before self._lock, never inside it
+        # one token-matrix build per collection at a time; taken before self._lock, never inside it
+        self._token_build_locks: dict[str, threading.Lock] = {}
 
     # -- helpers -------------------------------------------------------------------------
     def _query(self, sql: str, params: tuple | list = ()) -> list[tuple]:
@@ -595,9 +596,10 @@ class SqliteFaissStore(SpanStore):
     def _token_matrix(self, collection: str, db: sqlite3.Connection | None = None) -> TokenMatrix:
         """The current token matrix, loaded or built. ``db``: a connection of its own (a
         background build reads SQLite there, without holding this store's lock). One build
-        at a time: a query that finds none waits for the background build of the same
+        per collection at a time: a query that finds none waits for the background build of the same
         stamp, then loads it, instead of building and swapping in the same folder beside it."""
-        with self._token_build_lock, self._snapshot(db) as read:  # the rows read below are exactly the stamp's
+        build_lock = self._token_build_locks.setdefault(collection, threading.Lock())  # atomic in CPython
+        with build_lock, self._snapshot(db) as read:  # the rows read below are exactly the stamp's
             found = read("SELECT generation, token_generation FROM collections WHERE name = ?", (collection,))
             if not found:
                 raise CollectionNotFound(collection)
