@@ -110,7 +110,12 @@ def _project(
     keep = kept_by_table[key]
     if keep is None:
         return None
-    projected_header = "\n".join(_join(line.split("|"), keep, outer) for line in lines)
+    # a header line with nothing left in the kept columns ("|  | Change" cut to the label
+    # and 2019) would show only pipes
+    kept_lines = [line.split("|") for line in lines]
+    projected_header = "\n".join(
+        _join(line, keep, outer) for line in kept_lines if any(line[j].strip() for j in keep)
+    )
     return RowProjection(projected_header, _join(cells, keep, outer), keep)
 
 
@@ -173,6 +178,7 @@ def shown_rows(
     asked = _Asked.of(question) if question else None
     kept_by_table: dict[tuple[str, int, bool], tuple[int, ...] | None] = {}
     projections = {s.id: _project(s.header, s.text, asked, kept_by_table) if asked else None for s in rows}
+    _same_cut_per_table(rows, projections)
     texts: dict[str, None] = {}  # to count, each once, in order
     for s in rows:
         projection = projections[s.id]
@@ -187,6 +193,19 @@ def shown_rows(
         else:
             out[s.id] = ShownRow(projection, counted[projection.context_text], counted[projection.header])
     return out
+
+
+def _same_cut_per_table(rows: list[Span], projections: dict[str, RowProjection | None]) -> None:
+    """Only a table's first row in the context shows the header lines, so every row of a
+    table must be cut the same way; a ragged table (a row whose cells do not line up stays
+    whole) shows all its rows whole."""
+    cuts: dict[str, set[tuple[int, ...] | None]] = {}
+    for s in rows:
+        projection = projections[s.id]
+        cuts.setdefault(s.parent_id or s.doc_id, set()).add(None if projection is None else projection.columns)
+    for s in rows:
+        if len(cuts[s.parent_id or s.doc_id]) > 1:
+            projections[s.id] = None
 
 
 __all__ = ["ShownRow", "column_labels", "project_row", "question_years", "shown_rows"]

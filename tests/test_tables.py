@@ -42,6 +42,7 @@ def test_columns_without_a_year_stay_only_when_the_question_names_them():
     asked_value = project_row(WITH_CHANGE, NET_SALES, "What is the net sales for year ended December 31, 2019?")
     assert asked_change is not None and asked_value is not None
     assert asked_value.row == "Net sales | $ 93,662"
+    assert asked_value.header == "| 2019"  # the first header line has nothing over these columns
     assert asked_change.row == "Net sales | $ 93,662 | $ (9,688) | (9.4%)"
 
 
@@ -92,6 +93,21 @@ def test_a_cut_row_costs_what_it_shows_and_shares_its_cut_header():
     assert [i.text for i in items] == ["| 2019\nTotal sales | $1,496.5", "Other | 44.1"]
     assert [i.n_tokens for i in items] == [len(i.text.split()) for i in items]
     assert [i.span.text for i in items] == [SALES, "Other | 44.1 | 56.7 | 70.8"]  # citations keep the row
+
+
+def test_rows_of_a_ragged_table_all_show_whole_so_the_one_header_shown_fits_each():
+    """Only the table's first row in the context shows the header: a row cut to 2018 under
+    the whole header would read as 2019's value."""
+    ragged = "Other | 44.1 | 56.7"  # three cells under a four-column header: not cut
+    rows = [
+        Span(f"t#{i}", "t", "t#1", "row", i * 50, i * 50 + len(text), text, n_tokens=20, header=THREE_YEARS)
+        for i, text in enumerate([ragged, SALES], start=2)
+    ]
+    shown = shown_rows(rows, "total sales in 2018", words)
+    assert shown["t#2"].projection is None and shown["t#3"].projection is None
+
+    other_table = Span("u#2", "u", "u#1", "row", 0, len(SALES), SALES, n_tokens=20, header=THREE_YEARS)
+    assert shown_rows([*rows, other_table], "total sales in 2018", words)["u#2"].projection is not None
 
 
 def test_without_a_question_rows_show_whole():
