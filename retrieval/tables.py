@@ -113,9 +113,7 @@ def _project(
     # a header line with nothing left in the kept columns ("|  | Change" cut to the label
     # and 2019) would show only pipes
     kept_lines = [line.split("|") for line in lines]
-    projected_header = "\n".join(
-        _join(line, keep, outer) for line in kept_lines if any(line[j].strip() for j in keep)
-    )
+    projected_header = "\n".join(_join(line, keep, outer) for line in kept_lines if any(line[j].strip() for j in keep))
     return RowProjection(projected_header, _join(cells, keep, outer), keep)
 
 
