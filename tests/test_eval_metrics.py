@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from eval import metrics as M
@@ -311,3 +312,66 @@ def test_an_answer_found_only_in_another_documents_piece_counts_for_the_context_
         "answer_in_context": round(3 / 3, 4),
         "answer_in_gold_documents": round(1 / 3, 4),
     }
+
+
+def _stop_rule_run(questions: int, seed: int) -> dict:
+    """A run file of a budget-filling pipeline: per question, the answer's piece comes
+    first or second in the taken order, then filler pieces of falling gain."""
+    rng = np.random.default_rng(seed)
+    queries = []
+    for n in range(questions):
+        answer_at = int(rng.integers(0, 2))
+        context, trace = [], []
+        for i in range(6):
+            span_id = f"d{n % 7}#{i}"
+            text = f"Revenue | {n}{i}" if i == answer_at else f"filler {n} {i}"
+            gain = 1.5 - 0.2 * i
+            context.append({"span_id": span_id, "doc_id": f"d{n % 7}", "text": text, "n_tokens": 10})
+            scores = {"relevance": 0.8 if i == answer_at else 0.3, "gain": gain, "doc_prior": 1.0}
+            trace.append([span_id, "taken", "taken (anchor)", "anchor", scores])
+        queries.append(
+            {
+                "qid": str(n),
+                "question": "What was revenue?",
+                "context": context,
+                "trace": trace,
+                "gold": {"qrels": {f"d{n % 7}": 1}, "context_answers": [f"{n}{answer_at}"]},
+            }
+        )
+    return {"dataset": "synthetic", "queries": queries}
+
+
+def test_the_relative_floor_replay_keeps_the_pieces_taken_before_the_first_below_the_floor():
+    from eval.stop_rules import questions_of, relative_floor
+
+    (question, *_) = questions_of(_stop_rule_run(1, seed=0))
+    assert question.gains == pytest.approx([1.5, 1.3, 1.1, 0.9, 0.7, 0.5])
+    assert relative_floor(question, 0.7) == [0, 1, 2]  # 0.9 < 0.7 × 1.5
+    assert relative_floor(question, 0.0) == [0, 1, 2, 3, 4, 5]
+
+
+def test_the_calibrated_rule_takes_pieces_by_probability_down_to_its_threshold_under_the_budget():
+    from eval.stop_rules import calibrated, questions_of
+
+    (question, *_) = questions_of(_stop_rule_run(1, seed=0))
+    probability = np.array([0.1, 0.9, 0.5, 0.05, 0.3, 0.2])
+    assert calibrated(question, probability, 0.25, budget=500) == [1, 2, 4]
+    assert calibrated(question, probability, 0.25, budget=20) == [1, 2]
+    assert calibrated(question, probability, 0.99, budget=500) == [1]  # the likeliest always
+
+
+def test_the_calibrated_rule_scores_each_question_with_a_model_that_never_saw_its_documents():
+    """Flip the labels of one document's questions: their own probabilities do not move,
+    and the rule learns that the answer's piece is the one that matches best."""
+    from eval.stop_rules import out_of_fold, questions_of
+
+    questions = questions_of(_stop_rule_run(60, seed=1))
+    before = out_of_fold([questions])[0]
+    flipped = questions_of(_stop_rule_run(60, seed=1))
+    for q in flipped:
+        if q.fold_key == "d3":
+            q.holds_answer = 1.0 - q.holds_answer
+    after = out_of_fold([flipped])[0]
+    assert all(np.allclose(b, a) for q, b, a in zip(questions, before, after, strict=True) if q.fold_key == "d3")
+    assert not all(np.allclose(b, a) for b, a in zip(before, after, strict=True))
+    assert all(int(np.argmax(p)) == int(np.argmax(q.holds_answer)) for q, p in zip(questions, before, strict=True))
