@@ -27,6 +27,10 @@ $S eval --dataset beir:../shared/datasets/scifact --split train \
 $S eval --dataset tatqa:../shared/datasets/tatqa/dev.json \
     -p default-full-budget -p default-compressed -p default-compressed-tokens -p default-300 \
     --data-dir .eval-data --out runs/compression-tatqa
+# issue 19: a calibrated stopping rule against the bubble's relative floor, replayed on the
+# budget-filling runs above (README: Tuned knobs)
+.venv/bin/python -m eval.stop_rules runs/compression-tatqa/run.default-full-budget.json \
+    runs/compression-hotpotqa/run.default-full-budget.json | tee runs/stop_rules.md
 # issue 19: the default on TAT-QA, and its table rules and stop swept out of fold (README: Tuned knobs)
 $S eval --dataset tatqa:../shared/datasets/tatqa/dev.json -p default -p default-no-tables \
     --data-dir .eval-data --out runs/tatqa-dev-tables
@@ -46,6 +50,16 @@ $S eval --dataset hotpotqa:../shared/datasets/hotpotqa/dev50.json -p default --s
     --folds 5 --max-context-tokens 400 --data-dir .eval-data --out runs/sweep-hotpotqa-bubble_cost_weight
 $S eval --dataset beir:../shared/datasets/scifact --split train -p default --sweep maxsim_weight=1.0,1.5,2.0 \
     --sweep maxsim_depth=30,60 --folds 5 --objective ndcg@10 --data-dir .eval-data --out runs/sweep-scifact-maxsim
+# compression's lead bonus and prior, swept out of fold on every dataset (README: Compression)
+$S eval --dataset beir:../shared/datasets/scifact --split train -p default-compressed \
+    --sweep compress_coverage_weight=2,6 --sweep compress_lead_weight=0,0.3 --sweep compress_prior_weight=2.5,5 \
+    --folds 5 --objective sentence_evidence_recall --data-dir .eval-data --out runs/sweep-scifact-compress
+$S eval --dataset hotpotqa:../shared/datasets/hotpotqa/dev50.json -p default-compressed \
+    --sweep compress_lead_weight=0,0.3 --sweep compress_prior_weight=2.5,5,10 --folds 5 \
+    --data-dir .eval-data --out runs/sweep-hotpotqa-compress
+$S eval --dataset tatqa:../shared/datasets/tatqa/dev.json -p default-compressed \
+    --sweep compress_lead_weight=0,0.3 --sweep compress_prior_weight=2.5,5 --folds 5 \
+    --data-dir .eval-data --out runs/sweep-tatqa-compress
 .venv/bin/python -m bench.chat_ttft --dataset beir:../shared/datasets/scifact --split train \
     --limit 300 --data-dir .eval-data --out runs/bench/chat_ttft.json
 .venv/bin/python -m bench.query_latency --dataset beir:../shared/datasets/scifact --split train \
