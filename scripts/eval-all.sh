@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every evaluation table in the README, in one go (about 60 minutes on 2 cores before issue
 # 19, most of it the first ingest of SciFact; issue 19's runs add about 55: each sweep took 5 to 9
-# minutes here). Collections are cached in .eval-data; reports go to runs/.
+# minutes here; the three compression sweeps about 30 more: 13, 1 and 16 minutes here).
+# Collections are cached in .eval-data; reports go to runs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
