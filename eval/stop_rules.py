@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import sys
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,18 +37,20 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from eval import metrics as M
+from eval.sweep import document_folds
 from retrieval.context import terms
 
 SOURCES = ("anchor", "structure", "first_stage", "graph")
 RATIOS = (0.5, 0.55, 0.6, 0.65, 0.7)
 THRESHOLDS = (0.02, 0.03, 0.04, 0.06, 0.08, 0.1)
+N_FEATURES = 10 + len(SOURCES)  # the ten score components of questions_of, then one flag per source
 
 
 @dataclass
 class Question:
     """One question of a run: its taken pieces in the order taken, and its gold."""
 
-    fold_key: str
+    qrels: dict[str, int]  # its gold documents: the folds keep questions sharing one together
     texts: list[str]
     tokens: list[int]
     features: np.ndarray  # one row per piece
@@ -75,9 +76,10 @@ def questions_of(run: Mapping) -> list[Question]:
         taken = [t for t in q["trace"] if t[1] == "taken" and t[0] in shown]
         asked = terms(q["question"])
         first_gain = taken[0][4].get("gain", 1.0) if taken else 1.0
+        texts = [shown[t[0]]["text"] for t in taken]
+        tokens = [max(shown[t[0]]["n_tokens"], 0) for t in taken]
         rows = []
-        for position, (span_id, _, _, source, scores) in enumerate(taken):
-            text = shown[span_id]["text"]
+        for position, (text, n_tokens, (_, _, _, source, scores)) in enumerate(zip(texts, tokens, taken, strict=True)):
             rows.append(
                 [
                     scores.get("relevance", 0.0),
@@ -88,18 +90,17 @@ def questions_of(run: Mapping) -> list[Question]:
                     scores.get("gain", 0.0),
                     scores.get("gain", 0.0) / first_gain if first_gain else 0.0,
                     np.log1p(position),
-                    np.log1p(max(shown[span_id]["n_tokens"], 0)),
+                    np.log1p(n_tokens),
                     len(asked & terms(text)) / max(len(asked), 1),
                     *(float(source == s) for s in SOURCES),
                 ]
             )
-        texts = [shown[t[0]]["text"] for t in taken]
         out.append(
             Question(
-                fold_key=min(gold.get("qrels") or {q["qid"]: 1}),
+                qrels=dict(gold.get("qrels") or {}),
                 texts=texts,
-                tokens=[max(shown[t[0]]["n_tokens"], 0) for t in taken],
-                features=np.array(rows, dtype=float).reshape(len(rows), 10 + len(SOURCES)),
+                tokens=tokens,
+                features=np.array(rows, dtype=float).reshape(len(rows), N_FEATURES),
                 gains=[t[4].get("gain", 0.0) for t in taken],
                 holds_answer=np.array([M.answer_in_context(t, answers, False) for t in texts], dtype=float),
                 answers=answers,
@@ -133,9 +134,13 @@ def calibrated(question: Question, probability: np.ndarray, threshold: float, bu
 
 def out_of_fold(datasets: Sequence[list[Question]], folds: int = 5) -> list[list[np.ndarray]]:
     """Each piece's probability of holding an answer from a model fitted on the other
-    folds (by gold document) of every dataset together, each dataset weighing the same."""
+    folds of every dataset together, each dataset weighing the same. The folds are the
+    harness's (:func:`eval.sweep.document_folds`): questions sharing a gold document stay
+    together."""
     flat = [(d, q) for d, questions in enumerate(datasets) for q in questions]
-    fold_of = [zlib.crc32(q.fold_key.encode()) % folds for _, q in flat]
+    golds = {str(i): {"qrels": {f"{d}:{doc}": 1 for doc in q.qrels}} for i, (d, q) in enumerate(flat)}
+    fold_by_question = document_folds(golds, folds)
+    fold_of = [fold_by_question[str(i)] for i in range(len(flat))]
     probability: list[np.ndarray] = [np.zeros(0)] * len(flat)
     for f in range(folds):
         train = [i for i, k in enumerate(fold_of) if k != f and len(flat[i][1].tokens)]

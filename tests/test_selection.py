@@ -174,11 +174,11 @@ def test_table_rows_are_alternatives_not_repeats_unless_their_text_is_the_same()
         unit(3, "sentence", "Sales rose in 2019."),
     ]
     vectors = np.array([[1.0, 0.0], [0.99, 0.14], [1.0, 0.0], [0.8, 0.6]])
-    plain = _similarities_to(0, ordered, vectors, None)
-    alike = _similarities_to(0, ordered, vectors, _row_texts(ordered))
+    plain = _similarities_to(0, vectors, None)
+    alike = _similarities_to(0, vectors, _row_texts(ordered))
     assert plain[1] > 0.95  # would be dropped as a duplicate
     assert alike.tolist() == [1.0, -1.0, 1.0, pytest.approx(0.8)]
-    assert _similarities_to(3, ordered, vectors, _row_texts(ordered)).tolist() == pytest.approx(vectors @ vectors[3])
+    assert _similarities_to(3, vectors, _row_texts(ordered)).tolist() == pytest.approx(vectors @ vectors[3])
 
 
 def test_a_cost_weight_makes_each_piece_pay_for_its_tokens_in_the_trace(rag, samples_dir):

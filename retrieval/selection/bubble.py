@@ -203,7 +203,6 @@ class ContextBubble:
         rows = shown_rows(
             (u.span for u in ordered), inputs.question if options.table_columns else None, inputs.count_tokens
         )
-        headers: dict[str, int] = {}
         doc_prior = state.doc_prior
         for doc_id, prior in state.bridged_prior.items():
             doc_prior[doc_id] = max(doc_prior.get(doc_id, 0.0), prior)
@@ -218,8 +217,10 @@ class ContextBubble:
             unit.whole_tokens = span.n_tokens
             if span.id in rows:
                 shown = rows[span.id]
-                unit.projection, unit.whole_tokens = shown.projection, shown.whole_tokens
-                unit.header_tokens = headers.setdefault(unit.region, shown.header_tokens)
+                # every row of a table is cut alike (shown_rows), so they share one header cost
+                unit.projection = shown.projection
+                unit.whole_tokens = shown.whole_tokens
+                unit.header_tokens = shown.header_tokens
             if parent is not None and parent.granularity == "paragraph" and parent.parent_id:
                 unit.region = parent.parent_id  # cap sentences per section, not per paragraph
             unit.scores = {
@@ -320,7 +321,7 @@ class ContextBubble:
                 per_region[unit.region] = per_region.get(unit.region, 0) + 1
                 if unit.span.granularity == "row":
                     tables_paid.add(unit.region)
-                closest = np.maximum(closest, _similarities_to(i, ordered, vectors, alternatives))
+                closest = np.maximum(closest, _similarities_to(i, vectors, alternatives))
 
         for j in range(len(ordered)):
             if j not in decided:
@@ -419,22 +420,30 @@ def _cost(unit: Unit, tables_paid: set[str]) -> int:
     return unit.whole_tokens - (unit.header_tokens if shared_header else 0)
 
 
-def _row_texts(ordered: list[Unit]) -> np.ndarray:
-    """Each unit's row text (None for a sentence), for :func:`_similarities_to`."""
-    return np.array([u.span.text if u.span.granularity == "row" else None for u in ordered], dtype=object)
+@dataclass(frozen=True)
+class _RowTexts:
+    """Each unit's row text (None for a sentence) and which units are rows, worked out once
+    per query for :func:`_similarities_to`."""
+
+    texts: np.ndarray
+    is_row: np.ndarray
 
 
-def _similarities_to(i: int, ordered: list[Unit], vectors: np.ndarray, row_texts: np.ndarray | None) -> np.ndarray:
+def _row_texts(ordered: list[Unit]) -> _RowTexts:
+    texts = np.array([u.span.text if u.span.granularity == "row" else None for u in ordered], dtype=object)
+    return _RowTexts(texts, np.not_equal(texts, None))
+
+
+def _similarities_to(i: int, vectors: np.ndarray, rows: _RowTexts | None) -> np.ndarray:
     """Each unit's similarity to the taken unit ``i``, for the redundancy penalty and the
-    duplicate drop. With ``row_texts`` (``bubble_rows_as_alternatives``), two table rows
+    duplicate drop. With ``rows`` (``bubble_rows_as_alternatives``), two table rows
     are alike only when their text is the same: rows embed alike (the same header, cells
     of numbers) but another row, or the same line item of another company or year, is an
     alternative answer, not a repeat."""
     sims = vectors @ vectors[i]
-    if row_texts is None or row_texts[i] is None:
+    if rows is None or not rows.is_row[i]:
         return sims
-    rows = np.not_equal(row_texts, None)
-    return np.where(rows, np.where(row_texts == row_texts[i], 1.0, -1.0), sims)
+    return np.where(rows.is_row, np.where(rows.texts == rows.texts[i], 1.0, -1.0), sims)
 
 
 def _vanished_trace(units: list[Unit], first_rank: int) -> list[TraceEntry]:
